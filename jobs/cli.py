@@ -1,0 +1,31 @@
+"""Shared command-line shell for jobs: config file + overrides, Ray connection, one-line user errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from raylib import RaylibError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def job_main(config_cls: type, default_config: str, argv: list[str] | None,
+             run: Callable[[Any], None]) -> int:
+    parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip())
+    parser.add_argument("--config", default=str(REPO / default_config), help="YAML config (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. train.epochs=3")
+    args = parser.parse_args(argv)
+    try:
+        from raylib.config import load_config
+        from raylib.runtime import ensure_ray
+
+        config = load_config(config_cls, args.config, args.overrides)
+        ensure_ray(getattr(config, "ray_address", None))
+        run(config)
+    except RaylibError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,179 @@
+"""TALLRec end to end (Bao et al., RecSys 2023): data -> zero-shot AUC -> LoRA rec-tuning -> tuned AUC -> report.
+
+Scoring runs as a Ray task (on a GPU when training uses GPUs), training on Ray Train workers, so the same
+pipeline runs from a laptop's local Ray or through `ray job submit` on a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from raylib import RaylibError
+from raylib.assets import cache_root
+from raylib.config import DataConfig, ModelConfig, TallrecJobConfig, to_dict
+from raylib.data.movielens import load_movielens
+from raylib.data.records import (
+    TallrecRecord, build_tallrec_records, read_records, records_from_table, records_to_table, sample_records,
+    split_by_user,
+)
+
+
+@dataclasses.dataclass
+class TallrecData:
+    train: list[TallrecRecord]
+    valid: list[TallrecRecord]
+    test: list[TallrecRecord]
+    train_pool_size: int
+    source: str
+
+
+def _movielens_records(data: DataConfig) -> tuple[list[TallrecRecord], str]:
+    """Records built from MovieLens, cached as Parquet keyed by the source files and the builder settings."""
+    import pyarrow.parquet as pq
+
+    ml = load_movielens(data.movielens_dir)
+    key = hashlib.sha1(json.dumps([ml.source, ml.interactions.num_rows, data.history_len,
+                                   data.like_threshold]).encode()).hexdigest()[:12]
+    cache = Path(data.cache_dir or cache_root() / "records") / f"tallrec-{key}.parquet"
+    if cache.is_file():
+        return records_from_table(pq.read_table(cache)), ml.source
+    records = build_tallrec_records(ml.interactions, ml.items, data.history_len, data.like_threshold)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    pq.write_table(records_to_table(records), tmp)
+    os.replace(tmp, cache)
+    return records, ml.source
+
+
+def load_tallrec_data(data: DataConfig) -> TallrecData:
+    """Train (few-shot sample), validation and test records, from MovieLens or from the user's files."""
+    if data.source == "movielens":
+        records, source = _movielens_records(data)
+        pool, valid, test = split_by_user(records, data.valid_fraction, data.test_fraction, data.seed)
+    elif data.source == "files":
+        if not data.train_file:
+            raise RaylibError("data.source=files needs data.train_file (TALLRec-format .json/.jsonl/.parquet).")
+        pool = read_records(data.train_file)
+        valid = read_records(data.valid_file) if data.valid_file else []
+        test = read_records(data.test_file) if data.test_file else []
+        source = data.train_file
+    else:
+        raise RaylibError(f"data.source={data.source!r} must be 'movielens' or 'files'.")
+    return TallrecData(
+        train=sample_records(pool, data.train_samples, data.seed),
+        valid=sample_records(valid, data.valid_samples, data.seed),
+        test=sample_records(test, data.test_samples, data.seed),
+        train_pool_size=len(pool), source=source,
+    )
+
+
+def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_dir: str | None = None,
+                  max_length: int = 512, batch_size: int = 16, threads: int | None = None) -> dict[str, Any]:
+    """Load the model (plus adapter) and compute AUC / LogLoss / accuracy of P(Yes); runs anywhere."""
+    import torch
+
+    from raylib.evaluate import yes_probabilities
+    from raylib.metrics import binary_report
+    from raylib.model import load_model, load_tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = load_tokenizer(model_cfg)
+    model = load_model(model_cfg, device)
+    if adapter_dir:
+        from peft import PeftModel
+
+        # Merged into the base weights, the adapter costs nothing at inference (unmerged LoRA layers doubled the
+        # CPU scoring time here).
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    start = time.time()
+    probs = yes_probabilities(model, tokenizer, records, max_length, batch_size)
+    seconds = time.time() - start
+    report = binary_report([r.label for r in records], probs)
+    tokens = sum(len(tokenizer(r.input)["input_ids"]) for r in records[:50]) / max(1, min(50, len(records)))
+    report.update({"records": len(records), "seconds": seconds, "probabilities": probs.tolist(),
+                   "approx_tokens_per_s": tokens * len(records) / max(seconds, 1e-9)})
+    return report
+
+
+def score_on_ray(job: TallrecJobConfig, records: list[TallrecRecord], adapter_dir: str | None) -> dict[str, Any]:
+    """`score_records` on a GPU as a Ray task when training uses GPUs; on CPU in this process, which was
+    measured ~1.8x faster here than the same call inside a Ray CPU task."""
+    if not job.train.use_gpu:
+        return score_records(job.model, records, adapter_dir, job.data.max_length, job.train.eval_batch_size)
+    import ray
+
+    task = ray.remote(score_records).options(num_gpus=1, num_cpus=max(1, job.train.cpus_per_worker))
+    return ray.get(task.remote(job.model, records, adapter_dir, job.data.max_length, job.train.eval_batch_size))
+
+
+def check_inputs(job: TallrecJobConfig, data: TallrecData) -> None:
+    """Unknown model names and prompts that cannot fit stop the job here, before any training starts."""
+    from raylib.encoding import encode_for_scoring, encode_for_training
+    from raylib.model import load_tokenizer
+
+    tokenizer = load_tokenizer(job.model)  # resolves the name first: unknown names fail with one line
+    for split, records in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+        for i, record in enumerate(records):
+            if split == "train":
+                encode_for_training(tokenizer, record, job.data.max_length, job.train.loss_on, f"{split} record {i}")
+            else:
+                encode_for_scoring(tokenizer, record, job.data.max_length, f"{split} record {i}")
+
+
+def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
+    """The whole TALLRec job; returns the report also written to `<output_dir>/report.json`."""
+    from raylib.train import train_lora
+
+    start = time.time()
+    data = load_tallrec_data(job.data)  # fails fast on bad input, before any model work
+    check_inputs(job, data)
+    print(f"[tallrec] data from {data.source}: {len(data.train)} train (of {data.train_pool_size}), "
+          f"{len(data.valid)} valid, {len(data.test)} test records", flush=True)
+    report: dict[str, Any] = {"config": to_dict(job), "data": {
+        "source": data.source, "train": len(data.train), "train_pool": data.train_pool_size,
+        "valid": len(data.valid), "test": len(data.test)}}
+    if data.test and not job.skip_zero_shot:
+        print("[tallrec] zero-shot scoring of the test split ...", flush=True)
+        zero = score_on_ray(job, data.test, None)
+        report["zero_shot"] = {k: v for k, v in zero.items() if k != "probabilities"}
+    result = train_lora(job, data.train, data.valid)
+    report["train"] = {"wall_time_s": result.wall_time_s, "epochs_run": result.state.epoch,
+                       "best_epoch": result.state.best_epoch, "optimizer_steps": result.state.global_step,
+                       "tokens_per_s": _mean([h["train_tokens_per_s"] for h in result.state.history]),
+                       "history": result.state.history}
+    report["adapter_dir"] = str(result.adapter_dir)
+    if data.test:
+        print("[tallrec] scoring the test split with the tuned adapter ...", flush=True)
+        tuned = score_on_ray(job, data.test, str(result.adapter_dir))
+        report["tuned"] = {k: v for k, v in tuned.items() if k != "probabilities"}
+    report["wall_time_s"] = time.time() - start
+    path = Path(job.output_dir).expanduser().resolve() / "report.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    report["report_path"] = str(path)
+    return report
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    rows = [("", "AUC", "LogLoss", "ACC")]
+    for name in ("zero_shot", "tuned"):
+        if name in report:
+            m = report[name]
+            rows.append((name.replace("_", "-"), f"{m['auc']:.4f}", f"{m['logloss']:.4f}", f"{m['accuracy']:.4f}"))
+    lines = [f"{a:<10}{b:>8}{c:>9}{d:>8}" for a, b, c, d in rows]
+    lines.append(f"test records: {report['data']['test']}, train samples: {report['data']['train']}, "
+                 f"train {report['train']['tokens_per_s']:.0f} tok/s, wall {report['wall_time_s']:.0f} s")
+    lines.append(f"adapter: {report['adapter_dir']}")
+    lines.append(f"report:  {report.get('report_path', '')}")
+    return "\n".join(lines)

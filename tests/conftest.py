@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny random LLaMA (built here, no download) for mechanics, one Ray for the session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ML100K_RAW = SHARED / "ml-100k"
+TALLREC_MOVIE = SHARED / "tallrec" / "movie"
+
+
+def needs_shared(path: Path):
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} (../shared) is not present")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from raylib.config import ModelConfig
+    from raylib.model import load_tokenizer
+
+    return load_tokenizer(ModelConfig())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 2-layer, 64-wide LLaMA with random weights and the SmolLM2 tokenizer, saved as a HF folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (starting Ray costs 5-10 s)."""
+    import ray
+
+    from raylib.runtime import ensure_ray
+
+    ensure_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def movie_records():
+    from raylib.data import read_records
+
+    if not TALLREC_MOVIE.exists():
+        pytest.skip("../shared/data/tallrec/movie is not present")
+    return {split: read_records(TALLREC_MOVIE / f"{split}.json") for split in ("train", "valid", "test")}
