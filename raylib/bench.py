@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from raylib.data.records import read_records, sample_records
 from raylib.metrics import auc
 
 REPO = Path(__file__).resolve().parents[1]
+ENGINEERING_KEYS = ("train_overhead", "train_overhead_detail", "scoring_speedup", "scoring_auc_diff",
+                    "scoring_detail")
 PAPER_AUC = {"16": 0.6724, "64": 0.6748, "256": 0.7198}  # TALLRec Table 2, LLaMA-7B, movie
 
 
@@ -39,18 +42,35 @@ class BenchTallrecConfig:
     test_samples: int = 0
     max_length: int = 512
     speed_records: int = 100
+    speed_max_new_tokens: int = 128  # the original TALLRec evaluation's generate() length
     overhead_epochs: int = 1
     work_dir: str = "runs/bench_tallrec"
     report: str = "reports/tallrec_movie.json"
-    # Keep the zero-shot score and the (shots, seed) runs an earlier, interrupted benchmark saved in `report`.
+    # Keep the zero-shot score, the (shots, seed) runs and the engineering figures an earlier, interrupted
+    # benchmark saved in `report`; `remeasure_engineering` measures the scoring speed and overhead again.
     resume: bool = False
+    remeasure_engineering: bool = False
+    # Off for recipe ablations written to their own report: skip the zero-shot score and the engineering figures.
+    zero_shot: bool = True
+    engineering: bool = True
 
 
-def _timed_scores(model_cfg, records, adapter, max_length, batch_size):
-    from raylib.tallrec import score_records
+def machine(config: BenchTallrecConfig) -> dict[str, Any]:
+    """What the figures were measured on: runs kept from an earlier, resumed benchmark may come from another."""
+    import platform
 
-    result = score_records(model_cfg, records, adapter, max_length, batch_size)
-    return result
+    from raylib.model import choose_dtype
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else cpu
+    return {"device": name, "dtype": str(choose_dtype(config.model.dtype, device)).replace("torch.", ""),
+            "threads": torch.get_num_threads()}
 
 
 def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict[str, float]:
@@ -68,7 +88,8 @@ def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict
     batched = yes_probabilities(model, tokenizer, records, config.max_length, config.train.eval_batch_size)
     t_batched = time.perf_counter() - start
     start = time.perf_counter()
-    generated = yes_probabilities_by_generate(model, tokenizer, records, config.max_length)
+    generated = yes_probabilities_by_generate(model, tokenizer, records, config.max_length,
+                                              config.speed_max_new_tokens)
     t_generate = time.perf_counter() - start
     return {"records": len(records), "batched_s": t_batched, "generate_s": t_generate,
             "speedup": t_generate / t_batched, "auc_batched": auc(labels, batched),
@@ -128,13 +149,13 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
     test = sample_records(read_records(data_dir / "test.json"), config.test_samples, seed=0)
     work = Path(config.work_dir).resolve()
     report: dict[str, Any] = {"model": config.model.name, "test_records": len(test), "config": to_dict(config),
-                              "paper_auc": PAPER_AUC, "cpu_threads": torch.get_num_threads()}
+                              "paper_auc": PAPER_AUC, "cpu_threads": torch.get_num_threads(), "machine": machine(config)}
     save = _saver(config, report)
     previous = _previous_report(config, len(test))
 
     if "zero_shot" in previous:
         report["zero_shot_auc"], report["zero_shot"] = previous["zero_shot_auc"], previous["zero_shot"]
-    else:
+    elif config.zero_shot:
         print(f"[bench] zero-shot on {len(test)} test records", flush=True)
         zero = score_records(config.model, test, None, config.max_length, config.train.eval_batch_size)
         report["zero_shot_auc"] = zero["auc"]
@@ -173,12 +194,17 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
             report["runs"].append({"shots": shots, "seed": seed, "auc": tuned["auc"], "logloss": tuned["logloss"],
                                    "accuracy": tuned["accuracy"], "best_epoch": result.state.best_epoch,
                                    "epochs_run": result.state.epoch, "wall_time_s": wall,
-                                   "train_tokens_per_s": rate, "history": result.state.history})
+                                   "train_tokens_per_s": rate, "machine": report["machine"],
+                                   "history": result.state.history})
             print(f"[bench] {shots}-shot seed {seed}: test AUC {tuned['auc']:.4f} ({wall:.0f} s)", flush=True)
             _aggregate(report, shots, aucs, walls, rates)
             save()
-        if shots == 64 or (64 not in config.shots and shots == ordered[0]):
-            _engineering_figures(config, report, adapters[shots], pool, test, work, save)
+        if config.engineering and (shots == 64 or (64 not in config.shots and shots == ordered[0])):
+            kept = {k: previous[k] for k in ENGINEERING_KEYS if k in previous}
+            if len(kept) == len(ENGINEERING_KEYS) and not config.remeasure_engineering:
+                report.update(kept)
+            else:
+                _engineering_figures(config, report, adapters[shots], pool, test, work, save)
     report["total_wall_time_s"] = time.time() - start_all
     save()
     return report
@@ -194,13 +220,24 @@ def _engineering_figures(config, report, adapter_dir, pool, test, work, save) ->
                   "seed": 0},
         "data": {"max_length": config.max_length}, "output_dir": str(work / "overhead")})
     records = sample_records(pool, 64, 0)
+    shutil.rmtree(work / "overhead", ignore_errors=True)  # else the run would resume, finished, and train nothing
+    # The bare loop runs before and after the Ray run on the same batches: averaging the two cancels the drift of
+    # a shared machine's speed over the minutes the measurement takes.
+    steps = len(records) // max(1, config.train.micro_batch_size) * config.overhead_epochs
+    bare_before = bare_step_times(config, job, records, steps)
     ray_times = train_lora(job, records, []).step_times
-    bare_times = bare_step_times(config, job, records, len(ray_times))
+    bare_after = bare_step_times(config, job, records, len(ray_times))
+    bare_times = [(a + b) / 2 for a, b in zip(bare_before, bare_after)]
     report["train_overhead"] = _steady(ray_times) / _steady(bare_times)
-    report["train_overhead_detail"] = {"ray_deepspeed_step_s": _steady(ray_times),
-                                       "bare_peft_step_s": _steady(bare_times), "micro_steps": len(ray_times)}
+    report["train_overhead_detail"] = {
+        "ray_deepspeed_step_s": _steady(ray_times), "bare_peft_step_s": _steady(bare_times),
+        "bare_before_step_s": _steady(bare_before), "bare_after_step_s": _steady(bare_after),
+        "median_paired_ratio": statistics.median(r / b for r, b in list(zip(ray_times, bare_times))[2:]),
+        "micro_steps": len(ray_times)}
     save()
     print(f"[bench] overhead ratio {report['train_overhead']:.3f}", flush=True)
+    if not Path(adapter_dir).is_dir():  # a resumed benchmark on another machine: its runs' folders are gone
+        adapter_dir = str(work / "overhead" / "adapter")
     print(f"[bench] scoring speed on {config.speed_records} records (fp32)", flush=True)
     speed = scoring_speed(config, adapter_dir, test[:config.speed_records])
     report["scoring_speedup"] = speed["speedup"]
@@ -251,7 +288,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     paper = [s for s in ("16", "64", "256") if s in report.get("paper_auc", {})]
     ax.plot([int(s) for s in paper], [report["paper_auc"][s] for s in paper], "s--", color="C2",
             label="TALLRec, LLaMA-7B (paper)")
-    ax.axhline(report["zero_shot_auc"], color="C1", linestyle=":", label="zero-shot (this model)")
+    if "zero_shot_auc" in report:
+        ax.axhline(report["zero_shot_auc"], color="C1", linestyle=":", label="zero-shot (this model)")
     ax.axhspan(0.49, 0.54, color="grey", alpha=0.15, label="sequential baselines (paper)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(x) for x in xs])

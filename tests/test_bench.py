@@ -1,0 +1,41 @@
+"""The TALLRec benchmark end to end on a tiny LLaMA and a handful of the official records: the report has the
+keys the issue names (checked mechanically), and a resumed benchmark keeps what an earlier one measured."""
+
+import json
+
+from raylib.bench import BenchTallrecConfig, run_bench
+from raylib.config import from_dict
+
+from conftest import TALLREC_MOVIE, needs_shared
+
+pytestmark = needs_shared(TALLREC_MOVIE)
+
+
+def tiny_bench(model_dir, tmp_path, **extra):
+    return from_dict(BenchTallrecConfig, {
+        "model": {"name": str(model_dir), "dtype": "fp32"},
+        "train": {"learning_rate": 5e-3, "batch_size": 4, "micro_batch_size": 4, "epochs": 1, "patience": 0,
+                  "eval_batch_size": 8, "cpus_per_worker": 1},
+        "data_dir": str(TALLREC_MOVIE), "shots": [8], "seeds": [0], "valid_samples": 8, "test_samples": 16,
+        "max_length": 256, "speed_records": 16,
+        "speed_max_new_tokens": 4, "work_dir": str(tmp_path / "work"),
+        "report": str(tmp_path / "reports" / "tallrec.json"), **extra})
+
+
+def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny_model_dir, tmp_path):
+    config = tiny_bench(tiny_model_dir, tmp_path)
+    report = run_bench(config)
+
+    saved = json.loads((tmp_path / "reports" / "tallrec.json").read_text())
+    assert (tmp_path / "reports" / "tallrec.png").stat().st_size > 0
+    assert saved["model"] == str(tiny_model_dir) and saved["test_records"] == 16
+    assert 0.0 <= saved["zero_shot_auc"] <= 1.0
+    assert set(saved["auc"]["8"]) == {"mean", "std", "seeds"} and len(saved["auc"]["8"]["seeds"]) == 1
+    assert saved["wall_time_s"]["8"] > 0 and saved["train_overhead"] > 0
+    # Batched single-forward scoring and per-prompt generate() give the same probabilities (fp32).
+    assert saved["scoring_auc_diff"] < 1e-3 and saved["scoring_detail"]["max_prob_diff"] < 1e-4
+    assert saved["runs"][0]["machine"]["dtype"] == "float32"
+
+    again = run_bench(tiny_bench(tiny_model_dir, tmp_path, resume=True))
+    assert again["runs"] == report["runs"]  # kept, not retrained
+    assert again["train_overhead"] == report["train_overhead"]
