@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import statistics
 import time
@@ -149,7 +150,8 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
     test = sample_records(read_records(data_dir / "test.json"), config.test_samples, seed=0)
     work = Path(config.work_dir).resolve()
     report: dict[str, Any] = {"model": config.model.name, "test_records": len(test), "config": to_dict(config),
-                              "paper_auc": PAPER_AUC, "cpu_threads": torch.get_num_threads(), "machine": machine(config)}
+                              "paper_auc": PAPER_AUC, "cpu_threads": torch.get_num_threads(),
+                              "machine": machine(config)}
     save = _saver(config, report)
     previous = _previous_report(config, len(test))
 
@@ -212,6 +214,7 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
 
 def _engineering_figures(config, report, adapter_dir, pool, test, work, save) -> None:
     from raylib.train import train_lora
+    from raylib.train.deepspeed_config import batch_geometry
 
     print("[bench] training overhead: Ray Train + DeepSpeed ZeRO-2 vs bare PEFT loop", flush=True)
     job = from_dict(TallrecJobConfig, {
@@ -223,7 +226,8 @@ def _engineering_figures(config, report, adapter_dir, pool, test, work, save) ->
     shutil.rmtree(work / "overhead", ignore_errors=True)  # else the run would resume, finished, and train nothing
     # The bare loop runs before and after the Ray run on the same batches: averaging the two cancels the drift of
     # a shared machine's speed over the minutes the measurement takes.
-    steps = len(records) // max(1, config.train.micro_batch_size) * config.overhead_epochs
+    micro, _ = batch_geometry(job.train, len(records), 1)
+    steps = math.ceil(len(records) / micro) * config.overhead_epochs  # the DataLoader keeps a last short batch
     bare_before = bare_step_times(config, job, records, steps)
     ray_times = train_lora(job, records, []).step_times
     bare_after = bare_step_times(config, job, records, len(ray_times))
