@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from raylib.config import LoraSettings, ModelConfig, TallrecJobConfig, TrainConfig, from_dict, to_dict
+from pydantic.dataclasses import dataclass
+
+from raylib.config import (STRICT, EvalConfig, LoraSettings, ModelConfig, TallrecJobConfig, TrainConfig,
+                           from_dict, to_dict)
 from raylib.data.records import read_records, sample_records
 from raylib.metrics import auc
 
@@ -29,11 +32,12 @@ ENGINEERING_KEYS = ("train_overhead", "train_overhead_detail", "scoring_speedup"
 PAPER_AUC = {"16": 0.6724, "64": 0.6748, "256": 0.7198}  # TALLRec Table 2, LLaMA-7B, movie
 
 
-@dataclasses.dataclass
+@dataclass(config=STRICT)
 class BenchTallrecConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     data_dir: str = str(REPO.parent / "shared" / "data" / "tallrec" / "movie")
     shots: list[int] = dataclasses.field(default_factory=lambda: [16, 64, 256])
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])

