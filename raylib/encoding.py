@@ -1,4 +1,4 @@
-"""Records -> token ids. Over-long prompts lose history tokens (oldest first), never the question or answer."""
+"""Records -> token ids. Over-long prompts lose whole history items (oldest first), never the question or answer."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import torch
 
 from raylib import RaylibError
 from raylib.data.records import TallrecRecord
-from raylib.prompts import ALPACA_TEMPLATE, TALLREC_ANSWERS, alpaca_prompt, split_question
+from raylib.prompts import (ALPACA_TEMPLATE, TALLREC_ANSWERS, alpaca_prompt, parse_tallrec_input,
+                            render_tallrec_input, split_question)
 
 IGNORE_INDEX = -100  # label value torch's cross-entropy skips
-TRUNCATION_MARK = "... "
+TRUNCATION_MARK = "... "  # marks free-text history that lost pieces
 
 
 @dataclasses.dataclass
@@ -26,41 +27,62 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def fit_prompt(tokenizer, record: TallrecRecord, budget: int, where: str = "record") -> str:
-    """The record's prompt, with history cut from its oldest side until it takes at most `budget` tokens."""
-    prompt = alpaca_prompt(record.instruction, record.input)
-    n = len(_ids(tokenizer, prompt))
-    if n <= budget:
-        return prompt
-    history, question = split_question(record.input)
-    hist_ids = tokenizer(history, add_special_tokens=False)["input_ids"]
-    keep = max(0, len(hist_ids) - (n - budget) - 2)
-    while True:
-        tail = tokenizer.decode(hist_ids[len(hist_ids) - keep:]) if keep > 0 else ""
-        prompt = alpaca_prompt(record.instruction, (TRUNCATION_MARK + tail if tail else "") + question)
-        if len(_ids(tokenizer, prompt)) <= budget:
-            return prompt
-        if keep == 0:
-            raise RaylibError(
-                f"{where}: even without history the prompt takes {len(_ids(tokenizer, prompt))} tokens, "
-                f"over the limit of {budget}; raise data.max_length or shorten the instruction/question."
-            )
-        keep = max(0, keep - 8)
+    """The record's prompt in at most `budget` tokens: an over-long one loses whole history items (oldest first,
+    see `shorter_inputs`), never the question."""
+    def size(input_text: str) -> int:
+        return len(_ids(tokenizer, alpaca_prompt(record.instruction, input_text)))
+
+    if size(record.input) <= budget:
+        return alpaca_prompt(record.instruction, record.input)
+    candidates = shorter_inputs(record.input)
+    if size(candidates[-1]) > budget:
+        raise RaylibError(
+            f"{where}: even without history the prompt takes {size(candidates[-1])} tokens, "
+            f"over the limit of {budget}; raise data.max_length or shorten the instruction/question."
+        )
+    lo, hi = 0, len(candidates) - 1  # binary search for the longest candidate that fits (sizes only shrink)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if size(candidates[mid]) <= budget else (mid + 1, hi)
+    return alpaca_prompt(record.instruction, candidates[lo])
+
+
+def shorter_inputs(input_text: str) -> list[str]:
+    """Ever shorter versions of an input, one whole history item less each; the last has no history left.
+
+    A TALLRec input loses its oldest item from whichever list (liked or disliked; liked on a tie) holds more,
+    so both kinds survive as long as possible, and is re-rendered in the same format. Text that is not in that
+    format (a user's own) loses whole comma-separated pieces of the lines before its question, from the start.
+    """
+    parsed = parse_tallrec_input(input_text)
+    if parsed is None:
+        history, question = split_question(input_text)
+        pieces = history.split(", ") if history else []
+        return [TRUNCATION_MARK + ", ".join(pieces[k:]) + question for k in range(1, len(pieces))] + [question]
+    liked, disliked, question = parsed
+    shorter = []
+    while liked or disliked:
+        if len(liked) >= len(disliked):
+            liked = liked[1:]
+        else:
+            disliked = disliked[1:]
+        shorter.append(render_tallrec_input(liked, disliked, question))
+    return shorter
 
 
 LOSS_MODES = ("response", "answer_token", "all")
 
 
-def encode_for_training(tokenizer, record: TallrecRecord, max_length: int, loss_on: str = "response",
-                        where: str = "record") -> Encoded:
-    """Prompt + answer + EOS. Labels cover the response, only its first token, or everything (`loss_on`)."""
+def encode_pair(tokenizer, prompt: str, response: str, loss_on: str = "response", label: int = 0) -> Encoded:
+    """Prompt + response + EOS as one sequence. Labels cover the response (+ EOS), only its first token, or
+    everything (`loss_on`); the prompt's own tokenization is kept even where the tokenizer would merge across
+    the boundary, so the response starts exactly where scoring reads the next token."""
     if loss_on not in LOSS_MODES:
         raise RaylibError(f"train.loss_on={loss_on!r} must be one of {', '.join(LOSS_MODES)}.")
-    answer_ids = tokenizer(record.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    prompt = fit_prompt(tokenizer, record, max_length - len(answer_ids), where)
     prompt_ids = _ids(tokenizer, prompt)
-    full_ids = _ids(tokenizer, prompt + record.output)
+    full_ids = _ids(tokenizer, prompt + response)
     if full_ids[: len(prompt_ids)] != prompt_ids:  # tokenizer merged across the boundary: keep them apart
-        full_ids = prompt_ids + answer_ids[:-1]
+        full_ids = prompt_ids + tokenizer(response, add_special_tokens=False)["input_ids"]
     full_ids = full_ids + [tokenizer.eos_token_id]
     n = len(prompt_ids)
     if loss_on == "all":
@@ -69,7 +91,15 @@ def encode_for_training(tokenizer, record: TallrecRecord, max_length: int, loss_
         labels = [IGNORE_INDEX] * n + [full_ids[n]] + [IGNORE_INDEX] * (len(full_ids) - n - 1)
     else:
         labels = [IGNORE_INDEX] * n + full_ids[n:]
-    return Encoded(full_ids, labels, record.label)
+    return Encoded(full_ids, labels, label)
+
+
+def encode_for_training(tokenizer, record: TallrecRecord, max_length: int, loss_on: str = "response",
+                        where: str = "record") -> Encoded:
+    """A TALLRec record for training: its prompt (history cut to fit) + answer + EOS."""
+    answer_len = len(tokenizer(record.output, add_special_tokens=False)["input_ids"]) + 1
+    prompt = fit_prompt(tokenizer, record, max_length - answer_len, where)
+    return encode_pair(tokenizer, prompt, record.output, loss_on, record.label)
 
 
 def encode_for_scoring(tokenizer, record: TallrecRecord, max_length: int, where: str = "record") -> Encoded:

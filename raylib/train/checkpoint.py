@@ -1,14 +1,20 @@
-"""Adapter checkpoints in standard PEFT format (`PeftModel.from_pretrained` loads them), gathered under ZeRO-3.
+"""Checkpoints: what a reported checkpoint folder holds, the run fingerprint, and LoRA adapters in PEFT format.
 
 A reported checkpoint folder holds:
-  adapter/            the adapter after the latest epoch (resume starts from it)
-  best_adapter/       the adapter with the best validation AUC so far (the run's answer)
   trainer_state.json  epoch, optimizer step, best metric, patience counter, per-epoch history
+  <task files>        the task's trainable state (LoRA tasks: adapter/ = latest, best_adapter/ = best so far)
+  engine/             DeepSpeed's optimizer + LR-schedule state (AdamW moments), one shard per rank, frozen
+                      weights excluded: a resumed run continues the interrupted one, not a cold restart
+  rng_rank<r>.safetensors  each rank's torch RNG state (dropout)
+
+The engine state is DeepSpeed's own format (torch pickles); it is only ever loaded from the run's own
+`output_dir`. Everything meant to be shared (adapters, CRM weights) is safetensors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -17,9 +23,18 @@ from typing import Any
 
 import torch
 
+from raylib import RaylibError
+
 STATE_FILE = "trainer_state.json"
+ENGINE_DIR = "engine"
+ENGINE_TAG = "state"
 ADAPTER_DIR = "adapter"
 BEST_ADAPTER_DIR = "best_adapter"
+FINGERPRINT_FILE = "run.json"
+# Fields that may change between a run and its resumption: how long to train, how to log, where to run.
+RUN_LENGTH_FIELDS = {"epochs", "patience", "max_steps", "max_failures", "log_every_steps", "eval_batch_size",
+                     "cpus_per_worker", "fresh_start", "num_workers", "use_gpu", "offload_optimizer",
+                     "offload_params", "gradient_checkpointing"}
 
 
 @dataclasses.dataclass
@@ -30,6 +45,7 @@ class TrainerState:
     best_epoch: int = 0
     bad_epochs: int = 0
     finished: bool = False
+    world_size: int = 1
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     step_times: list[float] = dataclasses.field(default_factory=list)  # seconds per micro-batch, for benchmarks
 
@@ -41,18 +57,92 @@ class TrainerState:
         return cls(**json.loads((folder / STATE_FILE).read_text()))
 
 
-def gathered_adapter_state(model, zero_stage: int) -> dict[str, torch.Tensor]:
-    """The LoRA tensors as full CPU tensors. Under ZeRO-3 they are partitioned (empty `[0]` shapes locally,
-    peft#453 / DeepSpeed#4295), so every rank must enter the gather; the result is used on rank 0."""
-    from peft import get_peft_model_state_dict
+# ---------------------------------------------------------------- fingerprint: resume only the same run
+def run_fingerprint(task_cls, job, train_records: list, valid_records: list) -> dict[str, Any]:
+    """What makes a run this run: task, model, LoRA, training settings (less run length) and the data."""
+    from raylib.config import to_dict
 
+    data = hashlib.sha1(json.dumps([train_records, valid_records], sort_keys=True, default=str).encode())
+    train = {k: v for k, v in to_dict(job.train).items() if k not in RUN_LENGTH_FIELDS}
+    return {"task": f"{task_cls.__module__}.{task_cls.__qualname__}", "model": to_dict(job.model),
+            "lora": to_dict(job.lora), "train": train, "records": data.hexdigest(),
+            **task_cls.fingerprint(job)}
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append("the training/validation records differ" if key == "records" else f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: bool) -> bool:
+    """Make `output` this run's folder. True when it holds checkpoints of this same run (they will be resumed);
+    a different run's checkpoints are an error, or are discarded with `fresh_start`."""
+    marker, ray_dir = output / FINGERPRINT_FILE, output / "ray"
+    if fresh_start:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+        marker.unlink(missing_ok=True)
+    has_checkpoints = ray_dir.is_dir() and any(ray_dir.rglob(STATE_FILE))
+    if has_checkpoints:
+        old = json.loads(marker.read_text()) if marker.is_file() else {}
+        changes = _differences(old, fingerprint) if old else ["it was made by an older version (no run.json)"]
+        if changes:
+            raise RaylibError(f"output_dir {output} holds checkpoints of a different run ({'; '.join(changes)}): "
+                              "use another output_dir, or add train.fresh_start=true to discard them.")
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(fingerprint, indent=1, default=str))
+    os.replace(tmp, marker)
+    return has_checkpoints
+
+
+# ---------------------------------------------------------------- optimizer, schedule and RNG state
+def save_engine_state(engine, folder: Path, rank: int) -> None:
+    """Every rank: its optimizer shard (and, on rank 0, the LR schedule) plus its RNG state."""
+    from safetensors.torch import save_file
+
+    engine.save_checkpoint(str(folder / ENGINE_DIR), tag=ENGINE_TAG, exclude_frozen_parameters=True)
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    save_file(rng, str(folder / f"rng_rank{rank}.safetensors"))
+
+
+def load_engine_state(engine, folder: Path, rank: int) -> None:
+    from safetensors.torch import load_file
+
+    path, _ = engine.load_checkpoint(str(folder / ENGINE_DIR), tag=ENGINE_TAG, load_module_strict=False,
+                                     load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed could not load the engine state in {folder / ENGINE_DIR}.")
+    rng = load_file(str(folder / f"rng_rank{rank}.safetensors"))
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+
+
+def gathered_trainable(module, zero_stage: int, read):
+    """`read(module)` with every trainable parameter whole. Under ZeRO-3 they are partitioned (empty `[0]`
+    shapes locally, peft#453 / DeepSpeed#4295), so every rank must enter the gather."""
     if zero_stage != 3:
-        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+        return read(module)
     import deepspeed
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in module.parameters() if p.requires_grad]
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+        return read(module)
+
+
+# ---------------------------------------------------------------- LoRA adapters (standard PEFT folders)
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def write_adapter(model, state_dict: dict[str, torch.Tensor], folder: Path) -> None:
@@ -60,8 +150,7 @@ def write_adapter(model, state_dict: dict[str, torch.Tensor], folder: Path) -> N
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = model.peft_config["default"]
-    config.save_pretrained(str(folder))
+    model.peft_config["default"].save_pretrained(str(folder))
     save_file({k: v.contiguous() for k, v in state_dict.items()}, str(folder / "adapter_model.safetensors"),
               metadata={"format": "pt"})
 
@@ -74,8 +163,8 @@ def load_adapter_into(model, folder: Path) -> None:
     set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
 
 
-def publish_adapter(source: Path, target: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Copy a finished adapter to `target` atomically: a half-copied folder never looks like a finished one."""
+def publish_folder(source: Path, target: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Copy a finished folder to `target` atomically: a half-copied folder never looks like a finished one."""
     target = Path(target)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

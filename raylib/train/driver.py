@@ -1,7 +1,8 @@
-"""Driver side of training: build the TorchTrainer, run it, publish the best adapter as a PEFT folder.
+"""Driver side of training: build the TorchTrainer for a task, run it, publish the task's best state.
 
 Re-running with the same output dir resumes: Ray Train V2 restores the run named "train" under
 `<output_dir>/ray` from its latest checkpoint, and the worker picks it up with `ray.train.get_checkpoint()`.
+A run fingerprint (`<output_dir>/run.json`) makes sure it is the same run (`claim_output_dir`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from raylib import RaylibError
-from raylib.config import TallrecJobConfig, to_dict
-from raylib.data.records import TallrecRecord
-from raylib.train.checkpoint import BEST_ADAPTER_DIR, TrainerState, publish_adapter
+from raylib.config import TrainJob, to_dict
+from raylib.train.checkpoint import TrainerState, claim_output_dir, run_fingerprint
 
 RUN_NAME = "train"
 
 
 @dataclasses.dataclass
 class TrainResult:
-    adapter_dir: Path
+    adapter_dir: Path  # what the task published (LoRA tasks: a PEFT adapter folder)
     state: TrainerState
     metrics: dict[str, Any]
     wall_time_s: float
@@ -32,33 +32,44 @@ class TrainResult:
         return list(self.state.step_times)
 
 
-def _threads_per_worker(job: TallrecJobConfig) -> int:
+def _threads_per_worker(job: TrainJob) -> int:
     if job.train.cpus_per_worker > 0:
         return job.train.cpus_per_worker
     return max(1, (os.cpu_count() or 1) // max(1, job.train.num_workers))
 
 
-def train_lora(job: TallrecJobConfig, train_records: list[TallrecRecord],
-               valid_records: list[TallrecRecord]) -> TrainResult:
-    """Run LoRA tuning on Ray Train workers (DeepSpeed ZeRO inside) and publish `<output_dir>/adapter`."""
+def as_dicts(records: list) -> list[dict[str, Any]]:
+    """Records travel to the workers as plain dicts (dataclass records are converted)."""
+    return [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in records]
+
+
+def prepare_output_dir(task_cls, job: TrainJob, train_records: list, valid_records: list) -> bool:
+    """Check (before any work) that `job.output_dir` is free or holds this same run; True if it will resume."""
+    output = Path(job.output_dir).expanduser().resolve()
+    fingerprint = run_fingerprint(task_cls, job, as_dicts(train_records), as_dicts(valid_records))
+    return claim_output_dir(output, fingerprint, job.train.fresh_start)
+
+
+def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> TrainResult:
+    """Train `task_cls` on Ray Train workers (DeepSpeed ZeRO inside) and publish its best state."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raylib.train.worker import train_loop_per_worker
 
     if not train_records:
-        raise RaylibError("No training records: check data.train_file / data.train_samples.")
+        raise RaylibError("No training records: check the training data and its sample size.")
     output = Path(job.output_dir).expanduser().resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    final_adapter = output / "adapter"
+    prepare_output_dir(task_cls, job, train_records, valid_records)
     # Ray sets each worker's OMP_NUM_THREADS to the CPUs it asks for: on CPU, ask for the threads it should use.
     cpus = _threads_per_worker(job) if not job.train.use_gpu else max(1, job.train.cpus_per_worker)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
+            "task": task_cls,
             "job": to_dict(job),
-            "train_records": [dataclasses.asdict(r) for r in train_records],
-            "valid_records": [dataclasses.asdict(r) for r in valid_records],
+            "train_records": as_dicts(train_records),
+            "valid_records": as_dicts(valid_records),
             "threads_per_worker": _threads_per_worker(job),
         },
         torch_config=TorchConfig(backend="nccl" if job.train.use_gpu else "gloo"),
@@ -79,7 +90,14 @@ def train_lora(job: TallrecJobConfig, train_records: list[TallrecRecord],
         raise RuntimeError("Training reported no checkpoint.")
     with result.checkpoint.as_directory() as folder:
         state = TrainerState.load(Path(folder))
-        publish_adapter(Path(folder) / BEST_ADAPTER_DIR, final_adapter,
-                        extra={"best_epoch": state.best_epoch, "best_metric": state.best_metric,
-                               "epochs_run": state.epoch, "optimizer_steps": state.global_step})
-    return TrainResult(final_adapter, state, dict(result.metrics or {}), time.time() - start)
+        published = task_cls.publish(Path(folder), output, {
+            "best_epoch": state.best_epoch, "best_metric": state.best_metric, "metric": task_cls.metric,
+            "epochs_run": state.epoch, "optimizer_steps": state.global_step})
+    return TrainResult(published, state, dict(result.metrics or {}), time.time() - start)
+
+
+def train_lora(job, train_records: list, valid_records: list) -> TrainResult:
+    """TALLRec's rec-tuning: `train` with the TALLRec task."""
+    from raylib.tasks.tallrec import TallrecTask
+
+    return train(TallrecTask, job, train_records, valid_records)
