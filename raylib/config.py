@@ -185,18 +185,40 @@ def _adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(cls)
 
 
-def _one_line(err: ValidationError, where: str) -> str:
-    parts = []
+_EXPECTED = {"int_parsing": "int", "int_type": "int", "int_from_float": "int", "float_parsing": "float",
+             "float_type": "float", "bool_parsing": "true/false", "bool_type": "true/false", "string_type": "a string",
+             "list_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping"}
+
+
+def _one_line(err: ValidationError, cls: type, where: str) -> str:
+    """All of pydantic's findings as one line: `field: what is wrong (got value)`."""
+    parts, unknown = [], {}
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "config"
-        message = e["msg"].removeprefix("Value error, ")
-        unknown = e["type"] in ("extra_forbidden", "unexpected_keyword_argument")
-        got = "" if unknown or e["type"] in ("missing", "value_error") or isinstance(e["input"], dict) \
-            else f" (got {e['input']!r})"
-        if unknown:
-            message = "unknown key (check its spelling and section)"
-        parts.append(f"{field}: {message}{got}")
+        loc = [str(p) for p in e["loc"]]
+        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            unknown.setdefault(".".join(loc[:-1]), []).append(loc[-1])
+            continue
+        field = ".".join(loc) or "config"
+        if e["type"] in _EXPECTED:
+            parts.append(f"{field}: expected {_EXPECTED[e['type']]}, got {e['input']!r}")
+        elif e["type"] == "value_error" or isinstance(e["input"], dict):
+            parts.append(f"{field}: {e['msg'].removeprefix('Value error, ')}")
+        else:
+            parts.append(f"{field}: {e['msg']} (got {e['input']!r})")
+    for section, keys in unknown.items():
+        known = _known_keys(cls, section.split(".") if section else [])
+        parts.append(f"{section or 'top level'}: unknown key(s) {sorted(keys)}; known keys are {known}")
     return f"{where}: " + "; ".join(parts)
+
+
+def _known_keys(cls: type, path: list[str]) -> list[str]:
+    for name in path:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        factory = fields[name].default_factory if name in fields else None
+        if not callable(factory) or not dataclasses.is_dataclass(factory):
+            return []
+        cls = factory
+    return sorted(f.name for f in dataclasses.fields(cls))
 
 
 def from_dict(cls: type, values: dict[str, Any], where: str = "config", check_paths: bool = False) -> Any:
@@ -204,7 +226,7 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "config", check_pa
     try:
         return _adapter(cls).validate_python(values, context={"check_paths": check_paths})
     except ValidationError as err:
-        raise RaylibError(_one_line(err, where)) from None
+        raise RaylibError(_one_line(err, cls, where)) from None
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -30,6 +30,51 @@ def resolve_model_path(name: str) -> str:
     return name  # a Hugging Face hub id, downloaded (or read from the HF cache) by transformers
 
 
+def _hub_unreachable(timeout_s: float = 3.0) -> bool:
+    """One quick connection attempt, so an offline machine learns in seconds, not after the hub client's
+    retries (~30 s here)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return False
+    except OSError:
+        return True
+
+
+def _not_found(name: str, why: str) -> RaylibError:
+    return RaylibError(
+        f"Model {name!r} could not be loaded ({why}): download it where there is network (`hf download {name}`), "
+        "accept its licence and set HF_TOKEN if it is gated, or pass a local model folder as model.name.")
+
+
+def check_model_available(config: ModelConfig) -> str:
+    """Resolve `config.name` and make sure its config can be read, before any work starts; one line if not."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(config.name)
+    if Path(path).exists():
+        return path
+    try:
+        AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=config.trust_remote_code)
+        return path  # in the Hugging Face cache
+    except OSError:
+        pass
+    if _hub_unreachable():
+        raise _not_found(path, "it is not in the Hugging Face cache and the hub cannot be reached")
+    try:
+        AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _not_found(path, f"missing or gated: {first}") from None
+    return path
+
+
 def cpu_supports_bf16() -> bool:
     """bf16 matmuls are fast on CPUs with AVX512-bf16 or AMX; elsewhere they are emulated and slow."""
     cpu = getattr(torch, "cpu", None)

@@ -1,7 +1,13 @@
-"""Connecting to Ray: an existing cluster (`ray job submit`, `ray start`) or a local one started here."""
+"""Connecting to Ray: an existing cluster (`ray job submit`, `ray start`) or a local one started here.
+
+Quiet by default: a user sees the job's own lines (data summary, a progress bar per epoch, one line per
+validation, the final table); Ray's, DeepSpeed's and transformers' detail stays in Ray's logs
+(`/tmp/ray/session_latest/logs`). `verbose=True` (`--verbose` on every job) brings it back to the terminal.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 
 # Ray Train V2 prints each worker line twice without this; set before ray is imported.
@@ -9,6 +15,48 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 # A local Ray runs its workers at nice 15; on a busy laptop the training/scoring workers then lose the CPU to
 # Ray's own daemons (measured ~30% slower steps here). Workers of a local Ray run at normal priority.
 os.environ.setdefault("RAY_worker_niceness", "0")
+
+# What every process of a quiet run inherits: library warnings and C++ info/error chatter off.
+QUIET_ENV = {
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
+
+
+def quiet_libraries() -> None:
+    """In this process: the libraries' own INFO lines and progress bars off (call after importing them)."""
+    if os.environ.get("RAYLIB_VERBOSE"):
+        return
+    # The root logger too: some of Ray Train's INFO lines (a report dump per checkpoint) use file-named loggers.
+    for name in ("", "DeepSpeed", "deepspeed", "torch.distributed", "ray", "ray.train", "ray.tune", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def set_verbose(verbose: bool) -> None:
+    """Before Ray starts: verbose or quiet for this process and every Ray process the job starts."""
+    if verbose:
+        os.environ["RAYLIB_VERBOSE"] = "1"
+        return
+    import warnings
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():  # else DeepSpeed warns on import that it fell back to the CPU
+            os.environ["DS_ACCELERATOR"] = "cpu"
+    quiet_libraries()
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -20,9 +68,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    verbose = bool(os.environ.get("RAYLIB_VERBOSE"))
+    env = {"RAYLIB_VERBOSE": "1"} if verbose else {k: os.environ.get(k, v) for k, v in QUIET_ENV.items()}
+    options = dict(log_to_driver=True, runtime_env={"env_vars": env},
+                   logging_level=logging.INFO if verbose else logging.WARNING,
+                   logging_config=ray.LoggingConfig(log_level="INFO" if verbose else "WARNING"))
     address = address or os.environ.get("RAY_ADDRESS")
+    if not address and not verbose:  # nothing preempts a local machine; its watcher only logs a start-up error
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), log_to_driver=True)
-
+        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), **options)

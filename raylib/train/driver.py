@@ -80,6 +80,8 @@ def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> 
             storage_path=str(output / "ray"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=job.train.max_failures),
+            # Ray Train's own INFO lines (resources, checkpoint paths, report dumps) stay in Ray's logs.
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if os.environ.get("RAYLIB_VERBOSE") else "WARNING"),
         ),
     )
     start = time.time()

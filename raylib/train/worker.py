@@ -23,11 +23,6 @@ def _setup_environment(use_gpu: bool) -> None:
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported (ray#50406)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
-    if not os.environ.get("RAYLIB_VERBOSE"):
-        import logging
-
-        for name in ("DeepSpeed", "deepspeed", "torch.distributed"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _log(rank: int, message: str) -> None:
@@ -42,6 +37,13 @@ def _lr_lambda(warmup: int, total: int):
             return (step + 1) / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
     return factor
+
+
+def _quiet_stdout():
+    import contextlib
+    import io
+
+    return contextlib.nullcontext() if os.environ.get("RAYLIB_VERBOSE") else contextlib.redirect_stdout(io.StringIO())
 
 
 def _progress(rank: int, total: int, desc: str):
@@ -73,7 +75,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from raylib.train.deepspeed_config import deepspeed_config
     from raylib.train.task import WorkerContext
 
+    from raylib.runtime import quiet_libraries
+
     context = ray.train.get_context()
+    quiet_libraries()  # after Ray Train configured this worker's loggers
     rank, world = context.get_world_rank(), context.get_world_size()
     if train_cfg.use_gpu:
         device = ray.train.torch.get_device()
@@ -107,8 +112,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_cfg.warmup_steps, total_steps))
-    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(train_cfg, ctx.dtype, plan))
+    with _quiet_stdout():  # DeepSpeed prints "... built successfully" on every start
+        engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
+                                               config=deepspeed_config(train_cfg, ctx.dtype, plan))
     if restored is not None:
         if state.world_size == world:
             load_engine_state(engine, restored, rank)  # AdamW moments, LR schedule, RNG: continue exactly
