@@ -94,3 +94,15 @@ def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_
     assert [h["epoch"] for h in state.history] == [1, 2, 3, 4]
     # Epoch 1 finished before the kill and was not trained again: it came back from the checkpoint.
     assert state.history[0]["finished_at"] < killed_at < state.history[-1]["finished_at"]
+
+    # The resumed run IS the interrupted run: AdamW moments, LR schedule and RNG (dropout) came back with the
+    # checkpoint, so it ends where an unbroken run with the same settings ends.
+    unbroken = train_lora(tiny_job(tiny_model_dir, tmp_path / "unbroken", epochs=4),
+                          movie_records["train"][:8], movie_records["valid"][:8])
+    assert [h["train_loss"] for h in state.history] == pytest.approx(
+        [h["train_loss"] for h in unbroken.state.history], abs=1e-6)
+    from safetensors.torch import load_file
+
+    resumed_adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    unbroken_adapter = load_file(str(unbroken.adapter_dir / "adapter_model.safetensors"))
+    assert all(torch.allclose(resumed_adapter[k], unbroken_adapter[k], atol=1e-6) for k in unbroken_adapter)
