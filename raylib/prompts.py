@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # TALLRec (Bao et al., RecSys 2023), Fig. 2 / its data files: the rec-tuning instruction and input.
 TALLREC_INSTRUCTION = (
     "Given the user's preference and unpreference, identify whether the user will like the target {domain} "
@@ -20,11 +22,34 @@ def tallrec_instruction(domain: str = "movie") -> str:
 
 def tallrec_input(liked: list[str], disliked: list[str], target: str, domain: str = "movie") -> str:
     """TALLRec input: liked and disliked history (oldest first), then the question about the target."""
-    return (
-        f"User Preference: {', '.join(quote_item(t) for t in liked)}\n"
-        f"User Unpreference: {', '.join(quote_item(t) for t in disliked)}\n"
-        f"Whether the user will like the target {domain} {quote_item(target)}?"
-    )
+    return render_tallrec_input([quote_item(t) for t in liked], [quote_item(t) for t in disliked],
+                                f"Whether the user will like the target {domain} {quote_item(target)}?")
+
+
+def render_tallrec_input(liked: list[str], disliked: list[str], question: str) -> str:
+    """A TALLRec input from already-quoted items (`"Title (Year)"`, or `"Title" written by Author` for books)."""
+    return f"User Preference: {', '.join(liked)}\nUser Unpreference: {', '.join(disliked)}\n{question}"
+
+
+_ITEM_SEPARATOR = re.compile(r', (?=")')  # items are quoted: a comma inside a title is not followed by a quote
+
+
+def parse_tallrec_input(input_text: str) -> tuple[list[str], list[str], str] | None:
+    """(liked items, disliked items, question) of a TALLRec input, items quoted as written; None when the text
+    is not in that format (e.g. a user's own free text)."""
+    lines = input_text.split("\n", 2)
+    if len(lines) < 3 or not lines[0].startswith("User Preference: ") \
+            or not lines[1].startswith("User Unpreference: "):
+        return None
+    liked = _items(lines[0].removeprefix("User Preference: "))
+    disliked = _items(lines[1].removeprefix("User Unpreference: "))
+    if any(not item.startswith('"') for item in liked + disliked):
+        return None
+    return liked, disliked, lines[2]  # render_tallrec_input(*parsed) gives input_text back
+
+
+def _items(text: str) -> list[str]:
+    return _ITEM_SEPARATOR.split(text) if text else []
 
 
 # TALLRec trains from the Alpaca template (its finetune_rec.py `generate_prompt`), inputs always present.

@@ -58,8 +58,27 @@ def ray_session():
     ray.shutdown()
 
 
+def interleave_labels(records):
+    """Yes, No, Yes, No, ... while both last (then the rest), so every slice [:2k] holds both labels."""
+    yes, no = [r for r in records if r.label == 1], [r for r in records if r.label == 0]
+    return [r for pair in zip(yes, no) for r in pair] + yes[len(no):] + no[len(yes):]
+
+
 @pytest.fixture(scope="session")
 def movie_records():
+    """TALLRec records built from the embedded MovieLens-100K (no ../shared needed; the Parquet records cache
+    makes it ~1 s after the first build): 64 train, 32 valid (stratified), 200 test records, users split apart.
+    Each split is interleaved by label: tests slice [:8] / [:16] and need both labels there (validation AUC)."""
+    from raylib.config import DataConfig
+    from raylib.tallrec import load_tallrec_data
+
+    data = load_tallrec_data(DataConfig(train_samples=64, valid_samples=32, test_samples=200))
+    return {split: interleave_labels(getattr(data, split)) for split in ("train", "valid", "test")}
+
+
+@pytest.fixture(scope="session")
+def official_movie_records():
+    """The official TALLRec movie files (../shared), for tests that check reproducing them."""
     from raylib.data import read_records
 
     if not TALLREC_MOVIE.exists():

@@ -32,6 +32,19 @@ def test_embedded_movielens_tables(embedded):
     assert embedded.users.num_rows == 943
 
 
+def test_embedded_titles_are_read_as_utf8_and_the_recbole_typo_is_fixed(embedded):
+    titles = dict(zip(embedded.items["item_id"].to_pylist(), embedded.items["title"].to_pylist()))
+    assert "Misérables, Les (1995)" in titles.values()
+    assert not [t for t in titles.values() if "Ã" in t]  # UTF-8 read as latin-1 shows up as "Ã©" and the like
+    assert titles["267"] == "unknown"  # RecBole's file says "unkonwn" (title and year); GroupLens says "unknown"
+
+
+@needs_shared(ML100K_RAW)
+def test_embedded_titles_equal_the_grouplens_raw_titles(embedded):
+    raw = load_movielens(ML100K_RAW)  # u.item, latin-1
+    assert embedded.items["title"].to_pylist() == raw.items["title"].to_pylist()
+
+
 def test_first_record_of_user_1_hand_checked(embedded_records):
     # u.data, user 1 by time (ties in file order): items 168 172 165 156 196 166 187 14 250 127, all rated 4-5,
     # then item 117 ("Rock, The (1996)") rated 3 -> not liked.
@@ -135,3 +148,92 @@ def test_job_data_from_embedded_movielens(tmp_path):
     again = load_tallrec_data(config)
     assert again.train == data.train and again.test == data.test
     assert not {r.user_id for r in data.test} & {r.user_id for r in data.train}
+
+
+@pytest.fixture
+def small_movielens(tmp_path):
+    """A copy of the embedded ML-100K cut to its first 5,000 interactions (records build in a blink)."""
+    from raylib.data import movielens_files
+
+    folder = tmp_path / "ml-small"
+    folder.mkdir()
+    for path in movielens_files()[1]:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        (folder / path.name).write_text("".join(lines[:5001] if path.suffix == ".inter" else lines),
+                                        encoding="utf-8")
+    return folder
+
+
+def test_records_cache_key_follows_content_version_and_settings(small_movielens, tmp_path):
+    from raylib.data import RECORDS_BUILDER_VERSION, movielens_files, records_cache_key
+
+    files = movielens_files(small_movielens)[1]
+    key = records_cache_key(files, 10, 3.0)
+    assert key == records_cache_key(files, 10, 3.0, RECORDS_BUILDER_VERSION)
+    assert key != records_cache_key(files, 10, 3.0, RECORDS_BUILDER_VERSION + 1)
+    assert len({key, records_cache_key(files, 9, 3.0), records_cache_key(files, 10, 4.0)}) == 3
+    moved = tmp_path / "elsewhere"
+    small_movielens.rename(moved)  # the key is the content, not the path
+    assert records_cache_key(movielens_files(moved)[1], 10, 3.0) == key
+    item = moved / "ml-100k.item"
+    item.write_text(item.read_text(encoding="utf-8").replace("Toy Story", "Toy Story!"), encoding="utf-8")
+    assert records_cache_key(movielens_files(moved)[1], 10, 3.0) != key
+
+
+def test_records_cache_is_rebuilt_when_a_source_file_changes(small_movielens, tmp_path):
+    """Same path, same row count, same settings, different titles: the old records must not be served."""
+    from raylib.config import DataConfig
+    from raylib.tallrec import load_tallrec_data
+
+    config = DataConfig(movielens_dir=str(small_movielens), cache_dir=str(tmp_path / "cache"), train_samples=0)
+    before = load_tallrec_data(config)
+    assert any("Toy Story (1995)" in r.input for r in before.train)
+    item = small_movielens / "ml-100k.item"
+    item.write_text(item.read_text(encoding="utf-8").replace("Toy Story", "Toy Story!"), encoding="utf-8")
+    after = load_tallrec_data(config)
+    assert any("Toy Story! (1995)" in r.input for r in after.train)
+    assert not any("Toy Story (1995)" in r.input for r in after.train)
+    assert len(list((tmp_path / "cache").glob("tallrec-*.parquet"))) == 2
+
+
+def test_stratified_sample_keeps_both_labels_and_proportions(embedded_records):
+    from raylib.data import stratified_sample
+
+    yes = [r for r in embedded_records if r.label == 1][:5]
+    records = yes + [r for r in embedded_records if r.label == 0][:195]  # 2.5% "Yes."
+    assert any(len({r.label for r in sample_records(records, 8, seed)}) == 1 for seed in range(20))  # the defect
+    for seed in range(20):
+        sample = stratified_sample(records, 8, seed)
+        assert len(sample) == 8 and {r.label for r in sample} == {0, 1}
+        assert sample == stratified_sample(records, 8, seed)
+        assert sample == [r for r in records if r in sample]  # a subset, in the records' order
+    assert sum(r.label for r in stratified_sample(records, 80, seed=0)) == 2  # 2.5% of 80
+    assert stratified_sample(records, 8, 0) != stratified_sample(records, 8, 1)
+    assert stratified_sample(records, 0, 0) == records and stratified_sample(records[:5], 8, 0) == records[:5]
+
+
+def _write_valid(tmp_path, records):
+    train = write_records(records[:4], tmp_path / "train.json")
+    return train, write_records(records, tmp_path / "valid.json")
+
+
+def test_small_validation_sample_of_the_job_has_both_labels(tmp_path, embedded_records):
+    from raylib.config import DataConfig
+    from raylib.tallrec import load_tallrec_data
+
+    records = [r for r in embedded_records if r.label == 1][:2] + [r for r in embedded_records if r.label == 0][:60]
+    train, valid = _write_valid(tmp_path, records)
+    for seed in range(10):
+        data = load_tallrec_data(DataConfig(source="files", train_file=str(train), valid_file=str(valid),
+                                            valid_samples=4, seed=seed))
+        assert len(data.valid) == 4 and {r.label for r in data.valid} == {0, 1}
+
+
+def test_one_class_validation_records_stop_the_job(tmp_path, embedded_records):
+    from raylib.config import DataConfig
+    from raylib.tallrec import load_tallrec_data
+
+    train, valid = _write_valid(tmp_path, [r for r in embedded_records if r.label == 0][:20])
+    with pytest.raises(RaylibError, match=r"data.valid_file .*valid.json holds only records answered 'No.'; "
+                                          r".*add records answered 'Yes.'"):
+        load_tallrec_data(DataConfig(source="files", train_file=str(train), valid_file=str(valid)))

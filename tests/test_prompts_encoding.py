@@ -79,3 +79,58 @@ def test_answer_only_loss_equals_the_full_model_loss(tiny_model_dir, tokenizer, 
         reference = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")},
                           labels=batch["labels"]).loss
     assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def _input_of(prompt: str) -> str:
+    return prompt.split("### Input:\n", 1)[1].rsplit("\n\n### Response:\n", 1)[0]
+
+
+def test_parse_tallrec_input_gives_whole_items_back():
+    from raylib.prompts import parse_tallrec_input, render_tallrec_input
+
+    text = tallrec_input(["Godfather, The (1972)", "Heat (1995)"], [], "Fargo (1996)")
+    assert parse_tallrec_input(text) == (['"Godfather, The (1972)"', '"Heat (1995)"'], [],
+                                         'Whether the user will like the target movie "Fargo (1996)"?')
+    book = ('User Preference: "Dune, Part One" written by Herbert, Frank, "Emma" written by Jane Austen\n'
+            'User Unpreference: "Ulysses" written by James Joyce\n'
+            'Whether the user will like the target book "Persuasion" written by Jane Austen?')
+    liked, disliked, question = parse_tallrec_input(book)
+    assert liked == ['"Dune, Part One" written by Herbert, Frank', '"Emma" written by Jane Austen']
+    assert disliked == ['"Ulysses" written by James Joyce'] and question.endswith("Jane Austen?")
+    assert render_tallrec_input(liked, disliked, question) == book
+    assert parse_tallrec_input("I liked Heat, Casino\nWhether I will like Fargo?") is None
+
+
+@pytest.mark.parametrize("n_liked, n_disliked", [(12, 12), (20, 3), (3, 20)])
+def test_truncation_drops_whole_items_oldest_first_and_keeps_both_kinds(tokenizer, n_liked, n_disliked):
+    from raylib.encoding import fit_prompt
+    from raylib.prompts import parse_tallrec_input, quote_item
+
+    liked = [f"Liked film, The number {i} ({1950 + i})" for i in range(n_liked)]  # commas inside titles
+    disliked = [f"Disliked film, A number {i} ({1970 + i})" for i in range(n_disliked)]
+    record = TallrecRecord(RECORD.instruction, tallrec_input(liked, disliked, "Fargo, The Movie (1996)"), "No.")
+    full = len(tokenizer(alpaca_prompt(record.instruction, record.input))["input_ids"])
+    budget = full - 90  # room for roughly half the history
+    prompt = fit_prompt(tokenizer, record, budget)
+    assert len(tokenizer(prompt)["input_ids"]) <= budget
+    kept_liked, kept_disliked, question = parse_tallrec_input(_input_of(prompt))
+    assert question == 'Whether the user will like the target movie "Fargo, The Movie (1996)"?'
+    assert kept_liked and kept_disliked  # both kinds survive (before: every liked item went first)
+    assert len(kept_liked) + len(kept_disliked) < n_liked + n_disliked
+    # whole titles, the newest ones: what is kept is the end of each list
+    assert kept_liked == [quote_item(t) for t in liked][-len(kept_liked):]
+    assert kept_disliked == [quote_item(t) for t in disliked][-len(kept_disliked):]
+
+
+def test_free_text_input_loses_whole_pieces_from_its_start(tokenizer):
+    from raylib.encoding import TRUNCATION_MARK, fit_prompt
+
+    pieces = [f"Some film number {i}" for i in range(40)]
+    text = "I have watched " + ", ".join(pieces) + "\nWould I like Fargo?"
+    record = TallrecRecord(RECORD.instruction, text, "Yes.")
+    budget = len(tokenizer(alpaca_prompt(record.instruction, text))["input_ids"]) - 60
+    kept = _input_of(fit_prompt(tokenizer, record, budget))
+    assert kept.startswith(TRUNCATION_MARK) and kept.endswith("\nWould I like Fargo?")
+    history = kept.removeprefix(TRUNCATION_MARK).removesuffix("\nWould I like Fargo?")
+    original = ("I have watched " + ", ".join(pieces)).split(", ")
+    assert history.split(", ") == original[-len(history.split(", ")):]  # whole pieces, the newest ones

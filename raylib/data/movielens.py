@@ -6,6 +6,7 @@ Every layout yields the same columns:
   interactions: user_id, item_id (strings), rating (float64), timestamp (int64), in file order
   items:        item_id, title ("Title (Year)", as TALLRec prints it), genres (list<string>)
   users:        user_id, age, gender, occupation, zip_code (strings; ML-1M codes are kept as given)
+RecBole atomic files are read as UTF-8 (as RecBole writes them), the GroupLens raw files as latin-1.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def _split(path: Path, line_no: int, line: str, sep: str, min_fields: int) -> li
     return fields
 
 
-def _interactions(path: Path, sep: str, skip_header: bool) -> pa.Table:
+def _interactions(path: Path, sep: str, skip_header: bool, encoding: str = "latin-1") -> pa.Table:
     users, items, ratings, stamps = [], [], [], []
-    lines = _read_lines(path)
+    lines = _read_lines(path, encoding)
     for no, line in enumerate(lines[1:] if skip_header else lines, start=2 if skip_header else 1):
         u, i, r, t = _split(path, no, line, sep, 4)[:4]
         try:
@@ -64,20 +65,22 @@ def _interactions(path: Path, sep: str, skip_header: bool) -> pa.Table:
 
 
 def _load_recbole(folder: Path, name: str) -> MovieLens:
-    interactions = _interactions(folder / f"{name}.inter", "\t", skip_header=True)
-    item_lines = _read_lines(folder / f"{name}.item")
+    interactions = _interactions(folder / f"{name}.inter", "\t", skip_header=True, encoding="utf-8")
+    item_lines = _read_lines(folder / f"{name}.item", "utf-8")
     header = [h.split(":")[0] for h in item_lines[0].split("\t")]
     ids, titles, genres = [], [], []
     for no, line in enumerate(item_lines[1:], start=2):
         row = dict(zip(header, _split(folder / f"{name}.item", no, line, "\t", len(header))))
-        year = row.get("release_year", "").strip()
+        title, year = row["movie_title"].strip(), row.get("release_year", "").strip()
+        if title == "unkonwn":  # RecBole's typo (item 267, title and year); GroupLens' u.item: "unknown", no year
+            title, year = "unknown", ""
         ids.append(row["item_id"])
-        titles.append(f"{row['movie_title'].strip()} ({year})" if year else row["movie_title"].strip())
+        titles.append(f"{title} ({year})" if year else title)
         genres.append(row.get("class", "").split())
     users_path = folder / f"{name}.user"
     user_rows: dict[str, list[str]] = {k: [] for k in ("user_id", "age", "gender", "occupation", "zip_code")}
     if users_path.is_file():
-        lines = _read_lines(users_path)
+        lines = _read_lines(users_path, "utf-8")
         uheader = [h.split(":")[0] for h in lines[0].split("\t")]
         for no, line in enumerate(lines[1:], start=2):
             row = dict(zip(uheader, _split(users_path, no, line, "\t", len(uheader))))
@@ -122,8 +125,9 @@ def _load_raw_1m(folder: Path) -> MovieLens:
     return MovieLens(interactions, items, pa.table(user_rows), str(folder))
 
 
-def load_movielens(folder: str | Path | None = None) -> MovieLens:
-    """Load MovieLens from `folder` (any supported layout), or the embedded ML-100K when None."""
+def movielens_files(folder: str | Path | None = None) -> tuple[Path, list[Path]]:
+    """The folder `load_movielens(folder)` reads and the files it reads there (those present, in a fixed order),
+    without parsing them: a cache key hashes these files' bytes."""
     if folder is None:
         from raylib.assets import embedded_movielens_dir
 
@@ -133,10 +137,22 @@ def load_movielens(folder: str | Path | None = None) -> MovieLens:
         raise RaylibError(f"MovieLens folder {folder} does not exist.")
     atomic = sorted(folder.glob("*.inter"))
     if atomic:
-        return _load_recbole(folder, atomic[0].stem)
-    if (folder / "u.data").is_file():
+        names = [f"{atomic[0].stem}.{ext}" for ext in ("inter", "item", "user")]
+    elif (folder / "u.data").is_file():
+        names = ["u.data", "u.item", "u.user"]
+    elif (folder / "ratings.dat").is_file():
+        names = ["ratings.dat", "movies.dat", "users.dat"]
+    else:
+        raise RaylibError(f"{folder} holds no MovieLens files: expected RecBole atomic files (*.inter, *.item), "
+                          "ML-100K's u.data/u.item or ML-1M's ratings.dat/movies.dat.")
+    return folder, [folder / name for name in names if (folder / name).is_file()]
+
+
+def load_movielens(folder: str | Path | None = None) -> MovieLens:
+    """Load MovieLens from `folder` (any supported layout), or the embedded ML-100K when None."""
+    folder, files = movielens_files(folder)
+    if files[0].suffix == ".inter":
+        return _load_recbole(folder, files[0].stem)
+    if files[0].name == "u.data":
         return _load_raw_100k(folder)
-    if (folder / "ratings.dat").is_file():
-        return _load_raw_1m(folder)
-    raise RaylibError(f"{folder} holds no MovieLens files: expected RecBole atomic files (*.inter, *.item), "
-                      "ML-100K's u.data/u.item or ML-1M's ratings.dat/movies.dat.")
+    return _load_raw_1m(folder)

@@ -7,6 +7,7 @@ target form the history; rating > 3 = like), or read from the JSON / JSONL / Par
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from raylib import RaylibError
 from raylib.prompts import TALLREC_ANSWERS, tallrec_input, tallrec_instruction
 
 REQUIRED_FIELDS = ("instruction", "input", "output")
+# Part of every records cache key: bump it whenever building records changes (loaders, builder, prompt text),
+# so caches written by an older build are never served again.
+RECORDS_BUILDER_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,17 @@ def build_tallrec_records(interactions: pa.Table, items: pa.Table, history_len: 
     if not records:
         raise RaylibError(f"No user has more than history_len={history_len} interactions: no record to build.")
     return records
+
+
+def records_cache_key(files: list[Path], history_len: int, like_threshold: float,
+                      version: int = RECORDS_BUILDER_VERSION) -> str:
+    """Key of the records built from `files`: their names and bytes (sha1; ~10 ms for ML-100K), the builder
+    version and the builder settings."""
+    digest = hashlib.sha1(json.dumps([version, history_len, like_threshold]).encode())
+    for path in files:
+        digest.update(f"\0{Path(path).name}\0".encode())
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _validate(raw: object, where: str) -> TallrecRecord:
@@ -151,6 +166,20 @@ def sample_records(records: list[TallrecRecord], n: int, seed: int) -> list[Tall
     if n <= 0 or n >= len(records):
         return list(records)
     index = np.random.default_rng(seed).permutation(len(records))[:n]
+    return [records[i] for i in sorted(index)]
+
+
+def stratified_sample(records: list[TallrecRecord], n: int, seed: int) -> list[TallrecRecord]:
+    """Like `sample_records`, but keeping the label proportions with at least one record of each label (when
+    both exist and n >= 2), so AUC is defined on a small validation sample; n<=0: all."""
+    if n <= 0 or n >= len(records):
+        return list(records)
+    by_label = [[i for i, r in enumerate(records) if r.label == label] for label in (1, 0)]
+    if not by_label[0] or not by_label[1]:
+        return sample_records(records, n, seed)
+    n_pos = max(1, min(n - 1, round(n * len(by_label[0]) / len(records))))
+    rng = np.random.default_rng(seed)
+    index = [group[i] for group, k in zip(by_label, (n_pos, n - n_pos)) for i in rng.permutation(len(group))[:k]]
     return [records[i] for i in sorted(index)]
 
 
