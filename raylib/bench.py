@@ -1,15 +1,16 @@
 """TALLRec benchmark on the official movie test set (TALLRec Table 2 setting, 1000 test records).
 
 Zero-shot AUC, then TALLRec-tuned AUC at 16 / 64 / 256 samples (several seeds), plus two engineering figures:
-scoring speed (one batched forward vs the original per-prompt `generate(output_scores=True)`) and training
-overhead (Ray Train + DeepSpeed ZeRO-2 step time over a bare PEFT + AdamW loop on the same batches).
+scoring speed (batched forward passes, plain and with the shared prompt prefix cached, vs per-prompt
+`generate(output_scores=True)` stopping at EOS, all in the evaluation dtype) and training overhead (Ray Train +
+DeepSpeed ZeRO-2 step time over a bare PEFT + AdamW loop on the same batches).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import math
 import shutil
 import statistics
 import time
@@ -74,50 +75,78 @@ def machine(config: BenchTallrecConfig) -> dict[str, Any]:
         cpu = names[0] if names else cpu
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else cpu
+    # "dtype": the training dtype; "eval_dtype": the dtype every test score was computed in (eval.dtype).
     return {"device": name, "dtype": str(choose_dtype(config.model.dtype, device)).replace("torch.", ""),
+            "eval_dtype": str(choose_dtype(config.eval.dtype, device)).replace("torch.", ""),
             "threads": torch.get_num_threads()}
 
 
-def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict[str, float]:
-    """fp32, the same records: batched single-forward scoring vs per-prompt generate(output_scores=True)."""
+def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict[str, Any]:
+    """The same records, the same model in the same dtype (eval.dtype), the same scoring (eval.scoring):
+    batched forward passes, plain and prefix-cached, vs per-prompt generate(output_scores=True) that stops at
+    EOS like TALLRec's evaluate.py (`speed_max_new_tokens` only caps it; the tuned model answers and stops).
+    `batched_s` / `speedup` / `auc_diff` / `max_prob_diff` are those of the configured scorer (eval.prefix_cache);
+    the `plain_*` and `prefix_*` keys give both."""
     from peft import PeftModel
 
     from raylib.evaluate import yes_probabilities, yes_probabilities_by_generate
-    from raylib.model import load_model, load_tokenizer
+    from raylib.model import choose_dtype, load_model, load_tokenizer
 
-    fp32 = dataclasses.replace(config.model, dtype="fp32")
-    tokenizer = load_tokenizer(fp32)
-    model = PeftModel.from_pretrained(load_model(fp32), adapter_dir).merge_and_unload()
+    ev = config.eval
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = choose_dtype(ev.dtype, device)
+    tokenizer = load_tokenizer(config.model)
+    model = PeftModel.from_pretrained(load_model(config.model, device, dtype), adapter_dir).merge_and_unload()
     labels = [r.label for r in records]
-    start = time.perf_counter()
-    batched = yes_probabilities(model, tokenizer, records, config.max_length, config.train.eval_batch_size)
-    t_batched = time.perf_counter() - start
+
+    def batched(prefix_cache: bool):
+        start = time.perf_counter()
+        probs = yes_probabilities(model, tokenizer, records, config.max_length, ev.batch_size, progress=False,
+                                  scoring=ev.scoring, prefix_cache=prefix_cache)
+        return probs, time.perf_counter() - start
+
+    yes_probabilities(model, tokenizer, records[:2], config.max_length, 2, progress=False)  # warm-up
+    plain, t_plain = batched(False)
+    prefix, t_prefix = batched(True)
+    stats: dict[str, Any] = {}
     start = time.perf_counter()
     generated = yes_probabilities_by_generate(model, tokenizer, records, config.max_length,
-                                              config.speed_max_new_tokens)
+                                              config.speed_max_new_tokens, progress=False, scoring=ev.scoring,
+                                              stats=stats)
     t_generate = time.perf_counter() - start
-    return {"records": len(records), "batched_s": t_batched, "generate_s": t_generate,
-            "speedup": t_generate / t_batched, "auc_batched": auc(labels, batched),
-            "auc_generate": auc(labels, generated), "auc_diff": abs(auc(labels, batched) - auc(labels, generated)),
-            "max_prob_diff": float(np.max(np.abs(batched - generated)))}
+    chosen, t_chosen = (prefix, t_prefix) if ev.prefix_cache else (plain, t_plain)
+    auc_generate = auc(labels, generated)
+    return {"records": len(records), "eval_dtype": str(dtype).replace("torch.", ""), "scoring": ev.scoring,
+            "batch_size": ev.batch_size, "prefix_cache": ev.prefix_cache,
+            "batched_s": t_chosen, "generate_s": t_generate, "speedup": t_generate / t_chosen,
+            "plain_s": t_plain, "prefix_s": t_prefix, "plain_speedup": t_generate / t_plain,
+            "prefix_speedup": t_generate / t_prefix, "prefix_over_plain": t_plain / t_prefix,
+            "generate_max_new_tokens": config.speed_max_new_tokens,
+            "generate_mean_new_tokens": float(np.mean(stats["new_tokens"])),
+            "auc_batched": auc(labels, chosen), "auc_plain": auc(labels, plain), "auc_prefix": auc(labels, prefix),
+            "auc_generate": auc_generate, "auc_diff": abs(auc(labels, chosen) - auc_generate),
+            "max_prob_diff": float(np.max(np.abs(chosen - generated))),
+            "plain_max_prob_diff": float(np.max(np.abs(plain - generated))),
+            "prefix_max_prob_diff": float(np.max(np.abs(prefix - generated)))}
 
 
 def bare_step_times(config: BenchTallrecConfig, job: TallrecJobConfig, records, steps: int) -> list[float]:
     """The same micro-batches (same sampler seed/epochs) through plain PEFT + torch AdamW, one process."""
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader
 
     from raylib.encoding import collate_for_training, encode_for_training
     from raylib.model import add_lora, choose_dtype, load_model, load_tokenizer
-    from raylib.train.deepspeed_config import batch_geometry
+    from raylib.train.batching import EpochSampler, batch_plan
     from raylib.train.loss import causal_lm_loss
 
     torch.manual_seed(job.train.seed)
     tokenizer = load_tokenizer(job.model)
     model = add_lora(load_model(job.model, "cpu", choose_dtype(job.model.dtype, "cpu")), job.lora)
     data = [encode_for_training(tokenizer, r, job.data.max_length, job.train.loss_on) for r in records]
-    micro, accumulation = batch_geometry(job.train, len(data), 1)
-    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=job.train.seed)
-    loader = DataLoader(data, batch_size=micro, sampler=sampler,
+    plan = batch_plan(job.train, len(data), 1)
+    accumulation = plan.accumulation
+    sampler = EpochSampler(plan, rank=0, seed=job.train.seed)
+    loader = DataLoader(data, batch_size=plan.micro_batch, sampler=sampler,
                         collate_fn=lambda b: collate_for_training(b, tokenizer.pad_token_id))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=job.train.learning_rate)
     times, epoch = [], 0
@@ -159,19 +188,19 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
     save = _saver(config, report)
     previous = _previous_report(config, len(test))
 
-    if "zero_shot" in previous:
+    if "zero_shot" in previous and previous["zero_shot"].get("eval_dtype") == report["machine"]["eval_dtype"]:
         report["zero_shot_auc"], report["zero_shot"] = previous["zero_shot_auc"], previous["zero_shot"]
     elif config.zero_shot:
         print(f"[bench] zero-shot on {len(test)} test records", flush=True)
-        zero = score_records(config.model, test, None, config.max_length, config.train.eval_batch_size)
+        zero = score_records(config.model, test, None, config.max_length, config.eval)
         report["zero_shot_auc"] = zero["auc"]
         report["zero_shot"] = {k: v for k, v in zero.items() if k != "probabilities"}
     save()
 
     report["auc"], report["runs"], report["wall_time_s"], report["train_tokens_per_s"] = {}, [], {}, {}
-    done = {(r["shots"], r["seed"]): r for r in previous.get("runs", [])}
+    done = {(r["shots"], r["seed"]): r for r in previous.get("runs", [])
+            if _run_recipe(r, previous["config"]) == _recipe(to_dict(config), r["shots"], report["machine"])}
     ordered = sorted(config.shots, key=lambda n: (n != 64, n))  # 64 first: its timing is a target
-    adapters: dict[int, str] = {}
     for shots in ordered:
         aucs, walls, rates = [], [], []
         for seed in config.seeds:
@@ -179,26 +208,28 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
                 run = done[(shots, seed)]
                 print(f"[bench] {shots}-shot seed {seed}: kept from the earlier report", flush=True)
                 aucs.append(run["auc"]), walls.append(run["wall_time_s"]), rates.append(run["train_tokens_per_s"])
-                adapters.setdefault(shots, str(work / f"{shots}-shot-seed{seed}" / "adapter"))
                 report["runs"].append(run)
                 _aggregate(report, shots, aucs, walls, rates)
                 continue
             t0 = time.time()
-            epochs = int(config.epochs_by_shots.get(str(shots), config.train.epochs))
+            recipe = _recipe(to_dict(config), shots, report["machine"])
+            # One folder per recipe: an interrupted run of this recipe resumes there, another recipe never collides.
+            folder = work / f"{shots}-shot-seed{seed}-{hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:8]}"
+            epochs = recipe["epochs"]
             job = from_dict(TallrecJobConfig, {
                 "model": to_dict(config.model), "lora": to_dict(config.lora),
                 "train": {**to_dict(config.train), "epochs": epochs, "seed": seed},
-                "data": {"max_length": config.max_length}, "output_dir": str(work / f"{shots}-shot-seed{seed}")})
+                "data": {"max_length": config.max_length}, "output_dir": str(folder)})
             print(f"[bench] {shots}-shot, seed {seed}: training {epochs} epochs", flush=True)
             result = train_lora(job, sample_records(pool, shots, seed), valid)
-            tuned = score_records(config.model, test, str(result.adapter_dir), config.max_length,
-                                  config.train.eval_batch_size)
+            tuned = score_records(config.model, test, str(result.adapter_dir), config.max_length, config.eval)
             wall = time.time() - t0
             rate = statistics.mean(h["train_tokens_per_s"] for h in result.state.history)
             aucs.append(tuned["auc"]), walls.append(wall), rates.append(rate)
-            adapters.setdefault(shots, str(result.adapter_dir))
             report["runs"].append({"shots": shots, "seed": seed, "auc": tuned["auc"], "logloss": tuned["logloss"],
-                                   "accuracy": tuned["accuracy"], "best_epoch": result.state.best_epoch,
+                                   "accuracy": tuned["accuracy"], "eval_dtype": tuned["eval_dtype"],
+                                   "recipe": recipe,
+                                   "best_epoch": result.state.best_epoch,
                                    "epochs_run": result.state.epoch, "wall_time_s": wall,
                                    "train_tokens_per_s": rate, "machine": report["machine"],
                                    "history": result.state.history})
@@ -207,31 +238,34 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
             save()
         if config.engineering and (shots == 64 or (64 not in config.shots and shots == ordered[0])):
             kept = {k: previous[k] for k in ENGINEERING_KEYS if k in previous}
-            if len(kept) == len(ENGINEERING_KEYS) and not config.remeasure_engineering:
+            # Figures of an older protocol (generate() not stopping at EOS) or another dtype are measured again.
+            same = kept.get("scoring_detail", {}).get("eval_dtype") == report["machine"]["eval_dtype"] \
+                and "generate_mean_new_tokens" in kept.get("scoring_detail", {})
+            if len(kept) == len(ENGINEERING_KEYS) and same and not config.remeasure_engineering:
                 report.update(kept)
             else:
-                _engineering_figures(config, report, adapters[shots], pool, test, work, save)
+                _engineering_figures(config, report, pool, test, work, save)
     report["total_wall_time_s"] = time.time() - start_all
     save()
     return report
 
 
-def _engineering_figures(config, report, adapter_dir, pool, test, work, save) -> None:
+def _engineering_figures(config, report, pool, test, work, save) -> None:
     from raylib.train import train_lora
-    from raylib.train.deepspeed_config import batch_geometry
+    from raylib.train.batching import batch_plan
 
     print("[bench] training overhead: Ray Train + DeepSpeed ZeRO-2 vs bare PEFT loop", flush=True)
     job = from_dict(TallrecJobConfig, {
         "model": to_dict(config.model), "lora": to_dict(config.lora),
         "train": {**to_dict(config.train), "epochs": config.overhead_epochs, "zero_stage": 2, "num_workers": 1,
-                  "seed": 0},
+                  "seed": 0, "loss_on": "response"},
         "data": {"max_length": config.max_length}, "output_dir": str(work / "overhead")})
     records = sample_records(pool, 64, 0)
     shutil.rmtree(work / "overhead", ignore_errors=True)  # else the run would resume, finished, and train nothing
     # The bare loop runs before and after the Ray run on the same batches: averaging the two cancels the drift of
     # a shared machine's speed over the minutes the measurement takes.
-    micro, _ = batch_geometry(job.train, len(records), 1)
-    steps = math.ceil(len(records) / micro) * config.overhead_epochs  # the DataLoader keeps a last short batch
+    plan = batch_plan(job.train, len(records), 1)
+    steps = plan.steps_per_epoch * plan.accumulation * config.overhead_epochs
     bare_before = bare_step_times(config, job, records, steps)
     ray_times = train_lora(job, records, []).step_times
     bare_after = bare_step_times(config, job, records, len(ray_times))
@@ -244,14 +278,33 @@ def _engineering_figures(config, report, adapter_dir, pool, test, work, save) ->
         "micro_steps": len(ray_times)}
     save()
     print(f"[bench] overhead ratio {report['train_overhead']:.3f}", flush=True)
-    if not Path(adapter_dir).is_dir():  # a resumed benchmark on another machine: its runs' folders are gone
-        adapter_dir = str(work / "overhead" / "adapter")
-    print(f"[bench] scoring speed on {config.speed_records} records (fp32)", flush=True)
+    # Scoring speed uses the overhead run's adapter: trained on the response + EOS (TALLRec's loss), so generate()
+    # stops after the answer as the original evaluation's does (the benchmark's answer-token adapters never stop).
+    adapter_dir = str(work / "overhead" / "adapter")
+    print(f"[bench] scoring speed on {config.speed_records} records ({config.eval.dtype})", flush=True)
     speed = scoring_speed(config, adapter_dir, test[:config.speed_records])
     report["scoring_speedup"] = speed["speedup"]
     report["scoring_auc_diff"] = speed["auc_diff"]
     report["scoring_detail"] = speed
     save()
+
+
+TRAINING_FIELDS = ("learning_rate", "batch_size", "micro_batch_size", "patience", "loss_on", "zero_stage",
+                   "warmup_steps", "weight_decay")
+
+
+def _recipe(config: dict[str, Any], shots: int, machine: dict[str, Any]) -> dict[str, Any]:
+    """What makes a (shots, seed) run comparable: a resumed benchmark keeps an earlier run only if it matches."""
+    return {"model": config["model"]["name"], "lora": config["lora"],
+            "train": {k: config["train"][k] for k in TRAINING_FIELDS},
+            "epochs": int(config["epochs_by_shots"].get(str(shots), config["train"]["epochs"])),
+            "valid_samples": config["valid_samples"], "max_length": config["max_length"],
+            "train_dtype": machine["dtype"], "eval_dtype": machine.get("eval_dtype", machine["dtype"])}
+
+
+def _run_recipe(run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's recipe; runs saved before recipes were recorded were scored in their training dtype."""
+    return run.get("recipe") or _recipe(config, run["shots"], run["machine"])
 
 
 def _aggregate(report: dict[str, Any], shots: int, aucs: list, walls: list, rates: list) -> None:

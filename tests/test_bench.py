@@ -3,27 +3,35 @@ keys the issue names (checked mechanically), and a resumed benchmark keeps what 
 
 import json
 
+import pytest
+
 from raylib.bench import BenchTallrecConfig, run_bench
-from raylib.config import from_dict
-
-from conftest import TALLREC_MOVIE, needs_shared
-
-pytestmark = needs_shared(TALLREC_MOVIE)
+from raylib.config import from_dict, to_dict
 
 
-def tiny_bench(model_dir, tmp_path, **extra):
+@pytest.fixture
+def data_dir(tmp_path, movie_records):
+    """The benchmark's layout (train/valid/test.json), from records built out of the embedded MovieLens-100K."""
+    from raylib.data import write_records
+
+    for split in ("train", "valid", "test"):
+        write_records(movie_records[split], tmp_path / "data" / f"{split}.json")
+    return tmp_path / "data"
+
+
+def tiny_bench(model_dir, tmp_path, data_dir, **extra):
     return from_dict(BenchTallrecConfig, {
         "model": {"name": str(model_dir), "dtype": "fp32"},
         "train": {"learning_rate": 5e-3, "batch_size": 4, "micro_batch_size": 4, "epochs": 1, "patience": 0,
                   "eval_batch_size": 8, "cpus_per_worker": 1},
-        "data_dir": str(TALLREC_MOVIE), "shots": [8], "seeds": [0], "valid_samples": 8, "test_samples": 16,
+        "data_dir": str(data_dir), "shots": [8], "seeds": [0], "valid_samples": 8, "test_samples": 16,
         "max_length": 256, "speed_records": 16,
         "speed_max_new_tokens": 4, "work_dir": str(tmp_path / "work"),
         "report": str(tmp_path / "reports" / "tallrec.json"), **extra})
 
 
-def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny_model_dir, tmp_path):
-    config = tiny_bench(tiny_model_dir, tmp_path)
+def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny_model_dir, tmp_path, data_dir):
+    config = tiny_bench(tiny_model_dir, tmp_path, data_dir)
     report = run_bench(config)
 
     saved = json.loads((tmp_path / "reports" / "tallrec.json").read_text())
@@ -36,6 +44,13 @@ def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny
     assert saved["scoring_auc_diff"] < 1e-3 and saved["scoring_detail"]["max_prob_diff"] < 1e-4
     assert saved["runs"][0]["machine"]["dtype"] == "float32"
 
-    again = run_bench(tiny_bench(tiny_model_dir, tmp_path, resume=True))
+    again = run_bench(tiny_bench(tiny_model_dir, tmp_path, data_dir, resume=True))
     assert again["runs"] == report["runs"]  # kept, not retrained
     assert again["train_overhead"] == report["train_overhead"]
+
+    # Another recipe is another run: a resumed benchmark trains it (in its own folder) instead of keeping the old one.
+    changed = tiny_bench(tiny_model_dir, tmp_path, data_dir, resume=True, engineering=False,
+                         train={**to_dict(config.train), "learning_rate": 1e-2})
+    third = run_bench(changed)
+    assert third["runs"][0]["recipe"]["train"]["learning_rate"] == 1e-2
+    assert third["runs"][0]["history"] != report["runs"][0]["history"]
