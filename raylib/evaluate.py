@@ -1,28 +1,121 @@
-"""Yes/No scoring (TALLRec Sec. 4.2): P(Yes) from the first answer token's logits, softmaxed over {Yes, No}.
+"""Yes/No scoring (TALLRec Sec. 4.2): P(Yes) from the logits of the first answer token.
 
-One batched forward pass per batch of prompts: no `generate`. Prompts are sorted by length so a batch pads
-little, then the scores are put back in the records' order.
+Two scorings of those logits (`EvalConfig.scoring`):
+- "pair" (default): softmax over the Yes/No logits, p_yes / (p_yes + p_no).
+- "tallrec": what TALLRec's own evaluate.py computes, softmax([p_yes, p_no]) of the FULL-VOCABULARY
+  probabilities (`generation_output.scores[0].softmax(-1)[:, [yes, no]]`, then a second softmax). That is
+  sigmoid(p_yes - p_no): it ranks records by the difference of the two probabilities, not by their ratio, so
+  its AUC can differ from "pair" (it stays in [0.27, 0.73], so it is no calibrated probability either).
+
+One batched forward pass per batch of prompts, no `generate`. Prompts are sorted by length so a batch pads
+little, then the scores are put back in the records' order. With `prefix_cache` the token prefix that every
+prompt shares (Alpaca template + instruction + "User Preference: ") runs once; each batch then runs only its
+prompts' remaining tokens on a copy of that prefix's key/value cache.
 """
 
 from __future__ import annotations
+
+import copy
+import inspect
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from raylib import RaylibError
 from raylib.data.records import TallrecRecord
 from raylib.encoding import answer_token_ids, collate_left_padded, encode_for_scoring
 from raylib.metrics import binary_report
+
+SCORINGS = ("pair", "tallrec")
 
 
 def encode_all(tokenizer, records: list[TallrecRecord], max_length: int):
     return [encode_for_scoring(tokenizer, r, max_length, where=f"record {i}") for i, r in enumerate(records)]
 
 
+def yes_scores(logits: torch.Tensor, yes_id: int, no_id: int, scoring: str = "pair") -> torch.Tensor:
+    """P(Yes) per row of next-token `logits` ([rows, vocab]), computed in fp32 (see the module docstring)."""
+    logits = logits.float()
+    if scoring == "pair":
+        pair = torch.stack([logits[:, yes_id], logits[:, no_id]], dim=-1)
+    elif scoring == "tallrec":
+        probs = logits.softmax(dim=-1)
+        pair = torch.stack([probs[:, yes_id], probs[:, no_id]], dim=-1)
+    else:
+        raise RaylibError(f"eval.scoring={scoring!r} must be one of {', '.join(SCORINGS)}.")
+    return pair.softmax(dim=-1)[:, 0]
+
+
+def common_prefix_length(encoded) -> int:
+    """Length of the token prefix all prompts share, compared as token ids (a template boundary can tokenize
+    differently from one prompt to the next), leaving every prompt at least one token of its own."""
+    if not encoded:
+        return 0
+    first = encoded[0].input_ids
+    n = min(len(e.input_ids) for e in encoded) - 1
+    for e in encoded[1:]:
+        ids = e.input_ids
+        i = 0
+        while i < n and ids[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return max(n, 0)
+
+
+class _PrefixScorer:
+    """Runs the shared prefix once (batch 1) and scores right-padded suffixes on an expanded copy of its cache."""
+
+    def __init__(self, model, prefix_ids: list[int], device):
+        self.model = model
+        self.decoder = model.get_decoder()
+        self.head = model.get_output_embeddings()
+        if self.decoder is None or self.head is None or self.decoder is model:
+            raise RaylibError("prefix caching needs a decoder-only model with a separate LM head.")
+        params = inspect.signature(self.decoder.forward).parameters
+        # transformers 5 calls the cache argument `cache`; 4.x called it `past_key_values`.
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+        self.length = len(prefix_ids)
+        self.device = device
+        out = self.decoder(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True)
+        self.cache = out.get("cache")
+        if self.cache is None:
+            self.cache = out.get("past_key_values")
+        if self.cache is None:
+            raise RaylibError("the model returned no key/value cache for the prompt prefix.")
+
+    def logits(self, suffixes: list[list[int]], pad_id: int) -> torch.Tensor:
+        """Next-token logits after each prefix + suffix: [len(suffixes), vocab]."""
+        rows, width, p = len(suffixes), max(len(s) for s in suffixes), self.length
+        ids = torch.full((rows, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for row, s in enumerate(suffixes):
+            ids[row, :len(s)] = torch.tensor(s)
+            mask[row, p:p + len(s)] = 1
+        positions = (p + torch.arange(width)).unsqueeze(0).expand(rows, -1)
+        cache = copy.deepcopy(self.cache)  # forward appends the suffix to the cache: keep the prefix's intact
+        cache.batch_repeat_interleave(rows)
+        hidden = self.decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                              position_ids=positions.to(self.device), use_cache=True,
+                              **{self.cache_arg: cache}).last_hidden_state
+        last = torch.tensor([len(s) - 1 for s in suffixes], device=hidden.device)
+        logits = self.head(hidden[torch.arange(rows, device=hidden.device), last])
+        if self.softcap:  # e.g. Gemma 2 caps its final logits inside the CausalLM forward
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
 @torch.no_grad()
 def yes_probabilities(model, tokenizer, records: list[TallrecRecord], max_length: int = 512,
-                      batch_size: int = 16, progress: bool = True, encoded=None) -> np.ndarray:
-    """P("Yes." | prompt) for each record, in the records' order."""
+                      batch_size: int = 16, progress: bool = True, encoded=None, scoring: str = "pair",
+                      prefix_cache: bool = True) -> np.ndarray:
+    """P("Yes." | prompt) for each record, in the records' order (`scoring`: "pair" or "tallrec")."""
+    if scoring not in SCORINGS:
+        raise RaylibError(f"eval.scoring={scoring!r} must be one of {', '.join(SCORINGS)}.")
     encoded = encoded if encoded is not None else encode_all(tokenizer, records, max_length)
     yes_id, no_id = answer_token_ids(tokenizer)
     device = next(model.parameters()).device
@@ -30,40 +123,74 @@ def yes_probabilities(model, tokenizer, records: list[TallrecRecord], max_length
     probs = np.empty(len(encoded), dtype=np.float64)
     was_training = model.training
     model.eval()
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
-        index = order[start:start + batch_size]
-        batch = collate_left_padded([encoded[i] for i in index], tokenizer.pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(**batch, use_cache=False, logits_to_keep=1).logits[:, -1, :]
-        pair = torch.stack([logits[:, yes_id], logits[:, no_id]], dim=-1).float()
-        probs[index] = pair.softmax(dim=-1)[:, 0].cpu().numpy()
-    model.train(was_training)
+    try:
+        prefix = common_prefix_length(encoded) if prefix_cache else 0
+        scorer = None
+        if prefix > 0:
+            try:
+                scorer = _PrefixScorer(model, encoded[0].input_ids[:prefix], device)
+            except RaylibError:  # a model without the decoder / LM-head split: the plain batched path
+                scorer = None
+        batches = range(0, len(order), batch_size)
+        for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+            index = order[start:start + batch_size]
+            if scorer is not None:
+                logits = scorer.logits([encoded[i].input_ids[prefix:] for i in index], tokenizer.pad_token_id)
+            else:
+                batch = collate_left_padded([encoded[i] for i in index], tokenizer.pad_token_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logits = model(**batch, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+            probs[index] = yes_scores(logits, yes_id, no_id, scoring).cpu().numpy()
+    finally:
+        model.train(was_training)
     return probs
 
 
 def evaluate_records(model, tokenizer, records: list[TallrecRecord], max_length: int = 512,
-                     batch_size: int = 16, progress: bool = True) -> dict[str, float]:
+                     batch_size: int = 16, progress: bool = True, scoring: str = "pair",
+                     prefix_cache: bool = True) -> dict[str, float]:
     """AUC, LogLoss and accuracy of P(Yes) against the records' labels."""
-    probs = yes_probabilities(model, tokenizer, records, max_length, batch_size, progress)
+    probs = yes_probabilities(model, tokenizer, records, max_length, batch_size, progress, scoring=scoring,
+                              prefix_cache=prefix_cache)
     return binary_report([r.label for r in records], probs)
 
 
 @torch.no_grad()
 def yes_probabilities_by_generate(model, tokenizer, records: list[TallrecRecord], max_length: int = 512,
-                                  max_new_tokens: int = 128, progress: bool = True) -> np.ndarray:
-    """The original TALLRec evaluation, kept as a reference for benchmarks: `generate(output_scores=True)`
-    one prompt at a time, then the Yes/No softmax of the first generated step's scores."""
+                                  max_new_tokens: int = 128, progress: bool = True, scoring: str = "pair",
+                                  stats: dict | None = None, batch_size: int = 1) -> np.ndarray:
+    """Reference scoring through `generate(output_scores=True)`, kept for benchmarks: greedy, stopping at the
+    tokenizer's EOS (`max_new_tokens` is only a cap), P(Yes) from the first generated step's scores.
+
+    This is the cost model of TALLRec's evaluate.py, not a copy of it: the original generates with the
+    fine-tuned model, which answers "Yes."/"No." and then EOS, so it stops after a few tokens (a zero-shot model
+    may run on to the cap); it batches 32 left-padded prompts per `generate` call (`batch_size=32`; 1 = one
+    prompt per call) in fp16 and scores "tallrec" (pass `scoring="tallrec"` for that formula). `stats`, when
+    given, receives the number of generation steps per prompt ("new_tokens"; a batch runs until its last row
+    stops)."""
+    if scoring not in SCORINGS:
+        raise RaylibError(f"eval.scoring={scoring!r} must be one of {', '.join(SCORINGS)}.")
     yes_id, no_id = answer_token_ids(tokenizer)
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
+    encoded = encode_all(tokenizer, records, max_length)
     probs = np.empty(len(records), dtype=np.float64)
-    for i, enc in enumerate(tqdm(encode_all(tokenizer, records, max_length), desc="generate-scoring",
-                                 disable=not progress, leave=False)):
-        ids = torch.tensor([enc.input_ids], device=device)
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, num_beams=1, output_scores=True, return_dict_in_generate=True,
-                             pad_token_id=tokenizer.pad_token_id)
-        first = out.scores[0][0].float()
-        probs[i] = torch.stack([first[yes_id], first[no_id]]).softmax(-1)[0].item()
+    new_tokens = []
+    try:
+        for start in tqdm(range(0, len(encoded), batch_size), desc="generate-scoring", disable=not progress,
+                          leave=False):
+            batch = collate_left_padded(encoded[start:start + batch_size], tokenizer.pad_token_id)
+            out = model.generate(input_ids=batch["input_ids"].to(device),
+                                 attention_mask=batch["attention_mask"].to(device),
+                                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, output_scores=True,
+                                 return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+            rows = batch["input_ids"].shape[0]
+            probs[start:start + rows] = yes_scores(out.scores[0], yes_id, no_id, scoring).cpu().numpy()
+            new_tokens.extend([len(out.scores)] * rows)
+    finally:
+        model.train(was_training)
+    if stats is not None:
+        stats["new_tokens"] = new_tokens
     return probs

@@ -1,8 +1,10 @@
-"""Binary-classification metrics for TALLRec / CoReLLa: AUC, LogLoss, accuracy (numpy only)."""
+"""Metrics. Binary (TALLRec / CoReLLa): AUC, LogLoss, accuracy, computed by scikit-learn. Ranking (one true item
+per query, e.g. BIGRec-style next-item recommendation): HR@K and NDCG@K from the true item's rank."""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics as skm
 
 from raylib import RaylibError
 
@@ -12,40 +14,66 @@ def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape or y.size == 0:
         raise RaylibError(f"labels ({y.size}) and scores ({s.size}) must be non-empty and the same length.")
-    return y, s
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise RaylibError("labels must be 0 (dislike) or 1 (like).")
+    if not np.isfinite(s).all():
+        raise RaylibError("scores must be finite numbers (got NaN or inf).")
+    return y.astype(np.int64), s
 
 
 def auc(labels, scores) -> float:
-    """ROC AUC via the Mann-Whitney U statistic with mid-ranks for ties (equals sklearn's roc_auc_score)."""
+    """ROC AUC (scikit-learn's roc_auc_score; tied scores count one half)."""
     y, s = _check(labels, scores)
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y.min() == y.max():
         raise RaylibError("AUC needs both positive and negative labels.")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(y.size)
-    start = 0
-    while start < y.size:  # average ranks over runs of tied scores
-        end = start
-        while end + 1 < y.size and sorted_s[end + 1] == sorted_s[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(skm.roc_auc_score(y, s))
 
 
 def log_loss(labels, probabilities, eps: float = 1e-7) -> float:
+    """Binary cross-entropy; probabilities are clipped to [eps, 1 - eps] first (an fp32 softmax can give exactly
+    0 or 1), which caps one record's loss at -log(eps) ~ 16.1."""
     y, p = _check(labels, probabilities)
-    p = np.clip(p, eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(skm.log_loss(y, np.clip(p, eps, 1 - eps), labels=[0, 1]))
 
 
 def accuracy(labels, probabilities, threshold: float = 0.5) -> float:
+    """Share of records whose prediction (probability >= threshold means "like") matches the label."""
     y, p = _check(labels, probabilities)
-    return float(np.mean((p >= threshold) == (y == 1)))
+    return float(skm.accuracy_score(y, (p >= threshold).astype(np.int64)))
 
 
 def binary_report(labels, probabilities) -> dict[str, float]:
     return {"auc": auc(labels, probabilities), "logloss": log_loss(labels, probabilities),
             "accuracy": accuracy(labels, probabilities)}
+
+
+def _ranks(ranks, k: int) -> np.ndarray:
+    r = np.asarray(ranks, dtype=np.float64).ravel()
+    if r.size == 0:
+        raise RaylibError("ranking metrics need at least one query.")
+    if not (np.isfinite(r).all() and (r >= 1).all() and (r == np.floor(r)).all()):
+        raise RaylibError("ranks must be 1-based whole numbers (1 = the true item came first).")
+    if int(k) != k or k < 1:
+        raise RaylibError(f"K must be a whole number >= 1 (got {k!r}).")
+    return r
+
+
+def hit_rate_at_k(ranks, k: int) -> float:
+    """HR@K: share of queries whose true item is ranked within the top K."""
+    r = _ranks(ranks, k)
+    return float(np.mean(r <= k))
+
+
+def ndcg_at_k(ranks, k: int) -> float:
+    """NDCG@K with one relevant item per query: 1 / log2(rank + 1) inside the top K, else 0 (the ideal DCG is 1)."""
+    r = _ranks(ranks, k)
+    return float(np.mean(np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)))
+
+
+def ranking_report(ranks, ks=(1, 3, 5, 10, 20)) -> dict[str, float]:
+    """{"hr@K": ..., "ndcg@K": ...} for every K in `ks`."""
+    report: dict[str, float] = {}
+    for k in ks:
+        report[f"hr@{k}"] = hit_rate_at_k(ranks, k)
+        report[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
+    return report

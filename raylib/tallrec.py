@@ -7,7 +7,6 @@ pipeline runs from a laptop's local Ray or through `ray job submit` on a cluster
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -16,12 +15,13 @@ from typing import Any
 
 from raylib import RaylibError
 from raylib.assets import cache_root
-from raylib.config import DataConfig, ModelConfig, TallrecJobConfig, to_dict
-from raylib.data.movielens import load_movielens
+from raylib.config import DataConfig, EvalConfig, ModelConfig, TallrecJobConfig, to_dict
+from raylib.data.movielens import load_movielens, movielens_files
 from raylib.data.records import (
-    TallrecRecord, build_tallrec_records, read_records, records_from_table, records_to_table, sample_records,
-    split_by_user,
+    TallrecRecord, build_tallrec_records, read_records, records_cache_key, records_from_table, records_to_table,
+    sample_records, split_by_user, stratified_sample,
 )
+from raylib.prompts import TALLREC_ANSWERS
 
 
 @dataclasses.dataclass
@@ -34,15 +34,16 @@ class TallrecData:
 
 
 def _movielens_records(data: DataConfig) -> tuple[list[TallrecRecord], str]:
-    """Records built from MovieLens, cached as Parquet keyed by the source files and the builder settings."""
+    """Records built from MovieLens, cached as Parquet keyed by the source files' content, the builder version
+    and the builder settings (a loader or builder fix never serves stale records)."""
     import pyarrow.parquet as pq
 
-    ml = load_movielens(data.movielens_dir)
-    key = hashlib.sha1(json.dumps([ml.source, ml.interactions.num_rows, data.history_len,
-                                   data.like_threshold]).encode()).hexdigest()[:12]
+    folder, files = movielens_files(data.movielens_dir)
+    key = records_cache_key(files, data.history_len, data.like_threshold)
     cache = Path(data.cache_dir or cache_root() / "records") / f"tallrec-{key}.parquet"
     if cache.is_file():
-        return records_from_table(pq.read_table(cache)), ml.source
+        return records_from_table(pq.read_table(cache)), str(folder)
+    ml = load_movielens(folder)
     records = build_tallrec_records(ml.interactions, ml.items, data.history_len, data.like_threshold)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
@@ -65,28 +66,43 @@ def load_tallrec_data(data: DataConfig) -> TallrecData:
         source = data.train_file
     else:
         raise RaylibError(f"data.source={data.source!r} must be 'movielens' or 'files'.")
+    answers = {r.output for r in valid}
+    if len(answers) == 1:  # validation AUC (early stopping) needs both labels: stop before any training
+        only = answers.pop()
+        other = TALLREC_ANSWERS[1] if only == TALLREC_ANSWERS[0] else TALLREC_ANSWERS[0]
+        if data.source == "files":
+            raise RaylibError(f"data.valid_file {data.valid_file} holds only records answered {only!r}; "
+                              f"validation AUC needs both answers, so add records answered {other!r}.")
+        raise RaylibError(f"The validation users (data.valid_fraction={data.valid_fraction}) have only records "
+                          f"answered {only!r}; validation AUC needs both answers, so raise data.valid_fraction.")
     return TallrecData(
         train=sample_records(pool, data.train_samples, data.seed),
-        valid=sample_records(valid, data.valid_samples, data.seed),
+        valid=stratified_sample(valid, data.valid_samples, data.seed),
         test=sample_records(test, data.test_samples, data.seed),
         train_pool_size=len(pool), source=source,
     )
 
 
 def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_dir: str | None = None,
-                  max_length: int = 512, batch_size: int = 16, threads: int | None = None) -> dict[str, Any]:
-    """Load the model (plus adapter) and compute AUC / LogLoss / accuracy of P(Yes); runs anywhere."""
+                  max_length: int = 512, eval_cfg: EvalConfig | None = None,
+                  threads: int | None = None) -> dict[str, Any]:
+    """Load the model (plus adapter) and compute AUC / LogLoss / accuracy of P(Yes); runs anywhere.
+
+    The model is loaded in the evaluation dtype (`eval_cfg.dtype`, fp32 by default), not in the training dtype
+    `model_cfg.dtype`; the report records it as "eval_dtype"."""
     import torch
 
     from raylib.evaluate import yes_probabilities
     from raylib.metrics import binary_report
-    from raylib.model import load_model, load_tokenizer
+    from raylib.model import choose_dtype, load_model, load_tokenizer
 
+    eval_cfg = eval_cfg if eval_cfg is not None else EvalConfig()
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = choose_dtype(eval_cfg.dtype, device)
     tokenizer = load_tokenizer(model_cfg)
-    model = load_model(model_cfg, device)
+    model = load_model(model_cfg, device, dtype)
     if adapter_dir:
         from peft import PeftModel
 
@@ -94,24 +110,28 @@ def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_
         # CPU scoring time here).
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     start = time.time()
-    probs = yes_probabilities(model, tokenizer, records, max_length, batch_size)
+    probs = yes_probabilities(model, tokenizer, records, max_length, eval_cfg.batch_size, scoring=eval_cfg.scoring,
+                              prefix_cache=eval_cfg.prefix_cache)
     seconds = time.time() - start
     report = binary_report([r.label for r in records], probs)
     tokens = sum(len(tokenizer(r.input)["input_ids"]) for r in records[:50]) / max(1, min(50, len(records)))
     report.update({"records": len(records), "seconds": seconds, "probabilities": probs.tolist(),
+                   "eval_dtype": str(dtype).replace("torch.", ""), "scoring": eval_cfg.scoring,
+                   "prefix_cache": eval_cfg.prefix_cache, "batch_size": eval_cfg.batch_size,
                    "approx_tokens_per_s": tokens * len(records) / max(seconds, 1e-9)})
     return report
 
 
 def score_on_ray(job: TallrecJobConfig, records: list[TallrecRecord], adapter_dir: str | None) -> dict[str, Any]:
-    """`score_records` on a GPU as a Ray task when training uses GPUs; on CPU in this process, which was
-    measured ~1.8x faster here than the same call inside a Ray CPU task."""
+    """`score_records` with the job's `eval` settings (dtype, scoring, batch size, prefix cache) on a GPU as a Ray
+    task when training uses GPUs; on CPU in this process, which was measured ~1.8x faster here than the same
+    call inside a Ray CPU task. (`train.eval_batch_size` is the in-training validation's batch size.)"""
     if not job.train.use_gpu:
-        return score_records(job.model, records, adapter_dir, job.data.max_length, job.train.eval_batch_size)
+        return score_records(job.model, records, adapter_dir, job.data.max_length, job.eval)
     import ray
 
     task = ray.remote(score_records).options(num_gpus=1, num_cpus=max(1, job.train.cpus_per_worker))
-    return ray.get(task.remote(job.model, records, adapter_dir, job.data.max_length, job.train.eval_batch_size))
+    return ray.get(task.remote(job.model, records, adapter_dir, job.data.max_length, job.eval))
 
 
 def check_inputs(job: TallrecJobConfig, data: TallrecData) -> None:
@@ -141,7 +161,8 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
         "source": data.source, "train": len(data.train), "train_pool": data.train_pool_size,
         "valid": len(data.valid), "test": len(data.test)}}
     if data.test and not job.skip_zero_shot:
-        print("[tallrec] zero-shot scoring of the test split ...", flush=True)
+        print(f"[tallrec] zero-shot scoring of the test split ({job.eval.dtype}, {job.eval.scoring}) ...",
+              flush=True)
         zero = score_on_ray(job, data.test, None)
         report["zero_shot"] = {k: v for k, v in zero.items() if k != "probabilities"}
     result = train_lora(job, data.train, data.valid)
@@ -151,7 +172,8 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
                        "history": result.state.history}
     report["adapter_dir"] = str(result.adapter_dir)
     if data.test:
-        print("[tallrec] scoring the test split with the tuned adapter ...", flush=True)
+        print(f"[tallrec] scoring the test split with the tuned adapter ({job.eval.dtype}, {job.eval.scoring}) ...",
+              flush=True)
         tuned = score_on_ray(job, data.test, str(result.adapter_dir))
         report["tuned"] = {k: v for k, v in tuned.items() if k != "probabilities"}
     report["wall_time_s"] = time.time() - start
@@ -172,6 +194,9 @@ def summary_table(report: dict[str, Any]) -> str:
             m = report[name]
             rows.append((name.replace("_", "-"), f"{m['auc']:.4f}", f"{m['logloss']:.4f}", f"{m['accuracy']:.4f}"))
     lines = [f"{a:<10}{b:>8}{c:>9}{d:>8}" for a, b, c, d in rows]
+    scored = next((report[n] for n in ("tuned", "zero_shot") if n in report), {})
+    if "eval_dtype" in scored:
+        lines.append(f"scored in {scored['eval_dtype']}, {scored.get('scoring', 'pair')} scoring")
     lines.append(f"test records: {report['data']['test']}, train samples: {report['data']['train']}, "
                  f"train {report['train']['tokens_per_s']:.0f} tok/s, wall {report['wall_time_s']:.0f} s")
     lines.append(f"adapter: {report['adapter_dir']}")

@@ -42,6 +42,7 @@ def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny
     assert saved["wall_time_s"]["8"] > 0 and saved["train_overhead"] > 0
     # Batched single-forward scoring and per-prompt generate() give the same probabilities (fp32).
     assert saved["scoring_auc_diff"] < 1e-3 and saved["scoring_detail"]["max_prob_diff"] < 1e-4
+    assert saved["scoring_detail"]["generate_batched_max_prob_diff"] < 1e-4  # the authors' 32-prompt batches
     assert saved["runs"][0]["machine"]["dtype"] == "float32"
 
     again = run_bench(tiny_bench(tiny_model_dir, tmp_path, data_dir, resume=True))
