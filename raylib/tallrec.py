@@ -155,6 +155,10 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
     start = time.time()
     data = load_tallrec_data(job.data)  # fails fast on bad input, before any model work
     check_inputs(job, data)
+    from raylib.tasks.tallrec import TallrecTask
+    from raylib.train.driver import prepare_output_dir
+
+    prepare_output_dir(TallrecTask, job, data.train, data.valid)  # a different run's checkpoints stop us here
     print(f"[tallrec] data from {data.source}: {len(data.train)} train (of {data.train_pool_size}), "
           f"{len(data.valid)} valid, {len(data.test)} test records", flush=True)
     report: dict[str, Any] = {"config": to_dict(job), "data": {
