@@ -70,13 +70,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     verbose = bool(os.environ.get("RAYLIB_VERBOSE"))
     env = {"RAYLIB_VERBOSE": "1"} if verbose else {k: os.environ.get(k, v) for k, v in QUIET_ENV.items()}
-    options = dict(log_to_driver=True, runtime_env={"env_vars": env},
-                   logging_level=logging.INFO if verbose else logging.WARNING,
+    options = dict(log_to_driver=True, logging_level=logging.INFO if verbose else logging.WARNING,
                    logging_config=ray.LoggingConfig(log_level="INFO" if verbose else "WARNING"))
     address = address or os.environ.get("RAY_ADDRESS")
-    if not address and not verbose:  # nothing preempts a local machine; its watcher only logs a start-up error
-        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
-    if address:
+    if address:  # a cluster (or `ray job submit`): its runtime environment (working_dir) stays as submitted
         ray.init(address=address, **options)
-    else:
-        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), **options)
+        return
+    if not verbose:  # nothing preempts a local machine; its watcher only logs a start-up error
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), runtime_env={"env_vars": env}, **options)
