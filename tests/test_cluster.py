@@ -57,7 +57,7 @@ def local_cluster():
     head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 120
+    deadline = time.time() + 300  # a busy 2-core machine can take minutes to start a head
     while time.time() < deadline:
         probe = subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", address], env=env,
                                capture_output=True, text=True)
@@ -66,7 +66,7 @@ def local_cluster():
         time.sleep(2)
     else:
         os.killpg(head.pid, 15)
-        pytest.fail("the local Ray head did not come up within 120 s")
+        pytest.fail("the local Ray head did not come up within 300 s")
     yield address, env
     os.killpg(head.pid, 15)
     head.wait(timeout=60)
