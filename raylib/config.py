@@ -31,7 +31,7 @@ def _comma_list(value: Any) -> Any:
     return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
-def _must_be(kind: str):
+def _must_be(kind: str, label: str):
     """A path that must be an existing file/folder. Checked only where the config is loaded from the user
     (`load_config`): workers on other nodes rebuild the config from a dict and never re-check."""
     def check(value: str | None, info: ValidationInfo) -> str | None:
@@ -39,7 +39,7 @@ def _must_be(kind: str):
             return value
         path = Path(value).expanduser()
         if not path.exists():
-            raise ValueError(f"{value} does not exist")
+            raise ValueError(f"{label} {value} does not exist")
         if kind == "file" and not path.is_file():
             raise ValueError(f"{value} is a folder, not a file")
         if kind == "folder" and not path.is_dir():
@@ -48,8 +48,8 @@ def _must_be(kind: str):
     return AfterValidator(check)
 
 
-ExistingFile = Annotated[str, _must_be("file")]
-ExistingFolder = Annotated[str, _must_be("folder")]
+ExistingFile = Annotated[str, _must_be("file", "file")]
+MovieLensFolder = Annotated[str, _must_be("folder", "MovieLens folder")]
 Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
 
 
@@ -131,7 +131,7 @@ class DataConfig:
     # "movielens" builds TALLRec records from MovieLens (the recbole wheel's ML-100K unless `movielens_dir`);
     # "files": `train_file` / `valid_file` / `test_file` are TALLRec-format JSON, JSONL or Parquet files.
     source: Literal["movielens", "files"] = "movielens"
-    movielens_dir: ExistingFolder | None = None
+    movielens_dir: MovieLensFolder | None = None
     train_file: ExistingFile | None = None
     valid_file: ExistingFile | None = None
     test_file: ExistingFile | None = None
