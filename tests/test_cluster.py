@@ -87,7 +87,11 @@ def test_ray_job_submit_runs_the_tallrec_job(local_cluster, tiny_model_dir, movi
            f"data.train_file={tmp_path / 'train.jsonl.json'}", f"data.valid_file={tmp_path / 'valid.json'}",
            f"data.test_file={tmp_path / 'test.parquet'}", "train.epochs=1", "train.batch_size=4",
            "train.micro_batch_size=4", "train.cpus_per_worker=1", f"output_dir={out}"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for _ in range(6):  # the head answers `ray job list` before its job agent can take a submission
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in done.stderr + done.stdout:
+            break
+        time.sleep(10)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr).lower()
     report = json.loads((out / "report.json").read_text())

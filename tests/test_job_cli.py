@@ -42,6 +42,9 @@ def test_a_run_prints_a_screenful(tiny_model_dir, tmp_path):
                       f"output_dir={tmp_path / 'out'}", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = done.stdout + done.stderr
+    # With a second local Ray on the host (this test session's), Ray Train's placement-group cleaner cannot tell
+    # which to query and prints a traceback as the job exits (a Ray limitation, NOTES: one Ray per machine).
+    text = text.split("Exception in thread PlacementGroupCleanerMonitor")[0]
     # Progress-bar frames are one redrawn line on a terminal; in a pipe each frame is a line of its own.
     lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip() and "|" not in line]
     assert len(lines) <= 20, text
