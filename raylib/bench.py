@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import time
@@ -191,7 +192,9 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
     valid = sample_records(read_records(data_dir / "valid.json"), config.valid_samples, seed=0)
     test = sample_records(read_records(data_dir / "test.json"), config.test_samples, seed=0)
     work = Path(config.work_dir).resolve()
-    report: dict[str, Any] = {"model": config.model.name, "test_records": len(test), "config": to_dict(config),
+    # The data folder relative to the project, so a committed report names no machine's paths.
+    shown = {**to_dict(config), "data_dir": os.path.relpath(data_dir.resolve(), REPO)}
+    report: dict[str, Any] = {"model": config.model.name, "test_records": len(test), "config": shown,
                               "paper_auc": PAPER_AUC, "cpu_threads": torch.get_num_threads(),
                               "machine": machine(config)}
     save = _saver(config, report)
