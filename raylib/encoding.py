@@ -143,3 +143,21 @@ def collate_for_training(batch: list[Encoded], pad_id: int) -> dict[str, torch.T
         labels[row, labels.shape[1] - len(e.labels):] = torch.tensor(e.labels)
     out["labels"] = labels
     return out
+
+
+def fit_history(tokenizer, render, history: list[str], budget: int, where: str = "record") -> str:
+    """`render(history)` in at most `budget` tokens: the oldest history items go first, never the instruction.
+    `render` maps a (possibly shortened) list of items to the whole prompt."""
+    def size(items: list[str]) -> int:
+        return len(_ids(tokenizer, render(items)))
+
+    if size(history) <= budget:
+        return render(history)
+    if size([]) > budget:
+        raise RaylibError(f"{where}: even without history the prompt takes {size([])} tokens, over the limit of "
+                          f"{budget}; raise data.max_length.")
+    lo, hi = 1, len(history)  # drop the `lo` oldest items: binary search for the fewest drops that fit
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if size(history[mid:]) <= budget else (mid + 1, hi)
+    return render(history[lo:])

@@ -76,10 +76,10 @@ def check_model_available(config: ModelConfig) -> str:
 
 
 def cpu_supports_bf16() -> bool:
-    """bf16 matmuls are fast on CPUs with AVX512-bf16 or AMX; elsewhere they are emulated and slow."""
+    """bf16 matmuls are fast on CPUs with AMX tiles (~1.4x over fp32 here). AVX512-bf16 alone is not enough: on
+    such a Xeon a LoRA step took 10.6 s in bf16 vs 6.0 s in fp32, and beam search 0.90 vs 0.55 s/query."""
     cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def choose_dtype(requested: str, device: torch.device | str) -> torch.dtype:

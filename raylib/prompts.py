@@ -69,3 +69,48 @@ def split_question(input_text: str) -> tuple[str, str]:
     """Split a TALLRec input into (history, question): the question is its last line, kept whole on truncation."""
     head, sep, last = input_text.rpartition("\n")
     return (head + sep, last) if sep else ("", input_text)
+
+
+# BIGRec (Bao et al., "A Bi-Step Grounding Paradigm for LLMs in Recommendation", 2023), its data files: the
+# Alpaca template with this instruction, the history as quoted titles, the answer the quoted next title.
+BIGREC_INSTRUCTION = ("Given a list of {domain}s the user has watched before, please recommend a new {domain} "
+                      "that the user likes to the user.")
+BIGREC_INPUT = "The user has watched the following {domain}s before: {history}"
+
+# GenRec (Ji et al., "GenRec: Large Language Model for Generative Recommendation", ECIR 2024, Sec. 3.2): the
+# interaction history in several paraphrased instructions, one drawn per training example; the answer is the
+# next item's title. Evaluation uses the first.
+GENREC_TEMPLATES = (
+    "Given the {domain}s the user has watched in order: {history}. What {domain} will the user watch next?",
+    "The user's viewing history, oldest first: {history}. Predict the next {domain} this user will watch.",
+    "Here is a list of {domain}s a user watched: {history}. Which {domain} should be recommended next?",
+    "A user has recently interacted with these {domain}s: {history}. Recommend the {domain} the user is most "
+    "likely to watch next.",
+    "Based on the watch history {history}, what is the next {domain} the user would like to see?",
+    "The user watched {history}. Generate the title of the next {domain} the user will watch.",
+)
+
+
+def bigrec_prompt(history: list[str], domain: str = "movie") -> str:
+    """BIGRec step 1 prompt; `history` are titles, oldest first (quoted here)."""
+    items = ", ".join(quote_item(t) for t in history)
+    return alpaca_prompt(BIGREC_INSTRUCTION.format(domain=domain), BIGREC_INPUT.format(domain=domain, history=items))
+
+
+def genrec_prompt(history: list[str], template: int = 0, domain: str = "movie") -> str:
+    """GenRec prompt number `template` (of GENREC_TEMPLATES) for `history` (titles, oldest first)."""
+    if not 0 <= template < len(GENREC_TEMPLATES):
+        raise ValueError(f"GenRec template {template} is not one of 0..{len(GENREC_TEMPLATES) - 1}")
+    items = ", ".join(quote_item(t) for t in history) or "(nothing yet)"
+    return f"{GENREC_TEMPLATES[template].format(domain=domain, history=items)}\nAnswer: "
+
+
+def title_answer(title: str) -> str:
+    """What the generative methods learn to write: the quoted title (BIGRec's data files)."""
+    return quote_item(title)
+
+
+def answer_text(generated: str) -> str:
+    """A generated answer back to a title: first line, surrounding whitespace and quotes removed."""
+    line = generated.strip().split("\n", 1)[0].strip()
+    return line[1:-1].strip() if len(line) >= 2 and line[0] == line[-1] == '"' else line.strip('"').strip()

@@ -1,0 +1,206 @@
+"""Next-item data (BIGRec Sec. 4.1, GenRec Sec. 3): per-user chronological sequences -> sliding windows of up to
+`history_len` items -> the next item, split by global time, plus the catalogue every item is ranked in.
+
+Any rating is an interaction. A window belongs to the split of its TARGET's timestamp: the cut points are the
+80% and 90% quantiles of all interaction times (`time_fractions`), so nothing from the validation or test period
+is ever a training target. Popularity (the BIGRec re-weighting signal and the popularity baseline) counts the
+training period's interactions only.
+
+Tables are Arrow; a user's own data comes as interactions (user_id, item_id, timestamp[, rating]) and titles
+(item_id, title) in CSV or Parquet. An interaction naming an item without a title is one clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raylib import RaylibError
+
+
+@dataclasses.dataclass(frozen=True)
+class NextItemWindow:
+    user_id: str
+    history: tuple[str, ...]  # item ids, oldest first (may be empty only where a user brings such data)
+    target: str  # item id
+    timestamp: int  # the target's time
+
+
+@dataclasses.dataclass
+class Catalogue:
+    """Every item that can be recommended, in a fixed order: ranks are over all of them."""
+    item_ids: list[str]
+    titles: list[str]
+    popularity: np.ndarray  # interactions in the training period, per item (float64)
+
+    def __post_init__(self) -> None:
+        self.index = {item: i for i, item in enumerate(self.item_ids)}
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def title(self, item_id: str) -> str:
+        return self.titles[self.index[item_id]]
+
+    def position(self, item_id: str) -> int:
+        if item_id not in self.index:
+            raise RaylibError(f"Item {item_id!r} is not in the catalogue.")
+        return self.index[item_id]
+
+    def fingerprint(self) -> str:
+        """sha1 of ids and titles, in order: keys the catalogue-embedding cache."""
+        digest = hashlib.sha1()
+        for item, title in zip(self.item_ids, self.titles):
+            digest.update(f"{item}\t{title}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class SequenceData:
+    train: list[NextItemWindow]
+    valid: list[NextItemWindow]
+    test: list[NextItemWindow]
+    catalogue: Catalogue
+    cutoffs: tuple[int, int]  # first timestamp of the validation period, of the test period
+    source: str
+
+
+def item_titles(items: pa.Table) -> dict[str, str]:
+    """item_id -> title; an empty or duplicate id is an error, duplicate titles are allowed (ties share ranks)."""
+    titles: dict[str, str] = {}
+    for item, title in zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()):
+        item = str(item).strip()
+        if not item:
+            raise RaylibError("The item table has a row with an empty item_id.")
+        if item in titles:
+            raise RaylibError(f"The item table lists item {item!r} twice.")
+        title = "" if title is None else str(title).strip()
+        if not title:
+            raise RaylibError(f"Item {item!r} has no title; every item needs one (the LLM writes titles).")
+        titles[item] = title
+    return titles
+
+
+def user_sequences(interactions: pa.Table, titles: dict[str, str]) -> dict[str, list[tuple[str, int]]]:
+    """user -> [(item, timestamp)] in time order (ties keep file order). Unknown items are one error naming them."""
+    order = pc.sort_indices(interactions, sort_keys=[("timestamp", "ascending")])  # stable
+    table = interactions.take(order)
+    per_user: dict[str, list[tuple[str, int]]] = {}
+    for user, item, stamp in zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist(),
+                                 table.column("timestamp").to_pylist()):
+        item = str(item)
+        if item not in titles:
+            raise RaylibError(f"An interaction of user {user} names item {item!r}, which has no title in the "
+                              "item table: add it there or drop the interaction.")
+        per_user.setdefault(str(user), []).append((item, int(stamp)))
+    return per_user
+
+
+def time_cutoffs(interactions: pa.Table, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[int, int]:
+    """Timestamps at which the validation and the test periods start (quantiles of all interaction times)."""
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise RaylibError(f"time fractions {fractions} must be non-negative and sum to 1.")
+    stamps = np.sort(interactions.column("timestamp").to_numpy())
+    n = len(stamps)
+    valid_at = int(stamps[min(n - 1, int(round(fractions[0] * n)))])
+    test_at = int(stamps[min(n - 1, int(round((fractions[0] + fractions[1]) * n)))])
+    return valid_at, test_at
+
+
+def build_windows(per_user: dict[str, list[tuple[str, int]]], history_len: int = 10,
+                  min_history: int = 1) -> list[NextItemWindow]:
+    """One window per (user, position >= min_history): up to `history_len` items before it -> the item."""
+    if history_len < 1 or min_history < 0:
+        raise RaylibError(f"history_len must be >= 1 and min_history >= 0 (got {history_len}, {min_history}).")
+    windows = []
+    for user in sorted(per_user, key=lambda u: (len(u), u)):
+        seq = per_user[user]
+        for pos in range(min_history, len(seq)):
+            history = tuple(item for item, _ in seq[max(0, pos - history_len):pos])
+            windows.append(NextItemWindow(user, history, seq[pos][0], seq[pos][1]))
+    return windows
+
+
+def split_windows(windows: list[NextItemWindow], cutoffs: tuple[int, int]) -> tuple[list, list, list]:
+    valid_at, test_at = cutoffs
+    train = [w for w in windows if w.timestamp < valid_at]
+    valid = [w for w in windows if valid_at <= w.timestamp < test_at]
+    test = [w for w in windows if w.timestamp >= test_at]
+    return train, valid, test
+
+
+def training_popularity(interactions: pa.Table, item_ids: list[str], valid_at: int) -> np.ndarray:
+    """Interactions per item before the validation period (the training period only)."""
+    mask = pc.less(interactions.column("timestamp"), valid_at)
+    counts = pc.value_counts(interactions.filter(mask).column("item_id").cast(pa.string()))
+    table = {c["values"].as_py(): c["counts"].as_py() for c in counts}
+    return np.array([float(table.get(item, 0)) for item in item_ids], dtype=np.float64)
+
+
+def sample_windows(windows: list[NextItemWindow], n: int, seed: int) -> list[NextItemWindow]:
+    """A fixed-size seeded sample (all when n == 0 or n >= len), kept in the original order."""
+    if n <= 0 or n >= len(windows):
+        return list(windows)
+    keep = np.sort(np.random.default_rng(seed).choice(len(windows), size=n, replace=False))
+    return [windows[i] for i in keep]
+
+
+def build_sequence_data(interactions: pa.Table, items: pa.Table, history_len: int = 10,
+                        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), source: str = "") -> SequenceData:
+    """All windows of every split (unsampled) and the catalogue with training-period popularity."""
+    if interactions.num_rows == 0:
+        raise RaylibError("The interaction table is empty.")
+    titles = item_titles(items)
+    per_user = user_sequences(interactions, titles)
+    cutoffs = time_cutoffs(interactions, fractions)
+    train, valid, test = split_windows(build_windows(per_user, history_len), cutoffs)
+    if not train:
+        raise RaylibError("No training windows: every user needs at least two interactions before the "
+                          "validation period.")
+    item_ids = list(titles)
+    catalogue = Catalogue(item_ids, [titles[i] for i in item_ids],
+                          training_popularity(interactions, item_ids, cutoffs[0]))
+    return SequenceData(train, valid, test, catalogue, cutoffs, source)
+
+
+# ------------------------------------------------------------------ a user's own files
+def read_table(path: str | Path, required: tuple[str, ...]) -> pa.Table:
+    """A CSV or Parquet table with at least the `required` columns (ids are read as strings)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise RaylibError(f"Data file {path} does not exist.")
+    try:
+        if path.suffix.lower() == ".parquet":
+            table = pq.read_table(path)
+        elif path.suffix.lower() in (".csv", ".tsv"):
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            types = {c: pa.string() for c in ("user_id", "item_id", "title")}
+            table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                                   convert_options=pacsv.ConvertOptions(column_types=types))
+        else:
+            raise RaylibError(f"Data file {path}: use .csv, .tsv or .parquet.")
+    except (pa.ArrowInvalid, OSError) as err:
+        raise RaylibError(f"Data file {path} could not be read: {str(err).splitlines()[0]}") from None
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise RaylibError(f"Data file {path} lacks column(s) {missing}; it has {table.column_names}.")
+    for column in ("user_id", "item_id"):
+        if column in table.column_names:
+            col = table.column(column)
+            table = table.set_column(table.column_names.index(column), column, col.cast(pa.string()))
+            if col.null_count:
+                raise RaylibError(f"Data file {path}: column {column} has {col.null_count} empty value(s).")
+    if "timestamp" in required:
+        stamps = table.column("timestamp")
+        if stamps.null_count or not pa.types.is_integer(stamps.type) and not pa.types.is_floating(stamps.type):
+            raise RaylibError(f"Data file {path}: every timestamp must be a number.")
+        table = table.set_column(table.column_names.index("timestamp"), "timestamp", stamps.cast(pa.int64()))
+    return table

@@ -1,0 +1,127 @@
+"""Batched beam search (BIGRec Sec. 4.1: 4 beams; GenRec: 10 beams) returning every beam's text.
+
+Prompts are sorted by token length so a batch pads little, generated in left-padded batches of `batch_size`
+prompts, and returned in the prompts' order; each prompt gets `num_beams` candidates, best first.
+
+Plain `generate(num_beams=k)` copies each prompt k times before the first step and then, at every step, appends
+to (torch.cat) and re-orders (index_select) the whole key/value cache of all k rows: on a CPU those copies took
+57% of the time, more than the matrix products. With `shared_prompt=True` the prompt runs once per query (not
+once per beam), its key/value states are written once into a preallocated per-beam buffer, new tokens are
+written in place, and the per-step re-ordering touches only the generated tokens: beams of one query share the
+prompt, and beam search only ever re-orders beams within a query. The beams are the same (`tests`).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from raylib.encoding import Encoded, collate_left_padded
+
+
+def _shared_prompt_layer():
+    from transformers.cache_utils import DynamicLayer
+
+    class SharedPromptLayer(DynamicLayer):
+        """One layer's key/value cache for beam search over prompts that beams share (see the module docstring)."""
+
+        is_croppable = False
+
+        def __init__(self, beams: int, new_tokens: int):
+            super().__init__()
+            self.beams, self.new_tokens = beams, new_tokens
+            self.keys = self.values = None
+            self.prompt_len = self.length = 0
+            self.is_initialized = False
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:  # the prompt (one row per query): expand to one row per beam, once
+                rows, heads, n, dim = key_states.shape
+                shape = (rows * self.beams, heads, n + self.new_tokens + 1, dim)
+                self.keys = key_states.new_empty(shape)
+                self.values = value_states.new_empty(shape)
+                self.keys[:, :, :n] = key_states.repeat_interleave(self.beams, dim=0)
+                self.values[:, :, :n] = value_states.repeat_interleave(self.beams, dim=0)
+                self.prompt_len = self.length = n
+                self.is_initialized = True
+                return key_states, value_states
+            n = key_states.shape[-2]
+            self.keys[:, :, self.length:self.length + n] = key_states
+            self.values[:, :, self.length:self.length + n] = value_states
+            self.length += n
+            return self.keys[:, :, :self.length], self.values[:, :, :self.length]
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            start, end = self.prompt_len, self.length
+            if end > start:  # the prompt part is identical across a query's beams: only generated tokens move
+                index = beam_idx.to(self.keys.device)
+                self.keys[:, :, start:end] = self.keys[:, :, start:end].index_select(0, index)
+                self.values[:, :, start:end] = self.values[:, :, start:end].index_select(0, index)
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return self.length + query_length, 0
+
+        def get_max_length(self) -> int:
+            return -1
+
+        def reset(self) -> None:
+            self.keys = self.values = None
+            self.prompt_len = self.length = 0
+            self.is_initialized = False
+
+    return SharedPromptLayer
+
+
+def _prompt_cache(model, input_ids, attention_mask, beams: int, new_tokens: int):
+    """Run all but each prompt's last token once per query; the cache then serves `beams` rows per query."""
+    from transformers.cache_utils import Cache
+
+    layer = _shared_prompt_layer()
+    cache = Cache(layers=[layer(beams, new_tokens) for _ in range(model.config.num_hidden_layers)])
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    decoder = model.get_decoder()
+    decoder(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
+            use_cache=True, **{_cache_argument(decoder): cache})
+    return cache
+
+
+def _cache_argument(module) -> str:
+    """transformers 5 calls the cache argument `cache`; 4.x called it `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def beam_search(model, tokenizer, prompts: list[str], num_beams: int = 4, max_new_tokens: int = 32,
+                batch_size: int = 16, progress: bool = True, desc: str = "beam search",
+                shared_prompt: bool = True) -> list[list[str]]:
+    """`num_beams` generated continuations per prompt (special tokens removed), best beam first."""
+    encoded = [Encoded(tokenizer(p)["input_ids"], [], 0) for p in prompts]
+    order = np.argsort([len(e.input_ids) for e in encoded], kind="stable")
+    device = next(model.parameters()).device
+    out: list[list[str]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            index = order[start:start + batch_size]
+            batch = collate_left_padded([encoded[i] for i in index], tokenizer.pad_token_id)
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            extra = {}
+            if shared_prompt and num_beams > 1 and ids.shape[1] > 1:
+                extra[_cache_argument(model)] = _prompt_cache(model, ids, mask, num_beams, max_new_tokens)
+            generated = model.generate(
+                input_ids=ids, attention_mask=mask, num_beams=num_beams, num_return_sequences=num_beams,
+                do_sample=False, early_stopping=True, max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
+            texts = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
+            for row, i in enumerate(index):
+                out[i] = texts[row * num_beams:(row + 1) * num_beams]
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,172 @@
+"""BIGRec step 2 (Bao et al. 2023, "A Bi-Step Grounding Paradigm for LLMs in Recommendation", Sec. 3.2): ground
+the text the LLM generated to real items, ranking the WHOLE catalogue.
+
+- Embedding (Sec. 3.2, "grounding to actual item space"): a text's embedding is the last layer's hidden state of
+  its last token (`hidden_states[-1][:, -1]` in the authors' code, i.e. after the final norm).
+- Distance: L2 between the generated text's and every title's embedding; lower ranks higher.
+- Statistical re-weighting (Sec. 3.2, Eq. 4): per-query min-max-normalised distances times `(1 + W)^-gamma`,
+  W a min-max-normalised popularity count or a conventional model's normalised scores; gamma is searched on
+  validation data (`raylib.tune`).
+- Ranks are 1-based, tied items share the best rank (duplicate titles tie).
+
+GenRec (Ji et al. 2024) ranks its beams instead: by exact title match (its own protocol) or with each beam
+grounded as above (`beam_ranks`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from raylib import RaylibError
+from raylib.encoding import Encoded, collate_left_padded
+
+
+# ------------------------------------------------------------------ embeddings
+@torch.no_grad()
+def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """[len(texts), hidden] float32 on CPU: each text's last-token hidden state after the final norm.
+
+    Texts are batched by length (less padding) and returned in the given order. The tokenizer's special tokens
+    are added; a text with no token at all (an empty string with a tokenizer that adds no BOS) is embedded as the
+    end-of-text token, so an empty generation still grounds somewhere.
+    """
+    ids = [tokenizer(text)["input_ids"] or [tokenizer.eos_token_id] for text in texts]
+    order = np.argsort([len(i) for i in ids], kind="stable")
+    device = next(model.parameters()).device
+    decoder = model.get_decoder()  # the transformer without the LM head: last_hidden_state is after the norm
+    rows: list[torch.Tensor] = [None] * len(texts)  # type: ignore[list-item]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc="embedding", disable=not progress, leave=False):
+            index = order[start:start + batch_size]
+            # Left padding puts every text's last token in the last column; position ids skip the padding.
+            batch = collate_left_padded([Encoded(ids[i], [], 0) for i in index], tokenizer.pad_token_id)
+            hidden = decoder(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).last_hidden_state
+            for i, row in zip(index, hidden[:, -1, :].float().cpu()):
+                rows[i] = row
+    finally:
+        model.train(was_training)
+    if not rows:
+        return torch.empty((0, model.config.hidden_size), dtype=torch.float32)
+    return torch.stack(rows)
+
+
+def catalogue_embeddings(model, tokenizer, titles: list[str], model_key: str, catalogue_key: str,
+                         cache_dir: Path | None = None, batch_size: int = 64) -> tuple[torch.Tensor, bool]:
+    """Every catalogue title's embedding, computed once per (model, catalogue) and cached as safetensors in
+    `<cache_dir or <cache>/grounding>/<sha1(model_key|catalogue_key)[:16]>.safetensors`.
+    Returns (embeddings [n, hidden] float32, computed_now)."""
+    from safetensors.torch import load_file, save_file
+
+    from raylib.assets import cache_root
+
+    folder = Path(cache_dir).expanduser() if cache_dir else cache_root() / "grounding"
+    name = hashlib.sha1(f"{model_key}|{catalogue_key}".encode()).hexdigest()[:16]
+    path = folder / f"{name}.safetensors"
+    if path.is_file():
+        cached = load_file(str(path))["embeddings"]
+        if cached.shape[0] == len(titles):  # else a stale file under a reused key: compute afresh
+            return cached, False
+    embeddings = embed_texts(model, tokenizer, titles, batch_size, progress=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{name}.tmp{os.getpid()}"
+    save_file({"embeddings": embeddings.contiguous()}, str(tmp),
+              metadata={"model": model_key, "catalogue": catalogue_key, "items": str(len(titles))})
+    os.replace(tmp, path)  # atomic: a half-written file is never read as a finished one
+    return embeddings, True
+
+
+# ------------------------------------------------------------------ distances and re-weighting
+def l2_distances(queries: torch.Tensor, items: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """[q, n] float32 L2 distances, one batched `torch.cdist` per chunk of `chunk` queries."""
+    queries, items = torch.as_tensor(queries).float(), torch.as_tensor(items).float()
+    if len(queries) == 0:
+        return torch.empty((0, len(items)), dtype=torch.float32)
+    return torch.cat([torch.cdist(queries[i:i + chunk], items) for i in range(0, len(queries), chunk)])
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return (x.float() if x.dtype in (torch.bfloat16, torch.float16) else x).numpy()
+    return np.asarray(x)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    """Min-max normalised to [0, 1] along the last axis (per row); a constant row becomes 0."""
+    low, high = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
+    return (x - low) / np.where(high > low, high - low, 1.0)
+
+
+def reweight(distances, signal, gamma: float) -> np.ndarray:
+    """BIGRec Eq. 4: `minmax(D) * (1 + minmax(W))^-gamma` per query; lower is better.
+
+    `distances` [q, n]; `signal` W is [n] (popularity, shared by all queries) or [q, n] (a conventional model's
+    scores per query), normalised per row. gamma = 0 leaves each query's ranking as it was. As in the authors'
+    code, the nearest item's normalised distance is 0, so it stays first whatever gamma; the weight reorders the
+    others."""
+    d = _minmax(_numpy(distances).astype(np.float64))
+    w = _minmax(_numpy(signal).astype(np.float64))
+    if w.shape[-1] != d.shape[-1] or w.ndim == 2 and w.shape != d.shape:
+        raise RaylibError(f"The re-weighting signal has shape {w.shape}; the distances have {d.shape}: give one "
+                          "value per item, or one row per query.")
+    return d * np.power(1.0 + w, -float(gamma))
+
+
+# ------------------------------------------------------------------ ranks (1-based, ties share the best rank)
+def target_ranks(scores, targets, lower_is_better: bool = True) -> np.ndarray:
+    """Rank of each query's target item (a catalogue index): 1 + the number of items strictly better."""
+    s = np.atleast_2d(_numpy(scores))
+    t = np.asarray(targets, dtype=np.int64)
+    if len(t) != len(s):
+        raise RaylibError(f"{len(t)} targets for {len(s)} rows of scores: give one target per query.")
+    own = s[np.arange(len(t)), t][:, None]
+    better = (s < own) if lower_is_better else (s > own)
+    return better.sum(axis=1) + 1
+
+
+def popularity_ranks(popularity, targets) -> np.ndarray:
+    """The popularity baseline: every query ranks items by their training-period count (higher is better)."""
+    pop = _numpy(popularity).astype(np.float64).ravel()
+    ascending = np.sort(pop)
+    own = pop[np.asarray(targets, dtype=np.int64)]
+    return len(pop) - np.searchsorted(ascending, own, side="right") + 1  # 1 + items with a larger count
+
+
+def beam_ranks(beam_distances: list, targets) -> np.ndarray:
+    """GenRec, grounded: each beam grounds to its nearest item; the ranked list is those items, deduplicated in
+    beam order, then every other item by the FIRST beam's distance. Rank of each target in its list.
+    `beam_distances[i]` is [beams_i, n]: query i's beams (in beam order) against every item."""
+    ranks = []
+    for dist, target in zip(beam_distances, targets, strict=True):
+        d = np.atleast_2d(_numpy(dist))
+        grounded = list(dict.fromkeys(int(i) for i in d.argmin(axis=1)))
+        if int(target) in grounded:
+            ranks.append(grounded.index(int(target)) + 1)
+            continue
+        rest = np.delete(d[0], grounded)  # first beam's distances to the items no beam grounded to
+        ranks.append(len(grounded) + int((rest < d[0][target]).sum()) + 1)
+    return np.asarray(ranks, dtype=np.int64)
+
+
+def normalise_title(text: str) -> str:
+    """For exact matching: first line, surrounding whitespace and double quotes removed, case folded."""
+    return text.strip().split("\n", 1)[0].strip().strip('"').strip().casefold()
+
+
+def exact_match_ranks(beams: list[list[str]], target_titles: list[str], miss_rank: int) -> np.ndarray:
+    """GenRec's protocol: 1 + the index of the first beam that is the target's title, else `miss_rank`
+    (e.g. catalogue size + 1: the target was not generated)."""
+    ranks = []
+    for texts, title in zip(beams, target_titles, strict=True):
+        wanted = normalise_title(title)
+        hits = [k for k, text in enumerate(texts) if normalise_title(text) == wanted]
+        ranks.append(hits[0] + 1 if hits else miss_rank)
+    return np.asarray(ranks, dtype=np.int64)
