@@ -250,6 +250,12 @@ class SasrecSettings:
     weight_decay: float = Field(0.0, ge=0.0)
     num_workers: int = Field(1, ge=1)
 
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "SasrecSettings":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
+        return self
+
 
 @dataclass(config=STRICT)
 class GroundingSettings:

@@ -32,15 +32,17 @@ from raylib.encoding import Encoded, collate_left_padded
 def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progress: bool = True) -> torch.Tensor:
     """[len(texts), hidden] float32 on CPU: each text's last-token hidden state after the final norm.
 
-    Texts are batched by length (less padding) and returned in the given order. The tokenizer's special tokens
-    are added; a text with no token at all (an empty string with a tokenizer that adds no BOS) is embedded as the
-    end-of-text token, so an empty generation still grounds somewhere.
+    Each distinct text is embedded once (duplicate titles get the very same vector, so they tie exactly), in
+    batches of similar length (less padding), and the rows come back in the given order. The tokenizer's
+    special tokens are added; a text with no token at all (an empty string with a tokenizer that adds no BOS)
+    is embedded as the end-of-text token, so an empty generation still grounds somewhere.
     """
-    ids = [tokenizer(text)["input_ids"] or [tokenizer.eos_token_id] for text in texts]
+    unique = list(dict.fromkeys(texts))
+    ids = [tokenizer(text)["input_ids"] or [tokenizer.eos_token_id] for text in unique]
     order = np.argsort([len(i) for i in ids], kind="stable")
     device = next(model.parameters()).device
     decoder = model.get_decoder()  # the transformer without the LM head: last_hidden_state is after the norm
-    rows: list[torch.Tensor] = [None] * len(texts)  # type: ignore[list-item]
+    rows: list[torch.Tensor] = [None] * len(unique)  # type: ignore[list-item]
     was_training = model.training
     model.eval()
     try:
@@ -55,7 +57,8 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progre
         model.train(was_training)
     if not rows:
         return torch.empty((0, model.config.hidden_size), dtype=torch.float32)
-    return torch.stack(rows)
+    position = {text: i for i, text in enumerate(unique)}
+    return torch.stack(rows)[torch.tensor([position[text] for text in texts])]
 
 
 def catalogue_embeddings(model, tokenizer, titles: list[str], model_key: str, catalogue_key: str,
@@ -114,7 +117,7 @@ def reweight(distances, signal, gamma: float) -> np.ndarray:
     others."""
     d = _minmax(_numpy(distances).astype(np.float64))
     w = _minmax(_numpy(signal).astype(np.float64))
-    if w.shape[-1] != d.shape[-1] or w.ndim == 2 and w.shape != d.shape:
+    if w.shape[-1] != d.shape[-1] or (w.ndim == 2 and w.shape != d.shape):
         raise RaylibError(f"The re-weighting signal has shape {w.shape}; the distances have {d.shape}: give one "
                           "value per item, or one row per query.")
     return d * np.power(1.0 + w, -float(gamma))

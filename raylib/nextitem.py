@@ -143,14 +143,15 @@ def reweighted_ndcg(params: dict[str, float], distances=None, signal=None, targe
     return {"ndcg@10": report["ndcg@10"], "hr@10": report["hr@10"]}
 
 
-def search_gamma(job: NextItemJobConfig, name: str, distances, signal, targets) -> dict[str, Any]:
-    """gamma for `(1 + W)^-gamma` maximising VALIDATION NDCG@10 (never the test split)."""
+def search_gamma(job: NextItemJobConfig, name: str, distances, signal, targets, run_key: str) -> dict[str, Any]:
+    """gamma for `(1 + W)^-gamma` maximising VALIDATION NDCG@10 (never the test split). The persisted study is
+    named after the run (`run_key`: adapter + data): a retrained model starts a new study."""
     from raylib.tune import search
 
     space = job.tune.space or {"gamma": {"type": "uniform", "low": job.grounding.gamma_low,
                                          "high": job.grounding.gamma_high}}
     return search(reweighted_ndcg, space, metric="ndcg@10", mode="max", settings=job.tune,
-                  output_dir=Path(job.output_dir).expanduser().resolve(), study_name=f"gamma-{name}",
+                  output_dir=Path(job.output_dir).expanduser().resolve(), study_name=f"gamma-{name}-{run_key}",
                   constants={"distances": distances, "signal": signal, "targets": targets})
 
 
@@ -202,7 +203,7 @@ def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
     ranks = {"popularity": popularity_ranks(data.catalogue.popularity, targets_of(data.test, data))}
     print(f"[nextitem] SASRec on {len(data.train)} training windows (Ray Train) ...", flush=True)
     folder = train_sasrec(job.sasrec, data.train, data.valid, data.catalogue, output / "sasrec-run",
-                          job.data.history_len, job.ray_address, job.train.fresh_start)
+                          job.data.history_len, job.ray_address, job.train.fresh_start, job.train.use_gpu)
     model = load_sasrec(folder)
     cf_valid = sasrec_scores(model, window_records(data.valid, data.catalogue, job.data.history_len))
     cf_test = sasrec_scores(model, window_records(data.test, data.catalogue, job.data.history_len))
@@ -253,7 +254,8 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
         ranks.update(baselines.ranks)
         signals["cf"] = (baselines.cf_valid, baselines.cf_test)
     for name, (valid_signal, test_signal) in signals.items():
-        found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"])
+        run_key = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"], run_key)
         gammas[name] = found
         from raylib.grounding import reweight
 

@@ -1,14 +1,16 @@
-"""The one Ray Tune + Optuna helper: a search space from config, an objective, a persisted Optuna study.
+"""The one Ray Tune + Optuna helper: a search space from config, a plain objective, a persisted Optuna study.
 
-Every search in the project goes through `search` (BIGRec's gamma, RecCocktail's merge weights, CoReLLa's
-routing threshold). The space is plain config (`{"gamma": {"type": "uniform", "low": 0, "high": 10}}`), the
-objective a plain function `objective(params, **constants) -> {metric: value}` run in Ray Tune trials, large
-constants shipped once through Ray's object store (`tune.with_parameters`). The Optuna study lives in an RDB
-storage (SQLite under `<output_dir>/tune/` by default): a rerun with the same study name continues it.
+Every hyper-parameter search of the project goes through `search` (re-weighting exponents, merge coefficients,
+routing thresholds). The space is plain config, e.g. `{"gamma": {"type": "uniform", "low": 0, "high": 10}}`; the
+objective is a plain function `objective(params, **constants) -> {metric: value, ...}` that Ray Tune runs in
+trials, with large constants (numpy arrays) shipped once through Ray's object store (`tune.with_parameters`).
+Optuna's TPE proposes the trials and keeps the study in an RDB storage (SQLite under `<output_dir>/tune/` by
+default): a rerun with the same storage and study name continues the same study.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -21,14 +23,17 @@ SPACE_TYPES = ("uniform", "loguniform", "int", "choice")
 
 
 def space_from_config(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Ray Tune search-space objects from `{name: {"type": ..., "low"/"high" or "values"}}`."""
+    """Ray Tune search-space objects from `{name: {"type": uniform|loguniform|int, "low", "high"}}` or
+    `{name: {"type": "choice", "values": [...]}}`; an int range includes both ends."""
     from ray import tune
 
     if not space:
         raise RaylibError("The search space is empty: give at least one parameter.")
     out = {}
     for name, spec in space.items():
-        kind = spec.get("type") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict):
+            raise RaylibError(f"Search parameter {name!r}: give a mapping with 'type' (got {spec!r}).")
+        kind = spec.get("type")
         if kind not in SPACE_TYPES:
             raise RaylibError(f"Search parameter {name!r}: type must be one of {', '.join(SPACE_TYPES)} "
                               f"(got {kind!r}).")
@@ -39,26 +44,62 @@ def space_from_config(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
             out[name] = tune.choice(values)
             continue
         low, high = spec.get("low"), spec.get("high")
-        if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or not low < high:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
             raise RaylibError(f"Search parameter {name!r}: needs numbers low < high (got {low!r}, {high!r}).")
-        if kind == "loguniform" and low <= 0:
-            raise RaylibError(f"Search parameter {name!r}: a loguniform range needs low > 0 (got {low}).")
-        out[name] = {"uniform": tune.uniform, "loguniform": tune.loguniform,
-                     "int": lambda a, b: tune.randint(int(a), int(b) + 1)}[kind](low, high)
+        if kind == "uniform":
+            out[name] = tune.uniform(low, high)
+        elif kind == "loguniform":
+            if low <= 0:
+                raise RaylibError(f"Search parameter {name!r}: a loguniform range needs low > 0 (got {low}).")
+            out[name] = tune.loguniform(low, high)
+        else:
+            if int(low) != low or int(high) != high:
+                raise RaylibError(f"Search parameter {name!r}: an int range needs whole numbers "
+                                  f"(got {low!r}, {high!r}).")
+            out[name] = tune.randint(int(low), int(high) + 1)  # randint excludes its upper end
     return out
 
 
-def _trial(config: dict[str, Any], objective: Callable = None, constants: dict[str, Any] | None = None) -> None:
+def _trial(params: dict[str, Any], objective: Callable | None = None, constants: dict | None = None,
+           metric: str = "") -> None:
+    """One Ray Tune trial: evaluate the objective once and report its metrics."""
     from ray import tune
 
-    tune.report(dict(objective(config, **(constants or {}))))
+    metrics = {key: float(value) for key, value in objective(params, **(constants or {})).items()}
+    if metric not in metrics:  # else Ray stops the whole search with a long traceback
+        raise RaylibError(f"The objective returned {sorted(metrics)}, without the metric {metric!r}.")
+    tune.report(metrics)
+
+
+@contextlib.contextmanager
+def _quiet_tune():
+    """Ray 2.60's new console output prints a table and paths per experiment even at verbose=0; the legacy
+    reporter at verbose=0 prints nothing. RAYLIB_VERBOSE keeps Ray's own output."""
+    if os.environ.get("RAYLIB_VERBOSE"):
+        yield
+        return
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
 
 
 def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str, Any]], *, metric: str,
            mode: str, settings: TuneSettings, output_dir: Path, study_name: str,
-           constants: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Search `space` for the params maximising (mode="max") or minimising `metric` of `objective`; returns
-    the best params and value, the number of trials run now, and where the study is stored."""
+           constants: dict[str, Any] | None = None, resources: dict[str, float] | None = None) -> dict[str, Any]:
+    """Search `space` for the params that maximise (mode="max") or minimise `metric` of `objective`.
+
+    Runs `settings.num_samples` trials, at most `settings.max_concurrent` at a time, each with `resources`
+    (default half a CPU: the objective is meant to be light). Returns a JSON-serialisable summary: the best
+    params and value among THIS run's trials, the trials run now and in the whole persisted study, where the
+    study is stored. The study continues across runs: if the objective's data change (another model, other
+    splits), put a fingerprint of them in `study_name`, or the sampler learns from values that no longer hold.
+    """
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -70,32 +111,54 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
     (output_dir / "tune").mkdir(parents=True, exist_ok=True)
     url = settings.storage or f"sqlite:///{output_dir / 'tune' / 'optuna.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(space_from_config(space), metric=metric, mode=mode, seed=settings.seed,
-                            study_name=study_name, storage=optuna.storages.RDBStorage(url))
-    trainable = tune.with_parameters(_trial, objective=objective, constants=constants or {})
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 0.5}),
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
-                                    num_samples=settings.num_samples, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(output_dir / "tune"), name=study_name, verbose=0,
-                                  log_to_file=True),
-    )
+    storage = optuna.storages.RDBStorage(url)
+    searcher = OptunaSearch(OptunaSearch.convert_search_space(space_from_config(space)), metric=metric, mode=mode,
+                            seed=settings.seed, study_name=study_name, storage=storage)
+    trainable = tune.with_parameters(_trial, objective=objective, constants=constants or {}, metric=metric)
     start = time.time()
-    results = tuner.fit()
-    try:
-        best = results.get_best_result(metric=metric, mode=mode)
-    except RuntimeError:  # no trial reported the metric
-        errors = [str(r.error).strip().splitlines()[-1] for r in results if r.error is not None][:1]
-        raise RaylibError(f"No trial of the {study_name!r} search reported {metric!r}"
-                          f"{': ' + errors[0] if errors else ''}.") from None
-    return {"best_params": {k: best.config[k] for k in space}, "best_value": float(best.metrics[metric]),
-            "metric": metric, "mode": mode, "trials": len(results), "storage": _shown(url),
-            "study_name": study_name, "seconds": time.time() - start}
+    with _quiet_tune():
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources or {"cpu": 0.5}),
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
+                num_samples=settings.num_samples, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=str(output_dir / "tune"), name=study_name, verbose=0,
+                                      log_to_file=True),
+        )
+        results = tuner.fit()
+    if not any(r.metrics and metric in r.metrics for r in results):
+        errors = [_what_failed(r.error) for r in results if r.error is not None][:1]
+        raise RaylibError(f"The search {study_name!r} finished no trial that reported {metric!r}"
+                          f"{' (first error: ' + errors[0] + ')' if errors else ''}.")
+    best = results.get_best_result(metric=metric, mode=mode)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return {"best_params": {name: _plain(best.config[name]) for name in space},
+            "best_value": float(best.metrics[metric]), "metric": metric, "mode": mode,
+            "trials": len(results), "study_trials": len(study.trials), "storage": _shown(url),
+            "study_name": study_name, "seconds": round(time.time() - start, 3)}
+
+
+def _what_failed(error: BaseException) -> str:
+    """The innermost line that says what went wrong (Ray wraps a trial's exception in its own)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python numbers, so the summary is JSON."""
+    import numpy as np
+
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _shown(url: str) -> str:
-    """The storage URL with any password removed (it goes into reports)."""
+    """The storage URL as it goes into reports: no password; a SQLite file under the working folder relative
+    to it (reports then name no machine's path)."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url if not url.startswith("sqlite:///") else "sqlite:///" + os.path.relpath(url[10:])
+    if url.startswith("sqlite:////"):
+        path = Path(url[len("sqlite:///"):])
+        if path.is_relative_to(Path.cwd()):
+            return f"sqlite:///{path.relative_to(Path.cwd())}"
+    return url

@@ -1,5 +1,9 @@
-"""BIGRec's grounding: L2 over the whole catalogue, popularity re-weighting, the embedding cache, GenRec's two
-protocols."""
+"""BIGRec's grounding (Sec. 3.2): L2 over the whole catalogue, the statistical re-weighting, the embedding cache;
+GenRec's two ranking protocols.
+
+The model tests use the tiny random LLaMA: grounding needs no model that knows movies, only that the same text
+gives the same embedding (distance 0) and that batching and padding change nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,72 +11,108 @@ import numpy as np
 import pytest
 import torch
 
+from raylib import RaylibError
 from raylib.grounding import (beam_ranks, catalogue_embeddings, embed_texts, exact_match_ranks, l2_distances,
                               popularity_ranks, reweight, target_ranks)
 
-TITLES = ["Alien (1979)", "Brazil (1985)", "Casablanca (1942)", "Alien (1979)", "Dune (1984)"]
+TITLES = ["Alien (1979)", "Brazil (1985)", "Casablanca (1942)", "Alien (1979)", "Dune (1984)",
+          "Twelve Monkeys (a.k.a. 12 Monkeys) (1995)"]
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), tokenizer
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval(), tokenizer
 
 
+# ------------------------------------------------------------------ embedding and grounding (tiny model)
 def test_the_exact_title_grounds_first_and_duplicates_tie(tiny):
     model, tokenizer = tiny
     items = embed_texts(model, tokenizer, TITLES, batch_size=2, progress=False)
-    queries = embed_texts(model, tokenizer, ["Casablanca (1942)", "Alien (1979)", ""], progress=False)
-    distances = l2_distances(queries, items)
-    assert distances.shape == (3, 5) and torch.isfinite(distances).all()  # the empty text grounds too
-    assert target_ranks(distances[:2], [2, 0]).tolist() == [1, 1]
-    assert target_ranks(distances[1:2], [3]).tolist() == [1]  # the duplicate title shares rank 1
+    generated = ["Casablanca (1942)", "Alien (1979)", "Alien (1979)", ""]  # what the LLM wrote
+    distances = l2_distances(embed_texts(model, tokenizer, generated, progress=False), items)
+    assert distances.shape == (4, 6) and distances.dtype == torch.float32
+    assert torch.isfinite(distances).all()  # the empty text grounds too (as the end-of-text token)
+    assert distances[0, 2] < 1e-3  # same text, same embedding
+    # targets: Casablanca; each of the two "Alien (1979)" items (a duplicate title shares rank 1)
+    assert target_ranks(distances[:3], [2, 0, 3]).tolist() == [1, 1, 1]
+    assert target_ranks(distances[:3], [4, 4, 4]).min() > 1
 
 
-def test_batching_does_not_change_embeddings(tiny):
+def test_batching_and_padding_change_no_embedding(tiny):
     model, tokenizer = tiny
-    one = embed_texts(model, tokenizer, TITLES, batch_size=1, progress=False)
-    many = embed_texts(model, tokenizer, TITLES, batch_size=5, progress=False)
-    assert torch.allclose(one, many, atol=1e-5)
-
-
-def test_popularity_reweighting_moves_popular_items_up_as_gamma_grows():
-    distances = np.array([[0.10, 0.30, 0.50, 0.70, 0.90]])
-    popularity = np.array([0.0, 0.0, 0.0, 0.0, 100.0])  # the farthest item is by far the most popular
-    ranks = [target_ranks(reweight(distances, popularity, g), [4])[0] for g in (0.0, 1.0, 4.0, 20.0)]
-    assert ranks[0] == 5 and ranks == sorted(ranks, reverse=True) and ranks[-1] < 5
-    # gamma 0 keeps the distance ranking; a per-query signal ([q, n], e.g. SASRec scores) works the same way
-    assert np.array_equal(np.argsort(reweight(distances, popularity, 0.0)[0]), np.argsort(distances[0]))
-    assert reweight(distances, popularity[None, :], 3.0).shape == (1, 5)
-
-
-def test_ranks_share_ties_and_popularity_baseline():
-    assert target_ranks(np.array([[0.2, 0.1, 0.1, 0.3]]), [2]).tolist() == [1]
-    assert target_ranks(np.array([[0.2, 0.1, 0.1, 0.3]]), [0]).tolist() == [3]
-    assert popularity_ranks(np.array([5.0, 9.0, 9.0, 1.0]), [1, 2, 3]).tolist() == [1, 1, 4]
+    texts = TITLES + [""]
+    together = embed_texts(model, tokenizer, texts, batch_size=7, progress=False)  # one left-padded batch
+    alone = torch.cat([embed_texts(model, tokenizer, [t], progress=False) for t in texts])  # no padding
+    assert together.shape == (7, model.config.hidden_size)
+    assert torch.allclose(together, alone, atol=1e-5)  # rows in the given order, padding ignored
 
 
 def test_catalogue_embeddings_are_cached(tiny, tmp_path):
     model, tokenizer = tiny
-    calls = []
+    calls = []  # one entry per forward pass (a batch of titles)
     hook = model.get_decoder().register_forward_hook(lambda *args: calls.append(1))
     try:
-        first, computed = catalogue_embeddings(model, tokenizer, TITLES, "tiny", "five", tmp_path)
-        assert computed and calls
-        calls.clear()
-        second, computed = catalogue_embeddings(model, tokenizer, TITLES, "tiny", "five", tmp_path)
-        assert not computed and not calls  # the second call computes nothing
+        first, computed = catalogue_embeddings(model, tokenizer, TITLES, "tiny", "six", tmp_path, batch_size=2)
+        assert computed and len(calls) == 3  # 5 distinct titles in batches of 2
+        second, computed = catalogue_embeddings(model, tokenizer, TITLES, "tiny", "six", tmp_path)
+        assert not computed and len(calls) == 3  # read from the safetensors file: no forward pass
         assert torch.equal(first, second)
+        catalogue_embeddings(model, tokenizer, TITLES, "tiny", "six-v2", tmp_path)
+        assert len(calls) == 4  # another catalogue (or model) key is computed afresh
     finally:
         hook.remove()
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 and not list(tmp_path.glob("*.tmp*"))
 
 
-def test_genrec_protocols():
-    beams = [['"Dune (1984)"', "alien (1979)"], ["Heat (1995)", "Nothing"]]
-    assert exact_match_ranks(beams, ["Alien (1979)", "Dune (1984)"], miss_rank=6).tolist() == [2, 6]
-    # query 0: beams ground to items 3, 3 (duplicate), then the rest by beam 0's distance; query 1: to 1 then 0
-    d0 = torch.tensor([[0.5, 0.4, 0.3, 0.0, 0.9], [0.8, 0.7, 0.6, 0.1, 0.2]])
-    d1 = torch.tensor([[0.3, 0.1, 0.5, 0.6, 0.7], [0.0, 0.4, 0.5, 0.6, 0.7]])
-    assert beam_ranks([d0, d1], [3, 0]).tolist() == [1, 2]
-    assert beam_ranks([d0], [2]).tolist() == [2]  # not grounded to: after the grounded item, by beam 0
+# ------------------------------------------------------------------ re-weighting (BIGRec Eq. 4)
+def test_popularity_reweighting_moves_popular_items_up_as_gamma_grows():
+    distances = np.array([[0.10, 0.30, 0.50, 0.70, 0.90]])
+    popularity = np.array([0.0, 0.0, 0.0, 20.0, 100.0])  # the farthest item is by far the most popular
+    ranks = [target_ranks(reweight(distances, popularity, g), [4])[0] for g in (0.0, 1.5, 4.0)]
+    assert ranks == [5, 3, 2]
+    # normalised distances put the nearest item at 0: it stays first whatever gamma (as in the authors' code)
+    assert target_ranks(reweight(distances, popularity, 20.0), [0]).tolist() == [1]
+
+
+def test_gamma_zero_keeps_the_ranking():
+    rng = np.random.default_rng(0)
+    distances = rng.uniform(1, 5, size=(3, 40))
+    for signal in (rng.uniform(0, 100, size=40), rng.normal(size=(3, 40))):  # popularity; per-query scores
+        weighted = reweight(distances, signal, 0.0)
+        assert np.array_equal(np.argsort(weighted, axis=1), np.argsort(distances, axis=1))
+
+
+def test_reweighting_with_per_query_scores_and_a_constant_signal():
+    distances = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    scores = np.array([[0.0, 0.0, 9.0], [5.0, 0.0, 0.0]])  # e.g. SASRec's scores, normalised per query
+    np.testing.assert_allclose(reweight(distances, scores, 1.0), [[0.0, 0.5, 0.5], [0.5, 0.5, 0.0]])
+    # a constant signal carries no information: only the normalised distances remain
+    np.testing.assert_allclose(reweight(distances, np.full(3, 7.0), 4.0), [[0, 0.5, 1], [1, 0.5, 0]])
+    with pytest.raises(RaylibError, match="one value per item"):
+        reweight(distances, np.ones(4), 1.0)
+
+
+# ------------------------------------------------------------------ ranks
+def test_ranks_share_ties_and_popularity_baseline():
+    scores = np.array([[0.3, 0.1, 0.1, 0.5]] * 4)
+    assert target_ranks(scores, [1, 2, 0, 3]).tolist() == [1, 1, 3, 4]  # lower is better: ties share rank 1
+    assert target_ranks(torch.tensor(scores), [3, 0, 1, 2], lower_is_better=False).tolist() == [1, 2, 3, 3]
+    assert popularity_ranks(np.array([5.0, 9.0, 9.0, 1.0]), [1, 2, 0, 3]).tolist() == [1, 1, 3, 4]
+
+
+def test_genrec_exact_match_ranks():
+    beams = [['"Dune (1984)"', "  alien (1979) "], ["Heat (1995)", "Nothing"], ['"Dune (1984)"\nmore text']]
+    ranks = exact_match_ranks(beams, ["Alien (1979)", "Dune (1984)", "Dune (1984)"], miss_rank=7)
+    assert ranks.tolist() == [2, 7, 1]  # a miss ranks after the whole catalogue (size + 1)
+
+
+def test_genrec_grounded_beam_ranks():
+    # 5 items. Beams 0 and 1 ground to item 2, beam 2 to item 4; beam 0's order is 2, 0, 3, 1, 4.
+    beams = torch.tensor([[0.5, 3.0, 0.1, 0.7, 4.0],
+                          [0.9, 0.8, 0.2, 0.9, 0.9],
+                          [5.0, 5.0, 5.0, 5.0, 1.0]])
+    # the ranked list: grounded items in beam order without repeats [2, 4], then the rest by beam 0 [0, 3, 1]
+    assert beam_ranks([beams] * 5, [2, 4, 0, 3, 1]).tolist() == [1, 2, 3, 4, 5]
+    assert beam_ranks([beams[:1]], [4]).tolist() == [5]  # one beam: plain grounding of that beam

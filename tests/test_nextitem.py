@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from raylib.config import BigrecJobConfig, GenrecJobConfig, from_dict
 from raylib.prompts import GENREC_TEMPLATES, answer_text, bigrec_prompt, genrec_prompt
 

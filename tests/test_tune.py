@@ -1,6 +1,13 @@
-"""The one Ray Tune + Optuna helper: a search space from config, a persisted study, clear errors."""
+"""The one Ray Tune + Optuna helper: a search space from config, a persisted study, clear errors.
+
+A search is `search(objective, space, metric=..., mode=..., settings=TuneSettings(...), output_dir=...,
+study_name=...)`; the objective is a plain function of the params and of constants shipped once to the trials.
+"""
 
 from __future__ import annotations
+
+import json
+import sys
 
 import numpy as np
 import pytest
@@ -9,38 +16,58 @@ from raylib import RaylibError
 from raylib.config import TuneSettings
 from raylib.tune import search, space_from_config
 
-
-def distance_to(params, target=None):
-    """A stand-in objective: how close x is to a point shipped as a (numpy) constant."""
-    return {"score": -float((params["x"] - target[0]) ** 2)}
+SPACE = {"x": {"type": "uniform", "low": -4.0, "high": 4.0}}
 
 
-def test_search_finds_the_optimum_and_persists_the_study(ray_session, tmp_path):
-    import sys
+def closeness(params, target=None):
+    """A stand-in objective: minus the squared distance of x to a point given as a (numpy) constant."""
+    return {"score": -float((params["x"] - target[0]) ** 2), "x": params["x"]}
 
+
+def test_search_finds_the_optimum_and_continues_the_persisted_study(ray_session, tmp_path):
     import optuna
-    from ray import cloudpickle
+    import ray.cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import a test module
-    space = {"x": {"type": "uniform", "low": -4.0, "high": 4.0}}
-    settings = TuneSettings(num_samples=12, max_concurrent=2, seed=0)
-    first = search(distance_to, space, metric="score", mode="max", settings=settings, output_dir=tmp_path,
-                   study_name="quadratic", constants={"target": np.array([1.5])})
-    assert abs(first["best_params"]["x"] - 1.5) < 1.0 and first["trials"] == 12
-    assert first["storage"].startswith("sqlite:///")
+    # Ray's workers cannot import a test module: ship this module's functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    constants = {"target": np.array([1.5])}
+    first = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=12, seed=0),
+                   output_dir=tmp_path, study_name="quadratic", constants=constants)
+    assert first["trials"] == 12 and first["study_trials"] == 12
+    assert abs(first["best_params"]["x"] - 1.5) < 0.5
+    assert first["best_value"] == pytest.approx(-(first["best_params"]["x"] - 1.5) ** 2)
+    assert first["storage"].startswith("sqlite:///") and first["study_name"] == "quadratic"
+    json.dumps(first)  # the summary goes into reports as it is
 
-    # the same study name continues the same Optuna study in the SQLite storage
-    search(distance_to, space, metric="score", mode="max", settings=TuneSettings(num_samples=4, seed=1),
-           output_dir=tmp_path, study_name="quadratic", constants={"target": np.array([1.5])})
+    # The same study name in the same storage continues the study: its trials are all in the SQLite file.
+    again = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=4, seed=1),
+                   output_dir=tmp_path, study_name="quadratic", constants=constants)
+    assert again["trials"] == 4 and again["study_trials"] == 16
     study = optuna.load_study(study_name="quadratic", storage=f"sqlite:///{tmp_path / 'tune' / 'optuna.db'}")
-    assert len([t for t in study.trials if t.state.is_finished()]) == 16
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 16
+    assert study.best_value == pytest.approx(max(first["best_value"], again["best_value"]))
+
+
+def test_space_types():
+    from ray import tune
+
+    space = space_from_config({"gamma": {"type": "uniform", "low": 0, "high": 10},
+                               "lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2},
+                               "k": {"type": "int", "low": 1, "high": 3},
+                               "how": {"type": "choice", "values": ["mean", "max"]}})
+    assert isinstance(space["gamma"], tune.search.sample.Float)
+    assert {space["k"].sample() for _ in range(200)} == {1, 2, 3}  # both ends included
+    assert space["how"].categories == ["mean", "max"]
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"x": {"type": "normal"}}, "type must be one of"),
-    ({"x": {"type": "uniform", "low": 2, "high": 1}}, "low < high"),
-    ({"x": {"type": "loguniform", "low": 0, "high": 1}}, "low > 0"),
-    ({"x": {"type": "choice", "values": []}}, "non-empty list"),
+    ({"x": {"type": "normal"}}, "'x': type must be one of"),
+    ({"x": {"type": "uniform", "low": 2, "high": 1}}, "'x': needs numbers low < high"),
+    ({"x": {"type": "uniform", "low": 0}}, "'x': needs numbers low < high"),
+    ({"x": {"type": "loguniform", "low": 0, "high": 1}}, "'x': a loguniform range needs low > 0"),
+    ({"x": {"type": "int", "low": 0.5, "high": 3}}, "'x': an int range needs whole numbers"),
+    ({"x": {"type": "choice", "values": []}}, "'x': a choice needs a non-empty list"),
+    ({"x": 3}, "'x': give a mapping"),
     ({}, "empty"),
 ])
 def test_a_bad_space_is_one_clear_error(spec, message):

@@ -1,10 +1,14 @@
-"""SASRec as a task of the shared trainer: full-softmax next-item loss over the catalogue, best epoch by
-validation NDCG@10, weights in safetensors (no LoRA: the whole small model trains)."""
+"""SASRec (Kang & McAuley, ICDM 2018) as a task of the shared trainer: the whole small model trains (no LoRA),
+full-softmax next-item loss over the catalogue, best epoch by validation NDCG@10, weights in safetensors.
+
+Records are `{"history": [catalogue indices, oldest first], "target": index}` (`raylib.sasrec.window_records`).
+A checkpoint folder holds `sasrec.safetensors` (latest), `best_sasrec.safetensors` and `sasrec_config.json`.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,10 +17,11 @@ import torch.nn.functional as F
 
 from raylib.config import SasrecJobConfig, to_dict
 from raylib.metrics import ranking_report
-from raylib.sasrec import CONFIG_FILE, MODEL_FILE, build_sasrec, history_tensor
+from raylib.sasrec import CONFIG_FILE, MODEL_FILE, SASRec, history_tensor
+from raylib.train.checkpoint import RUN_LENGTH_FIELDS, publish_folder
 from raylib.train.task import WorkerContext, sharded_map
 
-LATEST, BEST = "sasrec.safetensors", "best_sasrec.safetensors"
+LATEST, BEST, HPARAMS = "sasrec.safetensors", "best_sasrec.safetensors", "sasrec_config.json"
 
 
 class SasrecTask:
@@ -27,31 +32,36 @@ class SasrecTask:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx, self.job = ctx, ctx.job
 
-    def model_config(self) -> dict[str, Any]:
-        s = self.job.sasrec
-        return {"num_items": self.job.num_items, "max_len": self.job.history_len, "hidden_size": s.hidden_size,
+    @staticmethod
+    def hparams(job) -> dict[str, Any]:
+        s = job.sasrec
+        return {"num_items": job.num_items, "history_len": job.history_len, "hidden_size": s.hidden_size,
                 "num_blocks": s.num_blocks, "num_heads": s.num_heads, "dropout": s.dropout}
 
+    # ------------------------------------------------------------ model and data
     def build(self) -> torch.nn.Module:
-        return build_sasrec(self.model_config()).to(self.ctx.device)
+        return SASRec(**self.hparams(self.job)).to(self.ctx.device, torch.float32)
 
     def encode(self, records: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
-        return records
+        return records  # already lists of ints; collate pads them
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {"history": history_tensor([i["history"] for i in items], self.job.history_len),
                 "target": torch.tensor([i["target"] for i in items], dtype=torch.long)}
 
+    # ------------------------------------------------------------ objective
     def loss(self, module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(module(batch["history"]).float(), batch["target"])
+        """Cross-entropy of the true next item against every catalogue item (see `raylib.sasrec`)."""
+        return F.cross_entropy(module(batch["history"]), batch["target"])
 
     @torch.no_grad()
     def validate(self, module, items: list[dict[str, Any]]) -> dict[str, float]:
+        """NDCG@10 / HR@10 over the full catalogue; rank = 1 + items scored strictly higher (ties share the best)."""
         def ranks(batch: list[dict[str, Any]]) -> list[int]:
-            tensors = self.collate(batch)
-            scores = module(tensors["history"].to(self.ctx.device)).float()
-            own = scores.gather(1, tensors["target"].to(self.ctx.device).unsqueeze(1))
-            return ((scores > own).sum(1) + 1).tolist()  # ties share the best rank
+            tensors = {k: v.to(self.ctx.device) for k, v in self.collate(batch).items()}
+            scores = module(tensors["history"])
+            own = scores.gather(1, tensors["target"].unsqueeze(1))
+            return (1 + (scores > own).sum(1)).tolist()
 
         module.eval()
         values = sharded_map(items, ranks, self.job.train.eval_batch_size, self.ctx)
@@ -59,15 +69,16 @@ class SasrecTask:
         report = ranking_report(values, (10,))
         return {"ndcg@10": report["ndcg@10"], "hr@10": report["hr@10"]}
 
+    # ------------------------------------------------------------ checkpoints (safetensors)
     def trainable_state(self, module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
     def write(self, module, latest, best, folder: Path) -> None:
         from safetensors.torch import save_file
 
         save_file(latest, str(folder / LATEST))
         save_file(best, str(folder / BEST))
-        (folder / CONFIG_FILE).write_text(json.dumps({"model": self.model_config()}))
+        (folder / HPARAMS).write_text(json.dumps(self.hparams(self.job), indent=1))
 
     def restore(self, module, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -81,13 +92,14 @@ class SasrecTask:
 
     @classmethod
     def publish(cls, folder: Path, output_dir: Path, summary: dict[str, Any]) -> Path:
-        target = output_dir / "sasrec"
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / BEST, target / MODEL_FILE)
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        (target / CONFIG_FILE).write_text(json.dumps({**config, "training": summary}, indent=1))
-        return target
+        """`output_dir/sasrec/`: model.safetensors (best epoch), config.json, training_summary.json."""
+        with tempfile.TemporaryDirectory(dir=output_dir) as staging:
+            (Path(staging) / MODEL_FILE).write_bytes((folder / BEST).read_bytes())
+            (Path(staging) / CONFIG_FILE).write_text((folder / HPARAMS).read_text())
+            return publish_folder(Path(staging), output_dir / "sasrec", extra=summary)
 
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:
-        return {"sasrec": to_dict(job.sasrec), "num_items": job.num_items, "history_len": job.history_len}
+        # Run-length settings (epochs, patience, workers) may change between a run and its resumption.
+        settings = {k: v for k, v in to_dict(job.sasrec).items() if k not in RUN_LENGTH_FIELDS}
+        return {"sasrec": settings, "num_items": job.num_items, "history_len": job.history_len}
