@@ -175,6 +175,22 @@ def write_report(job: NextItemJobConfig, report: dict[str, Any]) -> Path:
     return path
 
 
+def finish_report(job: NextItemJobConfig, method: str, data: SequenceData, ranks: dict, test_beams, result,
+                  start: float, **extra) -> dict[str, Any]:
+    """The job's report (metrics per method, generation stats, training history, ranks), also written to
+    `<output_dir>/report.json`."""
+    report = {"method": method, "test_windows": len(data.test), "catalogue_items": len(data.catalogue),
+              "metrics": {m: metrics_of(r) for m, r in ranks.items()}, **extra,
+              "generation": generation_stats(test_beams, set(data.catalogue.titles)),
+              "adapter_dir": str(result.adapter_dir),
+              "train": {"wall_time_s": result.wall_time_s, "best_epoch": result.state.best_epoch,
+                        "history": result.state.history},
+              "ranks": {m: np.asarray(r).tolist() for m, r in ranks.items()},
+              "wall_time_s": time.time() - start}
+    report["report_path"] = str(write_report(job, report))
+    return report
+
+
 def summary_table(report: dict[str, Any]) -> str:
     methods = [m for m in report["metrics"]]
     lines = [f"{'':<18}" + "".join(f"{k:>10}" for k in ("NDCG@10", "HR@10", "NDCG@20", "HR@20"))]
@@ -225,7 +241,7 @@ def train_llm(task_cls, job: NextItemJobConfig, data: SequenceData, num_template
 def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
                baselines: Baselines | None = None) -> dict[str, Any]:
     """BIGRec: SFT, top-beam grounding over the whole catalogue, popularity / CF re-weighting, baselines."""
-    from raylib.grounding import l2_distances, target_ranks
+    from raylib.grounding import l2_distances, reweight, target_ranks
     from raylib.prompts import answer_text
     from raylib.tasks.nextitem import BigrecTask
 
@@ -257,21 +273,10 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
         run_key = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
         found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"], run_key)
         gammas[name] = found
-        from raylib.grounding import reweight
-
         ranks[f"bigrec_{name}"] = target_ranks(reweight(distances["test"], test_signal,
                                                         found["best_params"]["gamma"]), targets["test"])
-    report = {"method": "bigrec", "test_windows": len(data.test), "catalogue_items": len(data.catalogue),
-              "metrics": {m: metrics_of(r) for m, r in ranks.items()},
-              "gamma": {k: v["best_params"]["gamma"] for k, v in gammas.items()}, "gamma_search": gammas,
-              "generation": generation_stats(beams["test"], set(data.catalogue.titles)),
-              "adapter_dir": str(result.adapter_dir),
-              "train": {"wall_time_s": result.wall_time_s, "best_epoch": result.state.best_epoch,
-                        "history": result.state.history},
-              "ranks": {m: np.asarray(r).tolist() for m, r in ranks.items()},
-              "wall_time_s": time.time() - start}
-    report["report_path"] = str(write_report(job, report))
-    return report
+    return finish_report(job, "bigrec", data, ranks, beams["test"], result, start,
+                         gamma={k: v["best_params"]["gamma"] for k, v in gammas.items()}, gamma_search=gammas)
 
 
 def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict[str, Any]:
@@ -300,13 +305,4 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
         per_query.append(l2_distances(beam_emb[offset:offset + len(b)], catalogue_emb))
         offset += len(b)
     ranks = {"genrec_exact": exact, "genrec_grounded": beam_ranks(per_query, targets)}
-    report = {"method": "genrec", "test_windows": len(data.test), "catalogue_items": len(data.catalogue),
-              "metrics": {m: metrics_of(r) for m, r in ranks.items()},
-              "generation": generation_stats(beams, set(data.catalogue.titles)),
-              "adapter_dir": str(result.adapter_dir),
-              "train": {"wall_time_s": result.wall_time_s, "best_epoch": result.state.best_epoch,
-                        "history": result.state.history},
-              "ranks": {m: np.asarray(r).tolist() for m, r in ranks.items()},
-              "wall_time_s": time.time() - start}
-    report["report_path"] = str(write_report(job, report))
-    return report
+    return finish_report(job, "genrec", data, ranks, beams, result, start)
