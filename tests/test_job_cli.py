@@ -13,11 +13,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_job(*args, timeout=120):
+def run_job(*args, timeout=120, job="jobs.tallrec"):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     start = time.time()
-    done = subprocess.run([sys.executable, "-m", "jobs.tallrec", *args], cwd=REPO, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", job, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
     return done, time.time() - start
 
@@ -34,6 +34,17 @@ def test_bad_config_stops_within_seconds_with_one_line(tmp_path, overrides, mess
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr[-2000:]
     assert seconds < 60  # mostly Python imports; no Ray, no model, no data work
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("job, overrides, message", [
+    ("jobs.bigrec", ["data.time_fractions=0.5,0.5,0.5"], "data: time_fractions [0.5, 0.5, 0.5] must be three"),
+    ("jobs.genrec", ["generation.num_beams=0"], "generation.num_beams: Input should be greater than or equal to 1"),
+    ("jobs.bigrec", ["sasrec.hidden_size=10", "sasrec.num_heads=3"], "hidden_size=10 must be a multiple of"),
+])
+def test_next_item_jobs_check_their_config_too(tmp_path, job, overrides, message):
+    done, _ = run_job(*overrides, f"output_dir={tmp_path / 'out'}", job=job)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
+        done.stderr[-2000:]
 
 
 def test_a_run_prints_a_screenful(tiny_model_dir, tmp_path):

@@ -90,3 +90,20 @@ def test_over_long_histories_lose_the_oldest_items_never_the_instruction(tokeniz
     assert len(tokenizer(prompt)["input_ids"]) <= full - 20
     with pytest.raises(RaylibError, match="even without history"):
         fit_history(tokenizer, bigrec_prompt, history, 10)
+
+
+def test_a_users_own_files_feed_the_same_pipeline(tmp_path):
+    from raylib.config import SequenceDataConfig
+    from raylib.nextitem import load_sequence_data
+
+    rows = "".join(f"{u},{i},{10 * u + t}\n" for u in range(1, 6) for t, i in enumerate(["a", "b", "c", "d"]))
+    (tmp_path / "inter.csv").write_text("user_id,item_id,timestamp\n" + rows)
+    pq.write_table(ITEMS, tmp_path / "items.parquet")
+    config = SequenceDataConfig(source="files", interactions_file=str(tmp_path / "inter.csv"),
+                                items_file=str(tmp_path / "items.parquet"), time_fractions=[0.6, 0.2, 0.2])
+    data = load_sequence_data(config)
+    assert len(data.catalogue) == 5 and data.train and data.valid and data.test
+    (tmp_path / "bad.csv").write_text("user_id,item_id,timestamp\n1,a,1\n1,zz,2\n")
+    with pytest.raises(RaylibError, match="item 'zz'"):
+        load_sequence_data(SequenceDataConfig(source="files", interactions_file=str(tmp_path / "bad.csv"),
+                                              items_file=str(tmp_path / "items.parquet")))
