@@ -35,7 +35,10 @@ class BenchNextItemConfig(NextItemJobConfig):
     grounding_queries: int = Field(1000, ge=1)
     speed_queries: int = Field(16, ge=1)
     report: str = "reports/bigrec_ml100k.json"
-    parts: list[str] = dataclasses.field(default_factory=lambda: ["bigrec", "genrec", "grounding", "speed"])
+    parts: list[str] = dataclasses.field(
+        default_factory=lambda: ["grounding", "pooling", "bigrec", "speed", "genrec"])
+    # Keep what an earlier run of this benchmark wrote to `report` for the parts this run does not run.
+    resume: bool = False
 
 
 def _job(cls, config: BenchNextItemConfig, name: str, **changes):
@@ -103,18 +106,19 @@ def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
     for old in cache.glob("*.safetensors"):  # measure a cold first run
         old.unlink()
     start = time.perf_counter()
+    pooling = job.grounding.pooling
     items, computed = catalogue_embeddings(model, tokenizer, titles, key, catalogue_key, cache,
-                                           job.grounding.batch_size)
+                                           job.grounding.batch_size, pooling)
     first = time.perf_counter() - start
     start = time.perf_counter()
     _, computed_again = catalogue_embeddings(model, tokenizer, titles, key, catalogue_key, cache,
-                                             job.grounding.batch_size)
+                                             job.grounding.batch_size, pooling)
     second = time.perf_counter() - start
     rng = np.random.default_rng(0)
     picks = rng.choice(len(titles), size=config.grounding_queries, replace=len(titles) < config.grounding_queries)
     queries = [titles[i].lower() for i in picks]  # generated-like text: near, not equal to, a title
     start = time.perf_counter()
-    query_emb = embed_texts(model, tokenizer, queries, job.grounding.batch_size, progress=False)
+    query_emb = embed_texts(model, tokenizer, queries, job.grounding.batch_size, progress=False, pooling=pooling)
     embed_s = time.perf_counter() - start
     start = time.perf_counter()
     ranks = target_ranks(l2_distances(query_emb, items), list(picks))
@@ -123,7 +127,24 @@ def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
             "cached_second_run_s": second, "second_run_computed": bool(computed_again),
             "queries": len(queries), "query_embed_ms_per_query": 1000 * embed_s / len(queries),
             "grounding_ms_per_query": 1000 * ground_s / len(queries),
-            "lowercased_title_hr@1": float(np.mean(ranks == 1)), "embedding_dtype": str(model.dtype)}
+            "lowercased_title_hr@1": float(np.mean(ranks == 1)), "embedding_dtype": str(model.dtype),
+            "pooling": pooling}
+
+
+def pooling_check(config: BenchNextItemConfig, titles: list[str]) -> dict[str, float]:
+    """How well each pooling finds a title from its lowercased spelling (HR@1 over the whole catalogue): a
+    floor for grounding, which must find a title from a generated near-copy."""
+    from raylib.grounding import embed_texts, l2_distances, target_ranks
+    from raylib.nextitem import _load_for_inference
+
+    model, tokenizer = _load_for_inference(_job(BigrecJobConfig, config, "pooling"), None)
+    out = {}
+    for pooling in ("last", "mean"):
+        items = embed_texts(model, tokenizer, titles, 64, progress=False, pooling=pooling)
+        queries = embed_texts(model, tokenizer, [t.lower() for t in titles], 64, progress=False, pooling=pooling)
+        ranks = target_ranks(l2_distances(queries, items), list(range(len(titles))))
+        out[f"{pooling}_lowercased_title_hr@1"] = float(np.mean(ranks == 1))
+    return out
 
 
 def beam_speed(config: BenchNextItemConfig, adapter_dir: str | None) -> dict[str, Any]:
@@ -159,7 +180,12 @@ def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
     from raylib.nextitem import load_sequence_data, run_bigrec, run_genrec
 
     start = time.time()
-    report: dict[str, Any] = {"model": config.model.name, "command": "python -m jobs.bench_bigrec"}
+    report: dict[str, Any] = {}
+    saved = REPO / config.report if not Path(config.report).is_absolute() else Path(config.report)
+    if config.resume and saved.is_file():
+        report = json.loads(saved.read_text())
+    report.update({"model": config.model.name, "command": "python -m jobs.bench_bigrec",
+                   "dtype": config.model.dtype, "grounding_pooling": config.grounding.pooling})
     data = load_sequence_data(config.data)
     report["test_windows"] = len(data.test)
     report["data"] = {"source": data.source, "train_windows": len(data.train), "valid_windows": len(data.valid),
@@ -169,6 +195,9 @@ def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
         report["grounding"] = grounding_at_scale(config)
         report["grounding_ms_per_query"] = report["grounding"]["grounding_ms_per_query"]
         report["catalogue_titles_per_s"] = report["grounding"]["catalogue_titles_per_s"]
+        _save(config, report)
+    if "pooling" in config.parts:
+        report["pooling_check"] = pooling_check(config, data.catalogue.titles)
         _save(config, report)
     if "bigrec" in config.parts:
         result = run_bigrec(_job(BigrecJobConfig, config, "bigrec"), data)

@@ -203,6 +203,8 @@ class SequenceDataConfig:
     # Prompt + response token limit; longer prompts lose whole history items, oldest first.
     max_length: int = Field(512, ge=32)
     domain: str = Field("movie", min_length=1)
+    # MovieLens writes "Shining, The (1980)"; the LLM reads and writes "The Shining (1980)" (`readable_title`).
+    readable_titles: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> "SequenceDataConfig":
@@ -261,6 +263,8 @@ class SasrecSettings:
 class GroundingSettings:
     """BIGRec step 2 (Sec. 3.2): L2 grounding of generated text to catalogue titles, with re-weighting."""
     batch_size: int = Field(64, ge=1)
+    # "last": the last token's final hidden state (BIGRec's code); "mean": the mean over the text's tokens.
+    pooling: Literal["last", "mean"] = "last"
     # Catalogue embeddings are cached here, keyed by model + catalogue (default: <cache>/grounding).
     cache_dir: str | None = None
     # gamma search range for (1 + W)^-gamma (BIGRec Sec. 3.2 Eq. 4), searched on validation with Ray Tune.

@@ -29,8 +29,11 @@ from raylib.encoding import Encoded, collate_left_padded
 
 # ------------------------------------------------------------------ embeddings
 @torch.no_grad()
-def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """[len(texts), hidden] float32 on CPU: each text's last-token hidden state after the final norm.
+def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progress: bool = True,
+                pooling: str = "last") -> torch.Tensor:
+    """[len(texts), hidden] float32 on CPU: each text's last-token hidden state after the final norm (BIGRec's
+    choice, `pooling="last"`), or the mean over its tokens (`"mean"`: on the 135M default the last token,
+    always the ")" of "(Year)", carries too little of the title: see the README).
 
     Each distinct text is embedded once (duplicate titles get the very same vector, so they tie exactly), in
     batches of similar length (less padding), and the rows come back in the given order. The tokenizer's
@@ -51,7 +54,12 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progre
             # Left padding puts every text's last token in the last column; position ids skip the padding.
             batch = collate_left_padded([Encoded(ids[i], [], 0) for i in index], tokenizer.pad_token_id)
             hidden = decoder(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).last_hidden_state
-            for i, row in zip(index, hidden[:, -1, :].float().cpu()):
+            if pooling == "mean":
+                mask = batch["attention_mask"].to(hidden.device).unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1)
+            else:
+                pooled = hidden[:, -1, :]
+            for i, row in zip(index, pooled.float().cpu()):
                 rows[i] = row
     finally:
         model.train(was_training)
@@ -62,7 +70,8 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progre
 
 
 def catalogue_embeddings(model, tokenizer, titles: list[str], model_key: str, catalogue_key: str,
-                         cache_dir: Path | None = None, batch_size: int = 64) -> tuple[torch.Tensor, bool]:
+                         cache_dir: Path | None = None, batch_size: int = 64,
+                         pooling: str = "last") -> tuple[torch.Tensor, bool]:
     """Every catalogue title's embedding, computed once per (model, catalogue) and cached as safetensors in
     `<cache_dir or <cache>/grounding>/<sha1(model_key|catalogue_key)[:16]>.safetensors`.
     Returns (embeddings [n, hidden] float32, computed_now)."""
@@ -71,17 +80,18 @@ def catalogue_embeddings(model, tokenizer, titles: list[str], model_key: str, ca
     from raylib.assets import cache_root
 
     folder = Path(cache_dir).expanduser() if cache_dir else cache_root() / "grounding"
-    name = hashlib.sha1(f"{model_key}|{catalogue_key}".encode()).hexdigest()[:16]
+    name = hashlib.sha1(f"{model_key}|{catalogue_key}|{pooling}".encode()).hexdigest()[:16]
     path = folder / f"{name}.safetensors"
     if path.is_file():
         cached = load_file(str(path))["embeddings"]
         if cached.shape[0] == len(titles):  # else a stale file under a reused key: compute afresh
             return cached, False
-    embeddings = embed_texts(model, tokenizer, titles, batch_size, progress=True)
+    embeddings = embed_texts(model, tokenizer, titles, batch_size, progress=True, pooling=pooling)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{name}.tmp{os.getpid()}"
     save_file({"embeddings": embeddings.contiguous()}, str(tmp),
-              metadata={"model": model_key, "catalogue": catalogue_key, "items": str(len(titles))})
+              metadata={"model": model_key, "catalogue": catalogue_key, "items": str(len(titles)),
+                        "pooling": pooling})
     os.replace(tmp, path)  # atomic: a half-written file is never read as a finished one
     return embeddings, True
 

@@ -40,7 +40,8 @@ def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
         interactions = read_table(cfg.interactions_file, ("user_id", "item_id", "timestamp"))
         items = read_table(cfg.items_file, ("item_id", "title"))
         source = str(cfg.interactions_file)
-    data = build_sequence_data(interactions, items, cfg.history_len, tuple(cfg.time_fractions), source)
+    data = build_sequence_data(interactions, items, cfg.history_len, tuple(cfg.time_fractions), source,
+                               cfg.readable_titles)
     if not data.valid or not data.test:
         raise RaylibError(f"The time split {cfg.time_fractions} leaves no validation or no test windows.")
     data.valid = sample_windows(data.valid, cfg.valid_samples, cfg.seed)
@@ -103,12 +104,13 @@ def embed(job: NextItemJobConfig, titles_or_texts: list[str], catalogue_key: str
     from raylib.grounding import catalogue_embeddings, embed_texts
 
     model, tokenizer = _load_for_inference(job, None)
+    pooling = job.grounding.pooling
     if catalogue_key is None:
-        return embed_texts(model, tokenizer, titles_or_texts, job.grounding.batch_size), True
+        return embed_texts(model, tokenizer, titles_or_texts, job.grounding.batch_size, pooling=pooling), True
     cache = Path(job.grounding.cache_dir).expanduser() if job.grounding.cache_dir else None
     model_key = f"{job.model.name}|{job.generation.dtype}|{model.dtype}"
     return catalogue_embeddings(model, tokenizer, titles_or_texts, model_key, catalogue_key, cache,
-                                job.grounding.batch_size)
+                                job.grounding.batch_size, pooling)
 
 
 # ------------------------------------------------------------------ stages that resume

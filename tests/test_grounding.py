@@ -116,3 +116,12 @@ def test_genrec_grounded_beam_ranks():
     # the ranked list: grounded items in beam order without repeats [2, 4], then the rest by beam 0 [0, 3, 1]
     assert beam_ranks([beams] * 5, [2, 4, 0, 3, 1]).tolist() == [1, 2, 3, 4, 5]
     assert beam_ranks([beams[:1]], [4]).tolist() == [5]  # one beam: plain grounding of that beam
+
+
+def test_mean_pooling_is_an_option(tiny):
+    model, tokenizer = tiny
+    last = embed_texts(model, tokenizer, TITLES, progress=False)
+    mean = embed_texts(model, tokenizer, TITLES, progress=False, pooling="mean")
+    assert mean.shape == last.shape and not torch.allclose(mean, last)
+    single = embed_texts(model, tokenizer, TITLES[:1], batch_size=1, progress=False, pooling="mean")
+    assert torch.allclose(single[0], mean[0], atol=1e-5)  # padding does not enter the mean

@@ -107,3 +107,12 @@ def test_a_users_own_files_feed_the_same_pipeline(tmp_path):
     with pytest.raises(RaylibError, match="item 'zz'"):
         load_sequence_data(SequenceDataConfig(source="files", interactions_file=str(tmp_path / "bad.csv"),
                                               items_file=str(tmp_path / "items.parquet")))
+
+
+def test_titles_read_as_people_write_them():
+    from raylib.data.sequences import readable_title
+
+    assert readable_title("Shining, The (1980)") == "The Shining (1980)"
+    assert readable_title("Cité des enfants perdus, La (1995)") == "La Cité des enfants perdus (1995)"
+    assert readable_title("Seven (Se7en) (1995)") == "Seven (Se7en) (1995)"
+    assert readable_title("Angel, Angel (1990)") == "Angel, Angel (1990)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,20 @@ class SequenceData:
     catalogue: Catalogue
     cutoffs: tuple[int, int]  # first timestamp of the validation period, of the test period
     source: str
+
+
+# Articles MovieLens moves behind the title ("Shining, The (1980)", "Cité des enfants perdus, La (1995)").
+_TRAILING_ARTICLE = re.compile(r"^(?P<name>.+), (?P<article>The|A|An|La|Le|Les|L'|Il|El|Das|Der|Die)"
+                               r"(?P<rest>(?: \([^()]*\))*)$")
+
+
+def readable_title(title: str) -> str:
+    """"Shining, The (1980)" -> "The Shining (1980)": the article back in front, as people (and LLMs) write it."""
+    match = _TRAILING_ARTICLE.match(title)
+    if not match:
+        return title
+    glue = "" if match["article"].endswith("'") else " "
+    return f"{match['article']}{glue}{match['name']}{match['rest']}"
 
 
 def item_titles(items: pa.Table) -> dict[str, str]:
@@ -151,11 +166,14 @@ def sample_windows(windows: list[NextItemWindow], n: int, seed: int) -> list[Nex
 
 
 def build_sequence_data(interactions: pa.Table, items: pa.Table, history_len: int = 10,
-                        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), source: str = "") -> SequenceData:
+                        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), source: str = "",
+                        readable: bool = False) -> SequenceData:
     """All windows of every split (unsampled) and the catalogue with training-period popularity."""
     if interactions.num_rows == 0:
         raise RaylibError("The interaction table is empty.")
     titles = item_titles(items)
+    if readable:
+        titles = {item: readable_title(title) for item, title in titles.items()}
     per_user = user_sequences(interactions, titles)
     cutoffs = time_cutoffs(interactions, fractions)
     train, valid, test = split_windows(build_windows(per_user, history_len), cutoffs)
