@@ -218,6 +218,9 @@ def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
         bigrec_adapter = result["adapter_dir"]
         _save(config, report)
     if "speed" in config.parts:
+        published = Path(config.output_dir).expanduser().resolve() / "bigrec" / "adapter"
+        if bigrec_adapter is None and published.is_dir():  # the tuned model of an earlier run's BIGRec part
+            bigrec_adapter = str(published)
         report["beam_speed"] = beam_speed(config, bigrec_adapter)
         report["beam_batch_speedup"] = report["beam_speed"]["beam_batch_speedup"]
         _save(config, report)
