@@ -89,28 +89,36 @@ def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]
     return [fitted_prompt(tokenizer, r, budget, job.data.domain, f"record {i}") for i, r in enumerate(records)]
 
 
-def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: list[dict[str, Any]],
-                   desc: str = "beam search") -> list[list[str]]:
+def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dict[str, list[dict[str, Any]]],
+                   key: dict[str, Any], folder: Path) -> dict[str, list[list[str]]]:
+    """Beams per split (`records`: split -> records), each cached in `folder/beams_<split>.json` under `key`;
+    the tuned model is loaded once, and only when a split is not cached yet."""
     from raylib.generation import beam_search
 
-    model, tokenizer = _load_for_inference(job, adapter_dir)
+    loaded = None
     g = job.generation
-    return beam_search(model, tokenizer, prompts_for(job, tokenizer, records), g.num_beams, g.max_new_tokens,
-                       g.batch_size, desc=desc)
+
+    def compute(split: str) -> list[list[str]]:
+        nonlocal loaded
+        loaded = loaded or _load_for_inference(job, adapter_dir)
+        model, tokenizer = loaded
+        return beam_search(model, tokenizer, prompts_for(job, tokenizer, records[split]), g.num_beams,
+                           g.max_new_tokens, g.batch_size, desc=f"beam search ({split})")
+
+    return {split: _stage(folder / f"beams_{split}.json", key, lambda s=split: compute(s)) for split in records}
 
 
-def embed(job: NextItemJobConfig, titles_or_texts: list[str], catalogue_key: str | None = None):
-    """Last-token embeddings from the BASE model (BIGRec Sec. 3.2); the catalogue's are cached by key."""
+def embed(job: NextItemJobConfig, catalogue, texts: list[list[str]]):
+    """Last-token (or mean, `grounding.pooling`) embeddings from the BASE model (BIGRec Sec. 3.2), loaded once:
+    the catalogue's titles (cached by model and catalogue) and each list of generated texts."""
     from raylib.grounding import catalogue_embeddings, embed_texts
 
     model, tokenizer = _load_for_inference(job, None)
-    pooling = job.grounding.pooling
-    if catalogue_key is None:
-        return embed_texts(model, tokenizer, titles_or_texts, job.grounding.batch_size, pooling=pooling), True
-    cache = Path(job.grounding.cache_dir).expanduser() if job.grounding.cache_dir else None
-    model_key = f"{job.model.name}|{job.generation.dtype}|{model.dtype}"
-    return catalogue_embeddings(model, tokenizer, titles_or_texts, model_key, catalogue_key, cache,
-                                job.grounding.batch_size, pooling)
+    g = job.grounding
+    cache = Path(g.cache_dir).expanduser() if g.cache_dir else None
+    items, _ = catalogue_embeddings(model, tokenizer, catalogue.titles, f"{job.model.name}|{model.dtype}",
+                                    catalogue.fingerprint(), cache, g.batch_size, g.pooling)
+    return items, [embed_texts(model, tokenizer, t, g.batch_size, pooling=g.pooling) for t in texts]
 
 
 # ------------------------------------------------------------------ stages that resume
@@ -255,14 +263,13 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
     result = train_llm(BigrecTask, job, data, 0)
     key = {"adapter": adapter_key(result.adapter_dir), "generation": to_dict(job.generation),
            "data": to_dict(job.data)}
-    beams = {split: _stage(output / "stages" / f"beams_{split}.json", key, lambda s=split: generate_beams(
-        job, str(result.adapter_dir), title_records(getattr(data, s), data, 0), f"beam search ({s})"))
-        for split in ("valid", "test")}
-    catalogue_emb, _ = embed(job, data.catalogue.titles, data.catalogue.fingerprint())
-    distances = {}
-    for split in ("valid", "test"):
-        texts = [answer_text(b[0]) for b in beams[split]]  # BIGRec grounds the top beam
-        distances[split] = l2_distances(embed(job, texts)[0], catalogue_emb).numpy()
+    beams = generate_beams(job, str(result.adapter_dir),
+                           {s: title_records(getattr(data, s), data, 0) for s in ("valid", "test")}, key,
+                           output / "stages")
+    # BIGRec grounds the top beam
+    catalogue_emb, text_emb = embed(job, data.catalogue,
+                                    [[answer_text(b[0]) for b in beams[s]] for s in ("valid", "test")])
+    distances = {s: l2_distances(e, catalogue_emb).numpy() for s, e in zip(("valid", "test"), text_emb)}
     targets = {s: targets_of(getattr(data, s), data) for s in ("valid", "test")}
     ranks = {"bigrec": target_ranks(distances["test"], targets["test"])}
     gammas: dict[str, Any] = {}
@@ -271,8 +278,8 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
         baselines = baselines or run_baselines(job, data)
         ranks.update(baselines.ranks)
         signals["cf"] = (baselines.cf_valid, baselines.cf_test)
+    run_key = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
     for name, (valid_signal, test_signal) in signals.items():
-        run_key = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
         found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"], run_key)
         gammas[name] = found
         ranks[f"bigrec_{name}"] = target_ranks(reweight(distances["test"], test_signal,
@@ -283,6 +290,8 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
 
 def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict[str, Any]:
     """GenRec: template-paraphrased SFT, 10-beam search, exact-match and grounded ranks."""
+    import torch
+
     from raylib.grounding import beam_ranks, exact_match_ranks, l2_distances
     from raylib.prompts import answer_text
     from raylib.tasks.nextitem import GenrecTask
@@ -295,16 +304,12 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
     result = train_llm(GenrecTask, job, data, job.num_templates)
     key = {"adapter": adapter_key(result.adapter_dir), "generation": to_dict(job.generation),
            "data": to_dict(job.data)}
-    beams = _stage(output / "stages" / "beams_test.json", key, lambda: generate_beams(
-        job, str(result.adapter_dir), title_records(data.test, data, -1), "beam search (test)"))
+    beams = generate_beams(job, str(result.adapter_dir), {"test": title_records(data.test, data, -1)}, key,
+                           output / "stages")["test"]
     targets = targets_of(data.test, data)
     exact = exact_match_ranks(beams, [data.catalogue.titles[t] for t in targets], len(data.catalogue) + 1)
-    catalogue_emb, _ = embed(job, data.catalogue.titles, data.catalogue.fingerprint())
-    flat = [answer_text(text) for b in beams for text in b]
-    beam_emb = embed(job, flat)[0]
-    per_query, offset = [], 0
-    for b in beams:
-        per_query.append(l2_distances(beam_emb[offset:offset + len(b)], catalogue_emb))
-        offset += len(b)
+    catalogue_emb, (beam_emb,) = embed(job, data.catalogue, [[answer_text(text) for b in beams for text in b]])
+    distances = l2_distances(beam_emb, catalogue_emb)  # every beam of every query in one batched operation
+    per_query = torch.split(distances, [len(b) for b in beams])
     ranks = {"genrec_exact": exact, "genrec_grounded": beam_ranks(per_query, targets)}
     return finish_report(job, "genrec", data, ranks, beams, result, start)
