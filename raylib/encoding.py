@@ -108,18 +108,20 @@ def encode_for_scoring(tokenizer, record: TallrecRecord, max_length: int, where:
     return Encoded(ids, [], record.label)
 
 
-def answer_token_ids(tokenizer) -> tuple[int, int]:
-    """Ids of the first token of "Yes." and of "No." as they follow the prompt (found, never hard-coded)."""
-    prompt = ALPACA_TEMPLATE.format(instruction="Q", input="I")
+def answer_token_ids(tokenizer, answers: tuple[str, str] = TALLREC_ANSWERS,
+                     prompt: str | None = None) -> tuple[int, int]:
+    """Ids of the first token of the positive and the negative answer ("Yes." / "No." after TALLRec's Alpaca
+    prompt by default) as they follow `prompt` (found from the tokenizer, never hard-coded)."""
+    prompt = prompt if prompt is not None else ALPACA_TEMPLATE.format(instruction="Q", input="I")
     base = _ids(tokenizer, prompt)
     firsts = []
-    for answer in TALLREC_ANSWERS:
+    for answer in answers:
         full = _ids(tokenizer, prompt + answer)
         if full[: len(base)] != base or len(full) == len(base):
             full = base + tokenizer(answer, add_special_tokens=False)["input_ids"]
         firsts.append(full[len(base)])
     if firsts[0] == firsts[1]:
-        raise RaylibError(f"The tokenizer gives {TALLREC_ANSWERS} the same first token; they cannot be scored.")
+        raise RaylibError(f"The tokenizer gives {answers} the same first token; they cannot be scored.")
     return firsts[0], firsts[1]
 
 

@@ -24,6 +24,7 @@ from raylib import RaylibError
 from raylib.config import NextItemJobConfig, SequenceDataConfig, to_dict
 from raylib.data.sequences import NextItemWindow, SequenceData, build_sequence_data, read_table, sample_windows
 from raylib.metrics import ranking_report
+from raylib.resume import cached_stage as _stage
 
 KS = (1, 3, 5, 10, 20)
 
@@ -122,21 +123,6 @@ def embed(job: NextItemJobConfig, catalogue, texts: list[list[str]]):
 
 
 # ------------------------------------------------------------------ stages that resume
-def _stage(path: Path, key: dict[str, Any], compute):
-    """Run `compute()` unless `path` holds its result for the same `key` (JSON)."""
-    key_hash = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved.get("key") == key_hash:
-            return saved["value"]
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key_hash, "value": value}))
-    tmp.replace(path)
-    return value
-
-
 def adapter_key(adapter_dir: Path | str | None) -> str:
     if adapter_dir is None:
         return "base"

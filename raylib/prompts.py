@@ -114,3 +114,23 @@ def answer_text(generated: str) -> str:
     """A generated answer back to a title: first line, surrounding whitespace and quotes removed."""
     line = generated.strip().split("\n", 1)[0].strip()
     return line[1:-1].strip() if len(line) >= 2 and line[0] == line[-1] == '"' else line.strip('"').strip()
+
+
+# CoReLLa (Xi et al., "Play to Your Strengths", 2024, Sec. 3.2 / its Table of prompts): the user's rating
+# history, then the question about the target; the answer is " yes" or " no" (positive first).
+CORELLA_TEMPLATE = (
+    "Below is the rating history of a user: {history}\n"
+    "Please predict whether the user will like {target} based on his/her rating history and the quality of the "
+    "target item. You should ONLY answer no or yes. Answer:"
+)
+CORELLA_ANSWERS = (" yes", " no")
+
+
+def corella_history(titles: list[str], ratings: list[float]) -> list[str]:
+    """History items as the prompt writes them, oldest first: `"Toy Story (1995)" (4 stars)`."""
+    return [f"{quote_item(t)} ({r:g} star{'' if r == 1 else 's'})" for t, r in zip(titles, ratings)]
+
+
+def corella_prompt(history: list[str], target: str) -> str:
+    """`history` as `corella_history` renders it; an empty history says so."""
+    return CORELLA_TEMPLATE.format(history=", ".join(history) or "(no ratings yet)", target=quote_item(target))

@@ -65,6 +65,9 @@ class Task(Protocol):
     def fingerprint(cls, job) -> dict[str, Any]:
         """Settings outside model/lora/train that change what is trained (e.g. the prompt length limit)."""
 
+    # Optional: `param_groups(self, module) -> list[dict]` (torch optimizer groups, e.g. a CRM with its own
+    # learning rate inside an LLM's module); without it every trainable parameter uses train.learning_rate.
+
 
 def sharded_map(items: Sequence, fn: Callable[[list], list], batch_size: int, ctx: WorkerContext,
                 sort_key: Callable[[Any], int] | None = None) -> list:

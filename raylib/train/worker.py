@@ -109,8 +109,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         task.restore(module, restored)
         best_state = task.read_best(restored)
 
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
+    # A task may give parts of its module their own learning rate (`param_groups`); else one group.
+    groups = task.param_groups(module) if hasattr(task, "param_groups") else \
+        [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(groups, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_cfg.warmup_steps, total_steps))
     with _quiet_stdout():  # DeepSpeed prints "... built successfully" on every start
         engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
