@@ -373,6 +373,9 @@ class AlignSettings:
         default_factory=lambda: [[-1, -1]])
     p: float = Field(2.0, gt=0.0)
     projection_dim: int = Field(64, ge=1)
+    # L2-normalise the projected states first (distance then in [0, 2]). The paper leaves their scale open; raw
+    # last-layer states made the term ~100x the LLM loss here, and gradient clipping then starved L_llm.
+    normalize: bool = True
     # The CRM's (and projections') learning rate in the joint stage; the LoRA weights use train.learning_rate.
     crm_learning_rate: float = Field(1e-4, gt=0.0)
 

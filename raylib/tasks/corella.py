@@ -50,11 +50,16 @@ def yes_no_ids(tokenizer) -> tuple[int, int]:
     return answer_token_ids(tokenizer, CORELLA_ANSWERS, prompt=corella_prompt([], "X"))
 
 
-def alignment_loss(llm_states: list[torch.Tensor], crm_states: list[torch.Tensor], p: float) -> torch.Tensor:
-    """Eq. 6: sum over pairs of the batch mean of ||g_llm(h) - g_crm(h')||_2^p (states already projected)."""
+def alignment_loss(llm_states: list[torch.Tensor], crm_states: list[torch.Tensor], p: float,
+                   normalize: bool = True) -> torch.Tensor:
+    """Eq. 6: sum over pairs of the batch mean of ||g_llm(h) - g_crm(h')||_2^p (states already projected;
+    `normalize`: each projected vector scaled to unit length first)."""
     total = llm_states[0].new_zeros((), dtype=torch.float32)
     for a, b in zip(llm_states, crm_states):
-        total = total + (a.float() - b.float()).norm(p=2, dim=-1).pow(p).mean()
+        a, b = a.float(), b.float()
+        if normalize:
+            a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+        total = total + (a - b).norm(p=2, dim=-1).pow(p).mean()
     return total
 
 
@@ -168,7 +173,7 @@ class CorellaTask:
             return llm_loss
         a = self.job.align
         crm_loss = F.binary_cross_entropy_with_logits(out["crm_logit"].float(), label)
-        align = alignment_loss(out["llm_states"], out["crm_states"], a.p)
+        align = alignment_loss(out["llm_states"], out["crm_states"], a.p, a.normalize)
         return a.llm_weight * llm_loss + a.crm_weight * crm_loss + a.align_weight * align
 
     @torch.no_grad()
