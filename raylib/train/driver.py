@@ -2,12 +2,14 @@
 
 Re-running with the same output dir resumes: Ray Train V2 restores the run named "train" under
 `<output_dir>/ray` from its latest checkpoint, and the worker picks it up with `ray.train.get_checkpoint()`.
-A run fingerprint (`<output_dir>/run.json`) makes sure it is the same run (`claim_output_dir`).
+A run fingerprint (`<output_dir>/run.json`) makes sure it is the same run (`claim_output_dir`); once published,
+`finished.json` lets a rerun with the same settings return the result without starting Ray Train again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from raylib.config import TrainJob, to_dict
 from raylib.train.checkpoint import TrainerState, claim_output_dir, run_fingerprint
 
 RUN_NAME = "train"
+FINISHED_FILE = "finished.json"  # written after publishing: this run is done (`finished_result`)
 
 
 @dataclasses.dataclass
@@ -50,6 +53,24 @@ def prepare_output_dir(task_cls, job: TrainJob, train_records: list, valid_recor
     return claim_output_dir(output, fingerprint, job.train.fresh_start)
 
 
+def _run_length(job: TrainJob) -> dict[str, int]:
+    return {"epochs": job.train.epochs, "patience": job.train.patience, "max_steps": job.train.max_steps}
+
+
+def finished_result(task_cls, job: TrainJob, train_records: list, valid_records: list) -> TrainResult | None:
+    """The published result of this same run, finished with the same run length, or None: a pipeline's stage
+    that is done is not started again (no Ray Train run at all)."""
+    path = Path(job.output_dir).expanduser().resolve() / FINISHED_FILE
+    if job.train.fresh_start or not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    fingerprint = run_fingerprint(task_cls, job, as_dicts(train_records), as_dicts(valid_records))
+    if saved.get("fingerprint") != json.loads(json.dumps(fingerprint, default=str)) or \
+            saved.get("run_length") != _run_length(job) or not Path(saved.get("published", "")).exists():
+        return None
+    return TrainResult(Path(saved["published"]), TrainerState(**saved["state"]), saved.get("metrics", {}), 0.0)
+
+
 def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> TrainResult:
     """Train `task_cls` on Ray Train workers (DeepSpeed ZeRO inside) and publish its best state."""
     import ray.train
@@ -59,8 +80,13 @@ def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> 
 
     if not train_records:
         raise RaylibError("No training records: check the training data and its sample size.")
+    done = finished_result(task_cls, job, train_records, valid_records)
+    if done is not None:
+        print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.adapter_dir}", flush=True)
+        return done
     output = Path(job.output_dir).expanduser().resolve()
     prepare_output_dir(task_cls, job, train_records, valid_records)
+    (output / FINISHED_FILE).unlink(missing_ok=True)
     # Ray sets each worker's OMP_NUM_THREADS to the CPUs it asks for: on CPU, ask for the threads it should use.
     cpus = _threads_per_worker(job) if not job.train.use_gpu else max(1, job.train.cpus_per_worker)
     trainer = TorchTrainer(
@@ -95,7 +121,12 @@ def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> 
         published = task_cls.publish(Path(folder), output, {
             "best_epoch": state.best_epoch, "best_metric": state.best_metric, "metric": task_cls.metric,
             "epochs_run": state.epoch, "optimizer_steps": state.global_step})
-    return TrainResult(published, state, dict(result.metrics or {}), time.time() - start)
+    outcome = TrainResult(published, state, dict(result.metrics or {}), time.time() - start)
+    fingerprint = run_fingerprint(task_cls, job, as_dicts(train_records), as_dicts(valid_records))
+    (output / FINISHED_FILE).write_text(json.dumps(
+        {"fingerprint": fingerprint, "run_length": _run_length(job), "published": str(published),
+         "state": dataclasses.asdict(state), "metrics": outcome.metrics}, indent=1, default=str))
+    return outcome
 
 
 def train_lora(job, train_records: list, valid_records: list) -> TrainResult:
