@@ -213,8 +213,10 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     test_labels = np.array([r["label"] for r in test])
 
     run_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    found = tune_threshold(np.array(valid_scores["crm"]), np.array(valid_scores["llm"]), valid_labels,
-                           job.routing.llm_budget, job.tune, output, f"threshold-{run_key}")
+    found = cached_stage(  # a rerun reuses the search instead of adding trials to the persisted study
+        stages / "threshold.json", {**key, "tune": to_dict(job.tune), "budget": job.routing.llm_budget},
+        lambda: tune_threshold(np.array(valid_scores["crm"]), np.array(valid_scores["llm"]), valid_labels,
+                               job.routing.llm_budget, job.tune, output, f"threshold-{run_key}"))
     threshold = float(found["best_params"]["threshold"])
 
     def routed_timing():  # the routed system as it serves: CRM on every sample, LLM on the uncertain ones

@@ -159,6 +159,7 @@ def _shown(url: str) -> str:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     if url.startswith("sqlite:////"):
         path = Path(url[len("sqlite:///"):])
-        if path.is_relative_to(Path.cwd()):
-            return f"sqlite:///{path.relative_to(Path.cwd())}"
+        for base in (Path.cwd(), Path(__file__).resolve().parents[1]):  # the working folder or this project
+            if path.is_relative_to(base):
+                return f"sqlite:///{path.relative_to(base)}"
     return url
