@@ -40,8 +40,10 @@ def test_bad_config_stops_within_seconds_with_one_line(tmp_path, overrides, mess
     ("jobs.bigrec", ["data.time_fractions=0.5,0.5,0.5"], "data: time_fractions [0.5, 0.5, 0.5] must be three"),
     ("jobs.genrec", ["generation.num_beams=0"], "generation.num_beams: Input should be greater than or equal to 1"),
     ("jobs.bigrec", ["sasrec.hidden_size=10", "sasrec.num_heads=3"], "hidden_size=10 must be a multiple of"),
+    ("jobs.corella", ["routing.llm_budget=1.5"], "routing.llm_budget: Input should be less than or equal to 1"),
+    ("jobs.corella", ["crm.structure=sideways"], "crm.structure: Input should be 'stacked' or 'parallel'"),
 ])
-def test_next_item_jobs_check_their_config_too(tmp_path, job, overrides, message):
+def test_other_jobs_check_their_config_too(tmp_path, job, overrides, message):
     done, _ = run_job(*overrides, f"output_dir={tmp_path / 'out'}", job=job)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
         done.stderr[-2000:]
