@@ -1,0 +1,313 @@
+"""Ray Serve for CoReLLa: the CRM and the LLM as separately autoscaled deployments behind a FastAPI router.
+
+  CrmDeployment   DCNv2 + its vocabulary (CPU): P(like) for every request
+  LlmDeployment   base model + LoRA adapter merged once at start-up; requests batched with `@serve.batch`
+  Router          FastAPI ingress: scores every sample with the CRM, sends the uncertain ones (CRM entropy above
+                  the threshold) to the LLM, and answers with who answered. If the LLM errors or exceeds its
+                  timeout, the CRM's answer is returned marked `degraded`; a broken CRM is a 503.
+
+Artifacts come from `jobs.corella` (`<output_dir>/artifacts`: crm/, adapter/, routing.json), checked against
+each other by their hashes. The threshold and the LLM timeout are the router's `user_config`, so
+`serve deploy` with a new value changes routing without a restart. Metrics go through Ray's metrics API
+(`ray.serve.metrics`), exported with Ray's own Prometheus metrics.
+
+No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time, and under a
+class-based Serve ingress string annotations turned the request body into a query parameter.
+"""
+
+
+import asyncio
+import hmac
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray import serve
+
+MAX_HISTORY = 50
+MAX_BATCH = 64
+MAX_TEXT = 300
+TOKEN_ENV = "RAYLIB_SERVE_TOKEN"
+MAX_THRESHOLD = math.log(2.0)  # the largest binary entropy: at this threshold the CRM answers everything
+
+
+# ------------------------------------------------------------------ request / response models
+class Sample(BaseModel):
+    """One "will this user like this item" question: the CTR table's columns (`raylib.data.ctr`) but the label."""
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=64)
+    item_id: str = Field(min_length=1, max_length=64)
+    age: str = Field("", max_length=16)
+    gender: str = Field("", max_length=16)
+    occupation: str = Field("", max_length=64)
+    zip: str = Field("", max_length=16)
+    year: str = Field("", max_length=8)
+    genres: list[str] = Field(default_factory=list, max_length=32)
+    title: str = Field(min_length=1, max_length=MAX_TEXT)
+    history_items: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
+    history_titles: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
+    history_ratings: list[float] = Field(default_factory=list, max_length=MAX_HISTORY)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Sample":
+        if not len(self.history_items) == len(self.history_titles) == len(self.history_ratings):
+            raise ValueError("history_items, history_titles and history_ratings must have the same length")
+        if any(not math.isfinite(r) or not 0 <= r <= 100 for r in self.history_ratings):
+            raise ValueError("history_ratings must be finite numbers in [0, 100]")
+        if any(len(t) > MAX_TEXT for t in self.history_titles + self.genres):
+            raise ValueError(f"titles and genres must be at most {MAX_TEXT} characters")
+        return self
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    samples: list[Sample] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Prediction(BaseModel):
+    probability: float
+    routed_to: Literal["crm", "llm"]
+    degraded: bool = False  # the LLM should have answered but failed or timed out: this is the CRM's answer
+    crm_probability: float
+    entropy: float
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+    latency_ms: float
+    threshold: float
+
+
+def sample_row(sample: dict[str, Any]) -> dict[str, Any]:
+    """A request sample as a CTR table row (no label: 0)."""
+    return {**sample, "label": 0, "timestamp": 0}
+
+
+# ------------------------------------------------------------------ the models behind the deployments
+class CrmScorer:
+    """DCNv2 + vocabulary from a published folder; P(like) for request samples."""
+
+    def __init__(self, crm_dir: str, expect_vocab: str | None = None):
+        from raylib.crm import load_crm
+
+        self.model, self.vocab = load_crm(crm_dir, expect_vocab=expect_vocab)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> list[float]:
+        from raylib.crm import crm_probabilities
+        from raylib.data.ctr import CTR_COLUMNS, _typed
+
+        rows = [sample_row(s) for s in samples]
+        table = _typed({c: [r[c] for r in rows] for c in CTR_COLUMNS})
+        return crm_probabilities(self.model, self.vocab.records(table)).tolist()
+
+
+class LlmScorer:
+    """Base model + adapter merged once (no LoRA cost per request); P(yes) for request samples."""
+
+    def __init__(self, model_name: str, adapter_dir: str | None, max_length: int = 512, dtype: str = "auto",
+                 trust_remote_code: bool = False):
+        import torch
+
+        from raylib.config import ModelConfig
+        from raylib.model import choose_dtype, load_model, load_tokenizer
+        from raylib.tasks.corella import yes_no_ids
+
+        config = ModelConfig(name=model_name, dtype=dtype, trust_remote_code=trust_remote_code)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = load_tokenizer(config)
+        # fp32 on a CPU without AMX (bf16 is slower there, see raylib.model.cpu_supports_bf16)
+        model = load_model(config, device, choose_dtype(dtype, device))
+        if adapter_dir:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        self.model = model.eval()
+        self.max_length = max_length
+        self.yes_no = yes_no_ids(self.tokenizer)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> list[float]:
+        from raylib.encoding import Encoded
+        from raylib.evaluate import yes_probabilities
+        from raylib.tasks.corella import prompt_ids
+
+        encoded = [Encoded(prompt_ids(self.tokenizer, {**s, "history_scores": s["history_ratings"]},
+                                      self.max_length, f"sample {i}"), [], 0) for i, s in enumerate(samples)]
+        return yes_probabilities(self.model, self.tokenizer, [], batch_size=len(encoded), progress=False,
+                                 encoded=encoded, answer_ids=self.yes_no, prefix_cache=False).tolist()
+
+
+def routing_plan(crm_probs: list[float], threshold: float) -> list[bool]:
+    from raylib.routing import to_llm
+
+    return to_llm(crm_probs, threshold).tolist()
+
+
+def check_token(header: str | None, token: str | None) -> bool:
+    """True when no token is configured, or the `Authorization: Bearer <token>` header carries it."""
+    if not token:
+        return True
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer "):].encode(), token.encode())
+
+
+def artifact_paths(folder: str | Path) -> dict[str, Any]:
+    """The artifacts' paths and routing config, checked against each other; a clear error when there are none."""
+    from raylib import RaylibError
+    from raylib.routing import ROUTING_FILE, RoutingConfig
+
+    folder = Path(folder).expanduser()
+    if not (folder / ROUTING_FILE).is_file():
+        raise RaylibError(f"No CoReLLa artifacts in {folder}: train them first, e.g. "
+                          "`python -m jobs.corella --config jobs/configs/corella_cpu.yaml` "
+                          "(they are written to <output_dir>/artifacts), then pass that folder.")
+    routing = RoutingConfig.load(folder / ROUTING_FILE)
+    import hashlib
+
+    from raylib.crm import load_crm
+
+    _, vocab = load_crm(folder / "crm", expect_vocab=routing.vocab_hash)
+    routing.check(vocab.fingerprint(), hashlib.sha1((folder / "crm" / "model.safetensors").read_bytes()).hexdigest(),
+                  hashlib.sha1((folder / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest())
+    return {"crm_dir": str(folder / "crm"), "adapter_dir": str(folder / "adapter"), "routing": routing}
+
+
+def now_ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def token_from_env() -> str | None:
+    return os.environ.get(TOKEN_ENV) or None
+
+
+
+
+# ------------------------------------------------------------------ deployments
+
+api = FastAPI(title="raylib CoReLLa service",
+              description="Will this user like this item? The CRM answers when it is sure, the LLM otherwise.")
+
+
+def _bearer_token(authorization: str | None = Header(default=None)) -> None:
+    """Every endpoint but /healthz: the token from RAYLIB_SERVE_TOKEN in the router's environment, if set.
+    A dependency, so it is checked before the body is (no 422 leaks the schema to a caller without it)."""
+    if not check_token(authorization, token_from_env()):
+        raise HTTPException(status_code=401, detail="missing or wrong bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+@serve.deployment(name="CRM", ray_actor_options={"num_cpus": 0.1})
+class CrmDeployment:
+    def __init__(self, crm_dir: str, vocab_hash: str | None = None):
+        self.scorer = CrmScorer(crm_dir, vocab_hash)
+
+    def predict(self, samples: list[dict[str, Any]]) -> list[float]:
+        return self.scorer(samples)
+
+
+@serve.deployment(name="LLM", ray_actor_options={"num_cpus": 0.5})
+class LlmDeployment:
+    def __init__(self, model_name: str, adapter_dir: str, max_length: int = 512, dtype: str = "auto",
+                 max_batch_size: int = 16):
+        self.scorer = LlmScorer(model_name, adapter_dir, max_length, dtype)
+        self.score.set_max_batch_size(max_batch_size)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def score(self, samples: list[dict[str, Any]]) -> list[float]:
+        """Requests arriving together run as one forward pass (Serve collects them, up to max_batch_size)."""
+        return self.scorer(samples)
+
+
+@serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.1})
+@serve.ingress(api)
+class Router:
+    def __init__(self, crm, llm):
+        from ray.serve import metrics
+
+        self.crm, self.llm = crm, llm
+        self.threshold, self.llm_timeout_s = MAX_THRESHOLD, 10.0  # set by `reconfigure` (user_config) at start
+        self.started_at = time.time()
+        self.samples = metrics.Counter("raylib_serve_samples", description="samples answered")
+        self.routed = metrics.Counter("raylib_serve_llm_samples", description="samples the LLM answered")
+        self.fallbacks = metrics.Counter("raylib_serve_fallbacks",
+                                         description="samples the LLM should have answered, answered by the CRM")
+        self.latency = metrics.Histogram("raylib_serve_latency_ms", description="/predict latency",
+                                         boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000])
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """`user_config`: {"threshold": float, "llm_timeout_s": float}; applied live, no restart."""
+        from raylib.routing import MAX_ENTROPY
+
+        threshold = float(config.get("threshold", self.threshold))
+        if not 0.0 <= threshold <= MAX_ENTROPY:
+            raise ValueError(f"threshold {threshold} is outside [0, ln 2]")
+        self.threshold = threshold
+        self.llm_timeout_s = float(config.get("llm_timeout_s", self.llm_timeout_s))
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "threshold": self.threshold, "llm_timeout_s": self.llm_timeout_s,
+                "started_at": self.started_at}
+
+    @api.post("/predict", response_model=PredictResponse)
+    async def predict(self, body: PredictRequest, _: None = Depends(_bearer_token)):
+        start = time.perf_counter()
+        samples = [s.model_dump() for s in body.samples]
+        try:
+            crm = await self.crm.predict.remote(samples)
+        except Exception as err:  # noqa: BLE001 - any CRM failure is the service's, said as a 503
+            raise HTTPException(status_code=503, detail=f"the CRM is unavailable: {type(err).__name__}") from None
+        uncertain = [i for i, go in enumerate(routing_plan(crm, self.threshold)) if go]
+        llm: dict[int, float] = {}
+        degraded = False
+        if uncertain:
+            try:
+                answers = await asyncio.wait_for(
+                    asyncio.gather(*[self.llm.score.remote(samples[i]) for i in uncertain]), self.llm_timeout_s)
+                llm = dict(zip(uncertain, answers))
+            except Exception:  # noqa: BLE001 - an LLM error or timeout degrades to the CRM, never fails
+                degraded = True
+                self.fallbacks.inc(len(uncertain))
+        from raylib.routing import entropy
+
+        entropies = entropy(crm).tolist()
+        predictions = []
+        for i, p in enumerate(crm):
+            if i in llm:
+                predictions.append(Prediction(probability=llm[i], routed_to="llm", crm_probability=p,
+                                              entropy=entropies[i]))
+            else:
+                predictions.append(Prediction(probability=p, routed_to="crm", crm_probability=p,
+                                              entropy=entropies[i], degraded=degraded and i in uncertain))
+        self.samples.inc(len(samples))
+        if llm:  # Ray's counters refuse an increment of 0
+            self.routed.inc(len(llm))
+        latency = now_ms(start)
+        self.latency.observe(latency)
+        return PredictResponse(predictions=predictions, latency_ms=latency, threshold=self.threshold)
+
+
+def build_app(artifacts: str, model_name: str | None = None, max_length: int = 512, dtype: str = "auto",
+              threshold: float | None = None, llm_timeout_s: float = 10.0, crm: dict | None = None,
+              llm: dict | None = None, router: dict | None = None):
+    """Router(CRM, LLM) from a CoReLLa artifacts folder; `crm` / `llm` / `router`: each deployment's own
+    `.options(...)` (autoscaling_config, ray_actor_options with num_cpus / num_gpus, max_ongoing_requests)."""
+    paths = artifact_paths(artifacts)
+    routing = paths["routing"]
+    crm_app = CrmDeployment.options(**(crm or {})).bind(paths["crm_dir"], routing.vocab_hash)
+    llm_app = LlmDeployment.options(**(llm or {})).bind(model_name or routing.model, paths["adapter_dir"],
+                                                        max_length, dtype)
+    threshold = routing.threshold if threshold is None else threshold
+    # The threshold and timeout are user_config only: changing them updates the router in place, no restart.
+    router_options = {"user_config": {"threshold": threshold, "llm_timeout_s": llm_timeout_s}, **(router or {})}
+    token = token_from_env()
+    if token:  # the router's process gets it through its runtime environment, read when the replica starts
+        actor = dict(router_options.get("ray_actor_options") or {"num_cpus": 0.1})
+        runtime = dict(actor.get("runtime_env") or {})
+        runtime["env_vars"] = {**runtime.get("env_vars", {}), TOKEN_ENV: token}
+        router_options["ray_actor_options"] = {**actor, "runtime_env": runtime}
+    return Router.options(**router_options).bind(crm_app, llm_app)

@@ -1,0 +1,165 @@
+"""Ray Serve: Router + CRM + LLM deployments started with `serve.run` on the test session's Ray (fractional CPUs,
+a free port) and driven over real HTTP: routing by threshold, live reconfiguration, degraded answers when the
+LLM fails, the bearer token, 422s for bad bodies, the OpenAPI schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from raylib.config import CrmSettings, CtrDataConfig
+from raylib.routing import MAX_ENTROPY, RoutingConfig
+
+
+def make_artifacts(folder, model_dir):
+    """What `jobs.corella` publishes, with untrained weights: crm/ (+ vocabulary), a PEFT adapter, routing.json."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from raylib.crm import DCNv2, crm_shape, save_crm
+    from raylib.data.ctr import CtrVocab, load_ctr_data
+    from raylib.model import lora_config
+    from raylib.config import LoraSettings
+
+    data = load_ctr_data(CtrDataConfig())
+    vocab = CtrVocab.build(data.train)
+    torch.manual_seed(0)
+    shape = crm_shape(CrmSettings(), vocab)
+    save_crm(DCNv2(**shape).state_dict(), shape, vocab, folder / "crm")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora_config(LoraSettings())).save_pretrained(
+        folder / "adapter")
+    sha = lambda p: hashlib.sha1(p.read_bytes()).hexdigest()  # noqa: E731
+    RoutingConfig(threshold=0.5, llm_budget=0.2, vocab_hash=vocab.fingerprint(),
+                  crm_hash=sha(folder / "crm" / "model.safetensors"),
+                  adapter_hash=sha(folder / "adapter" / "adapter_model.safetensors"),
+                  model=str(model_dir)).save(folder / "routing.json")
+    return data.test.slice(0, 24).drop(["label", "timestamp"]).to_pylist()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url, path, body=None, token=None, method=None):
+    data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+    request = urllib.request.Request(url + path, data=data, method=method or ("POST" if data else "GET"),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def deploy(service) -> None:
+    """`serve deploy` of the service's config through the dashboard's REST API (as the CLI does), then wait."""
+    import time
+
+    from ray import serve
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(service["dashboard"]).deploy_applications(service["config"])
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        app = serve.status().applications.get("corella")
+        if app is not None and app.status == "RUNNING" and all(
+                d.status == "HEALTHY" for d in app.deployments.values()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the application did not become ready: {serve.status()}")
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, tiny_model_dir, tmp_path_factory):
+    from ray import serve
+
+    from raylib.serving import TOKEN_ENV
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    samples = make_artifacts(folder, tiny_model_dir)
+    port = free_port()
+    dashboard = "http://" + ray_session._private.worker.global_worker.node.address_info["webui_url"]
+    config = {"http_options": {"host": "127.0.0.1", "port": port}, "applications": [{
+        "name": "corella", "route_prefix": "/", "import_path": "serve.app:build",
+        "args": {"artifacts": str(folder)},
+        "runtime_env": {"env_vars": {TOKEN_ENV: "s3cret"}},
+        "deployments": [
+            {"name": "Router", "user_config": {"threshold": 0.5, "llm_timeout_s": 60.0}},
+            {"name": "LLM", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2,
+                                                   "target_ongoing_requests": 4}},
+            {"name": "CRM", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2}}]}]}
+    service = {"url": f"http://127.0.0.1:{port}", "samples": samples, "folder": folder, "config": config,
+               "dashboard": dashboard}
+    deploy(service)
+    yield service
+    serve.shutdown()
+
+
+def reconfigure(service, **user_config) -> None:
+    """Redeploy the same config with another router user_config: Serve reconfigures the running router."""
+    router = service["config"]["applications"][0]["deployments"][0]
+    router["user_config"] = {**router["user_config"], **user_config}
+    deploy(service)
+
+
+def test_requests_need_the_token_and_bodies_are_checked(service):
+    url, sample = service["url"], service["samples"][0]
+    assert call(url, "/healthz")[0] == 200  # the only open endpoint
+    assert call(url, "/predict", {"samples": [sample]})[0] == 401
+    assert call(url, "/predict", {"samples": [sample]}, token="wrong")[0] == 401
+    status, body = call(url, "/predict", {"samples": [{**sample, "history_ratings": [1.0]}]}, token="s3cret")
+    assert status == 422 and "history_items, history_titles and history_ratings" in json.dumps(body)
+    status, body = call(url, "/predict", {"samples": []}, token="s3cret")
+    assert status == 422 and "samples" in json.dumps(body)
+    status, body = call(url, "/predict", b"{not json", token="s3cret")
+    assert status == 422
+    status, schema = call(url, "/openapi.json")
+    assert status == 200 and "/predict" in schema["paths"]
+
+
+def test_the_crm_answers_the_confident_and_the_llm_the_rest(service):
+    url, samples = service["url"], service["samples"]
+    status, body = call(url, "/predict", {"samples": samples}, token="s3cret")
+    assert status == 200, body
+    threshold = body["threshold"]
+    for p in body["predictions"]:
+        assert p["routed_to"] == ("llm" if p["entropy"] > threshold else "crm")
+        assert 0.0 <= p["probability"] <= 1.0 and not p["degraded"]
+        if p["routed_to"] == "crm":
+            assert p["probability"] == p["crm_probability"]
+
+
+def test_reconfiguring_the_threshold_changes_routing_without_a_restart(service):
+    url, samples = service["url"], service["samples"]
+    started = call(url, "/healthz")[1]["started_at"]
+    try:
+        reconfigure(service, threshold=0.0)  # every sample above it: all to the LLM
+        body = call(url, "/predict", {"samples": samples[:6]}, token="s3cret")[1]
+        assert {p["routed_to"] for p in body["predictions"]} == {"llm"} and body["threshold"] == 0.0
+        reconfigure(service, threshold=MAX_ENTROPY)  # none above it: all to the CRM
+        body = call(url, "/predict", {"samples": samples[:6]}, token="s3cret")[1]
+        assert {p["routed_to"] for p in body["predictions"]} == {"crm"}
+        assert call(url, "/healthz")[1]["started_at"] == started  # the same router replica, reconfigured
+    finally:
+        reconfigure(service, threshold=0.5)
+
+
+def test_a_slow_llm_degrades_to_the_crm_without_failing(service):
+    url, samples = service["url"], service["samples"]
+    try:
+        reconfigure(service, threshold=0.0, llm_timeout_s=0.001)  # the LLM cannot answer in time
+        status, body = call(url, "/predict", {"samples": samples[:4]}, token="s3cret")
+        assert status == 200
+        assert all(p["degraded"] and p["routed_to"] == "crm" and p["probability"] == p["crm_probability"]
+                   for p in body["predictions"])
+    finally:
+        reconfigure(service, threshold=0.5, llm_timeout_s=60.0)
