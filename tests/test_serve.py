@@ -163,3 +163,47 @@ def test_a_slow_llm_degrades_to_the_crm_without_failing(service):
                    for p in body["predictions"])
     finally:
         reconfigure(service, threshold=0.5, llm_timeout_s=60.0)
+
+
+def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
+    """Kill the LLM's replica while requests go to it: every request still gets a 200, the samples the LLM
+    could not answer are the CRM's (degraded); Serve then starts a new replica."""
+    import ray
+    from ray.util.state import list_actors
+
+    url, samples = service["url"], service["samples"]
+    try:
+        reconfigure(service, threshold=0.0, llm_timeout_s=5.0)
+        replicas = [a for a in list_actors(address=service["dashboard"], filters=[("state", "=", "ALIVE")])
+                    if a.class_name.endswith("LLM") or ":LLM" in (a.name or "")]
+        assert replicas, "no LLM replica found"
+        ray.kill(ray.get_actor(replicas[0].name, namespace="serve"), no_restart=True)
+        for start in range(0, 12, 2):
+            status, body = call(url, "/predict", {"samples": samples[start:start + 2]}, token="s3cret")
+            assert status == 200, body
+            assert all(p["routed_to"] == "llm" or p["degraded"] for p in body["predictions"])
+    finally:
+        reconfigure(service, threshold=0.5, llm_timeout_s=60.0)
+
+
+def test_the_deploy_config_is_valid_and_names_the_deployments():
+    """serve/config.yaml passes Serve's own schema and configures exactly the app's three deployments."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema(**yaml.safe_load((Path(__file__).parents[1] / "serve" / "config.yaml").read_text()))
+    app = config.applications[0]
+    assert app.import_path == "serve.app:build" and config.http_options.host == "127.0.0.1"
+    assert {d.name for d in app.deployments} == {"Router", "CRM", "LLM"}
+    router = next(d for d in app.deployments if d.name == "Router")
+    assert 0 <= router.user_config["threshold"] <= MAX_ENTROPY
+
+
+def test_missing_artifacts_say_how_to_make_them(tmp_path):
+    from raylib import RaylibError
+    from raylib.serving import artifact_paths
+
+    with pytest.raises(RaylibError, match=r"No CoReLLa artifacts in .*python -m jobs.corella"):
+        artifact_paths(tmp_path)
