@@ -24,6 +24,7 @@ Modules, one concern each:
   tallrec     the TALLRec job pipeline
   nextitem    the BIGRec / GenRec job pipelines
   corella     the CoReLLa pipeline: three stages, threshold search, routed evaluation, artifacts for Serve
+  serving     Ray Serve: CoReLLa's CRM and LLM deployments behind a FastAPI router
 """
 
 __version__ = "0.1.0"
