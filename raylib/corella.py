@@ -49,7 +49,7 @@ def train_crm(job: CorellaJobConfig, vocab: CtrVocab, data: CtrData) -> Path:
     """DCNv2 on the whole training split through the shared Ray Train loop. The trainer's choice for a model
     this small (well under a million parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain
     data parallelism (gradients all-reduced, nothing partitioned). Returns the CRM folder with its vocabulary."""
-    from raylib.crm import CONFIG_FILE, VOCAB_FILE, crm_shape
+    from raylib.crm import crm_shape
     from raylib.tasks.crm import CrmTask
     from raylib.train.driver import train
 
@@ -65,7 +65,13 @@ def train_crm(job: CorellaJobConfig, vocab: CtrVocab, data: CtrData) -> Path:
                   "max_failures": job.train.max_failures}}, where="CRM stage")
     print(f"[corella] stage 1: DCNv2 on {data.train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
     result = train(CrmTask, stage, vocab.records(data.train), vocab.records(data.valid))
-    folder = Path(result.adapter_dir)
+    return attach_vocab(Path(result.adapter_dir), vocab)
+
+
+def attach_vocab(folder: Path, vocab: CtrVocab) -> Path:
+    """A published CRM folder gets `vocab.json` and the vocabulary's hash in `config.json` (what `load_crm` checks)."""
+    from raylib.crm import CONFIG_FILE, VOCAB_FILE
+
     vocab.save(folder / VOCAB_FILE)
     config = json.loads((folder / CONFIG_FILE).read_text())
     (folder / CONFIG_FILE).write_text(json.dumps({**config, "vocab_hash": vocab.fingerprint()}, indent=1))
@@ -180,12 +186,8 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     joint_table, llm_table, valid_table = stage_subsets(job, data)
     joint_dir = train_llm_stage(job, "joint", vocab, joint_table, valid_table, crm_dir=crm_dir)
     llm_dir = train_llm_stage(job, "llm", vocab, llm_table, valid_table, adapter_dir=joint_dir / "adapter")
-    final_crm, adapter = joint_dir / "crm", llm_dir / "adapter"
-    from raylib.crm import VOCAB_FILE
-
-    vocab.save(final_crm / VOCAB_FILE)  # the joint stage's CRM keeps stage 1's vocabulary
-    config = json.loads((final_crm / "config.json").read_text())
-    (final_crm / "config.json").write_text(json.dumps({**config, "vocab_hash": vocab.fingerprint()}, indent=1))
+    adapter = llm_dir / "adapter"
+    final_crm = attach_vocab(joint_dir / "crm", vocab)  # the joint stage's CRM keeps stage 1's vocabulary
 
     # Scores on fixed seeded subsets (the LLM is the expensive part); cached under the models' hashes.
     valid = vocab.records(sample_rows(data.valid, job.data.valid_samples, job.data.seed + 2), with_text=True)
@@ -234,12 +236,12 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
 
     artifacts = publish_artifacts(job, final_crm, adapter, vocab, threshold, found["valid"], output / "artifacts")
     per_1000 = lambda seconds: 1000.0 * seconds / len(test)  # noqa: E731
+    full_test = vocab.records(data.test)  # the CRM alone on the whole test split, encoded once
     report = {
         "test_samples": len(test), "valid_samples": len(valid),
         "metrics": {"crm": binary_report(test_labels, crm_test), "llm": binary_report(test_labels, llm_test),
                     "routed": binary_report(test_labels, routed_probs)},
-        "crm_full_test": binary_report([r["label"] for r in vocab.records(data.test)],
-                                       get_crm_probs(final_crm, vocab.records(data.test))),
+        "crm_full_test": binary_report([r["label"] for r in full_test], get_crm_probs(final_crm, full_test)),
         "llm_share": float(mask.mean()), "threshold": threshold, "threshold_search": found,
         "seconds_per_1000": {"crm": per_1000(test_scores["crm_seconds"]), "llm": per_1000(test_scores["llm_seconds"]),
                              "routed": per_1000(routed["seconds"])},
@@ -286,16 +288,27 @@ def publish_artifacts(job: CorellaJobConfig, crm_dir: Path, adapter_dir: Path, v
     return published
 
 
-def load_artifacts(folder: str | Path, job: CorellaJobConfig) -> RoutedScorer:
-    """The routed scorer from `publish_artifacts`' folder; a CRM, vocabulary or adapter other than the ones the
-    threshold was tuned with is refused."""
+def check_artifacts(folder: str | Path) -> RoutingConfig:
+    """The routing config of `publish_artifacts`' folder, after checking that its CRM, vocabulary and adapter are
+    the ones the threshold was tuned with (else a RaylibError naming which); a clear error when there are none."""
     from raylib.crm import load_crm
 
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
+    if not (folder / ROUTING_FILE).is_file():
+        raise RaylibError(f"No CoReLLa artifacts in {folder}: train them first, e.g. "
+                          "`python -m jobs.corella --config jobs/configs/corella_cpu.yaml` "
+                          "(they are written to <output_dir>/artifacts), then pass that folder.")
     routing = RoutingConfig.load(folder / ROUTING_FILE)
     _, vocab = load_crm(folder / "crm", expect_vocab=routing.vocab_hash)
     routing.check(vocab.fingerprint(), _sha1(folder / "crm" / "model.safetensors"),
                   _sha1(folder / "adapter" / "adapter_model.safetensors"))
+    return routing
+
+
+def load_artifacts(folder: str | Path, job: CorellaJobConfig) -> RoutedScorer:
+    """The routed scorer from `publish_artifacts`' folder (checked by `check_artifacts`)."""
+    routing = check_artifacts(folder)
+    folder = Path(folder).expanduser()
     return RoutedScorer(folder / "crm", folder / "adapter", job, routing.threshold)
 
 

@@ -156,24 +156,12 @@ def check_token(header: str | None, token: str | None) -> bool:
 
 
 def artifact_paths(folder: str | Path) -> dict[str, Any]:
-    """The artifacts' paths and routing config, checked against each other; a clear error when there are none."""
-    from raylib import RaylibError
-    from raylib.routing import ROUTING_FILE, RoutingConfig
+    """The artifacts' paths and routing config, checked against each other (`raylib.corella.check_artifacts`)."""
+    from raylib.corella import check_artifacts
 
     folder = Path(folder).expanduser()
-    if not (folder / ROUTING_FILE).is_file():
-        raise RaylibError(f"No CoReLLa artifacts in {folder}: train them first, e.g. "
-                          "`python -m jobs.corella --config jobs/configs/corella_cpu.yaml` "
-                          "(they are written to <output_dir>/artifacts), then pass that folder.")
-    routing = RoutingConfig.load(folder / ROUTING_FILE)
-    import hashlib
-
-    from raylib.crm import load_crm
-
-    _, vocab = load_crm(folder / "crm", expect_vocab=routing.vocab_hash)
-    routing.check(vocab.fingerprint(), hashlib.sha1((folder / "crm" / "model.safetensors").read_bytes()).hexdigest(),
-                  hashlib.sha1((folder / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest())
-    return {"crm_dir": str(folder / "crm"), "adapter_dir": str(folder / "adapter"), "routing": routing}
+    return {"crm_dir": str(folder / "crm"), "adapter_dir": str(folder / "adapter"),
+            "routing": check_artifacts(folder)}
 
 
 def now_ms(start: float) -> float:
