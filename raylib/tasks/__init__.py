@@ -6,4 +6,5 @@
   sasrec    SASRec, the whole small model, best epoch by validation NDCG@10
   crm       DCNv2 alone (CoReLLa stage 1), best epoch by validation AUC
   corella   CoReLLa's joint stage (LLM + CRM + alignment in one engine) and LLM-only stage
+  whole_model  safetensors checkpoints of a small model trained whole (SASRec, DCNv2)
 """

@@ -6,24 +6,21 @@ A checkpoint folder holds `crm.safetensors` (latest), `best_crm.safetensors` and
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from raylib.config import CrmJobConfig, to_dict
-from raylib.crm import CONFIG_FILE, MODEL_FILE, DCNv2, crm_batch
+from raylib.crm import DCNv2, crm_batch
 from raylib.metrics import binary_report
-from raylib.train.checkpoint import RUN_LENGTH_FIELDS, publish_folder
+from raylib.tasks.whole_model import WholeModelCheckpoints
+from raylib.train.checkpoint import RUN_LENGTH_FIELDS
 from raylib.train.task import WorkerContext, sharded_map
 
-LATEST, BEST, SHAPE = "crm.safetensors", "best_crm.safetensors", "crm_config.json"
 
-
-class CrmTask:
+class CrmTask(WholeModelCheckpoints):
+    name: ClassVar[str] = "crm"  # checkpoint files and the published folder (`whole_model`)
     config_cls: ClassVar[type] = CrmJobConfig
     metric: ClassVar[str] = "auc"
     higher_is_better: ClassVar[bool] = True
@@ -55,33 +52,8 @@ class CrmTask:
         module.train()
         return binary_report([i["label"] for i in items], values)
 
-    def trainable_state(self, module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-    def write(self, module, latest, best, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        save_file(latest, str(folder / LATEST))
-        save_file(best, str(folder / BEST))
-        (folder / SHAPE).write_text(json.dumps(self.job.crm_shape, indent=1))
-
-    def restore(self, module, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        module.load_state_dict(load_file(str(folder / LATEST)))
-
-    def read_best(self, folder: Path) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
-
-        return load_file(str(folder / BEST))
-
-    @classmethod
-    def publish(cls, folder: Path, output_dir: Path, summary: dict[str, Any]) -> Path:
-        """`output_dir/crm/`: model.safetensors (best epoch) and config.json; the pipeline adds vocab.json."""
-        with tempfile.TemporaryDirectory(dir=output_dir) as staging:
-            (Path(staging) / MODEL_FILE).write_bytes((folder / BEST).read_bytes())
-            (Path(staging) / CONFIG_FILE).write_text((folder / SHAPE).read_text())
-            return publish_folder(Path(staging), output_dir / "crm", extra=summary)
+    def shape(self) -> dict[str, Any]:
+        return self.job.crm_shape
 
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:

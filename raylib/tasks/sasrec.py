@@ -7,9 +7,6 @@ A checkpoint folder holds `sasrec.safetensors` (latest), `best_sasrec.safetensor
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -17,14 +14,14 @@ import torch.nn.functional as F
 
 from raylib.config import SasrecJobConfig, to_dict
 from raylib.metrics import ranking_report
-from raylib.sasrec import CONFIG_FILE, MODEL_FILE, SASRec, history_tensor
-from raylib.train.checkpoint import RUN_LENGTH_FIELDS, publish_folder
+from raylib.sasrec import SASRec, history_tensor
+from raylib.tasks.whole_model import WholeModelCheckpoints
+from raylib.train.checkpoint import RUN_LENGTH_FIELDS
 from raylib.train.task import WorkerContext, sharded_map
 
-LATEST, BEST, HPARAMS = "sasrec.safetensors", "best_sasrec.safetensors", "sasrec_config.json"
 
-
-class SasrecTask:
+class SasrecTask(WholeModelCheckpoints):
+    name: ClassVar[str] = "sasrec"  # checkpoint files and the published folder (`whole_model`)
     config_cls: ClassVar[type] = SasrecJobConfig
     metric: ClassVar[str] = "ndcg@10"
     higher_is_better: ClassVar[bool] = True
@@ -69,34 +66,8 @@ class SasrecTask:
         report = ranking_report(values, (10,))
         return {"ndcg@10": report["ndcg@10"], "hr@10": report["hr@10"]}
 
-    # ------------------------------------------------------------ checkpoints (safetensors)
-    def trainable_state(self, module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-    def write(self, module, latest, best, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        save_file(latest, str(folder / LATEST))
-        save_file(best, str(folder / BEST))
-        (folder / HPARAMS).write_text(json.dumps(self.hparams(self.job), indent=1))
-
-    def restore(self, module, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        module.load_state_dict(load_file(str(folder / LATEST)))
-
-    def read_best(self, folder: Path) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
-
-        return load_file(str(folder / BEST))
-
-    @classmethod
-    def publish(cls, folder: Path, output_dir: Path, summary: dict[str, Any]) -> Path:
-        """`output_dir/sasrec/`: model.safetensors (best epoch), config.json, training_summary.json."""
-        with tempfile.TemporaryDirectory(dir=output_dir) as staging:
-            (Path(staging) / MODEL_FILE).write_bytes((folder / BEST).read_bytes())
-            (Path(staging) / CONFIG_FILE).write_text((folder / HPARAMS).read_text())
-            return publish_folder(Path(staging), output_dir / "sasrec", extra=summary)
+    def shape(self) -> dict[str, Any]:
+        return self.hparams(self.job)
 
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""Checkpoints of a small model trained whole (no LoRA): its state dict in safetensors, its constructor's
+arguments in JSON. SASRec and DCNv2 (CoReLLa stage 1) share this; a task sets the file names and `shape()`.
+
+A checkpoint folder holds `<name>.safetensors` (latest), `best_<name>.safetensors` and `<name>_config.json`;
+`publish` copies the best as `<output_dir>/<name>/model.safetensors` + `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from raylib.train.checkpoint import publish_folder
+
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+class WholeModelCheckpoints:
+    name: ClassVar[str]  # e.g. "sasrec": file names and the published folder
+
+    def shape(self) -> dict[str, Any]:
+        """The model constructor's arguments (written beside the weights)."""
+        raise NotImplementedError
+
+    def trainable_state(self, module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    def write(self, module, latest, best, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(latest, str(folder / f"{self.name}.safetensors"))
+        save_file(best, str(folder / f"best_{self.name}.safetensors"))
+        (folder / f"{self.name}_config.json").write_text(json.dumps(self.shape(), indent=1))
+
+    def restore(self, module, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        module.load_state_dict(load_file(str(folder / f"{self.name}.safetensors")))
+
+    def read_best(self, folder: Path) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(str(folder / f"best_{self.name}.safetensors"))
+
+    @classmethod
+    def publish(cls, folder: Path, output_dir: Path, summary: dict[str, Any]) -> Path:
+        with tempfile.TemporaryDirectory(dir=output_dir) as staging:
+            (Path(staging) / MODEL_FILE).write_bytes((folder / f"best_{cls.name}.safetensors").read_bytes())
+            (Path(staging) / CONFIG_FILE).write_text((folder / f"{cls.name}_config.json").read_text())
+            return publish_folder(Path(staging), output_dir / cls.name, extra=summary)
