@@ -270,8 +270,26 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
         gammas[name] = found
         ranks[f"bigrec_{name}"] = target_ranks(reweight(distances["test"], test_signal,
                                                         found["best_params"]["gamma"]), targets["test"])
-    return finish_report(job, "bigrec", data, ranks, beams["test"], result, start,
-                         gamma={k: v["best_params"]["gamma"] for k, v in gammas.items()}, gamma_search=gammas)
+    gamma = {k: v["best_params"]["gamma"] for k, v in gammas.items()}
+    report = finish_report(job, "bigrec", data, ranks, beams["test"], result, start, gamma=gamma,
+                           gamma_search=gammas)
+    publish_for_serving(job, data, catalogue_emb, result.adapter_dir, gamma["pop"], report["metrics"])
+    return report
+
+
+def publish_for_serving(job: NextItemJobConfig, data: SequenceData, catalogue_emb, adapter_dir, gamma: float,
+                        metrics: dict[str, Any]) -> Path:
+    """`<output_dir>/recommender/`: what `POST /recommend` of the Serve app loads (`raylib.recommender`)."""
+    from raylib.recommender import RecommenderConfig, publish_recommender
+
+    g = job.generation
+    config = RecommenderConfig(model=job.model.name, domain=job.data.domain, max_length=job.data.max_length,
+                               num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, pooling=job.grounding.pooling,
+                               dtype=g.dtype, gamma=float(gamma), metrics=metrics.get("bigrec_pop", {}))
+    folder = publish_recommender(Path(job.output_dir).expanduser().resolve() / "recommender", config, data.catalogue,
+                                 catalogue_emb, {"bigrec": Path(adapter_dir)})
+    print(f"[bigrec] published for serving: {folder}", flush=True)
+    return folder
 
 
 def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict[str, Any]:

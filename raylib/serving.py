@@ -22,11 +22,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
+
+from raylib.recommender import ADAPTER_ID
 
 MAX_HISTORY = 50
 MAX_BATCH = 64
@@ -80,6 +82,29 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
     latency_ms: float
     threshold: float
+
+
+class RecommendRequest(BaseModel):
+    """BIGRec top-K: the user's history as catalogue item ids, oldest first."""
+    model_config = ConfigDict(extra="forbid")
+    history: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=MAX_HISTORY)
+    k: int = Field(10, ge=1, le=100)
+    adapter: str = Field("bigrec", pattern=ADAPTER_ID.pattern, description="which tuned adapter generates")
+    exclude_history: bool = False
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    score: float  # grounding distance, re-weighted by popularity: lower is better
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    generated: str  # the title the adapter wrote, before grounding
+    adapter: str
+    gamma: float
+    latency_ms: float
 
 
 def sample_row(sample: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +213,8 @@ def _bearer_token(authorization: str | None = Header(default=None)) -> None:
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-@serve.deployment(name="CRM", ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(name="CRM", ray_actor_options={"num_cpus": 0.1},
+                  autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8})
 class CrmDeployment:
     def __init__(self, crm_dir: str, vocab_hash: str | None = None):
         self.scorer = CrmScorer(crm_dir, vocab_hash)
@@ -197,7 +223,8 @@ class CrmDeployment:
         return self.scorer(samples)
 
 
-@serve.deployment(name="LLM", ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="LLM", ray_actor_options={"num_cpus": 0.5},
+                  autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4})
 class LlmDeployment:
     def __init__(self, model_name: str, adapter_dir: str, max_length: int = 512, dtype: str = "auto",
                  max_batch_size: int = 16):
@@ -210,21 +237,64 @@ class LlmDeployment:
         return self.scorer(samples)
 
 
+class LoadedAdapter:
+    """What `@serve.multiplexed` keeps per adapter id; Serve calls `__del__` when it evicts one (LRU)."""
+
+    def __init__(self, recommender, adapter_id: str):
+        self.recommender, self.adapter_id, self.unloaded = recommender, adapter_id, False
+
+    def __del__(self):
+        if not self.unloaded:
+            self.unloaded = True
+            self.recommender.unload_adapter(self.adapter_id)
+
+
+@serve.deployment(name="Generator", ray_actor_options={"num_cpus": 0.5},
+                  autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2})
+class GeneratorDeployment:
+    """BIGRec: one base model per replica; adapters by id through Serve's model multiplexing (requests carry
+    `multiplexed_model_id`, Serve prefers a replica that has it loaded, and evicts the least recently used)."""
+
+    def __init__(self, folder: str):
+        from raylib.recommender import Recommender
+
+        self.recommender = Recommender(folder)
+
+    @serve.multiplexed(max_num_models_per_replica=4)
+    async def adapter(self, adapter_id: str) -> LoadedAdapter:
+        return LoadedAdapter(self.recommender, self.recommender.load_adapter(adapter_id))
+
+    async def recommend(self, history: list[str], k: int, exclude_history: bool) -> dict[str, Any]:
+        """The top-k, or {"status": 404 | 422, "detail": ...} for an unknown adapter or unknown items."""
+        from raylib.recommender import UnknownItems, adapter_ids
+
+        adapter_id = serve.get_multiplexed_model_id()
+        if adapter_id not in adapter_ids(self.recommender.folder):
+            return {"status": 404, "detail": f"no adapter {adapter_id!r}; this service has "
+                                             f"{adapter_ids(self.recommender.folder)}"}
+        loaded = await self.adapter(adapter_id)
+        try:
+            return self.recommender.recommend(loaded.adapter_id, history, k, exclude_history)
+        except UnknownItems as err:
+            return {"status": 422, "detail": str(err)}
+
+
 @serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Router:
-    def __init__(self, crm, llm):
+    def __init__(self, crm, llm, generator=None):
         from ray.serve import metrics
 
-        self.crm, self.llm = crm, llm
+        self.crm, self.llm, self.generator = crm, llm, generator
         self.threshold, self.llm_timeout_s = MAX_THRESHOLD, 10.0  # set by `reconfigure` (user_config) at start
         self.started_at = time.time()
         self.samples = metrics.Counter("raylib_serve_samples", description="samples answered")
         self.routed = metrics.Counter("raylib_serve_llm_samples", description="samples the LLM answered")
         self.fallbacks = metrics.Counter("raylib_serve_fallbacks",
                                          description="samples the LLM should have answered, answered by the CRM")
-        self.latency = metrics.Histogram("raylib_serve_latency_ms", description="/predict latency",
-                                         boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000])
+        self.latency = metrics.Histogram("raylib_serve_latency_ms", description="request latency per route",
+                                         boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000],
+                                         tag_keys=("route",))
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """`user_config`: {"threshold": float, "llm_timeout_s": float}; applied live, no restart."""
@@ -239,7 +309,26 @@ class Router:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "threshold": self.threshold, "llm_timeout_s": self.llm_timeout_s,
-                "started_at": self.started_at}
+                "started_at": self.started_at, "recommend": self.generator is not None}
+
+    @api.post("/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest, _: None = Depends(_bearer_token)):
+        """BIGRec top-K from a history (when a recommender folder is deployed); `adapter` picks the tuned LoRA."""
+        if self.generator is None:
+            raise HTTPException(status_code=404, detail="no BIGRec recommender is deployed: publish one with "
+                                "`python -m jobs.bigrec` and start the app with recommender=<output_dir>/recommender")
+        start = time.perf_counter()
+        try:
+            out = await self.generator.options(multiplexed_model_id=body.adapter).recommend.remote(
+                body.history, body.k, body.exclude_history)
+        except Exception as err:  # noqa: BLE001 - a generator failure is the service's, said as a 503
+            raise HTTPException(status_code=503,
+                                detail=f"the generator is unavailable: {type(err).__name__}") from None
+        if "status" in out:
+            raise HTTPException(status_code=out["status"], detail=out["detail"])
+        latency = now_ms(start)
+        self.latency.observe(latency, tags={"route": "/recommend"})
+        return RecommendResponse(**out, latency_ms=latency)
 
     @api.post("/predict", response_model=PredictResponse)
     async def predict(self, body: PredictRequest, _: None = Depends(_bearer_token)):
@@ -275,15 +364,17 @@ class Router:
         if llm:  # Ray's counters refuse an increment of 0
             self.routed.inc(len(llm))
         latency = now_ms(start)
-        self.latency.observe(latency)
+        self.latency.observe(latency, tags={"route": "/predict"})
         return PredictResponse(predictions=predictions, latency_ms=latency, threshold=self.threshold)
 
 
 def build_app(artifacts: str, model_name: str | None = None, max_length: int = 512, dtype: str = "auto",
-              threshold: float | None = None, llm_timeout_s: float = 10.0, crm: dict | None = None,
-              llm: dict | None = None, router: dict | None = None):
-    """Router(CRM, LLM) from a CoReLLa artifacts folder; `crm` / `llm` / `router`: each deployment's own
-    `.options(...)` (autoscaling_config, ray_actor_options with num_cpus / num_gpus, max_ongoing_requests)."""
+              threshold: float | None = None, llm_timeout_s: float = 10.0, recommender: str | None = None,
+              crm: dict | None = None, llm: dict | None = None, router: dict | None = None,
+              generator: dict | None = None):
+    """Router(CRM, LLM[, Generator]) from a CoReLLa artifacts folder and, for `/recommend`, a BIGRec
+    `recommender` folder; `crm` / `llm` / `router` / `generator`: each deployment's own `.options(...)`
+    (autoscaling_config, ray_actor_options with num_cpus / num_gpus, max_ongoing_requests)."""
     paths = artifact_paths(artifacts)
     routing = paths["routing"]
     crm_app = CrmDeployment.options(**(crm or {})).bind(paths["crm_dir"], routing.vocab_hash)
@@ -298,4 +389,10 @@ def build_app(artifacts: str, model_name: str | None = None, max_length: int = 5
         runtime = dict(actor.get("runtime_env") or {})
         runtime["env_vars"] = {**runtime.get("env_vars", {}), TOKEN_ENV: token}
         router_options["ray_actor_options"] = {**actor, "runtime_env": runtime}
-    return Router.options(**router_options).bind(crm_app, llm_app)
+    generator_app = None
+    if recommender:
+        from raylib.recommender import check_recommender
+
+        check_recommender(recommender)
+        generator_app = GeneratorDeployment.options(**(generator or {})).bind(str(Path(recommender).expanduser()))
+    return Router.options(**router_options).bind(crm_app, llm_app, generator_app)

@@ -73,6 +73,13 @@ def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path):
     assert (tmp_path / "bigrec" / "adapter" / "adapter_model.safetensors").is_file()
     # the generated garbage of a random model still grounds: every test window got a rank
     assert len(report["ranks"]["bigrec"]) == 12 and 0.0 <= report["generation"]["not_a_title_share"] <= 1.0
+    # published for `POST /recommend`: the adapter, the catalogue and its embeddings, the tuned gamma
+    from raylib.recommender import Recommender
+
+    served = Recommender(tmp_path / "bigrec" / "recommender")
+    assert served.config.gamma == report["gamma"]["pop"] and len(served.item_embeddings) == 1682
+    top = served.recommend("bigrec", served.catalogue.item_ids[:3], k=5)
+    assert len(top["items"]) == 5 and top["gamma"] == report["gamma"]["pop"]
 
 
 def test_genrec_job_exact_and_grounded(ray_session, tiny_model_dir, tmp_path):

@@ -42,6 +42,35 @@ def make_artifacts(folder, model_dir):
     return data.test.slice(0, 24).drop(["label", "timestamp"]).to_pylist()
 
 
+def make_recommender(folder, model_dir):
+    """What `jobs.bigrec` publishes for serving, with untrained weights: 200 MovieLens titles embedded by the
+    base model, and two different adapters ("bigrec", "other") for the multiplexing."""
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from raylib.data.movielens import load_movielens
+    from raylib.data.sequences import Catalogue
+    from raylib.grounding import embed_texts
+    from raylib.recommender import RecommenderConfig, publish_recommender
+
+    items = load_movielens().items.slice(0, 200).to_pydict()
+    catalogue = Catalogue([str(i) for i in items["item_id"]], items["title"], np.arange(200, dtype=np.float64))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    embeddings = embed_texts(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer, catalogue.titles,
+                             progress=False)
+    adapters = {}
+    for seed, name in enumerate(("bigrec", "other")):
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+        get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora).save_pretrained(folder / name)
+        adapters[name] = folder / name
+    config = RecommenderConfig(model=str(model_dir), domain="movie", max_length=256, num_beams=2,
+                               max_new_tokens=6, pooling="last", gamma=0.5)
+    return publish_recommender(folder / "recommender", config, catalogue, embeddings, adapters), catalogue
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,11 +115,12 @@ def service(ray_session, tiny_model_dir, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("artifacts")
     samples = make_artifacts(folder, tiny_model_dir)
+    recommender, catalogue = make_recommender(tmp_path_factory.mktemp("bigrec"), tiny_model_dir)
     port = free_port()
     dashboard = "http://" + ray_session._private.worker.global_worker.node.address_info["webui_url"]
     config = {"http_options": {"host": "127.0.0.1", "port": port}, "applications": [{
         "name": "corella", "route_prefix": "/", "import_path": "serve.app:build",
-        "args": {"artifacts": str(folder)},
+        "args": {"artifacts": str(folder), "recommender": str(recommender)},
         "runtime_env": {"env_vars": {TOKEN_ENV: "s3cret"}},
         "deployments": [
             {"name": "Router", "user_config": {"threshold": 0.5, "llm_timeout_s": 60.0}},
@@ -98,7 +128,7 @@ def service(ray_session, tiny_model_dir, tmp_path_factory):
                                                    "target_ongoing_requests": 4}},
             {"name": "CRM", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2}}]}]}
     service = {"url": f"http://127.0.0.1:{port}", "samples": samples, "folder": folder, "config": config,
-               "dashboard": dashboard}
+               "dashboard": dashboard, "recommender": recommender, "catalogue": catalogue}
     deploy(service)
     yield service
     serve.shutdown()
@@ -186,17 +216,74 @@ def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
         reconfigure(service, threshold=0.5, llm_timeout_s=60.0)
 
 
-def test_the_deploy_config_is_valid_and_names_the_deployments():
-    """serve/config.yaml passes Serve's own schema and configures exactly the app's three deployments."""
+def test_recommend_serves_bigrec_adapters_by_id(service):
+    """/recommend: the adapter named in the request generates (Serve multiplexing over one base model), the text
+    is grounded over the whole catalogue; the answer is the one the library gives in-process."""
+    from raylib.recommender import Recommender
+
+    url, catalogue = service["url"], service["catalogue"]
+    history = catalogue.item_ids[:5]
+    assert call(url, "/recommend", {"history": history})[0] == 401
+    status, bigrec = call(url, "/recommend", {"history": history, "k": 5}, token="s3cret")
+    assert status == 200, bigrec
+    assert bigrec["adapter"] == "bigrec" and len(bigrec["items"]) == 5
+    assert all(catalogue.title(i["item_id"]) == i["title"] for i in bigrec["items"])
+    status, other = call(url, "/recommend", {"history": history, "k": 5, "adapter": "other"}, token="s3cret")
+    assert status == 200 and other["adapter"] == "other"
+    local = Recommender(service["recommender"])
+    for answer in (bigrec, other):
+        expected = local.recommend(answer["adapter"], history, 5)
+        assert answer["generated"] == expected["generated"]
+        assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in expected["items"]]
+    status, body = call(url, "/recommend", {"history": history, "k": 20, "exclude_history": True}, token="s3cret")
+    assert status == 200 and not set(history) & {i["item_id"] for i in body["items"]}
+    status, body = call(url, "/recommend", {"history": history, "adapter": "missing"}, token="s3cret")
+    assert status == 404 and "no adapter 'missing'" in body["detail"]
+    status, body = call(url, "/recommend", {"history": ["no-such-item"]}, token="s3cret")
+    assert status == 422 and "no-such-item" in body["detail"]
+    for bad in ({"history": []}, {"history": history, "k": 0}, {"history": history, "adapter": "../etc"}):
+        status, body = call(url, "/recommend", bad, token="s3cret")
+        assert status == 422, bad
+
+
+def test_adapters_join_and_leave_one_base_model(service):
+    from raylib.recommender import Recommender, UnknownAdapter
+
+    recommender = Recommender(service["recommender"])
+    first = recommender.recommend("bigrec", service["catalogue"].item_ids[:3], 3)
+    recommender.load_adapter("other")
+    assert recommender.loaded == {"bigrec", "other"}
+    recommender.unload_adapter("bigrec")  # what Serve's LRU eviction does through LoadedAdapter.__del__
+    assert recommender.loaded == {"other"} and "bigrec" not in recommender.model.peft_config
+    assert recommender.recommend("bigrec", service["catalogue"].item_ids[:3], 3) == first  # loaded again
+    with pytest.raises(UnknownAdapter, match="no adapter 'nope'|No adapter 'nope'"):
+        recommender.load_adapter("nope")
+
+
+def test_the_deploy_config_is_what_serve_build_writes(service, monkeypatch, tmp_path):
+    """serve/config.yaml is `serve build serve.app:app`'s output (plus comments, the app's name and a local
+    host): rebuilt here, every deployment's autoscaling and resources must match, and Serve's schema accepts it."""
     from pathlib import Path
 
     import yaml
+    from click.testing import CliRunner
     from ray.serve.schema import ServeDeploySchema
+    from ray.serve.scripts import cli
 
-    config = ServeDeploySchema(**yaml.safe_load((Path(__file__).parents[1] / "serve" / "config.yaml").read_text()))
-    app = config.applications[0]
-    assert app.import_path == "serve.app:build" and config.http_options.host == "127.0.0.1"
-    assert {d.name for d in app.deployments} == {"Router", "CRM", "LLM"}
+    monkeypatch.setenv("RAYLIB_CORELLA_ARTIFACTS", str(service["folder"]))
+    monkeypatch.setenv("RAYLIB_BIGREC_RECOMMENDER", str(service["recommender"]))
+    result = CliRunner().invoke(cli, ["build", "serve.app:app", "-o", str(tmp_path / "built.yaml")])
+    assert result.exit_code == 0, result.output
+    built = ServeDeploySchema(**yaml.safe_load((tmp_path / "built.yaml").read_text())).applications[0]
+    committed = ServeDeploySchema(**yaml.safe_load(
+        (Path(__file__).parents[1] / "serve" / "config.yaml").read_text()))
+    app = committed.applications[0]
+    assert app.import_path == built.import_path == "serve.app:app" and committed.http_options.host == "127.0.0.1"
+    options = lambda a: {d.name: (d.autoscaling_config, d.ray_actor_options,  # noqa: E731
+                                  sorted(d.user_config) if isinstance(d.user_config, dict) else None)
+                         for d in a.deployments}
+    assert options(app) == options(built) and set(options(app)) == {"Router", "CRM", "LLM", "Generator"}
+    assert {"RAYLIB_CORELLA_ARTIFACTS", "RAYLIB_BIGREC_RECOMMENDER"} <= set(app.runtime_env["env_vars"])
     router = next(d for d in app.deployments if d.name == "Router")
     assert 0 <= router.user_config["threshold"] <= MAX_ENTROPY
 
