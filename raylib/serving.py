@@ -213,7 +213,7 @@ def _bearer_token(authorization: str | None = Header(default=None)) -> None:
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-@serve.deployment(name="CRM", ray_actor_options={"num_cpus": 0.1},
+@serve.deployment(name="CRM", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32,
                   autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8})
 class CrmDeployment:
     def __init__(self, crm_dir: str, vocab_hash: str | None = None):
@@ -223,7 +223,7 @@ class CrmDeployment:
         return self.scorer(samples)
 
 
-@serve.deployment(name="LLM", ray_actor_options={"num_cpus": 0.5},
+@serve.deployment(name="LLM", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32,
                   autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4})
 class LlmDeployment:
     def __init__(self, model_name: str, adapter_dir: str, max_length: int = 512, dtype: str = "auto",
@@ -279,7 +279,7 @@ class GeneratorDeployment:
             return {"status": 422, "detail": str(err)}
 
 
-@serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Router:
     def __init__(self, crm, llm, generator=None):
@@ -396,3 +396,43 @@ def build_app(artifacts: str, model_name: str | None = None, max_length: int = 5
         check_recommender(recommender)
         generator_app = GeneratorDeployment.options(**(generator or {})).bind(str(Path(recommender).expanduser()))
     return Router.options(**router_options).bind(crm_app, llm_app, generator_app)
+
+
+# ------------------------------------------------------------------ operating a running service
+def deploy(config: dict[str, Any], dashboard: str, timeout_s: float = 300.0) -> None:
+    """`serve deploy` of a config dict through the dashboard's REST API (what the CLI does; a changed
+    user_config then reconfigures running replicas in place), and wait until every application is running."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(dashboard).deploy_applications(config)
+    names = [a["name"] for a in config["applications"]]
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        apps = serve.status().applications
+        if all(n in apps and apps[n].status == "RUNNING"
+               and all(d.status == "HEALTHY" for d in apps[n].deployments.values()) for n in names):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the applications {names} did not become ready in {timeout_s:.0f} s: {serve.status()}")
+
+
+def dashboard_url() -> str:
+    """The connected Ray's dashboard address (for `deploy` and the state API)."""
+    import ray
+
+    return "http://" + ray._private.worker.global_worker.node.address_info["webui_url"]
+
+
+def replica_actors(deployment: str, dashboard: str) -> list[str]:
+    """Names of the live replica actors of `deployment` (namespace "serve"), e.g. to kill one in a drill."""
+    from ray.util.state import list_actors
+
+    return [a.name for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")])
+            if a.name and a.name.startswith("SERVE_REPLICA::") and a.name.split("#")[1:2] == [deployment]]
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    status = serve.status().applications.get(app)
+    if status is None or deployment not in status.deployments:
+        return 0
+    return int(status.deployments[deployment].replica_states.get("RUNNING", 0))

@@ -91,33 +91,22 @@ def call(url, path, body=None, token=None, method=None):
 
 def deploy(service) -> None:
     """`serve deploy` of the service's config through the dashboard's REST API (as the CLI does), then wait."""
-    import time
+    from raylib.serving import deploy as deploy_config
 
-    from ray import serve
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
-
-    ServeSubmissionClient(service["dashboard"]).deploy_applications(service["config"])
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        app = serve.status().applications.get("corella")
-        if app is not None and app.status == "RUNNING" and all(
-                d.status == "HEALTHY" for d in app.deployments.values()):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the application did not become ready: {serve.status()}")
+    deploy_config(service["config"], service["dashboard"], timeout_s=180)
 
 
 @pytest.fixture(scope="module")
 def service(ray_session, tiny_model_dir, tmp_path_factory):
     from ray import serve
 
-    from raylib.serving import TOKEN_ENV
+    from raylib.serving import TOKEN_ENV, dashboard_url
 
     folder = tmp_path_factory.mktemp("artifacts")
     samples = make_artifacts(folder, tiny_model_dir)
     recommender, catalogue = make_recommender(tmp_path_factory.mktemp("bigrec"), tiny_model_dir)
     port = free_port()
-    dashboard = "http://" + ray_session._private.worker.global_worker.node.address_info["webui_url"]
+    dashboard = dashboard_url()
     config = {"http_options": {"host": "127.0.0.1", "port": port}, "applications": [{
         "name": "corella", "route_prefix": "/", "import_path": "serve.app:build",
         "args": {"artifacts": str(folder), "recommender": str(recommender)},
@@ -199,15 +188,15 @@ def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
     """Kill the LLM's replica while requests go to it: every request still gets a 200, the samples the LLM
     could not answer are the CRM's (degraded); Serve then starts a new replica."""
     import ray
-    from ray.util.state import list_actors
+
+    from raylib.serving import replica_actors
 
     url, samples = service["url"], service["samples"]
     try:
         reconfigure(service, threshold=0.0, llm_timeout_s=5.0)
-        replicas = [a for a in list_actors(address=service["dashboard"], filters=[("state", "=", "ALIVE")])
-                    if a.class_name.endswith("LLM") or ":LLM" in (a.name or "")]
+        replicas = replica_actors("LLM", service["dashboard"])
         assert replicas, "no LLM replica found"
-        ray.kill(ray.get_actor(replicas[0].name, namespace="serve"), no_restart=True)
+        ray.kill(ray.get_actor(replicas[0], namespace="serve"), no_restart=True)
         for start in range(0, 12, 2):
             status, body = call(url, "/predict", {"samples": samples[start:start + 2]}, token="s3cret")
             assert status == 200, body
@@ -279,7 +268,7 @@ def test_the_deploy_config_is_what_serve_build_writes(service, monkeypatch, tmp_
         (Path(__file__).parents[1] / "serve" / "config.yaml").read_text()))
     app = committed.applications[0]
     assert app.import_path == built.import_path == "serve.app:app" and committed.http_options.host == "127.0.0.1"
-    options = lambda a: {d.name: (d.autoscaling_config, d.ray_actor_options,  # noqa: E731
+    options = lambda a: {d.name: (d.autoscaling_config, d.ray_actor_options, d.max_ongoing_requests,  # noqa: E731
                                   sorted(d.user_config) if isinstance(d.user_config, dict) else None)
                          for d in a.deployments}
     assert options(app) == options(built) and set(options(app)) == {"Router", "CRM", "LLM", "Generator"}
