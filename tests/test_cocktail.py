@@ -1,0 +1,199 @@
+"""RecCocktail: the weight-space mix of two LoRA adapters, its exact fold into one PEFT adapter, the entropy
+objective, the validation-only search, bad inputs, and the whole job on a tiny random LLaMA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from raylib import RaylibError
+
+
+def make_adapter(model_dir, folder, seed, r=4, targets=("q_proj", "v_proj")):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), init_lora_weights=False,
+                        task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return make_adapter(tiny_model_dir, root / "base", 1), make_adapter(tiny_model_dir, root / "ingredient", 2)
+
+
+def logits_of(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def base_model(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir)
+
+
+def test_weights_one_zero_reproduce_each_adapter(tiny_model_dir, adapters):
+    from peft import PeftModel
+
+    from raylib.merging import MixedLora, load_two
+
+    ids = torch.randint(0, 1000, (2, 9))
+    mixed = MixedLora(load_two(base_model(tiny_model_dir), *adapters))
+    for weights, folder in (([1.0, 0.0], adapters[0]), ([0.0, 1.0], adapters[1])):
+        mixed.set_weights(weights)
+        alone = PeftModel.from_pretrained(base_model(tiny_model_dir), folder)
+        torch.testing.assert_close(logits_of(mixed, ids), logits_of(alone, ids), rtol=0, atol=1e-5)
+
+
+def test_the_folded_adapter_is_the_mixed_model_and_loads_with_peft(tiny_model_dir, adapters, tmp_path):
+    from peft import PeftModel
+
+    from raylib.merging import MixedLora, fold, load_two, save_folded
+
+    ids = torch.randint(0, 1000, (2, 9))
+    mixed = MixedLora(load_two(base_model(tiny_model_dir), *adapters))
+    torch.manual_seed(3)
+    w = torch.rand(len(mixed.names))
+    mixed.set_weights(torch.stack([w, 1 - w], dim=1))  # a different mix in every module
+    expected = logits_of(mixed, ids)
+    folded = fold(mixed)
+    torch.testing.assert_close(logits_of(folded, ids), expected, rtol=1e-5, atol=1e-5)
+    save_folded(folded, "cocktail", tmp_path / "cocktail")
+    config = json.loads((tmp_path / "cocktail" / "adapter_config.json").read_text())
+    assert config["r"] == 8  # two rank-4 adapters, concatenated: exact
+    loaded = PeftModel.from_pretrained(base_model(tiny_model_dir), tmp_path / "cocktail")
+    torch.testing.assert_close(logits_of(loaded, ids), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_entropy_minimisation_trains_only_the_mixing_logits_and_lowers_entropy(tiny_model_dir, adapters):
+    from raylib.merging import MixedLora, answer_entropy, load_two
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (8, 12))
+    mixed = MixedLora(load_two(base_model(tiny_model_dir), *adapters))
+    assert [n for n, p in mixed.named_parameters() if p.requires_grad] == ["logits"]
+    optimizer = torch.optim.Adam([mixed.logits], lr=0.5)
+    entropies = []
+    for _ in range(15):
+        loss = answer_entropy(mixed(input_ids=ids).logits, (5, 7))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        entropies.append(float(loss))
+    assert entropies[-1] < entropies[0]
+    assert torch.allclose(mixed.weights().sum(-1), torch.ones(len(mixed.names)))
+
+
+def test_adapters_that_cannot_mix_are_refused(tiny_model_dir, adapters, tmp_path):
+    from raylib.merging import check_compatible
+
+    other_rank = make_adapter(tiny_model_dir, tmp_path / "r8", 4, r=8)
+    with pytest.raises(RaylibError, match="rank"):
+        check_compatible(adapters[0], other_rank)
+    other_modules = make_adapter(tiny_model_dir, tmp_path / "qk", 5, targets=("q_proj", "k_proj"))
+    with pytest.raises(RaylibError, match="target modules"):
+        check_compatible(adapters[0], other_modules)
+    with pytest.raises(RaylibError, match="not a PEFT adapter"):
+        check_compatible(adapters[0], tmp_path)
+
+
+def test_a_coefficient_file_for_other_modules_is_refused(tmp_path):
+    from raylib.merging import load_coefficients, save_coefficients
+
+    save_coefficients(["a.q_proj", "a.v_proj"], torch.tensor([[0.3, 0.7], [0.5, 0.5]]), tmp_path / "mix.json")
+    assert load_coefficients(tmp_path / "mix.json", ["a.q_proj", "a.v_proj"]).shape == (2, 2)
+    with pytest.raises(RaylibError, match="does not match the adapters' LoRA modules"):
+        load_coefficients(tmp_path / "mix.json", ["a.q_proj", "b.v_proj"])
+
+
+def test_a_failed_fold_leaves_the_existing_adapter(tmp_path):
+    from raylib.merging import save_folded
+
+    (tmp_path / "cocktail").mkdir()
+    (tmp_path / "cocktail" / "adapter_model.safetensors").write_bytes(b"old")
+
+    class Broken:
+        def save_pretrained(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        save_folded(Broken(), "cocktail", tmp_path / "cocktail")
+    assert (tmp_path / "cocktail" / "adapter_model.safetensors").read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["cocktail"]
+
+
+def test_domains_split_and_cold_start_items_never_trained(tmp_path):
+    from raylib.config import DataConfig, DomainConfig
+    from raylib.data.domains import load_domain, target_text, warm_cold
+    from raylib.data.records import sample_records
+
+    movie = load_domain(DomainConfig(name="movie"), DataConfig())
+    assert movie.split == "user"
+    assert not {r.user_id for r in movie.test} & {r.user_id for r in movie.train}
+    train = sample_records(movie.train, 64, 0)
+    warm, cold = warm_cold(movie.test, train, 50, 0)
+    seen = " ".join(r.input for r in train)
+    assert all(target_text(r) not in seen for r in cold) and all(target_text(r) in seen for r in warm)
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(RaylibError, match="holds no records|no record"):
+        load_domain(DomainConfig(name="book", source="file", file=str(tmp_path / "empty.json")), DataConfig())
+
+
+def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, tmp_path, monkeypatch):
+    """The search objective's only records are the validation split: the test split never reaches it."""
+    import raylib.tune
+    from raylib.cocktail import tune_mix
+    from raylib.config import CocktailJobConfig, from_dict
+    from raylib.data.records import TallrecRecord
+
+    seen = {}
+
+    def fake_search(objective, space, **kwargs):
+        seen.update(kwargs["constants"], space=space)
+        return {"best_params": {k: 0.0 for k in space} | {"global": 0.5}, "best_value": 0.5}
+
+    monkeypatch.setattr(raylib.tune, "search", fake_search)
+    job = from_dict(CocktailJobConfig, {"model": {"name": str(tiny_model_dir)}, "domains": [{"name": "movie"}]})
+    valid = [TallrecRecord("i", f"valid {k}", "Yes." if k % 2 else "No.") for k in range(6)]
+    found = tune_mix(job, adapters[0], adapters[1], valid, tmp_path)
+    assert [r["input"] for r in seen["valid"]] == [r.input for r in valid]
+    assert set(seen["space"]) == {"global", "group0", "group1", "group2", "group3"}
+    assert len(found["weights"]) == len(seen["names"])
+
+
+def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_records):
+    """Base spirit on two domains, ingredient on one, entropy merge through the trainer, Tune on validation,
+    warm / cold AUC of every variant; the published mixes load with PEFT."""
+    from peft import PeftModel
+
+    from raylib.cocktail import VARIANTS, run_cocktail
+    from raylib.config import CocktailJobConfig, from_dict
+    from raylib.data.records import write_records
+
+    # a second domain: the same kind of records under another name (the mechanics, not the quality)
+    write_records(movie_records["train"] + movie_records["test"], tmp_path / "film.json")
+    job = from_dict(CocktailJobConfig, {
+        "model": {"name": str(tiny_model_dir), "dtype": "fp32"}, "lora": {"r": 4, "alpha": 8},
+        "domains": [{"name": "movie"}, {"name": "film", "source": "file", "file": str(tmp_path / "film.json")}],
+        "target": "movie", "base_samples": 12, "warm_cold_samples": 10,
+        "data": {"train_samples": 12, "valid_samples": 8, "max_length": 256},
+        "train": {"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 1e-3, "patience": 0,
+                  "cpus_per_worker": 1, "eval_batch_size": 8},
+        "merge": {"unlabelled_prompts": 8, "held_out_prompts": 4, "epochs": 2, "batch_size": 4},
+        "tune": {"num_samples": 2, "max_concurrent": 1}, "eval": {"batch_size": 8},
+        "output_dir": str(tmp_path / "run")})
+    report = run_cocktail(job)
+    assert report["target_domain"] == "movie"
+    for split in ("warm", "cold", "valid"):
+        assert set(report[split]) == set(VARIANTS) and all(0.0 <= v <= 1.0 for v in report[split].values())
+    assert report["records"]["warm"] and report["records"]["cold"]
+    assert len(report["entropy_merge"]["history"]) == 2 and report["tune"]["trials"] == 2
+    for name in ("average", "entropy", "tune"):
+        PeftModel.from_pretrained(base_model(tiny_model_dir), tmp_path / "run" / report["adapters"][name])
