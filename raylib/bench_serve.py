@@ -46,6 +46,10 @@ class BenchServeConfig:
     burst_concurrency: int = Field(16, ge=1)
     burst_s: float = Field(45.0, gt=0)
     llm_timeout_s: float = Field(10.0, gt=0)
+    # The quality passes check answers, not speed: few connections and a long LLM timeout, so no answer is a
+    # degraded one (under saturating load some are, by design; the load runs count them).
+    quality_concurrency: int = Field(4, ge=1)
+    quality_timeout_s: float = Field(300.0, gt=0)
     llm_max_replicas: int = Field(2, ge=1)
     port: int = Field(8123, ge=1)
     output_dir: str = "runs/bench_serve"
@@ -142,7 +146,7 @@ def fixed_test_subset(config: BenchServeConfig) -> tuple[list[dict[str, Any]], n
     return table.drop(["label", "timestamp"]).to_pylist(), labels, vocab.records(table, with_text=True)
 
 
-def service_config(config: BenchServeConfig, threshold: float) -> dict[str, Any]:
+def service_config(config: BenchServeConfig, threshold: float, llm_timeout_s: float | None = None) -> dict[str, Any]:
     """What `serve deploy` gets: the app from `serve.app:build`, the LLM quick to scale out and back (so the
     burst shows both inside a few minutes), the router's threshold as user_config."""
     return {"http_options": {"host": "127.0.0.1", "port": config.port}, "applications": [{
@@ -150,7 +154,8 @@ def service_config(config: BenchServeConfig, threshold: float) -> dict[str, Any]
         "args": {"artifacts": str(Path(config.artifacts).resolve()), "max_length": config.data.max_length},
         "logging_config": {"log_level": "WARNING", "enable_access_log": False},
         "deployments": [
-            {"name": "Router", "user_config": {"threshold": threshold, "llm_timeout_s": config.llm_timeout_s}},
+            {"name": "Router", "user_config": {"threshold": threshold,
+                                               "llm_timeout_s": llm_timeout_s or config.llm_timeout_s}},
             {"name": "CRM", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2,
                                                    "target_ongoing_requests": 8}},
             {"name": "LLM", "autoscaling_config": {
@@ -217,19 +222,22 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
 
     dashboard = dashboard_url()
     deploy(service_config(config, routing.threshold), dashboard)
-    concurrency = max(config.sweep)
+    quality_key = {**key, "concurrency": config.quality_concurrency, "timeout": config.quality_timeout_s}
 
     def quality(threshold: float) -> list[dict[str, Any]]:
-        deploy(service_config(config, threshold), dashboard)
-        return asyncio.run(one_pass(url, samples, concurrency))
+        deploy(service_config(config, threshold, config.quality_timeout_s), dashboard)
+        return asyncio.run(one_pass(url, samples, config.quality_concurrency))
 
     print("[bench_serve] quality pass: the test subset through the router ...", flush=True)
-    served = cached_stage(folder / "quality_router.json", key, lambda: quality(routing.threshold))
+    served = cached_stage(folder / "quality_router.json", quality_key, lambda: quality(routing.threshold))
     failed = [p for p in served if "failed" in p]
     report["quality_failed"] = len(failed)
+    report["quality_degraded"] = sum(bool(p.get("degraded")) for p in served)
     probs = np.array([p.get("probability", np.nan) for p in served])
     report["served_auc"] = float(roc_auc_score(labels, probs)) if not failed else None
     report["served_max_abs_diff"] = float(np.nanmax(np.abs(probs - np.array(reference["probabilities"]))))
+    report["served_auc_equals_offline"] = bool(
+        report["served_auc"] is not None and abs(report["served_auc"] - report["offline_auc"]) <= 1e-6)
     report["served_llm_share"] = float(np.mean([p.get("routed_to") == "llm" for p in served]))
     save()
 
@@ -268,8 +276,8 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
     save()
 
     print("[bench_serve] quality pass, LLM only ...", flush=True)
-    llm_served = cached_stage(folder / "quality_llm_only.json", key, lambda: quality(0.0))
-    llm_failed = [p for p in llm_served if "failed" in p]
+    llm_served = cached_stage(folder / "quality_llm_only.json", quality_key, lambda: quality(0.0))
+    llm_failed = [p for p in llm_served if "failed" in p or p.get("degraded")]
     report["llm_only_auc"] = float(roc_auc_score(labels, [p["probability"] for p in llm_served])) \
         if not llm_failed else None
     save()
@@ -289,7 +297,7 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
         load, replicas = asyncio.run(both())
         return {"concurrency": config.burst_concurrency, "burst_s": config.burst_s, "replicas": replicas,
                 "max_replicas": max(r for _, r in replicas), "qps": load["qps"],
-                "failed_requests": load["failed_requests"],
+                "failed_requests": load["failed_requests"], "degraded": load["degraded"],
                 "final_replicas": replicas[-1][1]}
 
     print(f"[bench_serve] burst: {config.burst_s:.0f} s of all-LLM load, then idle ...", flush=True)
