@@ -67,22 +67,23 @@ async def _post(session, url: str, sample: dict[str, Any]) -> tuple[int, dict | 
         return 0, None, time.perf_counter() - start
 
 
-def _session(concurrency: int):
+def _session(concurrency: int, headers: dict[str, str] | None = None):
     import aiohttp
 
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), headers=headers,
                                  timeout=aiohttp.ClientTimeout(total=120))
 
 
-async def one_pass(url: str, samples: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
+async def one_pass(url: str, samples: list[dict[str, Any]], concurrency: int,
+                   headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every sample once, `concurrency` requests in flight; the predictions in the samples' order (a failed
-    request is {"failed": status})."""
+    request is {"failed": status}). `headers`: e.g. the bearer token."""
     from tqdm.auto import tqdm
 
     out: list[dict[str, Any]] = [{}] * len(samples)
     todo = iter(range(len(samples)))
     bar = tqdm(total=len(samples), desc="requests", leave=False)
-    async with _session(concurrency) as session:
+    async with _session(concurrency, headers) as session:
         async def client() -> None:
             for i in todo:
                 status, body, _ = await _post(session, url, samples[i])
@@ -95,11 +96,12 @@ async def one_pass(url: str, samples: list[dict[str, Any]], concurrency: int) ->
 
 
 async def closed_loop(url: str, samples: list[dict[str, Any]], concurrency: int, duration_s: float,
-                      events: list[tuple[float, Callable[[], Any]]] = ()) -> dict[str, Any]:
+                      events: list[tuple[float, Callable[[], Any]]] = (),
+                      headers: dict[str, str] | None = None) -> dict[str, Any]:
     """`concurrency` clients for `duration_s`; `events`: (second, function) run once each, in a thread."""
     log: list[tuple[float, float, int, str]] = []  # (start s, latency s, status, who answered)
     start = time.perf_counter()
-    async with _session(concurrency) as session:
+    async with _session(concurrency, headers) as session:
         async def client(k: int) -> None:
             i = k
             while time.perf_counter() - start < duration_s:

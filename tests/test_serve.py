@@ -205,6 +205,33 @@ def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
         reconfigure(service, threshold=0.5, llm_timeout_s=60.0)
 
 
+def test_served_answers_equal_the_library_under_concurrent_load(service, tiny_model_dir):
+    """The benchmark's load generator against the app: every answer equals `raylib.corella.RoutedScorer`'s on
+    the same samples, and a short closed loop fails no request."""
+    import asyncio
+
+    import numpy as np
+
+    from raylib.bench_serve import closed_loop, one_pass
+    from raylib.config import CorellaJobConfig, ModelConfig
+    from raylib.corella import RoutedScorer
+    from raylib.data.ctr import CTR_COLUMNS, _typed
+    from raylib.serving import sample_row
+
+    url, samples, folder = service["url"], service["samples"], service["folder"]
+    token = {"Authorization": "Bearer s3cret"}
+    served = asyncio.run(one_pass(url, samples, 4, headers=token))
+    scorer = RoutedScorer(folder / "crm", folder / "adapter", CorellaJobConfig(model=ModelConfig(
+        name=str(tiny_model_dir), dtype="fp32")), threshold=0.5)
+    rows = [sample_row(s) for s in samples]
+    records = scorer.vocab.records(_typed({c: [r[c] for r in rows] for c in CTR_COLUMNS}), with_text=True)
+    expected, to_llm = scorer.routed(records)
+    assert [p["routed_to"] == "llm" for p in served] == to_llm.tolist()
+    np.testing.assert_allclose([p["probability"] for p in served], expected, atol=1e-5)
+    load = asyncio.run(closed_loop(url, samples, 3, 2.0, headers=token))
+    assert load["requests"] > 0 and load["failed_requests"] == 0
+
+
 def test_recommend_serves_bigrec_adapters_by_id(service):
     """/recommend: the adapter named in the request generates (Serve multiplexing over one base model), the text
     is grounded over the whole catalogue; the answer is the one the library gives in-process."""
