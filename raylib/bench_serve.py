@@ -215,10 +215,10 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
 
         job = CorellaJobConfig(model=ModelConfig(name=routing.model), data=config.data)
         probs, mask = load_artifacts(config.artifacts, job).routed(records)
-        return {"probabilities": probs.tolist(), "llm_share": float(mask.mean())}
+        return {"probabilities": probs.tolist(), "llm_share": float(mask.mean()), "to_llm": mask.tolist()}
 
     print("[bench_serve] offline routed scores ...", flush=True)
-    reference = cached_stage(folder / "offline.json", key, offline)
+    reference = cached_stage(folder / "offline.json", {**key, "with": "to_llm"}, offline)
     report["offline_auc"] = float(roc_auc_score(labels, reference["probabilities"]))
     save()
 
@@ -241,6 +241,11 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
     report["served_auc_equals_offline"] = bool(
         report["served_auc"] is not None and abs(report["served_auc"] - report["offline_auc"]) <= 1e-6)
     report["served_llm_share"] = float(np.mean([p.get("routed_to") == "llm" for p in served]))
+    # what the serving path decides must be the library's decision exactly; the LLM's numbers differ by float
+    # noise from batch composition (requests batched as they arrive) and the offline prefix cache
+    to_llm = np.array([p.get("routed_to") == "llm" for p in served])
+    report["routing_identical"] = bool((to_llm == np.array(reference["to_llm"])).all())
+    report["crm_answers_identical"] = bool((probs[~to_llm] == np.array(reference["probabilities"])[~to_llm]).all())
     save()
 
     def sweep() -> list[dict[str, Any]]:
