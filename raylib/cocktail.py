@@ -142,6 +142,16 @@ def tune_mix(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, valid
 
 
 # ------------------------------------------------------------------ the pipeline
+def base_spirit_inputs(job: CocktailJobConfig, domains: dict[str, DomainSplits]):
+    """(stage job, training records, validation records) of the base spirit: nothing in them depends on the
+    target, so every target of the same domains finds the same finished run in `<output_dir>/base_spirit`."""
+    seed = job.data.seed
+    train = mixture(list(domains.values()), job.base_samples, seed)
+    per_valid = max(2, job.data.valid_samples // len(domains))
+    valid = [r for d in domains.values() for r in stratified_sample(d.valid, per_valid, seed)]
+    return _stage_job(job, Path(job.output_dir).expanduser().resolve() / "base_spirit"), train, valid
+
+
 def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None = None) -> dict[str, Any]:
     from raylib.tasks.cocktail import EntropyMergeTask, read_published
     from raylib.tasks.tallrec import TallrecTask
@@ -158,11 +168,9 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
               f"records (split by {d.split}), from {d.source}", flush=True)
 
     # 1. the base spirit: every domain, target-independent
-    base_train = mixture(list(domains.values()), job.base_samples, seed)
-    per_valid = max(2, job.data.valid_samples // len(domains))
-    base_valid = [r for d in domains.values() for r in stratified_sample(d.valid, per_valid, seed)]
+    base_job, base_train, base_valid = base_spirit_inputs(job, domains)
     print(f"[cocktail] base spirit: {len(base_train)} records from {sorted(domains)} ...", flush=True)
-    base = train(TallrecTask, _stage_job(job, output / "base_spirit"), base_train, base_valid)
+    base = train(TallrecTask, base_job, base_train, base_valid)
 
     # 2. the ingredient: the target domain only
     ingredient_train = sample_records(target.train, job.data.train_samples, seed)

@@ -95,6 +95,9 @@ class TrainConfig:
     zero_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
+    # The GPU every worker has (rtx3090 | a100-40g | a100-80g | h100): a GPU job is planned first
+    # (`raylib.plan`) and refused, naming the cheapest change that fits, when it cannot fit.
+    gpu: Literal["rtx3090", "a100-40g", "a100-80g", "h100"] | None = None
     # CPUs (and math threads on CPU) per worker; 0 = this machine's cores divided among the workers.
     cpus_per_worker: int = Field(0, ge=0)
     eval_batch_size: int = Field(16, ge=1)

@@ -197,3 +197,12 @@ def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_re
     assert len(report["entropy_merge"]["history"]) == 2 and report["tune"]["trials"] == 2
     for name in ("average", "entropy", "tune"):
         PeftModel.from_pretrained(base_model(tiny_model_dir), tmp_path / "run" / report["adapters"][name])
+    # another target of the same domains finds the base spirit finished: it is reused, not trained again
+    from raylib.cocktail import base_spirit_inputs, load_domains
+    from raylib.config import to_dict
+    from raylib.tasks.tallrec import TallrecTask
+    from raylib.train.driver import finished_result
+
+    other = from_dict(CocktailJobConfig, {**to_dict(job), "target": "film"})
+    stage, train, valid = base_spirit_inputs(other, load_domains(other))
+    assert finished_result(TallrecTask, stage, train, valid) is not None

@@ -120,7 +120,13 @@ def service(ray_session, tiny_model_dir, tmp_path_factory):
                "dashboard": dashboard, "recommender": recommender, "catalogue": catalogue}
     deploy(service)
     yield service
+    # clean shutdown: no replica left, the port closed
+    from raylib.serving import replica_actors
+
     serve.shutdown()
+    assert not any(replica_actors(d, dashboard) for d in ("Router", "CRM", "LLM", "Generator"))
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def reconfigure(service, **user_config) -> None:

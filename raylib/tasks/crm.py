@@ -22,6 +22,7 @@ from raylib.train.task import WorkerContext, sharded_map
 class CrmTask(WholeModelCheckpoints):
     name: ClassVar[str] = "crm"  # checkpoint files and the published folder (`whole_model`)
     config_cls: ClassVar[type] = CrmJobConfig
+    plans_llm_memory: ClassVar[bool] = False  # no LLM: the GPU memory planner does not apply
     metric: ClassVar[str] = "auc"
     higher_is_better: ClassVar[bool] = True
 

@@ -23,6 +23,7 @@ from raylib.train.task import WorkerContext, sharded_map
 class SasrecTask(WholeModelCheckpoints):
     name: ClassVar[str] = "sasrec"  # checkpoint files and the published folder (`whole_model`)
     config_cls: ClassVar[type] = SasrecJobConfig
+    plans_llm_memory: ClassVar[bool] = False  # no LLM: the GPU memory planner does not apply
     metric: ClassVar[str] = "ndcg@10"
     higher_is_better: ClassVar[bool] = True
 

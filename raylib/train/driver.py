@@ -80,6 +80,10 @@ def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> 
 
     if not train_records:
         raise RaylibError("No training records: check the training data and its sample size.")
+    if getattr(task_cls, "plans_llm_memory", True):  # small whole models (SASRec, DCNv2) say False
+        from raylib.plan import check_job_fits
+
+        check_job_fits(job)  # a GPU config that cannot fit stops here, with the cheapest change that fits
     done = finished_result(task_cls, job, train_records, valid_records)
     if done is not None:
         print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.adapter_dir}", flush=True)

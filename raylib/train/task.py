@@ -67,6 +67,8 @@ class Task(Protocol):
 
     # Optional: `param_groups(self, module) -> list[dict]` (torch optimizer groups, e.g. a CRM with its own
     # learning rate inside an LLM's module); without it every trainable parameter uses train.learning_rate.
+    # Optional: `plans_llm_memory: ClassVar[bool]` (default True): GPU jobs are first checked by the memory
+    # planner (`raylib.plan`, for `train.gpu`); tasks without an LLM set it False.
 
 
 def sharded_map(items: Sequence, fn: Callable[[list], list], batch_size: int, ctx: WorkerContext,

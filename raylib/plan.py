@@ -1,0 +1,223 @@
+"""GPU memory planner for LoRA (or full) fine-tuning under DeepSpeed ZeRO: does a config fit one GPU?
+
+The model is built on PyTorch's meta device from its config (no weights are read or allocated); LoRA is added
+with PEFT the way training adds it, so the parameter counts are exact. Per GPU, in bytes:
+
+  weights       frozen params x dtype bytes            (ZeRO-3: / GPUs; offloaded: two layers in flight)
+  lora          trainable params x dtype bytes          (ZeRO-3: / GPUs; offloaded: in flight only)
+  grads         trainable x dtype bytes                 (ZeRO-2/3: / GPUs; with the optimizer offloaded: 0)
+  optimizer     trainable x (4 master + 8 Adam) in bf16/fp16, 8 in fp32   (ZeRO-1+: / GPUs; offloaded: 0)
+  activations   tokens x layers x (10 h + 4 i) x act bytes: the block tensors autograd keeps (RMSNorm
+                inputs and outputs, q/k/v, attention output, o_proj input, the SwiGLU's gate/up/act/product),
+                with SDPA attention (no seq^2 scores). Gradient checkpointing keeps the layer inputs only
+                (tokens x layers x h) plus one layer recomputed.
+  logits        tokens x vocab x (dtype + 4 + 4): the logits, their fp32 copy for the loss, its gradient
+  buffers       DeepSpeed's: ZeRO-3 prefetch bucket (5e7 elements x 2) and, for ZeRO-2, reduce buckets
+                (min(5e8, trainable) x 4); plus ~0.8 GiB CUDA context and 10% allocator slack on the rest.
+
+It is an estimate (what autograd keeps depends on kernels); it errs high. `python -m jobs.plan` prints it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from raylib import RaylibError
+
+GIB = 1024 ** 3
+GPUS = {"rtx3090": 24.0, "a100-40g": 40.0, "a100-80g": 80.0, "h100": 80.0}  # GiB of device memory
+SHIPPED = Path(__file__).parent / "model_configs"
+ALIASES = {"huggyllama/llama-7b": "llama-7b", "meta-llama/Llama-2-7b-hf": "llama-2-7b",
+           "meta-llama/Llama-2-13b-hf": "llama-2-13b"}
+CUDA_CONTEXT_GIB = 0.8
+USABLE = 0.97  # of the device's memory; the rest is what the driver and other processes keep
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    gpu: str = "rtx3090"
+    gpus: int = 1
+    zero: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    micro_batch: int = 4
+    seq_len: int = 512
+    grad_ckpt: bool = False
+    dtype_bytes: int = 2           # bf16 / fp16 weights and activations; 4 for fp32
+    trainable: str = "lora"        # or "full"
+
+    def describe(self) -> str:
+        offload = "+".join(k for k, on in (("optimizer", self.offload_optimizer), ("params", self.offload_params))
+                           if on) or "none"
+        return (f"{self.gpu} x{self.gpus}, ZeRO-{self.zero}, offload {offload}, micro-batch {self.micro_batch}, "
+                f"seq {self.seq_len}, checkpointing {'on' if self.grad_ckpt else 'off'}")
+
+
+@dataclasses.dataclass
+class Counts:
+    frozen: int
+    trainable: int
+    layers: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    largest_layer: int  # params of one decoder layer (what ZeRO-3 offload keeps in flight, x2)
+
+
+def model_config(name: str):
+    """A transformers config: the shipped LLaMA configs by name or hub id (offline), else a folder or hub id."""
+    from transformers import AutoConfig
+
+    key = ALIASES.get(name, name)
+    if (SHIPPED / f"{key}.json").is_file():
+        return AutoConfig.for_model(**json.loads((SHIPPED / f"{key}.json").read_text()))
+    from raylib.model import resolve_model_path
+
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(name))
+    except OSError as err:
+        raise RaylibError(f"No config for model {name!r} (shipped: {sorted(p.stem for p in SHIPPED.glob('*.json'))}"
+                          f", or a local folder / reachable hub id): {err}") from None
+
+
+def count_parameters(config, lora=None, trainable: str = "lora") -> Counts:
+    """Exact counts from the model built on the meta device (+ PEFT's LoRA, as training adds it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    layer = sum(p.numel() for p in model.model.layers[0].parameters())
+    if trainable == "full":
+        total = sum(p.numel() for p in model.parameters())
+        frozen, train = 0, total
+    else:
+        from peft import get_peft_model
+
+        from raylib.config import LoraSettings
+        from raylib.model import lora_config
+
+        peft_model = get_peft_model(model, lora_config(lora or LoraSettings()))
+        train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in peft_model.parameters() if not p.requires_grad)
+    return Counts(frozen, train, config.num_hidden_layers, config.hidden_size, config.intermediate_size,
+                  config.vocab_size, layer)
+
+
+def estimate(counts: Counts, setup: Setup) -> dict[str, float]:
+    """Per-GPU bytes by part (see the module doc), and the total."""
+    n, b = max(1, setup.gpus), setup.dtype_bytes
+    c = counts
+    if setup.offload_params:
+        weights = 2 * c.largest_layer * b
+    else:
+        weights = c.frozen * b / (n if setup.zero == 3 else 1)
+    # offloaded params: trainable ones travel like the frozen (in flight only); an offloaded optimizer steps on
+    # the CPU, so ZeRO-2/3 keep the gradients there too
+    lora = 0.0 if setup.offload_params else c.trainable * b / (n if setup.zero == 3 else 1)
+    grads = 0.0 if setup.offload_optimizer and setup.zero >= 2 else \
+        c.trainable * b / (n if setup.zero >= 2 else 1)
+    optimizer = 0.0 if setup.offload_optimizer else \
+        c.trainable * (12 if b < 4 else 8) / (n if setup.zero >= 1 else 1)
+    tokens = setup.micro_batch * setup.seq_len
+    per_layer = (10 * c.hidden + 4 * c.intermediate) * b
+    if setup.grad_ckpt:
+        activations = tokens * (c.layers * c.hidden * b + per_layer)
+    else:
+        activations = tokens * c.layers * per_layer
+    logits = tokens * c.vocab * (b + 4 + 4)
+    buffers = 5e7 * 2 if setup.zero == 3 else min(5e8, c.trainable) * 4 if setup.zero == 2 else 0.0
+    parts = {"weights": weights, "lora" if setup.trainable == "lora" else "trainable": lora, "grads": grads,
+             "optimizer": optimizer, "activations": activations, "logits": logits, "buffers": buffers}
+    subtotal = sum(parts.values())
+    parts["context_and_slack"] = CUDA_CONTEXT_GIB * GIB + 0.10 * subtotal
+    parts["total"] = subtotal + parts["context_and_slack"]
+    return parts
+
+
+def capacity(setup: Setup) -> float:
+    if setup.gpu not in GPUS:
+        raise RaylibError(f"Unknown GPU {setup.gpu!r}: one of {sorted(GPUS)}.")
+    return GPUS[setup.gpu] * GIB * USABLE
+
+
+def fits(counts: Counts, setup: Setup) -> bool:
+    return estimate(counts, setup)["total"] <= capacity(setup)
+
+
+def cheapest_fix(counts: Counts, setup: Setup) -> tuple[Setup, str] | None:
+    """The first setup that fits, changing things in order of what they cost in speed: gradient checkpointing,
+    a smaller micro-batch (the global batch stays, by accumulation), ZeRO-3 across several GPUs, optimizer
+    offload, parameter offload. Returns (setup, the config overrides that give it) or None."""
+    steps: list[tuple[str, dict[str, Any]]] = [("train.gradient_checkpointing=true", {"grad_ckpt": True})]
+    mb = setup.micro_batch
+    while mb > 1:
+        mb //= 2
+        steps.append((f"train.micro_batch_size={mb}", {"micro_batch": mb}))
+    if setup.gpus > 1:
+        steps.append(("train.zero_stage=3", {"zero": 3}))
+    steps.append(("train.offload_optimizer=true", {"offload_optimizer": True, "zero": max(setup.zero, 1)}))
+    steps.append(("train.zero_stage=3 train.offload_params=true", {"offload_params": True, "zero": 3}))
+    current, changes = setup, []
+    for text, change in steps:
+        if fits(counts, current):
+            break
+        current = dataclasses.replace(current, **change)
+        if text.startswith("train.micro_batch_size"):
+            changes = [c for c in changes if not c.startswith("train.micro_batch_size")]
+        changes.append(text)
+    if not fits(counts, current):
+        return None
+    return current, " ".join(changes)
+
+
+def report(counts: Counts, setup: Setup, model: str) -> dict[str, Any]:
+    parts = estimate(counts, setup)
+    out = {"model": model, "setup": dataclasses.asdict(setup), "frozen_params": counts.frozen,
+           "trainable_params": counts.trainable, "gib": {k: v / GIB for k, v in parts.items()},
+           "capacity_gib": capacity(setup) / GIB, "fits": parts["total"] <= capacity(setup)}
+    if not out["fits"]:
+        fix = cheapest_fix(counts, setup)
+        out["fix"] = None if fix is None else {"overrides": fix[1], "setup": dataclasses.asdict(fix[0]),
+                                               "total_gib": estimate(counts, fix[0])["total"] / GIB}
+    return out
+
+
+def table(plan: dict[str, Any]) -> str:
+    s = plan["setup"]
+    lines = [f"{plan['model']}: {plan['frozen_params'] / 1e9:.2f}B frozen, {plan['trainable_params'] / 1e6:.2f}M "
+             f"trainable; {Setup(**s).describe()}"]
+    lines += [f"  {k:<18}{v:>8.2f} GiB" for k, v in plan["gib"].items() if k != "total"]
+    lines.append(f"  {'total':<18}{plan['gib']['total']:>8.2f} GiB of {plan['capacity_gib']:.1f} usable: "
+                 f"{'FITS' if plan['fits'] else 'DOES NOT FIT'}")
+    if not plan["fits"]:
+        fix = plan.get("fix")
+        lines.append(f"  cheapest change that fits: {fix['overrides']} ({fix['total_gib']:.2f} GiB)" if fix else
+                     "  nothing fits on this GPU: more GPUs (train.num_workers) with ZeRO-3, or a bigger GPU")
+    return "\n".join(lines)
+
+
+def setup_for_job(job, gpu: str) -> Setup:
+    """The planner's view of a training job's config (what its GPU workers would run)."""
+    t = job.train
+    dtype_bytes = 4 if job.model.dtype == "fp32" else 2
+    seq = getattr(getattr(job, "data", None), "max_length", None) or getattr(job, "max_length", 512)
+    return Setup(gpu=gpu, gpus=t.num_workers, zero=t.zero_stage, offload_optimizer=t.offload_optimizer,
+                 offload_params=t.offload_params, micro_batch=t.micro_batch_size, seq_len=seq,
+                 grad_ckpt=t.gradient_checkpointing, dtype_bytes=dtype_bytes)
+
+
+def check_job_fits(job) -> dict[str, Any] | None:
+    """Before a GPU job starts: its plan for `train.gpu`; a RaylibError with the table and the cheapest change
+    when it cannot fit. Jobs on CPU, or with no `train.gpu` named, are not planned (None)."""
+    gpu = getattr(job.train, "gpu", None)
+    if not job.train.use_gpu or not gpu:
+        return None
+    config = model_config(job.model.name)
+    plan = report(count_parameters(config, job.lora), setup_for_job(job, gpu), job.model.name)
+    if not plan["fits"]:
+        raise RaylibError("This training config does not fit the GPU (train.gpu):\n" + table(plan))
+    return plan

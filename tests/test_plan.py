@@ -1,0 +1,80 @@
+"""The GPU memory planner: exact parameter counts from a meta-device model, the estimate against a hand
+computation, the shipped recipes checked, and a GPU job that cannot fit refused before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raylib import RaylibError
+from raylib.plan import GIB, Setup, count_parameters, estimate, model_config, report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)
+
+
+def test_counts_and_estimate_match_a_hand_computation():
+    counts = count_parameters(tiny_config())  # LoRA r=8 on q_proj and v_proj
+    per_layer = 4 * 64 * 64 + 3 * 64 * 128 + 2 * 64  # attention, SwiGLU, two RMSNorms
+    assert counts.frozen == 1000 * 64 + 2 * per_layer + 64 + 64 * 1000  # embeddings, layers, norm, lm_head
+    assert counts.trainable == 2 * 2 * (8 * 64 + 64 * 8)  # 2 layers x (q, v) x (A + B)
+    parts = estimate(counts, Setup(micro_batch=2, seq_len=16, zero=2))
+    tokens = 2 * 16
+    assert parts["weights"] == counts.frozen * 2
+    assert parts["optimizer"] == counts.trainable * 12  # fp32 master + Adam m, v
+    assert parts["activations"] == tokens * 2 * (10 * 64 + 4 * 128) * 2
+    assert parts["logits"] == tokens * 1000 * (2 + 4 + 4)
+    subtotal = sum(v for k, v in parts.items() if k not in ("context_and_slack", "total"))
+    assert parts["total"] == pytest.approx(subtotal * 1.1 + 0.8 * GIB)
+    checkpointed = estimate(counts, Setup(micro_batch=2, seq_len=16, grad_ckpt=True))
+    assert checkpointed["activations"] == tokens * (2 * 64 * 2 + (10 * 64 + 4 * 128) * 2)
+
+
+def test_zero3_partitions_and_offload_move_memory_off_the_gpu():
+    counts = count_parameters(model_config("llama-2-13b"))
+    one = estimate(counts, Setup(zero=3, gpus=1, grad_ckpt=True))
+    four = estimate(counts, Setup(zero=3, gpus=4, grad_ckpt=True))
+    assert four["weights"] == pytest.approx(one["weights"] / 4)
+    offloaded = estimate(counts, Setup(zero=3, offload_params=True, offload_optimizer=True))
+    assert offloaded["weights"] < one["weights"] / 20 and offloaded["optimizer"] == 0
+
+
+def test_7b_lora_fits_one_rtx3090_with_the_recipe_and_a_full_fine_tune_does_not():
+    from raylib.config import TallrecJobConfig, load_config
+    from raylib.plan import check_job_fits
+
+    for recipe in ("tallrec-llama7b-rtx3090.yaml", "tallrec-llama13b-4xrtx3090.yaml"):
+        plan = check_job_fits(load_config(TallrecJobConfig, REPO / "jobs" / "configs" / recipe, []))
+        assert plan["fits"] and plan["gib"]["total"] < 24
+    config = model_config("meta-llama/Llama-2-7b-hf")
+    assert count_parameters(config).trainable == 4_194_304  # 32 layers x (q, v) x 8 x (4096 + 4096)
+    full = report(count_parameters(config, trainable="full"), Setup(), "llama-2-7b")
+    assert not full["fits"] and full["gib"]["optimizer"] > 70
+
+
+def test_a_gpu_job_that_cannot_fit_is_refused_with_the_cheapest_change():
+    from raylib.config import TallrecJobConfig, from_dict
+    from raylib.train.driver import train
+    from raylib.tasks.tallrec import TallrecTask
+
+    job = from_dict(TallrecJobConfig, {"model": {"name": "meta-llama/Llama-2-7b-hf", "dtype": "bf16"},
+                                       "train": {"use_gpu": True, "gpu": "rtx3090", "micro_batch_size": 32}})
+    with pytest.raises(RaylibError, match=r"(?s)does not fit.*cheapest change that fits: "
+                                          r"train.gradient_checkpointing=true train.micro_batch_size=16"):
+        train(TallrecTask, job, [{"instruction": "i", "input": "x", "output": "Yes."}], [])
+
+
+def test_the_planner_command(capsys):
+    from jobs.plan import main
+
+    assert main(["--model", "llama-7b", "--gpu", "rtx3090"]) == 1
+    assert "cheapest change that fits: train.gradient_checkpointing=true" in capsys.readouterr().out
+    assert main(["--model", "llama-7b", "--gpu", "rtx3090", "--grad-ckpt"]) == 0
+    assert main(["--model", "llama-7b", "--offload", "params"]) == 2  # needs ZeRO-3
