@@ -349,7 +349,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.plot([r["concurrency"] for r in sweep], [r["qps"] for r in sweep], marker="o", label="router")
     if "llm_only" in report:
         ax.plot([report["concurrency"]], [report["llm_only"]["qps"]], "s", color="tab:orange", label="LLM only")
-    ax.set(xlabel="concurrent connections", ylabel="requests / s", xscale="log", title="throughput")
+    ax.set(xlabel="concurrent connections", ylabel="requests / s", xscale="log", title="throughput", ylim=(0, None))
+    ax.set_xticks([r["concurrency"] for r in sweep], [str(r["concurrency"]) for r in sweep])
+    ax.minorticks_off()
     ax.legend()
     ax = axes[1]
     timeline = np.array([r[:2] for r in report["router"]["timeline"]])
