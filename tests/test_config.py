@@ -35,6 +35,23 @@ def test_bad_overrides_name_the_field(override, message):
 
 
 def test_shipped_configs_load():
-    for name in ("tallrec", "tallrec_cpu", "bench_tallrec"):
-        load_config(TallrecJobConfig if name != "bench_tallrec" else __import__(
-            "raylib.bench", fromlist=["BenchTallrecConfig"]).BenchTallrecConfig, f"jobs/configs/{name}.yaml")
+    """Every YAML under jobs/configs loads into its job's config class (typos and stale fields fail here)."""
+    from pathlib import Path
+
+    from raylib.bench import BenchTallrecConfig
+    from raylib.bench_cocktail import BenchCocktailConfig
+    from raylib.bench_corella import BenchCorellaConfig
+    from raylib.bench_nextitem import BenchNextItemConfig
+    from raylib.bench_serve import BenchServeConfig
+    from raylib.config import BigrecJobConfig, CocktailJobConfig, CorellaJobConfig, GenrecJobConfig
+
+    classes = {"tallrec": TallrecJobConfig, "tallrec_cpu": TallrecJobConfig, "bench_tallrec": BenchTallrecConfig,
+               "tallrec-llama7b-rtx3090": TallrecJobConfig, "tallrec-llama13b-4xrtx3090": TallrecJobConfig,
+               "bigrec": BigrecJobConfig, "bigrec_cpu": BigrecJobConfig, "genrec": GenrecJobConfig,
+               "genrec_cpu": GenrecJobConfig, "bench_bigrec": BenchNextItemConfig, "corella": CorellaJobConfig,
+               "corella_cpu": CorellaJobConfig, "bench_corella": BenchCorellaConfig, "cocktail": CocktailJobConfig,
+               "bench_cocktail": BenchCocktailConfig, "bench_serve": BenchServeConfig}
+    shipped = {p.stem for p in Path("jobs/configs").glob("*.yaml")}
+    assert shipped == set(classes), f"a config without its class here: {shipped ^ set(classes)}"
+    for name, cls in classes.items():
+        load_config(cls, f"jobs/configs/{name}.yaml")
