@@ -167,14 +167,28 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
         print(f"[cocktail] domain {d.name}: {len(d.train)} train / {len(d.valid)} valid / {len(d.test)} test "
               f"records (split by {d.split}), from {d.source}", flush=True)
 
-    # 1. the base spirit: every domain, target-independent
+    # every data set first: bad or too small inputs stop here, before any training
     base_job, base_train, base_valid = base_spirit_inputs(job, domains)
+    ingredient_train = sample_records(target.train, job.data.train_samples, seed)
+    valid = stratified_sample(target.valid, job.data.valid_samples, seed)
+    used = {id(r) for r in ingredient_train}  # unlabelled prompts: target training users outside the sample
+    pool = [r for r in target.train if id(r) not in used]
+    unlabelled = sample_records(pool, job.merge.unlabelled_prompts + job.merge.held_out_prompts, seed + 7)
+    if len(unlabelled) < 2:
+        raise RaylibError(f"No unlabelled {job.target} prompts left for the entropy merge: the training pool has "
+                          f"{len(target.train)} records and the ingredient uses {len(ingredient_train)} "
+                          "(lower data.train_samples, or bring more records).")
+    prompts, held_out = unlabelled[:job.merge.unlabelled_prompts], unlabelled[job.merge.unlabelled_prompts:]
+    warm, cold = warm_cold(target.test, ingredient_train, job.warm_cold_samples, seed)
+    if not warm or not cold:
+        raise RaylibError(f"The {job.target} test split has {len(warm)} warm and {len(cold)} cold-start records; "
+                          "both are needed (more test users: data.test_fraction).")
+
+    # 1. the base spirit: every domain, target-independent
     print(f"[cocktail] base spirit: {len(base_train)} records from {sorted(domains)} ...", flush=True)
     base = train(TallrecTask, base_job, base_train, base_valid)
 
     # 2. the ingredient: the target domain only
-    ingredient_train = sample_records(target.train, job.data.train_samples, seed)
-    valid = stratified_sample(target.valid, job.data.valid_samples, seed)
     print(f"[cocktail] ingredient: {len(ingredient_train)} {job.target} records ...", flush=True)
     ingredient = train(TallrecTask, _stage_job(job, folder / "ingredient"), ingredient_train, valid)
     base_dir, ingredient_dir = Path(base.adapter_dir), Path(ingredient.adapter_dir)
@@ -182,14 +196,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
 
     check_compatible(base_dir, ingredient_dir)
 
-    # 3. entropy-guided merge on unlabelled target prompts (target training users outside the ingredient's sample)
-    used = {id(r) for r in ingredient_train}
-    pool = [r for r in target.train if id(r) not in used]
-    unlabelled = sample_records(pool, job.merge.unlabelled_prompts + job.merge.held_out_prompts, seed + 7)
-    if len(unlabelled) < 2:
-        raise RaylibError(f"No unlabelled {job.target} prompts left for the entropy merge: the training pool has "
-                          f"{len(target.train)} records and the ingredient uses {len(ingredient_train)}.")
-    prompts, held_out = unlabelled[:job.merge.unlabelled_prompts], unlabelled[job.merge.unlabelled_prompts:]
+    # 3. entropy-guided merge on the unlabelled target prompts
     m = job.merge
     merge_values = {**to_dict(job), "output_dir": str(folder / "entropy_merge"), "base_adapter": str(base_dir),
                     "ingredient_adapter": str(ingredient_dir),
@@ -210,21 +217,15 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     weights = {"average": torch.full((len(names), 2), 0.5), "entropy": entropy_weights,
                "tune": torch.tensor(tuned["weights"])}
 
-    # 5. warm / cold test sets, every variant scored (mixes folded and published first)
-    warm, cold = warm_cold(target.test, ingredient_train, job.warm_cold_samples, seed)
-    if not warm or not cold:
-        raise RaylibError(f"The {job.target} test split has {len(warm)} warm and {len(cold)} cold-start records; "
-                          "both are needed (more test users: data.test_fraction).")
-    from raylib.merging import save_coefficients, save_folded
+    # 5. every mix folded into one adapter and published; every variant scored on warm / cold / validation
+    from raylib.merging import coefficients_doc, same_mix, save_folded
 
-    (folder / "adapters").mkdir(parents=True, exist_ok=True)
+    hashes = {"base": adapter_hash(base_dir), "ingredient": adapter_hash(ingredient_dir)}
     for name, w in weights.items():
-        if not (folder / "adapters" / name / "adapter_config.json").is_file():
+        doc = coefficients_doc(names, w, variant=name, **hashes)
+        if not same_mix(folder / "adapters" / name, doc):  # a published mix of other weights or adapters is redone
             peft_model, _ = mixed_model(job, base_dir, ingredient_dir, w, merge=False)
-            save_folded(peft_model, "cocktail", folder / "adapters" / name,
-                        coefficients={"base": str(base_dir), "ingredient": str(ingredient_dir),
-                                      "modules": {n: row.tolist() for n, row in zip(names, w)}})
-            save_coefficients(names, w, folder / "adapters" / name / "mix.json", variant=name)
+            save_folded(peft_model, "cocktail", folder / "adapters" / name, coefficients=doc)
     scores = {}
     for variant in VARIANTS:
         adapter = {"raw": None, "base": base_dir, "ingredient": ingredient_dir}.get(variant,

@@ -27,7 +27,7 @@ import torch
 from raylib import RaylibError
 
 ADAPTERS = ("base", "ingredient")
-COEFFICIENTS_FILE = "coefficients.json"
+COEFFICIENTS_FILE = "mix.json"  # beside a folded adapter: the per-module weights it was folded from
 
 
 # ------------------------------------------------------------------ compatibility
@@ -139,9 +139,22 @@ def answer_entropy(logits: torch.Tensor, answer_ids: tuple[int, int]) -> torch.T
 
 
 # ------------------------------------------------------------------ coefficients on disk
-def save_coefficients(names: list[str], weights: torch.Tensor, path: Path, **extra) -> None:
+def coefficients_doc(names: list[str], weights: torch.Tensor, **extra) -> dict[str, Any]:
+    """The per-module weights as JSON: {"adapters": [...], "modules": {name: [w_base, w_ingredient]}, ...}."""
     rows = {n: [float(w[0]), float(w[1])] for n, w in zip(names, weights)}
-    path.write_text(json.dumps({"adapters": list(ADAPTERS), "modules": rows, **extra}, indent=1))
+    return {"adapters": list(ADAPTERS), "modules": rows, **extra}
+
+
+def save_coefficients(names: list[str], weights: torch.Tensor, path: Path, **extra) -> None:
+    Path(path).write_text(json.dumps(coefficients_doc(names, weights, **extra), indent=1))
+
+
+def same_mix(folder: Path, doc: dict[str, Any]) -> bool:
+    """True when `folder` holds a folded adapter made from exactly these weights and adapters."""
+    path = Path(folder) / COEFFICIENTS_FILE
+    if not path.is_file() or not (Path(folder) / "adapter_model.safetensors").is_file():
+        return False
+    return json.loads(path.read_text()) == json.loads(json.dumps(doc))
 
 
 def load_coefficients(path: Path, names: list[str]) -> torch.Tensor:

@@ -146,6 +146,17 @@ def test_domains_split_and_cold_start_items_never_trained(tmp_path):
         load_domain(DomainConfig(name="book", source="file", file=str(tmp_path / "empty.json")), DataConfig())
 
 
+def test_no_unlabelled_prompts_left_is_one_line_before_any_training(tmp_path):
+    from raylib.cocktail import run_cocktail
+    from raylib.config import CocktailJobConfig, from_dict
+
+    job = from_dict(CocktailJobConfig, {"domains": [{"name": "movie"}], "data": {"train_samples": 0},
+                                        "output_dir": str(tmp_path)})  # the ingredient takes every record
+    with pytest.raises(RaylibError, match="No unlabelled movie prompts left for the entropy merge"):
+        run_cocktail(job)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
 def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, tmp_path, monkeypatch):
     """The search objective's only records are the validation split: the test split never reaches it."""
     import raylib.tune
