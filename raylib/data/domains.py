@@ -52,6 +52,7 @@ def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | Non
         from raylib.tallrec import _movielens_records
 
         records, source = _movielens_records(data)
+        source = str(data.movielens_dir) if data.movielens_dir else "the embedded MovieLens-100K (recbole wheel)"
         if domain.name != "movie":
             raise RaylibError(f"domain {domain.name!r}: MovieLens records are about movies; name it 'movie'.")
     else:
