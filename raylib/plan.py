@@ -21,6 +21,7 @@ It is an estimate (what autograd keeps depends on kernels); it errs high. `pytho
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class Counts:
     largest_layer: int  # params of one decoder layer (what ZeRO-3 offload keeps in flight, x2)
 
 
+@functools.lru_cache(maxsize=8)
 def model_config(name: str):
     """A transformers config: the shipped LLaMA configs by name or hub id (offline), else a folder or hub id."""
     from transformers import AutoConfig
@@ -85,8 +87,18 @@ def model_config(name: str):
 
 def count_parameters(config, lora=None, trainable: str = "lora") -> Counts:
     """Exact counts from the model built on the meta device (+ PEFT's LoRA, as training adds it)."""
+    from raylib.config import LoraSettings
+
+    lora = lora or LoraSettings()
+    return _count(config.to_json_string(), lora.r, lora.alpha, tuple(lora.target_modules), trainable)
+
+
+@functools.lru_cache(maxsize=16)
+def _count(config_json: str, r: int, alpha: int, targets: tuple[str, ...], trainable: str) -> Counts:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**json.loads(config_json))
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -100,7 +112,7 @@ def count_parameters(config, lora=None, trainable: str = "lora") -> Counts:
         from raylib.config import LoraSettings
         from raylib.model import lora_config
 
-        peft_model = get_peft_model(model, lora_config(lora or LoraSettings()))
+        peft_model = get_peft_model(model, lora_config(LoraSettings(r=r, alpha=alpha, target_modules=list(targets))))
         train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in peft_model.parameters() if not p.requires_grad)
     return Counts(frozen, train, config.num_hidden_layers, config.hidden_size, config.intermediate_size,

@@ -197,15 +197,15 @@ def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_re
         "data": {"train_samples": 12, "valid_samples": 8, "max_length": 256},
         "train": {"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 1e-3, "patience": 0,
                   "cpus_per_worker": 1, "eval_batch_size": 8},
-        "merge": {"unlabelled_prompts": 8, "held_out_prompts": 4, "epochs": 2, "batch_size": 4},
-        "tune": {"num_samples": 2, "max_concurrent": 1}, "eval": {"batch_size": 8},
+        "merge": {"unlabelled_prompts": 8, "held_out_prompts": 4, "epochs": 1, "batch_size": 4},
+        "tune": {"num_samples": 1, "max_concurrent": 1}, "eval": {"batch_size": 8},
         "output_dir": str(tmp_path / "run")})
     report = run_cocktail(job)
     assert report["target_domain"] == "movie"
     for split in ("warm", "cold", "valid"):
         assert set(report[split]) == set(VARIANTS) and all(0.0 <= v <= 1.0 for v in report[split].values())
     assert report["records"]["warm"] and report["records"]["cold"]
-    assert len(report["entropy_merge"]["history"]) == 2 and report["tune"]["trials"] == 2
+    assert len(report["entropy_merge"]["history"]) == 1 and report["tune"]["trials"] == 1
     for name in ("average", "entropy", "tune"):
         PeftModel.from_pretrained(base_model(tiny_model_dir), tmp_path / "run" / report["adapters"][name])
     # another target of the same domains finds the base spirit finished: it is reused, not trained again
