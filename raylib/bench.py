@@ -89,16 +89,14 @@ def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict
     per call and, as the authors run it, 32 left-padded prompts per call.
     `batched_s` / `speedup` / `auc_diff` / `max_prob_diff` are those of the configured scorer (eval.prefix_cache);
     the `plain_*` and `prefix_*` keys give both."""
-    from peft import PeftModel
-
     from raylib.evaluate import yes_probabilities, yes_probabilities_by_generate
-    from raylib.model import choose_dtype, load_model, load_tokenizer
+    from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
 
     ev = config.eval
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = choose_dtype(ev.dtype, device)
     tokenizer = load_tokenizer(config.model)
-    model = PeftModel.from_pretrained(load_model(config.model, device, dtype), adapter_dir).merge_and_unload()
+    model = load_with_adapter(config.model, adapter_dir, device, dtype)
     labels = [r.label for r in records]
 
     def batched(prefix_cache: bool):

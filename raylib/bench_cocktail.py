@@ -28,9 +28,10 @@ class BenchCocktailConfig(CocktailJobConfig):
 
 
 def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
-    from raylib.cocktail import VARIANTS, adapter_hash, inference_times, run_cocktail
+    from raylib.cocktail import VARIANTS, inference_times, run_cocktail
     from raylib.config import from_dict
     from raylib.resume import cached_stage
+    from raylib.train.checkpoint import adapter_sha1
 
     start = time.time()
     values = {k: v for k, v in to_dict(config).items() if k not in ("report", "timing_records")}
@@ -45,7 +46,7 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
     from raylib.data.records import sample_records
 
     records = sample_records(load_domains(job)[job.target].test, config.timing_records, job.data.seed + 11)
-    key = {"folded": adapter_hash(folded), "single": adapter_hash(ingredient_dir), "n": len(records)}
+    key = {"folded": adapter_sha1(folded), "single": adapter_sha1(ingredient_dir), "n": len(records)}
     print(f"[bench_cocktail] inference time on {len(records)} records ...", flush=True)
     times = cached_stage(folder / "stages" / "timing.json", key,
                          lambda: inference_times(job, base_dir, ingredient_dir, folded, records))

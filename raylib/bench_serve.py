@@ -133,17 +133,16 @@ def load_summary(log: list[tuple[float, float, int, str]], elapsed: float, concu
 
 
 # ------------------------------------------------------------------ the service
-def fixed_test_subset(config: BenchServeConfig) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, Any]]]:
+def fixed_test_subset(config: BenchServeConfig, vocab_hash: str) -> tuple[list[dict[str, Any]], np.ndarray,
+                                                                          list[dict[str, Any]]]:
     """The CoReLLa benchmark's fixed test subset (`raylib.corella`'s seed): request samples, labels, and the
-    records the offline scorer takes."""
-    from raylib.corella import check_artifacts
+    records the offline scorer takes (encoded with the artifacts' vocabulary, `vocab_hash`)."""
     from raylib.crm import load_crm
     from raylib.data.ctr import load_ctr_data, sample_rows
 
     data = load_ctr_data(config.data)
     table = sample_rows(data.test, config.data.test_samples, config.data.seed + 3)
-    routing = check_artifacts(config.artifacts)
-    _, vocab = load_crm(Path(config.artifacts) / "crm", expect_vocab=routing.vocab_hash)
+    _, vocab = load_crm(Path(config.artifacts) / "crm", expect_vocab=vocab_hash)
     labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64)
     return table.drop(["label", "timestamp"]).to_pylist(), labels, vocab.records(table, with_text=True)
 
@@ -197,7 +196,7 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
 
     start = time.time()
     routing = check_artifacts(config.artifacts)
-    samples, labels, records = fixed_test_subset(config)
+    samples, labels, records = fixed_test_subset(config, routing.vocab_hash)
     folder = Path(config.output_dir).expanduser().resolve() / "phases"
     key = {"crm": routing.crm_hash, "adapter": routing.adapter_hash, "threshold": routing.threshold,
            "data": to_dict(config.data)}

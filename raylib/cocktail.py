@@ -29,6 +29,7 @@ from raylib.config import CocktailJobConfig, MergeJob, TallrecJobConfig, from_di
 from raylib.data.domains import DomainSplits, load_domain, mixture, warm_cold
 from raylib.data.records import TallrecRecord, sample_records, stratified_sample
 from raylib.resume import cached_stage
+from raylib.train.checkpoint import adapter_sha1
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("raw", "base", "ingredient", "average", "entropy", "tune")
@@ -50,10 +51,6 @@ def records_key(records: list[TallrecRecord]) -> str:
     for r in records:
         digest.update(f"{r.instruction}\x1f{r.input}\x1f{r.output}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def adapter_hash(folder: str | Path) -> str:
-    return hashlib.sha1((Path(folder) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ mixes: build, score, search
@@ -131,7 +128,7 @@ def tune_mix(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, valid
     space = job.tune.space or {"global": {"type": "uniform", "low": 0.0, "high": 1.0},
                                **{f"group{g}": {"type": "uniform", "low": -0.25, "high": 0.25} for g in range(groups)}}
     threads = max(1, os.cpu_count() or 1)
-    key = "-".join([adapter_hash(base_dir)[:6], adapter_hash(ingredient_dir)[:6], records_key(valid)[:6]])
+    key = "-".join([adapter_sha1(base_dir)[:6], adapter_sha1(ingredient_dir)[:6], records_key(valid)[:6]])
     found = search(valid_auc_of_mix, space, metric="auc", mode="max", settings=job.tune, output_dir=folder,
                    study_name=f"mix-{key}", resources={"cpu": threads},
                    constants={"job": to_dict(job), "base_dir": str(base_dir), "ingredient_dir": str(ingredient_dir),
@@ -210,7 +207,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
 
     # 4. the mix searched on labelled validation
     print(f"[cocktail] Tune search of the mix on {len(valid)} validation records ...", flush=True)
-    key = {"base": adapter_hash(base_dir), "ingredient": adapter_hash(ingredient_dir), "valid": records_key(valid),
+    key = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir), "valid": records_key(valid),
            "tune": to_dict(job.tune), "merge": to_dict(job.merge), "model": to_dict(job.model)}
     tuned = cached_stage(folder / "stages" / "tune.json", key,
                          lambda: tune_mix(job, base_dir, ingredient_dir, valid, folder))
@@ -220,7 +217,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     # 5. every mix folded into one adapter and published; every variant scored on warm / cold / validation
     from raylib.merging import coefficients_doc, same_mix, save_folded
 
-    hashes = {"base": adapter_hash(base_dir), "ingredient": adapter_hash(ingredient_dir)}
+    hashes = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir)}
     for name, w in weights.items():
         doc = coefficients_doc(names, w, variant=name, **hashes)
         if not same_mix(folder / "adapters" / name, doc):  # a published mix of other weights or adapters is redone
@@ -230,7 +227,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     for variant in VARIANTS:
         adapter = {"raw": None, "base": base_dir, "ingredient": ingredient_dir}.get(variant,
                                                                                   folder / "adapters" / variant)
-        vkey = {"adapter": adapter_hash(adapter) if adapter else "raw", "warm": records_key(warm),
+        vkey = {"adapter": adapter_sha1(adapter) if adapter else "raw", "warm": records_key(warm),
                 "cold": records_key(cold), "valid": records_key(valid), "eval": to_dict(job.eval)}
         scores[variant] = cached_stage(folder / "stages" / f"scores_{variant}.json", vkey,
                                        lambda a=adapter, v=variant: _score_variant(job, a, v, warm, cold, valid))
@@ -257,17 +254,13 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
 
 
 def _score_variant(job: CocktailJobConfig, adapter, variant: str, warm, cold, valid) -> dict[str, list[float]]:
-    """P(Yes) of the warm, cold and validation records with the base model + `adapter` merged (or none)."""
-    from raylib.model import choose_dtype, load_model
+    """P(Yes) of the warm, cold and validation records with the base model + `adapter` merged (or none), scored
+    as TALLRec's job scores (`raylib.tallrec.score_records`, the job's `eval` settings)."""
+    from raylib.tallrec import score_records
 
     print(f"[cocktail] scoring {variant}: {len(warm)} warm + {len(cold)} cold + {len(valid)} valid ...", flush=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(job.model, device, choose_dtype(job.eval.dtype, device))
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    probs = score(job, model.eval(), warm + cold + valid)
+    probs = np.asarray(score_records(job.model, warm + cold + valid, adapter and str(adapter), job.data.max_length,
+                                     job.eval)["probabilities"])
     return {"warm": probs[:len(warm)].tolist(), "cold": probs[len(warm):len(warm) + len(cold)].tolist(),
             "valid": probs[len(warm) + len(cold):].tolist()}
 
@@ -287,22 +280,19 @@ def inference_times(job: CocktailJobConfig, base_dir, ingredient_dir, folded_dir
     """Seconds to score `records` (median of `rounds`, interleaved) with: one adapter (the ingredient, LoRA
     unmerged), the folded mix (one rank-2r adapter, unmerged), both adapters active (the mix before folding),
     and the folded mix merged into the weights. No prefix cache, so every token runs through every layer."""
-    from peft import PeftModel
-
     from raylib.evaluate import yes_probabilities
     from raylib.merging import MixedLora, load_two
-    from raylib.model import choose_dtype, load_model, load_tokenizer
+    from raylib.model import choose_dtype, load_model, load_tokenizer, load_with_adapter
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = choose_dtype(job.eval.dtype, device)
     tokenizer = load_tokenizer(job.model)
-    fresh = lambda: load_model(job.model, device, dtype)  # noqa: E731
-    two = MixedLora(load_two(fresh(), base_dir, ingredient_dir))
+    two = MixedLora(load_two(load_model(job.model, device, dtype), base_dir, ingredient_dir))
     two.set_weights([0.5, 0.5])
-    models = {"single_adapter": PeftModel.from_pretrained(fresh(), str(ingredient_dir)).eval(),
-              "folded": PeftModel.from_pretrained(fresh(), str(folded_dir)).eval(),
+    models = {"single_adapter": load_with_adapter(job.model, ingredient_dir, device, dtype, merge=False).eval(),
+              "folded": load_with_adapter(job.model, folded_dir, device, dtype, merge=False).eval(),
               "two_adapters": two.eval(),
-              "folded_merged": PeftModel.from_pretrained(fresh(), str(folded_dir)).merge_and_unload().eval()}
+              "folded_merged": load_with_adapter(job.model, folded_dir, device, dtype).eval()}
     times: dict[str, list[float]] = {k: [] for k in models}
     run = lambda m: yes_probabilities(m, tokenizer, records, job.data.max_length, job.eval.batch_size,  # noqa
                                       progress=False, prefix_cache=False)

@@ -125,19 +125,15 @@ class RoutedScorer:
         import torch
 
         from raylib.crm import load_crm
-        from raylib.model import load_model, load_tokenizer
+        from raylib.model import load_tokenizer, load_with_adapter
         from raylib.tasks.corella import yes_no_ids
 
         self.crm, self.vocab = load_crm(crm_dir)
         self.job, self.threshold = job, threshold
         self.device = "cuda" if torch.cuda.is_available() and job.train.use_gpu else "cpu"
         self.tokenizer = load_tokenizer(job.model)
-        self.llm = load_model(job.model, self.device, torch.float32 if self.device == "cpu" else None)
-        if adapter_dir is not None:
-            from peft import PeftModel
-
-            self.llm = PeftModel.from_pretrained(self.llm, str(adapter_dir)).merge_and_unload()  # no LoRA cost
-        self.llm.eval()
+        self.llm = load_with_adapter(job.model, adapter_dir, self.device,
+                                     torch.float32 if self.device == "cpu" else None).eval()
         self.yes_no = yes_no_ids(self.tokenizer)
 
     def crm_probs(self, records: list[dict[str, Any]]) -> np.ndarray:

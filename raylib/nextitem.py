@@ -71,16 +71,12 @@ def targets_of(windows: list[NextItemWindow], data: SequenceData) -> list[int]:
 def _load_for_inference(job: NextItemJobConfig, adapter_dir: str | None):
     import torch
 
-    from raylib.model import choose_dtype, load_model, load_tokenizer
+    from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(job.model)
-    model = load_model(job.model, device, choose_dtype(job.generation.dtype, device))
-    if adapter_dir:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()  # no LoRA cost at inference
-    return model, tokenizer
+    # merged: no LoRA cost at inference
+    return load_with_adapter(job.model, adapter_dir, device, choose_dtype(job.generation.dtype, device)), tokenizer
 
 
 def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]) -> list[str]:
@@ -124,9 +120,9 @@ def embed(job: NextItemJobConfig, catalogue, texts: list[list[str]]):
 
 # ------------------------------------------------------------------ stages that resume
 def adapter_key(adapter_dir: Path | str | None) -> str:
-    if adapter_dir is None:
-        return "base"
-    return hashlib.sha1((Path(adapter_dir) / "adapter_model.safetensors").read_bytes()).hexdigest()
+    from raylib.train.checkpoint import adapter_sha1
+
+    return "base" if adapter_dir is None else adapter_sha1(adapter_dir)
 
 
 # ------------------------------------------------------------------ gamma search (Ray Tune + Optuna)

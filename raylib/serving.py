@@ -138,19 +138,14 @@ class LlmScorer:
         import torch
 
         from raylib.config import ModelConfig
-        from raylib.model import choose_dtype, load_model, load_tokenizer
+        from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
         from raylib.tasks.corella import yes_no_ids
 
         config = ModelConfig(name=model_name, dtype=dtype, trust_remote_code=trust_remote_code)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = load_tokenizer(config)
         # fp32 on a CPU without AMX (bf16 is slower there, see raylib.model.cpu_supports_bf16)
-        model = load_model(config, device, choose_dtype(dtype, device))
-        if adapter_dir:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-        self.model = model.eval()
+        self.model = load_with_adapter(config, adapter_dir, device, choose_dtype(dtype, device)).eval()
         self.max_length = max_length
         self.yes_no = yes_no_ids(self.tokenizer)
 

@@ -94,7 +94,7 @@ def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_
 
     from raylib.evaluate import yes_probabilities
     from raylib.metrics import binary_report
-    from raylib.model import choose_dtype, load_model, load_tokenizer
+    from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
 
     eval_cfg = eval_cfg if eval_cfg is not None else EvalConfig()
     if threads:
@@ -102,13 +102,7 @@ def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = choose_dtype(eval_cfg.dtype, device)
     tokenizer = load_tokenizer(model_cfg)
-    model = load_model(model_cfg, device, dtype)
-    if adapter_dir:
-        from peft import PeftModel
-
-        # Merged into the base weights, the adapter costs nothing at inference (unmerged LoRA layers doubled the
-        # CPU scoring time here).
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = load_with_adapter(model_cfg, adapter_dir, device, dtype)
     start = time.time()
     probs = yes_probabilities(model, tokenizer, records, max_length, eval_cfg.batch_size, scoring=eval_cfg.scoring,
                               prefix_cache=eval_cfg.prefix_cache)

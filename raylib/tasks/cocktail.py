@@ -91,15 +91,11 @@ class EntropyMergeTask(WholeModelCheckpoints):
 
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:
-        return {"max_length": job.data.max_length, "adapters": [_sha1(job.base_adapter), _sha1(job.ingredient_adapter)],
+        from raylib.train.checkpoint import adapter_sha1
+
+        return {"max_length": job.data.max_length,
+                "adapters": [adapter_sha1(job.base_adapter), adapter_sha1(job.ingredient_adapter)],
                 "init": job.merge.init}
-
-
-def _sha1(folder: str) -> str:
-    import hashlib
-
-    path = Path(folder) / "adapter_model.safetensors"
-    return hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
 def read_published(folder: Path) -> tuple[list[str], torch.Tensor]:

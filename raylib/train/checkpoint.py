@@ -163,6 +163,11 @@ def load_adapter_into(model, folder: Path) -> None:
     set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
 
 
+def adapter_sha1(folder: str | Path) -> str:
+    """sha1 of a PEFT adapter folder's weights: keys what was computed with that adapter (beams, scores, mixes)."""
+    return hashlib.sha1((Path(folder) / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
 def publish_folder(source: Path, target: Path, extra: dict[str, Any] | None = None) -> Path:
     """Copy a finished folder to `target` atomically: a half-copied folder never looks like a finished one."""
     target = Path(target)
