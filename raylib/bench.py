@@ -153,7 +153,7 @@ def bare_step_times(config: BenchTallrecConfig, job: TallrecJobConfig, records, 
     data = [encode_for_training(tokenizer, r, job.data.max_length, job.train.loss_on) for r in records]
     plan = batch_plan(job.train, len(data), 1)
     accumulation = plan.accumulation
-    sampler = EpochSampler(plan, rank=0, seed=job.train.seed)
+    sampler = EpochSampler(plan, len(data), seed=job.train.seed)
     loader = DataLoader(data, batch_size=plan.micro_batch, sampler=sampler,
                         collate_fn=lambda b: collate_for_training(b, tokenizer.pad_token_id))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=job.train.learning_rate)

@@ -106,7 +106,11 @@ class TrainConfig:
     seed: int = 42
     # Stop after this many optimizer steps (0 = no limit); for smoke tests and benchmarks.
     max_steps: int = Field(0, ge=0)
+    # Ray Train restarts failed workers this many times (-1 = always) from the latest checkpoint.
     max_failures: int = Field(0, ge=-1)
+    # Where Ray Train keeps checkpoints: "" = <output_dir>/ray; a local folder, an NFS mount, or a pyarrow
+    # filesystem URI (s3://bucket/prefix, gs://..., file://...). Runs on several nodes need one every node sees.
+    storage_path: str = ""
     # Re-running with the same output_dir resumes its checkpoint when the run is the same one (model, LoRA, data,
     # training settings); a different run there is an error unless `fresh_start` discards the old checkpoints.
     fresh_start: bool = False

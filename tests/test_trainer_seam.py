@@ -55,13 +55,13 @@ def test_epochs_end_on_an_optimizer_step():
     train_cfg = TrainConfig(batch_size=128, micro_batch_size=32)
     plan = batch_plan(train_cfg, 200, world=1)
     assert (plan.micro_batch, plan.accumulation, plan.steps_per_epoch) == (32, 4, 2)
-    indices = list(EpochSampler(plan, rank=0, seed=0))
+    indices = list(EpochSampler(plan, 200, seed=0))
     assert len(indices) == plan.steps_per_epoch * plan.accumulation * plan.micro_batch == 256
     assert set(indices) == set(range(200))  # every record once, 56 of them twice
     assert plan.notes(128) == ["each epoch repeats 56 sample(s) so that it ends on an optimizer step"]
     two = batch_plan(train_cfg, 200, world=2)
-    shards = [set(EpochSampler(two, rank, seed=0)) for rank in (0, 1)]
-    assert shards[0] | shards[1] == set(range(200))
+    for shard in (EpochSampler(two, 100, seed=0), EpochSampler(two, 100, seed=0)):  # each worker: its 100 rows
+        assert len(list(shard)) == two.samples_per_rank == 128 and set(shard) == set(range(100))
     assert batch_plan(train_cfg, 16, world=1).notes(128) == [
         "global batch 128 -> 16 (capped at the number of training samples)"]
 

@@ -60,11 +60,15 @@ def batch_plan(train: TrainConfig, n_train: int, world: int) -> BatchPlan:
 
 
 class EpochSampler(Sampler[int]):
-    """This rank's indices for one epoch: a seeded shuffle (as DistributedSampler: seed + epoch), padded
-    cyclically to `plan.samples_per_rank * world`, then strided by rank. Call `set_epoch` before each epoch."""
+    """This rank's indices into its own shard for one epoch: a seeded shuffle (seed + epoch, as
+    DistributedSampler), repeated cyclically up to `plan.samples_per_rank` so that every rank takes the same
+    number of optimizer steps. Call `set_epoch` before each epoch. (With one worker the shard is every record,
+    in record order: the batches are those of a plain seeded shuffle.)"""
 
-    def __init__(self, plan: BatchPlan, rank: int, seed: int) -> None:
-        self.plan, self.rank, self.seed, self.epoch = plan, rank, seed, 0
+    def __init__(self, plan: BatchPlan, shard_size: int, seed: int) -> None:
+        if shard_size < 1:
+            raise ValueError("a worker got no training records: fewer records than workers")
+        self.plan, self.shard_size, self.seed, self.epoch = plan, shard_size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -72,10 +76,9 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.plan.samples, generator=g).tolist()
-        total = self.plan.samples_per_rank * self.plan.world
-        order = (order * math.ceil(total / len(order)))[:total]
-        return iter(order[self.rank:total:self.plan.world])
+        order = torch.randperm(self.shard_size, generator=g).tolist()
+        total = self.plan.samples_per_rank
+        return iter((order * math.ceil(total / len(order)))[:total])
 
     def __len__(self) -> int:
         return self.plan.samples_per_rank

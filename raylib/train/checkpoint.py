@@ -6,6 +6,12 @@ A reported checkpoint folder holds:
   engine/             DeepSpeed's optimizer + LR-schedule state (AdamW moments), one shard per rank, frozen
                       weights excluded: a resumed run continues the interrupted one, not a cold restart
   rng_rank<r>.safetensors  each rank's torch RNG state (dropout)
+  manifest_rank<r>.json    written last by each rank: its files and their sizes. A checkpoint is complete when
+                      every rank's manifest is there and every file it lists has that size (`checkpoint_problem`).
+
+Each rank builds its part in a temporary folder and renames it into place once written (`write_checkpoint`),
+so a crash mid-save leaves a `.partial` folder, never one that looks complete; Ray Train then copies the folder
+to storage and registers it only once copied. A copy cut short is caught by the manifests.
 
 The engine state is DeepSpeed's own format (torch pickles); it is only ever loaded from the run's own
 `output_dir`. Everything meant to be shared (adapters, CRM weights) is safetensors.
@@ -34,7 +40,7 @@ FINGERPRINT_FILE = "run.json"
 # Fields that may change between a run and its resumption: how long to train, how to log, where to run.
 RUN_LENGTH_FIELDS = {"epochs", "patience", "max_steps", "max_failures", "log_every_steps", "eval_batch_size",
                      "cpus_per_worker", "fresh_start", "num_workers", "use_gpu", "offload_optimizer",
-                     "offload_params", "gradient_checkpointing"}
+                     "offload_params", "gradient_checkpointing", "gpu", "storage_path"}
 
 
 @dataclasses.dataclass
@@ -58,15 +64,31 @@ class TrainerState:
 
 
 # ---------------------------------------------------------------- fingerprint: resume only the same run
-def run_fingerprint(task_cls, job, train_records: list, valid_records: list) -> dict[str, Any]:
-    """What makes a run this run: task, model, LoRA, training settings (less run length) and the data."""
+def data_digest(train: list | str | Path, valid: list | str | Path) -> str:
+    """sha1 of the training and validation data: records (dicts or dataclasses), or Parquet files/folders."""
+    import dataclasses as dc
+
+    def plain(split):
+        if isinstance(split, (str, Path)):
+            files = [Path(split)] if Path(split).is_file() else sorted(Path(split).rglob("*.parquet"))
+            digest = hashlib.sha1()
+            for f in files:
+                with open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+            return {"parquet": digest.hexdigest()}
+        return [dc.asdict(r) if dc.is_dataclass(r) else dict(r) for r in split]
+
+    return hashlib.sha1(json.dumps([plain(train), plain(valid)], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_fingerprint(task_cls, job, data: str) -> dict[str, Any]:
+    """What makes a run this run: task, model, LoRA, training settings (less run length) and the data's digest."""
     from raylib.config import to_dict
 
-    data = hashlib.sha1(json.dumps([train_records, valid_records], sort_keys=True, default=str).encode())
     train = {k: v for k, v in to_dict(job.train).items() if k not in RUN_LENGTH_FIELDS}
     return {"task": f"{task_cls.__module__}.{task_cls.__qualname__}", "model": to_dict(job.model),
-            "lora": to_dict(job.lora), "train": train, "records": data.hexdigest(),
-            **task_cls.fingerprint(job)}
+            "lora": to_dict(job.lora), "train": train, "records": data, **task_cls.fingerprint(job)}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -80,14 +102,16 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: bool) -> bool:
-    """Make `output` this run's folder. True when it holds checkpoints of this same run (they will be resumed);
-    a different run's checkpoints are an error, or are discarded with `fresh_start`."""
-    marker, ray_dir = output / FINGERPRINT_FILE, output / "ray"
+def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: bool, storage: str) -> bool:
+    """Make `output` this run's folder. True when the run's storage holds checkpoints of this same run (they
+    will be resumed); a different run's checkpoints are an error, or are discarded with `fresh_start`."""
+    from raylib.train.storage import discard, has_file_named
+
+    marker = output / FINGERPRINT_FILE
     if fresh_start:
-        shutil.rmtree(ray_dir, ignore_errors=True)
+        discard(storage)
         marker.unlink(missing_ok=True)
-    has_checkpoints = ray_dir.is_dir() and any(ray_dir.rglob(STATE_FILE))
+    has_checkpoints = has_file_named(storage, STATE_FILE)
     if has_checkpoints:
         old = json.loads(marker.read_text()) if marker.is_file() else {}
         changes = _differences(old, fingerprint) if old else ["it was made by an older version (no run.json)"]
@@ -111,6 +135,46 @@ def save_engine_state(engine, folder: Path, rank: int) -> None:
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     save_file(rng, str(folder / f"rng_rank{rank}.safetensors"))
+
+
+MANIFEST = "manifest_rank{rank}.json"
+
+
+def write_checkpoint(folder: Path, engine, rank: int, world: int, rank_zero_files) -> Path:
+    """Every rank: build its part of a checkpoint in `<folder>.partial`, list it in its manifest (last), then
+    rename the folder to `folder`. `rank_zero_files(partial)` writes the task's files and the trainer state."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    before = set(partial.rglob("*"))
+    save_engine_state(engine, partial, rank)  # every rank writes its own optimizer shard
+    if rank == 0:
+        rank_zero_files(partial)
+    mine = sorted(p for p in partial.rglob("*") if p.is_file() and p not in before)
+    (partial / MANIFEST.format(rank=rank)).write_text(json.dumps(
+        {"rank": rank, "world_size": world,
+         "files": {str(p.relative_to(partial)): p.stat().st_size for p in mine}}, indent=1))
+    os.replace(partial, folder)
+    return folder
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """None when `folder` holds a complete checkpoint; else what is missing or cut short."""
+    first = folder / MANIFEST.format(rank=0)
+    if not first.is_file():
+        return f"no {first.name}"
+    world = json.loads(first.read_text())["world_size"]
+    for rank in range(world):
+        manifest = folder / MANIFEST.format(rank=rank)
+        if not manifest.is_file():
+            return f"no {manifest.name} (written by {world} workers)"
+        for name, size in json.loads(manifest.read_text())["files"].items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} has {path.stat().st_size} of its {size} bytes"
+    return None
 
 
 def load_engine_state(engine, folder: Path, rank: int) -> None:

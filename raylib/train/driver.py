@@ -1,7 +1,9 @@
 """Driver side of training: build the TorchTrainer for a task, run it, publish the task's best state.
 
-Re-running with the same output dir resumes: Ray Train V2 restores the run named "train" under
-`<output_dir>/ray` from its latest checkpoint, and the worker picks it up with `ray.train.get_checkpoint()`.
+The data reaches the workers through Ray Data (`raylib.train.data`): staged as Parquet under
+`<output_dir>/data/`, one strided shard per worker. Re-running with the same output dir resumes: Ray Train V2
+restores the run named "train" under the storage path (`<output_dir>/ray` unless `train.storage_path` names
+another folder or a URI, `raylib.train.storage`) from its latest checkpoint, and the worker picks it up with `ray.train.get_checkpoint()`.
 A run fingerprint (`<output_dir>/run.json`) makes sure it is the same run (`claim_output_dir`); once published,
 `finished.json` lets a rerun with the same settings return the result without starting Ray Train again.
 """
@@ -17,9 +19,8 @@ from typing import Any
 
 from raylib import RaylibError
 from raylib.config import TrainJob, to_dict
-from raylib.train.checkpoint import TrainerState, claim_output_dir, run_fingerprint
-
-RUN_NAME = "train"
+from raylib.train.checkpoint import TrainerState, claim_output_dir, data_digest, run_fingerprint
+from raylib.train.storage import RUN_NAME, storage_path
 FINISHED_FILE = "finished.json"  # written after publishing: this run is done (`finished_result`)
 
 
@@ -41,73 +42,81 @@ def _threads_per_worker(job: TrainJob) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, job.train.num_workers))
 
 
-def as_dicts(records: list) -> list[dict[str, Any]]:
-    """Records travel to the workers as plain dicts (dataclass records are converted)."""
-    return [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in records]
+Data = list | str | Path  # records (dicts or dataclasses), or a Parquet file or folder of them
 
 
-def prepare_output_dir(task_cls, job: TrainJob, train_records: list, valid_records: list) -> bool:
+def prepare_output_dir(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> bool:
     """Check (before any work) that `job.output_dir` is free or holds this same run; True if it will resume."""
     output = Path(job.output_dir).expanduser().resolve()
-    fingerprint = run_fingerprint(task_cls, job, as_dicts(train_records), as_dicts(valid_records))
-    return claim_output_dir(output, fingerprint, job.train.fresh_start)
+    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))
+    return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job))
 
 
 def _run_length(job: TrainJob) -> dict[str, int]:
     return {"epochs": job.train.epochs, "patience": job.train.patience, "max_steps": job.train.max_steps}
 
 
-def finished_result(task_cls, job: TrainJob, train_records: list, valid_records: list) -> TrainResult | None:
+def finished_result(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainResult | None:
     """The published result of this same run, finished with the same run length, or None: a pipeline's stage
     that is done is not started again (no Ray Train run at all)."""
     path = Path(job.output_dir).expanduser().resolve() / FINISHED_FILE
     if job.train.fresh_start or not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    fingerprint = run_fingerprint(task_cls, job, as_dicts(train_records), as_dicts(valid_records))
+    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))
     if saved.get("fingerprint") != json.loads(json.dumps(fingerprint, default=str)) or \
             saved.get("run_length") != _run_length(job) or not Path(saved.get("published", "")).exists():
         return None
     return TrainResult(Path(saved["published"]), TrainerState(**saved["state"]), saved.get("metrics", {}), 0.0)
 
 
-def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> TrainResult:
-    """Train `task_cls` on Ray Train workers (DeepSpeed ZeRO inside) and publish its best state."""
+def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainResult:
+    """Train `task_cls` on Ray Train workers (DeepSpeed ZeRO inside) and publish its best state. The data are
+    lists of records or Parquet files/folders of them; either way the workers read them through Ray Data."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from raylib.runtime import ensure_ray
+    from raylib.train import data as train_data_io
+    from raylib.train.storage import check_shared
     from raylib.train.worker import train_loop_per_worker
 
-    if not train_records:
+    if isinstance(train_data, list) and not train_data:
         raise RaylibError("No training records: check the training data and its sample size.")
     if getattr(task_cls, "plans_llm_memory", True):  # small whole models (SASRec, DCNv2) say False
         from raylib.plan import check_job_fits
 
         check_job_fits(job)  # a GPU config that cannot fit stops here, with the cheapest change that fits
-    done = finished_result(task_cls, job, train_records, valid_records)
+    done = finished_result(task_cls, job, train_data, valid_data)
     if done is not None:
         print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.adapter_dir}", flush=True)
         return done
     output = Path(job.output_dir).expanduser().resolve()
-    prepare_output_dir(task_cls, job, train_records, valid_records)
+    prepare_output_dir(task_cls, job, train_data, valid_data)
     (output / FINISHED_FILE).unlink(missing_ok=True)
+    ensure_ray(job.ray_address)
+    storage = storage_path(job)
+    check_shared(storage)  # several nodes and a node-local folder: stop now, not at the first checkpoint
+    staged_train = train_data_io.stage(train_data, output / train_data_io.DATA_DIR, "train")
+    staged_valid = train_data_io.stage(valid_data, output / train_data_io.DATA_DIR, "valid")
+    if staged_train.rows < job.train.num_workers:
+        raise RaylibError(f"{staged_train.rows} training record(s) for {job.train.num_workers} workers: every "
+                          "worker needs at least one.")
+    datasets, dataset_config = train_data_io.datasets(staged_train, staged_valid, job.train.num_workers)
     # Ray sets each worker's OMP_NUM_THREADS to the CPUs it asks for: on CPU, ask for the threads it should use.
     cpus = _threads_per_worker(job) if not job.train.use_gpu else max(1, job.train.cpus_per_worker)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "task": task_cls,
-            "job": to_dict(job),
-            "train_records": as_dicts(train_records),
-            "valid_records": as_dicts(valid_records),
-            "threads_per_worker": _threads_per_worker(job),
-        },
+        train_loop_config={"task": task_cls, "job": to_dict(job), "train_rows": staged_train.rows,
+                           "threads_per_worker": _threads_per_worker(job)},
+        datasets=datasets,
+        dataset_config=dataset_config,
         torch_config=TorchConfig(backend="nccl" if job.train.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=job.train.num_workers, use_gpu=job.train.use_gpu,
                                                resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(
             name=RUN_NAME,
-            storage_path=str(output / "ray"),
+            storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=job.train.max_failures),
             # Ray Train's own INFO lines (resources, checkpoint paths, report dumps) stay in Ray's logs.
@@ -126,7 +135,7 @@ def train(task_cls, job: TrainJob, train_records: list, valid_records: list) -> 
             "best_epoch": state.best_epoch, "best_metric": state.best_metric, "metric": task_cls.metric,
             "epochs_run": state.epoch, "optimizer_steps": state.global_step})
     outcome = TrainResult(published, state, dict(result.metrics or {}), time.time() - start)
-    fingerprint = run_fingerprint(task_cls, job, as_dicts(train_records), as_dicts(valid_records))
+    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))
     (output / FINISHED_FILE).write_text(json.dumps(
         {"fingerprint": fingerprint, "run_length": _run_length(job), "published": str(published),
          "state": dataclasses.asdict(state), "metrics": outcome.metrics}, indent=1, default=str))

@@ -70,8 +70,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from raylib.model import choose_dtype
     from raylib.train.batching import EpochSampler, batch_plan
     from raylib.train.checkpoint import (
-        TrainerState, gathered_trainable, load_engine_state, save_engine_state,
+        TrainerState, checkpoint_problem, gathered_trainable, load_engine_state, write_checkpoint,
     )
+    from raylib.train.data import read_rows
     from raylib.train.deepspeed_config import deepspeed_config
     from raylib.train.task import WorkerContext
 
@@ -91,10 +92,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     task = task_cls(ctx)
     module = task.build()
 
-    train_set = task.encode(loop_config["train_records"], "train")
-    valid_set = task.encode(loop_config["valid_records"], "valid")
-    plan = batch_plan(train_cfg, len(train_set), world)
-    sampler = EpochSampler(plan, rank, train_cfg.seed)
+    # This worker's rows only (strided by row number, see raylib.train.data); validation rows are all read.
+    rows, train_records = read_rows(ray.train.get_dataset_shard("train"))
+    _, valid_records = read_rows(ray.train.get_dataset_shard("valid"))
+    train_set = task.encode(train_records, "train")
+    valid_set = task.encode(valid_records, "valid")
+    plan = batch_plan(train_cfg, loop_config["train_rows"], world)
+    sampler = EpochSampler(plan, len(train_set), train_cfg.seed)
     loader = DataLoader(train_set, batch_size=plan.micro_batch, sampler=sampler, collate_fn=task.collate)
     total_steps = plan.steps_per_epoch * train_cfg.epochs
     if train_cfg.max_steps > 0:
@@ -105,6 +109,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     restored = None
     if checkpoint is not None:
         restored = Path(checkpoint.to_directory())  # a local copy, read again after DeepSpeed starts
+        problem = checkpoint_problem(restored)
+        if problem:
+            raise RuntimeError(f"The checkpoint to resume from is incomplete ({problem}).")
         state = TrainerState.load(restored)
         task.restore(module, restored)
         best_state = task.read_best(restored)
@@ -128,7 +135,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         _log(rank, f"resuming after epoch {state.epoch} (optimizer step {state.global_step}; {how})")
         state.world_size = world
 
-    _log(rank, f"{len(train_set)} train / {len(valid_set)} valid records, {world} worker(s), ZeRO-"
+    _log(rank, f"{loop_config['train_rows']} train ({len(rows)} on rank 0) / {len(valid_set)} valid records, "
+               f"{world} worker(s), ZeRO-"
                f"{train_cfg.zero_stage}, {ctx.dtype}, micro-batch {plan.micro_batch} x accumulation "
                f"{plan.accumulation}, {plan.steps_per_epoch} step(s)/epoch")
     for note in plan.notes(train_cfg.batch_size):
@@ -201,11 +209,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    + (" (best)" if improved else f" (best {state.best_metric:.4f} at epoch {state.best_epoch})"))
 
         with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            save_engine_state(engine, folder, rank)  # every rank writes its own shard
-            if rank == 0:
+            def rank_zero_files(folder: Path) -> None:
                 task.write(engine.module, latest, best_state, folder)
                 state.save(folder)
+
+            folder = write_checkpoint(Path(tmp) / "checkpoint", engine, rank, world, rank_zero_files)
             metrics = {**record, "best_metric": state.best_metric, "best_epoch": state.best_epoch,
                        "finished": state.finished}
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
