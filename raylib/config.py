@@ -106,6 +106,9 @@ class TrainConfig:
     seed: int = 42
     # Stop after this many optimizer steps (0 = no limit); for smoke tests and benchmarks.
     max_steps: int = Field(0, ge=0)
+    # Also checkpoint every this many optimizer steps inside an epoch (0 = at epoch ends only): long epochs
+    # (BIGRec's full training set, a 7B model) then lose at most this many steps to a failure.
+    checkpoint_every_steps: int = Field(0, ge=0)
     # Ray Train restarts failed workers this many times (-1 = always) from the latest checkpoint.
     max_failures: int = Field(0, ge=-1)
     # Where Ray Train keeps checkpoints: "" = <output_dir>/ray; a local folder, an NFS mount, or a pyarrow

@@ -49,11 +49,15 @@ def test_zero_lora_adapter_reloads_and_changes_logits(ray_session, tiny_model_di
 
 
 def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_records, tmp_path):
+    """Checkpoints kept at a pyarrow filesystem URI (as s3://... or gs://... would be) resume as a folder does."""
     train, valid = movie_records["train"][:8], movie_records["valid"][:8]
-    first = train_lora(tiny_job(tiny_model_dir, tmp_path / "run", epochs=1), train, valid)
+    storage = f"file://{tmp_path / 'storage'}"
+    first = train_lora(tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage), train, valid)
     assert first.state.epoch == 1
+    assert list((tmp_path / "storage" / "train").glob("checkpoint_*/manifest_rank0.json"))
+    assert not (tmp_path / "run" / "ray").exists()
 
-    second = train_lora(tiny_job(tiny_model_dir, tmp_path / "run", epochs=2), train, valid)
+    second = train_lora(tiny_job(tiny_model_dir, tmp_path / "run", epochs=2, storage_path=storage), train, valid)
     assert second.state.epoch == 2
     assert second.state.history[0] == first.state.history[0]  # epoch 1 came from the checkpoint, not a rerun
     assert second.state.global_step == 2 * first.state.global_step
@@ -62,8 +66,8 @@ def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_r
 
 
 def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_dir, movie_records, tmp_path):
-    """SIGKILL the training worker after its first checkpoint: Ray Train restarts it (max_failures=1) and it
-    carries on from that checkpoint instead of starting over."""
+    """SIGKILL the training worker after its first checkpoint, in the middle of an epoch (a checkpoint every
+    optimizer step): Ray Train restarts it (max_failures=1) and it carries on from that step, not from scratch."""
     import os
     import signal
     import threading
@@ -71,34 +75,31 @@ def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_
 
     from ray.util.state import list_actors
 
-    out = tmp_path / "run"
-    job = tiny_job(tiny_model_dir, out, epochs=4, max_failures=1)
+    out, records = tmp_path / "run", movie_records["train"][:16]
+    job = tiny_job(tiny_model_dir, out, epochs=2, batch_size=4, max_failures=1, checkpoint_every_steps=1)
     result = {}
-    runner = threading.Thread(target=lambda: result.update(r=train_lora(job, movie_records["train"][:8],
-                                                                        movie_records["valid"][:8])))
+    runner = threading.Thread(target=lambda: result.update(r=train_lora(job, records, movie_records["valid"][:8])))
     runner.start()
     snapshot = out / "ray" / "train" / "checkpoint_manager_snapshot.json"  # written once Ray registers one
     deadline = time.time() + 300
     while time.time() < deadline and not (snapshot.is_file() and '"checkpoint_dir_name"' in snapshot.read_text()):
-        time.sleep(0.5)
+        time.sleep(0.2)
     dashboard = ray_session._private.worker.global_worker.node.address_info["webui_url"]
     workers = list_actors(address=f"http://{dashboard}", filters=[("class_name", "=", "RayTrainWorker"),
                                                                   ("state", "=", "ALIVE")])
     assert len(workers) == 1
-    killed_at = time.time()
     os.kill(workers[0].pid, signal.SIGKILL)
     runner.join(timeout=600)
 
     state = result["r"].state
-    assert state.epoch == 4
-    assert [h["epoch"] for h in state.history] == [1, 2, 3, 4]
-    # Epoch 1 finished before the kill and was not trained again: it came back from the checkpoint.
-    assert state.history[0]["finished_at"] < killed_at < state.history[-1]["finished_at"]
+    assert state.epoch == 2 and state.global_step == 8 and [h["epoch"] for h in state.history] == [1, 2]
+    [resume] = state.resumes
+    assert 1 <= resume["step"] < 4 and resume["epoch"] == 0  # inside the first epoch: at most a step was lost
 
-    # The resumed run IS the interrupted run: AdamW moments, LR schedule and RNG (dropout) came back with the
-    # checkpoint, so it ends where an unbroken run with the same settings ends.
-    unbroken = train_lora(tiny_job(tiny_model_dir, tmp_path / "unbroken", epochs=4),
-                          movie_records["train"][:8], movie_records["valid"][:8])
+    # The resumed run IS the interrupted run: AdamW moments, LR schedule, RNG (dropout) and the position in the
+    # epoch came back with the checkpoint, so it ends where an unbroken run (no mid-epoch saves) ends.
+    unbroken = train_lora(tiny_job(tiny_model_dir, tmp_path / "unbroken", epochs=2, batch_size=4),
+                          records, movie_records["valid"][:8])
     assert [h["train_loss"] for h in state.history] == pytest.approx(
         [h["train_loss"] for h in unbroken.state.history], abs=1e-6)
     from safetensors.torch import load_file
@@ -106,3 +107,17 @@ def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_
     resumed_adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     unbroken_adapter = load_file(str(unbroken.adapter_dir / "adapter_model.safetensors"))
     assert all(torch.allclose(resumed_adapter[k], unbroken_adapter[k], atol=1e-6) for k in unbroken_adapter)
+
+
+def test_a_node_local_storage_path_is_found_before_training(ray_session, tmp_path):
+    """On several nodes every worker must see the storage folder: one task pinned to each node looks for a
+    marker written by the driver (here the one real node; a node-local folder elsewhere is a missing marker)."""
+    from raylib.train.storage import nodes_missing, shared_storage_error
+
+    nodes = [n for n in ray_session.nodes() if n["Alive"]]
+    marker = tmp_path / "marker"
+    marker.write_text("raylib")
+    assert nodes_missing(str(marker), nodes) == []
+    blind = nodes_missing(str(tmp_path / "only-on-another-machine"), nodes)
+    assert blind == [nodes[0]["NodeManagerAddress"]]
+    assert "NFS mount at the same path on every node, or an object store URI" in shared_storage_error("/x", blind)

@@ -68,17 +68,18 @@ class EpochSampler(Sampler[int]):
     def __init__(self, plan: BatchPlan, shard_size: int, seed: int) -> None:
         if shard_size < 1:
             raise ValueError("a worker got no training records: fewer records than workers")
-        self.plan, self.shard_size, self.seed, self.epoch = plan, shard_size, seed, 0
+        self.plan, self.shard_size, self.seed, self.epoch, self.skip = plan, shard_size, seed, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """`skip`: samples of this epoch already trained (resuming from a mid-epoch checkpoint)."""
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.shard_size, generator=g).tolist()
         total = self.plan.samples_per_rank
-        return iter((order * math.ceil(total / len(order)))[:total])
+        return iter((order * math.ceil(total / len(order)))[self.skip:total])
 
     def __len__(self) -> int:
-        return self.plan.samples_per_rank
+        return self.plan.samples_per_rank - self.skip

@@ -40,7 +40,8 @@ FINGERPRINT_FILE = "run.json"
 # Fields that may change between a run and its resumption: how long to train, how to log, where to run.
 RUN_LENGTH_FIELDS = {"epochs", "patience", "max_steps", "max_failures", "log_every_steps", "eval_batch_size",
                      "cpus_per_worker", "fresh_start", "num_workers", "use_gpu", "offload_optimizer",
-                     "offload_params", "gradient_checkpointing", "gpu", "storage_path"}
+                     "offload_params", "gradient_checkpointing", "gpu", "storage_path",
+                     "checkpoint_every_steps"}
 
 
 @dataclasses.dataclass
@@ -52,6 +53,10 @@ class TrainerState:
     bad_epochs: int = 0
     finished: bool = False
     world_size: int = 1
+    step_in_epoch: int = 0  # optimizer steps of the unfinished epoch (a mid-epoch checkpoint), its losses/tokens
+    epoch_losses: list[float] = dataclasses.field(default_factory=list)
+    epoch_tokens: int = 0
+    resumes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # optimizer step, epoch, time of each
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     step_times: list[float] = dataclasses.field(default_factory=list)  # seconds per micro-batch, for benchmarks
 

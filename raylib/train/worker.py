@@ -99,7 +99,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     valid_set = task.encode(valid_records, "valid")
     plan = batch_plan(train_cfg, loop_config["train_rows"], world)
     sampler = EpochSampler(plan, len(train_set), train_cfg.seed)
-    loader = DataLoader(train_set, batch_size=plan.micro_batch, sampler=sampler, collate_fn=task.collate)
+    # Its own generator: a DataLoader draws a seed from the global RNG at every `iter()`, which would shift the
+    # dropout RNG of a run resumed mid-epoch against the unbroken run.
+    loader = DataLoader(train_set, batch_size=plan.micro_batch, sampler=sampler, collate_fn=task.collate,
+                        generator=torch.Generator().manual_seed(train_cfg.seed))
     total_steps = plan.steps_per_epoch * train_cfg.epochs
     if train_cfg.max_steps > 0:
         total_steps = min(total_steps, train_cfg.max_steps)
@@ -131,8 +134,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         else:  # optimizer shards are tied to the number of workers
             for _ in range(state.global_step):
                 scheduler.step()
+            state.step_in_epoch, state.epoch_losses, state.epoch_tokens = 0, [], 0  # other shards: epoch anew
             how = f"weights only: it was written by {state.world_size} worker(s), this run has {world}"
-        _log(rank, f"resuming after epoch {state.epoch} (optimizer step {state.global_step}; {how})")
+        _log(rank, f"resuming in epoch {state.epoch + 1} at optimizer step {state.global_step} ({how})")
+        state.resumes.append({"step": state.global_step, "epoch": state.epoch, "time": time.time()})
         state.world_size = world
 
     _log(rank, f"{loop_config['train_rows']} train ({len(rows)} on rank 0) / {len(valid_set)} valid records, "
@@ -156,11 +161,27 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if stop and checkpoint is not None:  # nothing left to train: hand the restored checkpoint back as the result
         state.finished = True
         ray.train.report({"epoch": state.epoch, "finished": True}, checkpoint=checkpoint if rank == 0 else None)
+    def save_and_report(metrics: dict[str, Any]) -> None:
+        """Every rank: write its part of a checkpoint (rank 0 adds the task's files and the state), report it."""
+        latest = gathered_trainable(engine.module, train_cfg.zero_stage, task.trainable_state)  # every rank
+        with tempfile.TemporaryDirectory() as tmp:
+            def rank_zero_files(folder: Path) -> None:
+                # Before the first validation there is no best yet: the latest stands in (replaced at epoch end).
+                task.write(engine.module, latest, latest if best_state is None else best_state, folder)
+                state.save(folder)
+
+            folder = write_checkpoint(Path(tmp) / "checkpoint", engine, rank, world, rank_zero_files)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+
+    every = train_cfg.checkpoint_every_steps
     while not stop:
         epoch = state.epoch
-        sampler.set_epoch(epoch)
-        losses, tokens, start = [], 0, time.perf_counter()
+        # A mid-epoch checkpoint resumes inside its epoch: same shuffle, the micro-batches it trained skipped.
+        sampler.set_epoch(epoch, skip=state.step_in_epoch * plan.accumulation * plan.micro_batch)
+        losses, tokens, start = list(state.epoch_losses), state.epoch_tokens, time.perf_counter()
         bar = _progress(rank, plan.steps_per_epoch, f"epoch {epoch + 1}/{train_cfg.epochs}")
+        if bar is not None and state.step_in_epoch:
+            bar.update(state.step_in_epoch)
         for batch in loader:
             step_start = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -173,6 +194,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
             if boundary:
                 state.global_step += 1
+                state.step_in_epoch += 1
                 rate = tokens * world / (time.perf_counter() - start)
                 if bar is not None:
                     bar.set_description(f"epoch {epoch + 1}/{train_cfg.epochs} loss {loss.item():.4f} "
@@ -183,6 +205,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.0f} tok/s")
                 if train_cfg.max_steps > 0 and state.global_step >= train_cfg.max_steps:
                     break
+                if every and state.global_step % every == 0 and state.step_in_epoch < plan.steps_per_epoch:
+                    state.epoch_losses, state.epoch_tokens = list(losses), tokens
+                    save_and_report({"epoch": epoch, "step": state.global_step, "mid_epoch": True,
+                                     "train_loss": sum(losses) / len(losses), "finished": False})
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - start
@@ -194,26 +220,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metric = record.get(f"val_{task.metric}", record["train_loss"] if not task.higher_is_better
                             else -record["train_loss"])
         improved = better(metric)
-        latest = gathered_trainable(engine.module, train_cfg.zero_stage, task.trainable_state)  # every rank
         if improved:
             state.best_metric, state.best_epoch, state.bad_epochs = metric, epoch + 1, 0
-            best_state = latest
+            best_state = gathered_trainable(engine.module, train_cfg.zero_stage, task.trainable_state)
         else:
             state.bad_epochs += 1
-        state.epoch = epoch + 1
+        state.epoch, state.step_in_epoch, state.epoch_losses, state.epoch_tokens = epoch + 1, 0, [], 0
         state.history.append(record)
         stop = should_stop()
         state.finished = stop
         shown = f", val {task.metric} {record[f'val_{task.metric}']:.4f}" if f"val_{task.metric}" in record else ""
         _log(rank, f"epoch {state.epoch}: train loss {record['train_loss']:.4f}{shown}"
                    + (" (best)" if improved else f" (best {state.best_metric:.4f} at epoch {state.best_epoch})"))
-
-        with tempfile.TemporaryDirectory() as tmp:
-            def rank_zero_files(folder: Path) -> None:
-                task.write(engine.module, latest, best_state, folder)
-                state.save(folder)
-
-            folder = write_checkpoint(Path(tmp) / "checkpoint", engine, rank, world, rank_zero_files)
-            metrics = {**record, "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-                       "finished": state.finished}
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+        save_and_report({**record, "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+                         "finished": state.finished})
