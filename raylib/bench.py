@@ -138,8 +138,10 @@ def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict
             "prefix_max_prob_diff": float(np.max(np.abs(prefix - generated)))}
 
 
-def bare_step_times(config: BenchTallrecConfig, job: TallrecJobConfig, records, steps: int) -> list[float]:
-    """The same micro-batches (same sampler seed/epochs) through plain PEFT + torch AdamW, one process."""
+def bare_step_times(config: BenchTallrecConfig | None, job: TallrecJobConfig, records, steps: int,
+                    engine: bool = False) -> list[float]:
+    """The same micro-batches (same sampler seed/epochs) through plain PEFT + torch AdamW, one process; with
+    `engine`, through a DeepSpeed engine built as the trainer builds it (needs torch.distributed initialised)."""
     from torch.utils.data import DataLoader
 
     from raylib.encoding import collate_for_training, encode_for_training
@@ -149,7 +151,8 @@ def bare_step_times(config: BenchTallrecConfig, job: TallrecJobConfig, records, 
 
     torch.manual_seed(job.train.seed)
     tokenizer = load_tokenizer(job.model)
-    model = add_lora(load_model(job.model, "cpu", choose_dtype(job.model.dtype, "cpu")), job.lora)
+    dtype = choose_dtype(job.model.dtype, "cpu")
+    model = add_lora(load_model(job.model, "cpu", dtype), job.lora)
     data = [encode_for_training(tokenizer, r, job.data.max_length, job.train.loss_on) for r in records]
     plan = batch_plan(job.train, len(data), 1)
     accumulation = plan.accumulation
@@ -157,18 +160,30 @@ def bare_step_times(config: BenchTallrecConfig, job: TallrecJobConfig, records, 
     loader = DataLoader(data, batch_size=plan.micro_batch, sampler=sampler,
                         collate_fn=lambda b: collate_for_training(b, tokenizer.pad_token_id))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=job.train.learning_rate)
+    if engine:
+        import deepspeed
+
+        from raylib.train.deepspeed_config import deepspeed_config
+
+        model, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                         config=deepspeed_config(job.train, dtype, plan))
     times, epoch = [], 0
     model.train()
     while len(times) < steps:
         sampler.set_epoch(epoch)
         for i, batch in enumerate(loader):
             start = time.perf_counter()
-            loss = causal_lm_loss(model, batch, job.train.loss_on) / accumulation
-            loss.backward()
-            if (i + 1) % accumulation == 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            if engine:
+                loss = causal_lm_loss(model, batch, job.train.loss_on)
+                model.backward(loss)
+                model.step()
+            else:
+                loss = causal_lm_loss(model, batch, job.train.loss_on) / accumulation
+                loss.backward()
+                if (i + 1) % accumulation == 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - start)
             if len(times) >= steps:
                 break

@@ -52,6 +52,13 @@ def prepare_output_dir(task_cls, job: TrainJob, train_data: Data, valid_data: Da
     return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job))
 
 
+def _fault_drill(output: Path) -> dict[str, Any] | None:
+    """RAYLIB_DRILL_KILL_AT_STEP=N (jobs.bench_scale): rank 0's worker SIGKILLs itself after optimizer step N,
+    once per output_dir (a marker file remembers it), so that the restart can be observed."""
+    step = int(os.environ.get("RAYLIB_DRILL_KILL_AT_STEP", "0"))
+    return {"kill_at_step": step, "marker": str(output / "drill-killed")} if step > 0 else None
+
+
 def _run_length(job: TrainJob) -> dict[str, int]:
     return {"epochs": job.train.epochs, "patience": job.train.patience, "max_steps": job.train.max_steps}
 
@@ -108,7 +115,8 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task_cls, "job": to_dict(job), "train_rows": staged_train.rows,
-                           "threads_per_worker": _threads_per_worker(job)},
+                           "threads_per_worker": _threads_per_worker(job),
+                           "drill": _fault_drill(output)},
         datasets=datasets,
         dataset_config=dataset_config,
         torch_config=TorchConfig(backend="nccl" if job.train.use_gpu else "gloo"),

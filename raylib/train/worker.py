@@ -9,6 +9,7 @@ validations without improvement. What is trained, and how it is judged, comes fr
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -203,6 +204,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if os.environ.get("RAYLIB_VERBOSE") and state.global_step % train_cfg.log_every_steps == 0:
                     _log(rank, f"step {state.global_step}/{total_steps} loss {loss.item():.4f} "
                                f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.0f} tok/s")
+                drill = loop_config.get("drill")  # a fault drill (RAYLIB_DRILL_KILL_AT_STEP): a worker lost here
+                if drill and state.global_step == drill["kill_at_step"] and not Path(drill["marker"]).exists():
+                    Path(drill["marker"]).write_text(str(state.global_step))  # once: not again after the restart
+                    _log(rank, f"fault drill: SIGKILL after optimizer step {state.global_step}")
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if train_cfg.max_steps > 0 and state.global_step >= train_cfg.max_steps:
                     break
                 if every and state.global_step % every == 0 and state.step_in_epoch < plan.steps_per_epoch:

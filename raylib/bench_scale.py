@@ -1,0 +1,368 @@
+"""Scale and reliability benchmark: `python -m jobs.bench_scale`, writes reports/scale.json + scale.png.
+
+Sections (each saved as soon as it is measured; a rerun keeps the ones already in the report):
+  plan            the GPU recipes through the memory planner (measured_gb: only where a GPU was lent)
+  train_overhead  one training step under Ray Train + DeepSpeed ZeRO-2 over a bare PEFT + AdamW loop on the same
+                  micro-batches, and where the difference goes: the same bare loop inside a Ray Train worker
+                  (Ray's processes sharing the cores) and DeepSpeed's engine there (our trainer's share)
+  workers         the same TALLRec job on 1 and 2 Ray Train workers: throughput and test AUC, with the paired
+                  bootstrap spread of the AUC difference (is it within noise?)
+  fault           the 1-worker job again, its worker SIGKILLed mid-epoch (checkpoints every few steps): where
+                  it resumed, the steps lost, and its final loss against the unbroken run
+  driver_fault    the job as a command, its whole process group SIGKILLed after a checkpoint, then rerun
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from raylib.config import STRICT, DataConfig, EvalConfig, LoraSettings, ModelConfig, TrainConfig, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = ("jobs/configs/tallrec-llama7b-rtx3090.yaml", "jobs/configs/tallrec-llama13b-4xrtx3090.yaml")
+
+
+@dataclass(config=STRICT)
+class BenchScaleConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
+    # TALLRec on the embedded MovieLens, as jobs/configs/tallrec_cpu.yaml but with a global batch of 16, so that
+    # 2 workers take the same optimizer steps as 1 (micro-batch 4 x accumulation 4, or 4 x 2 x 2 workers).
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        learning_rate=1e-3, batch_size=16, micro_batch_size=4, epochs=3, patience=0, loss_on="answer_token",
+        eval_batch_size=16, seed=42))
+    data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(
+        train_samples=64, valid_samples=32, test_samples=200, max_length=512))
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    recipes: list[str] = dataclasses.field(default_factory=lambda: list(RECIPES))
+    overhead_records: int = Field(64, ge=8)
+    kill_at_step: int = Field(7, ge=1)  # a mid-epoch step (4 steps per epoch here)
+    checkpoint_every_steps: int = Field(2, ge=1)
+    driver_drill: bool = True
+    bootstrap: int = Field(2000, ge=100)
+    work_dir: str = "runs/bench_scale"
+    report: str = "reports/scale.json"
+
+
+# ---------------------------------------------------------------- report file
+def _path(config: BenchScaleConfig) -> Path:
+    return Path(config.report) if Path(config.report).is_absolute() else REPO / config.report
+
+
+def _load(config: BenchScaleConfig) -> dict[str, Any]:
+    path = _path(config)
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    # Measurements of another setting are not kept.
+    return saved if saved.get("config") == json.loads(json.dumps(_shown(config))) else {}
+
+
+def _shown(config: BenchScaleConfig) -> dict[str, Any]:
+    return {k: v for k, v in to_dict(config).items() if k not in ("report", "work_dir")}
+
+
+def _save(config: BenchScaleConfig, report: dict[str, Any]) -> None:
+    path = _path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = ("plan", "workers", "fault", "train_overhead")  # the issue's keys first
+    ordered = {k: report[k] for k in keys if k in report} | {k: v for k, v in report.items() if k not in keys}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(ordered, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- sections
+def plan_recipes(config: BenchScaleConfig) -> dict[str, Any]:
+    from raylib.config import TallrecJobConfig, load_config
+    from raylib.plan import check_job_fits, count_parameters, model_config, report, setup_for_job
+
+    out = {}
+    for recipe in config.recipes:
+        job = load_config(TallrecJobConfig, REPO / recipe)
+        plan = report(count_parameters(model_config(job.model.name), job.lora), setup_for_job(job, job.train.gpu),
+                      job.model.name)
+        if plan["fits"]:
+            check_job_fits(job)  # what the training job itself runs first
+        out[Path(recipe).stem] = {"fits": plan["fits"], "estimated_gb": round(plan["gib"]["total"], 3),
+                                  "measured_gb": None, "gpu": job.train.gpu, "gpus": job.train.num_workers,
+                                  "parts_gib": {k: round(v, 3) for k, v in plan["gib"].items()}}
+    return out
+
+
+def _job(config: BenchScaleConfig, name: str, **train: Any):
+    from raylib.config import TallrecJobConfig, from_dict
+
+    return from_dict(TallrecJobConfig, {
+        "model": to_dict(config.model), "lora": to_dict(config.lora), "data": to_dict(config.data),
+        "eval": to_dict(config.eval), "train": {**to_dict(config.train), **train},
+        "output_dir": str(Path(config.work_dir).resolve() / name), "skip_zero_shot": True})
+
+
+def _data(config: BenchScaleConfig):
+    from raylib.tallrec import load_tallrec_data
+
+    return load_tallrec_data(config.data)
+
+
+def _mean_steady(times: list[float], skip: int = 2) -> float:
+    return statistics.mean(times[skip:] if len(times) > skip + 2 else times)
+
+
+def bare_loop_in_ray_worker(config: BenchScaleConfig, job, records: list, engine: bool) -> list[float]:
+    """The bare loop (or, with `engine`, the same batches through a DeepSpeed ZeRO-2 engine) inside a Ray Train
+    worker: the step time the trainer would have if all it added were the Ray process around it."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    name = f"bare-{'engine' if engine else 'peft'}"
+    out = Path(config.work_dir).resolve() / f"{name}.json"
+
+    def loop(cfg):
+        import torch
+
+        from raylib.bench import bare_step_times
+        from raylib.train.worker import _setup_environment
+
+        _setup_environment(False)
+        torch.set_num_threads(os.cpu_count() or 1)
+        times = bare_step_times(None, job, records, cfg["steps"], engine=cfg["engine"])
+        Path(cfg["out"]).write_text(json.dumps(times))
+
+    result = TorchTrainer(loop, train_loop_config={"steps": len(records) // job.train.micro_batch_size,
+                                                   "engine": engine, "out": str(out)},
+                          torch_config=TorchConfig(backend="gloo"),
+                          scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={
+                              "CPU": os.cpu_count() or 1}),
+                          run_config=ray.train.RunConfig(storage_path=str(Path(config.work_dir).resolve() / "ray"),
+                                                         name=name)).fit()
+    if result.error is not None:
+        raise result.error
+    return json.loads(out.read_text())
+
+
+def train_overhead(config: BenchScaleConfig) -> dict[str, Any]:
+    import shutil
+
+    from raylib.bench import bare_step_times
+    from raylib.data.records import sample_records
+    from raylib.train import train_lora
+
+    records = sample_records(_data(config).train, config.overhead_records, 0)
+    job = _job(config, "overhead", epochs=1, batch_size=4, micro_batch_size=4, loss_on="response")
+    steps = len(records) // 4
+    shutil.rmtree(job.output_dir, ignore_errors=True)  # else a rerun resumes a finished run and trains nothing
+    print("[bench] overhead: bare PEFT loop in this process (before Ray starts)", flush=True)
+    bare_before = bare_step_times(None, job, records, steps)
+    print("[bench] overhead: Ray Train + DeepSpeed ZeRO-2 (the trainer)", flush=True)
+    trainer = train_lora(job, records, []).step_times
+    print("[bench] overhead: bare loop and DeepSpeed engine inside a Ray Train worker", flush=True)
+    bare_in_ray = bare_loop_in_ray_worker(config, job, records, engine=False)
+    engine_in_ray = bare_loop_in_ray_worker(config, job, records, engine=True)
+    bare_after = bare_step_times(None, job, records, steps)
+    bare = (_mean_steady(bare_before) + _mean_steady(bare_after)) / 2
+    return {"train_overhead": _mean_steady(trainer) / bare, "train_overhead_detail": {
+        "step_s": {"bare_peft_before": _mean_steady(bare_before), "bare_peft_after_ray_started": _mean_steady(bare_after),
+                   "trainer": _mean_steady(trainer), "bare_peft_in_ray_worker": _mean_steady(bare_in_ray),
+                   "deepspeed_engine_in_ray_worker": _mean_steady(engine_in_ray)},
+        "ray_process_share": _mean_steady(bare_in_ray) / bare,
+        "deepspeed_engine_share": _mean_steady(engine_in_ray) / _mean_steady(bare_in_ray),
+        "trainer_loop_share": _mean_steady(trainer) / _mean_steady(engine_in_ray),
+        "micro_steps": steps, "records": len(records)}}
+
+
+def paired_bootstrap_std(labels, a, b, rounds: int, seed: int = 0) -> float:
+    """Std of AUC(a) - AUC(b) over bootstrap resamples of the test records (the same resample for both)."""
+    from raylib.metrics import auc
+
+    labels, a, b = np.asarray(labels), np.asarray(a), np.asarray(b)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(labels), len(labels))
+        if labels[idx].min() == labels[idx].max():
+            continue
+        diffs.append(auc(labels[idx], a[idx]) - auc(labels[idx], b[idx]))
+    return float(np.std(diffs))
+
+
+def run_workers(config: BenchScaleConfig, workers: int, report: dict[str, Any]) -> dict[str, Any]:
+    from raylib.tallrec import score_records
+    from raylib.train import train_lora
+
+    data = _data(config)
+    job = _job(config, f"workers{workers}", num_workers=workers)
+    print(f"[bench] TALLRec on {workers} worker(s)", flush=True)
+    result = train_lora(job, data.train, data.valid)
+    scored = score_records(job.model, data.test, str(result.adapter_dir), job.data.max_length, job.eval)
+    history = result.state.history
+    return {"tokens_per_s": statistics.mean(h["train_tokens_per_s"] for h in history), "auc": scored["auc"],
+            "logloss": scored["logloss"], "val_auc": [h.get("val_auc") for h in history],
+            "train_loss": [h["train_loss"] for h in history], "optimizer_steps": result.state.global_step,
+            "train_wall_s": result.wall_time_s, "probabilities": scored["probabilities"],
+            "labels": [r.label for r in data.test]}
+
+
+def worker_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str, Any]:
+    from raylib.train import train_lora
+
+    data = _data(config)
+    import shutil
+
+    job = _job(config, "fault", max_failures=1, checkpoint_every_steps=config.checkpoint_every_steps)
+    shutil.rmtree(job.output_dir, ignore_errors=True)  # a drill from scratch: no finished run, no marker
+    print(f"[bench] fault drill: the worker is SIGKILLed after optimizer step {config.kill_at_step}", flush=True)
+    os.environ["RAYLIB_DRILL_KILL_AT_STEP"] = str(config.kill_at_step)
+    try:
+        start = time.time()
+        result = train_lora(job, data.train, data.valid)
+    finally:
+        os.environ.pop("RAYLIB_DRILL_KILL_AT_STEP", None)
+    state = result.state
+    if not (Path(job.output_dir) / "drill-killed").is_file():
+        raise RuntimeError("The fault drill's worker was never killed: did the run end before the kill step?")
+    # No resume recorded: the restarted worker found no registered checkpoint and began again at step 0.
+    resumed = state.resumes[0]["step"] if state.resumes else 0
+    return {"killed_at_step": config.kill_at_step, "resumed_from_step": resumed, "final_step": state.global_step,
+            "lost_steps": config.kill_at_step - resumed,
+            "final_loss_diff": abs(state.history[-1]["train_loss"] - unbroken["train_loss"][-1]),
+            "train_loss": [h["train_loss"] for h in state.history], "unbroken_train_loss": unbroken["train_loss"],
+            "checkpoint_every_steps": config.checkpoint_every_steps, "wall_s": time.time() - start}
+
+
+def driver_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str, Any]:
+    """`python -m jobs.tallrec ...` in its own session; SIGKILL the session (driver, its Ray, the worker) after
+    its second checkpoint; run the same command again."""
+    import shutil
+
+    job = _job(config, "driver_fault", checkpoint_every_steps=config.checkpoint_every_steps)
+    shutil.rmtree(job.output_dir, ignore_errors=True)
+    Path(job.output_dir).mkdir(parents=True)
+    job_file = Path(job.output_dir) / "job.yaml"
+    values = to_dict(job)
+    values["data"]["test_samples"] = 0  # the drill is about training; the 1-worker run measured the AUC
+    job_file.write_text(json.dumps(values, indent=1, default=str))  # JSON is YAML
+    command = [sys.executable, "-m", "jobs.tallrec", "--config", str(job_file)]
+    states = Path(job.output_dir) / "ray" / "train"
+
+    def checkpointed_steps() -> list[int]:
+        steps = []
+        for state in states.glob("checkpoint_*/trainer_state.json"):
+            if (state.parent / "manifest_rank0.json").is_file():
+                steps.append(json.loads(state.read_text())["global_step"])
+        return sorted(steps)
+
+    print("[bench] driver fault drill: the job's whole process group is SIGKILLed after its 2nd checkpoint",
+          flush=True)
+    first = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 1800
+    while time.time() < deadline and len(checkpointed_steps()) < 2 and first.poll() is None:
+        time.sleep(1)
+    killed_after = checkpointed_steps()[-1] if checkpointed_steps() else 0
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    _kill_session_leftovers(first.pid)
+    time.sleep(3)
+    print("[bench] driver fault drill: the same command again", flush=True)
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    if second.returncode != 0:
+        raise RuntimeError(f"the rerun failed:\n{second.stderr[-3000:]}")
+    finished = json.loads((Path(job.output_dir) / "finished.json").read_text())["state"]
+    return {"checkpoint_step_when_killed": killed_after,
+            "resumed_from_step": finished["resumes"][0]["step"] if finished["resumes"] else 0,
+            "final_step": finished["global_step"],
+            "final_loss_diff": abs(finished["history"][-1]["train_loss"] - unbroken["train_loss"][-1])}
+
+
+def _kill_session_leftovers(sid: int) -> None:
+    """Ray processes the killed job started in its session (raylet, GCS, workers), if any outlived it."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+# ---------------------------------------------------------------- the whole benchmark
+def run_bench(config: BenchScaleConfig) -> dict[str, Any]:
+    from raylib.bench import machine
+
+    report = _load(config) or {"config": _shown(config)}
+    report.setdefault("machine", machine(config))  # its model and dtype: the same fields as the TALLRec bench
+    report["gpu_measurement"] = "no GPU was lent to this issue: measured_gb is null, the planner's figures stand alone"
+    report["plan"] = plan_recipes(config)
+    _save(config, report)
+    if "train_overhead" not in report:
+        report.update(train_overhead(config))
+        _save(config, report)
+    runs = report.setdefault("workers", {})
+    for workers in (1, 2):
+        if str(workers) not in runs:
+            runs[str(workers)] = run_workers(config, workers, report)
+            _save(config, report)
+    one, two = runs["1"], runs["2"]
+    report["workers_auc"] = {"diff": two["auc"] - one["auc"], "paired_bootstrap_std": paired_bootstrap_std(
+        one["labels"], two["probabilities"], one["probabilities"], config.bootstrap)}
+    report["workers_auc"]["within_2_std"] = abs(report["workers_auc"]["diff"]) <= 2 * report["workers_auc"][
+        "paired_bootstrap_std"]
+    report["workers_speedup"] = two["tokens_per_s"] / one["tokens_per_s"]
+    _save(config, report)
+    if "fault" not in report:
+        report["fault"] = worker_fault(config, one)
+        _save(config, report)
+    if config.driver_drill and "driver_fault" not in report:
+        report["driver_fault"] = driver_fault(config, one)
+        _save(config, report)
+    plot(report, _path(config).with_suffix(".png"))
+    return report
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    names = list(report["plan"])
+    axes[0].bar(names, [report["plan"][n]["estimated_gb"] for n in names], color="tab:blue")
+    for i, n in enumerate(names):
+        axes[0].axhline(22.0, color="tab:red", ls="--", lw=1)
+        axes[0].text(i, report["plan"][n]["estimated_gb"], "fits" if report["plan"][n]["fits"] else "no",
+                     ha="center", va="bottom")
+    axes[0].set_ylabel("estimated GiB per GPU")
+    axes[0].set_title("memory planner (dashed: 3090 usable)")
+    axes[0].tick_params(axis="x", labelsize=7)
+    w = report["workers"]
+    axes[1].bar(["1 worker", "2 workers"], [w["1"]["tokens_per_s"], w["2"]["tokens_per_s"]], color="tab:green")
+    for i, k in enumerate(("1", "2")):
+        axes[1].text(i, w[k]["tokens_per_s"], f"AUC {w[k]['auc']:.3f}", ha="center", va="bottom")
+    axes[1].set_ylabel("training tokens/s (2 CPU cores in all)")
+    axes[1].set_title("scale-out: same job, 1 vs 2 Ray Train workers")
+    f = report.get("fault")
+    if f:
+        axes[2].plot(range(1, len(f["unbroken_train_loss"]) + 1), f["unbroken_train_loss"], "o-", label="unbroken")
+        axes[2].plot(range(1, len(f["train_loss"]) + 1), f["train_loss"], "x--",
+                     label=f"killed at step {f['killed_at_step']}, resumed from {f['resumed_from_step']}")
+        axes[2].set_xlabel("epoch")
+        axes[2].set_ylabel("train loss")
+        axes[2].legend(fontsize=8)
+        axes[2].set_title("fault drill: worker SIGKILLed mid-epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
