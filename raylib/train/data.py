@@ -41,18 +41,19 @@ def _batches(source: list | str | Path) -> Iterable[pa.RecordBatch]:
         for fragment in dataset.fragments:
             yield from fragment.to_batches(batch_size=BATCH_ROWS)
         return
-    for start in range(0, len(source), BATCH_ROWS):
-        rows = [_as_dict(r) for r in source[start:start + BATCH_ROWS]]
-        try:
-            yield pa.RecordBatch.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise RaylibError(f"Records {start}-{start + len(rows) - 1} cannot be stored as Parquet ({e}): every "
-                              "record needs the same fields with one type each.") from e
+    # Records are in memory already: one table, so that every column's type is inferred from all rows (a
+    # column that is empty or None in the first rows would otherwise be typed from those alone).
+    try:
+        table = pa.Table.from_pylist([_as_dict(r) for r in source])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise RaylibError(f"Records cannot be stored as Parquet ({e}): every record needs the same fields, "
+                          "each with one type.") from e
+    yield from table.to_batches(max_chunksize=BATCH_ROWS)
 
 
 def stage(source: list | str | Path, folder: Path, name: str) -> StagedSplit:
-    """Write `source` (records, or a Parquet file/folder) to `<folder>/<name>.parquet` with a `_row` column,
-    streaming (bounded memory). Rewritten only when the content changed."""
+    """Write `source` (records, or a Parquet file/folder, streamed batch by batch) to `<folder>/<name>.parquet`
+    with a `_row` column, written to a temporary file first and renamed."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.parquet"
     tmp = target.with_suffix(".parquet.tmp")
