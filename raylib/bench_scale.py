@@ -271,7 +271,7 @@ def driver_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str
     Path(job.output_dir).mkdir(parents=True)
     job_file = Path(job.output_dir) / "job.yaml"
     values = to_dict(job)
-    values["data"]["test_samples"] = 0  # the drill is about training; the 1-worker run measured the AUC
+    values["data"]["test_samples"] = 8  # the drill is about training (0 would score every test record)
     job_file.write_text(json.dumps(values, indent=1, default=str))  # JSON is YAML
     command = [sys.executable, "-m", "jobs.tallrec", "--config", str(job_file)]
     states = Path(job.output_dir) / "ray" / "train"
