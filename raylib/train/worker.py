@@ -1,9 +1,11 @@
 """The one training loop: the function Ray Train runs on each worker, plain PyTorch + DeepSpeed.
 
-Each epoch: seeded shuffle, micro-batches through the DeepSpeed engine up to a whole number of optimizer
-steps, then the task's validation on all workers, then one checkpoint report (trainable state, optimizer and
-schedule, RNG). The best epoch is chosen by the task's metric; training stops early after `patience`
-validations without improvement. What is trained, and how it is judged, comes from the task.
+Each worker reads its own shard of the training rows through Ray Data (`raylib.train.data`). Each epoch:
+seeded shuffle of the shard, micro-batches through the DeepSpeed engine up to a whole number of optimizer steps
+(a checkpoint every `checkpoint_every_steps` on the way, if set), then the task's validation on all workers,
+then one checkpoint report (trainable state, optimizer and schedule, RNG, position in the epoch). The best
+epoch is chosen by the task's metric; training stops early after `patience` validations without improvement.
+What is trained, and how it is judged, comes from the task.
 """
 
 from __future__ import annotations
