@@ -191,7 +191,8 @@ def bare_step_times(config: BenchTallrecConfig | None, job: TallrecJobConfig, re
     return times
 
 
-def _steady(times: list[float], skip: int = 2) -> float:
+def steady_mean(times: list[float], skip: int = 2) -> float:
+    """Mean step time without the first `skip` (warm-up) steps."""
     return statistics.mean(times[skip:] if len(times) > skip + 2 else times)
 
 
@@ -295,10 +296,10 @@ def _engineering_figures(config, report, pool, test, work, save) -> None:
     ray_times = train_lora(job, records, []).step_times
     bare_after = bare_step_times(config, job, records, len(ray_times))
     bare_times = [(a + b) / 2 for a, b in zip(bare_before, bare_after)]
-    report["train_overhead"] = _steady(ray_times) / _steady(bare_times)
+    report["train_overhead"] = steady_mean(ray_times) / steady_mean(bare_times)
     report["train_overhead_detail"] = {
-        "ray_deepspeed_step_s": _steady(ray_times), "bare_peft_step_s": _steady(bare_times),
-        "bare_before_step_s": _steady(bare_before), "bare_after_step_s": _steady(bare_after),
+        "ray_deepspeed_step_s": steady_mean(ray_times), "bare_peft_step_s": steady_mean(bare_times),
+        "bare_before_step_s": steady_mean(bare_before), "bare_after_step_s": steady_mean(bare_after),
         "median_paired_ratio": statistics.median(r / b for r, b in list(zip(ray_times, bare_times))[2:]),
         "micro_steps": len(ray_times)}
     save()

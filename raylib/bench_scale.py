@@ -118,10 +118,6 @@ def _data(config: BenchScaleConfig):
     return load_tallrec_data(config.data)
 
 
-def _mean_steady(times: list[float], skip: int = 2) -> float:
-    return statistics.mean(times[skip:] if len(times) > skip + 2 else times)
-
-
 def bare_loop_in_ray_worker(config: BenchScaleConfig, job, records: list, engine: bool) -> list[float]:
     """The bare loop (or, with `engine`, the same batches through a DeepSpeed ZeRO-2 engine) inside a Ray Train
     worker: the step time the trainer would have if all it added were the Ray process around it."""
@@ -157,7 +153,7 @@ def bare_loop_in_ray_worker(config: BenchScaleConfig, job, records: list, engine
 def train_overhead(config: BenchScaleConfig) -> dict[str, Any]:
     import shutil
 
-    from raylib.bench import bare_step_times
+    from raylib.bench import bare_step_times, steady_mean
     from raylib.data.records import sample_records
     from raylib.train import train_lora
 
@@ -173,14 +169,14 @@ def train_overhead(config: BenchScaleConfig) -> dict[str, Any]:
     bare_in_ray = bare_loop_in_ray_worker(config, job, records, engine=False)
     engine_in_ray = bare_loop_in_ray_worker(config, job, records, engine=True)
     bare_after = bare_step_times(None, job, records, steps)
-    bare = (_mean_steady(bare_before) + _mean_steady(bare_after)) / 2
-    return {"train_overhead": _mean_steady(trainer) / bare, "train_overhead_detail": {
-        "step_s": {"bare_peft_before": _mean_steady(bare_before), "bare_peft_after_ray_started": _mean_steady(bare_after),
-                   "trainer": _mean_steady(trainer), "bare_peft_in_ray_worker": _mean_steady(bare_in_ray),
-                   "deepspeed_engine_in_ray_worker": _mean_steady(engine_in_ray)},
-        "ray_process_share": _mean_steady(bare_in_ray) / bare,
-        "deepspeed_engine_share": _mean_steady(engine_in_ray) / _mean_steady(bare_in_ray),
-        "trainer_loop_share": _mean_steady(trainer) / _mean_steady(engine_in_ray),
+    bare = (steady_mean(bare_before) + steady_mean(bare_after)) / 2
+    return {"train_overhead": steady_mean(trainer) / bare, "train_overhead_detail": {
+        "step_s": {"bare_peft_before": steady_mean(bare_before), "bare_peft_after_ray_started": steady_mean(bare_after),
+                   "trainer": steady_mean(trainer), "bare_peft_in_ray_worker": steady_mean(bare_in_ray),
+                   "deepspeed_engine_in_ray_worker": steady_mean(engine_in_ray)},
+        "ray_process_share": steady_mean(bare_in_ray) / bare,
+        "deepspeed_engine_share": steady_mean(engine_in_ray) / steady_mean(bare_in_ray),
+        "trainer_loop_share": steady_mean(trainer) / steady_mean(engine_in_ray),
         "micro_steps": steps, "records": len(records)}}
 
 

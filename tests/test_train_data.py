@@ -15,7 +15,7 @@ import torch
 from raylib import RaylibError
 from raylib.config import TrainConfig
 from raylib.train.batching import EpochSampler, batch_plan
-from raylib.train.data import datasets, read_rows, stage
+from raylib.train.data import check_source, datasets, read_rows, stage
 
 RECORDS = [{"history": [f"movie {i}", f"movie {i + 1}"], "target": f"movie {i + 2}", "label": i % 2}
            for i in range(23)]
@@ -64,6 +64,11 @@ def test_a_parquet_file_a_user_brings_is_staged_and_bad_records_are_named(ray_se
 
     with pytest.raises(RaylibError, match="Records cannot be stored as Parquet"):
         stage([{"label": 1}, {"label": "yes"}], tmp_path / "bad", "train")
+    (tmp_path / "notes.parquet").write_text("not Parquet")
+    with pytest.raises(RaylibError, match="notes.parquet cannot be read as Parquet"):
+        stage(tmp_path / "notes.parquet", tmp_path / "bad", "train")
+    with pytest.raises(RaylibError, match="training data: .*missing.parquet does not exist"):
+        check_source(tmp_path / "missing.parquet", "training")
 
 
 def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ class TrainerState:
 # ---------------------------------------------------------------- fingerprint: resume only the same run
 def data_digest(train: list | str | Path, valid: list | str | Path) -> str:
     """sha1 of the training and validation data: records (dicts or dataclasses), or Parquet files/folders."""
-    import dataclasses as dc
+    from raylib.train.data import as_dict
 
     def plain(split):
         if isinstance(split, (str, Path)):
@@ -82,7 +82,7 @@ def data_digest(train: list | str | Path, valid: list | str | Path) -> str:
                     for block in iter(lambda: fh.read(1 << 20), b""):
                         digest.update(block)
             return {"parquet": digest.hexdigest()}
-        return [dc.asdict(r) if dc.is_dataclass(r) else dict(r) for r in split]
+        return [as_dict(r) for r in split]
 
     return hashlib.sha1(json.dumps([plain(train), plain(valid)], sort_keys=True, default=str).encode()).hexdigest()
 

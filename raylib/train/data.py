@@ -31,20 +31,30 @@ class StagedSplit:
     rows: int
 
 
-def _as_dict(record: Any) -> dict[str, Any]:
+def as_dict(record: Any) -> dict[str, Any]:
+    """A record as a plain dict (dataclass records are converted)."""
     return dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
+
+
+def check_source(source: list | str | Path, name: str) -> None:
+    """A path must name an existing Parquet file or folder (records in a list are checked when staged)."""
+    if isinstance(source, (str, Path)) and not Path(source).exists():
+        raise RaylibError(f"{name} data: {source} does not exist (a Parquet file or a folder of them).")
 
 
 def _batches(source: list | str | Path) -> Iterable[pa.RecordBatch]:
     if isinstance(source, (str, Path)):
-        dataset = pq.ParquetDataset(str(source))  # a file or a folder of files, in path order
-        for fragment in dataset.fragments:
-            yield from fragment.to_batches(batch_size=BATCH_ROWS)
+        try:
+            dataset = pq.ParquetDataset(str(source))  # a file or a folder of files, in path order
+            for fragment in dataset.fragments:
+                yield from fragment.to_batches(batch_size=BATCH_ROWS)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise RaylibError(f"{source} cannot be read as Parquet ({e}).") from e
         return
     # Records are in memory already: one table, so that every column's type is inferred from all rows (a
     # column that is empty or None in the first rows would otherwise be typed from those alone).
     try:
-        table = pa.Table.from_pylist([_as_dict(r) for r in source])
+        table = pa.Table.from_pylist([as_dict(r) for r in source])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise RaylibError(f"Records cannot be stored as Parquet ({e}): every record needs the same fields, "
                           "each with one type.") from e

@@ -3,7 +3,8 @@
 The data reaches the workers through Ray Data (`raylib.train.data`): staged as Parquet under
 `<output_dir>/data/`, one strided shard per worker. Re-running with the same output dir resumes: Ray Train V2
 restores the run named "train" under the storage path (`<output_dir>/ray` unless `train.storage_path` names
-another folder or a URI, `raylib.train.storage`) from its latest checkpoint, and the worker picks it up with `ray.train.get_checkpoint()`.
+another folder or a URI, `raylib.train.storage`) from its latest checkpoint, and the worker picks it up with
+`ray.train.get_checkpoint()`.
 A run fingerprint (`<output_dir>/run.json`) makes sure it is the same run (`claim_output_dir`); once published,
 `finished.json` lets a rerun with the same settings return the result without starting Ray Train again.
 """
@@ -47,8 +48,11 @@ Data = list | str | Path  # records (dicts or dataclasses), or a Parquet file or
 
 def prepare_output_dir(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> bool:
     """Check (before any work) that `job.output_dir` is free or holds this same run; True if it will resume."""
+    return _claim(job, run_fingerprint(task_cls, job, data_digest(train_data, valid_data)))
+
+
+def _claim(job: TrainJob, fingerprint: dict[str, Any]) -> bool:
     output = Path(job.output_dir).expanduser().resolve()
-    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))
     return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job))
 
 
@@ -66,11 +70,14 @@ def _run_length(job: TrainJob) -> dict[str, int]:
 def finished_result(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainResult | None:
     """The published result of this same run, finished with the same run length, or None: a pipeline's stage
     that is done is not started again (no Ray Train run at all)."""
+    return _finished(job, run_fingerprint(task_cls, job, data_digest(train_data, valid_data)))
+
+
+def _finished(job: TrainJob, fingerprint: dict[str, Any]) -> TrainResult | None:
     path = Path(job.output_dir).expanduser().resolve() / FINISHED_FILE
     if job.train.fresh_start or not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))
     if saved.get("fingerprint") != json.loads(json.dumps(fingerprint, default=str)) or \
             saved.get("run_length") != _run_length(job) or not Path(saved.get("published", "")).exists():
         return None
@@ -90,16 +97,19 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
 
     if isinstance(train_data, list) and not train_data:
         raise RaylibError("No training records: check the training data and its sample size.")
+    train_data_io.check_source(train_data, "training")
+    train_data_io.check_source(valid_data, "validation")
     if getattr(task_cls, "plans_llm_memory", True):  # small whole models (SASRec, DCNv2) say False
         from raylib.plan import check_job_fits
 
         check_job_fits(job)  # a GPU config that cannot fit stops here, with the cheapest change that fits
-    done = finished_result(task_cls, job, train_data, valid_data)
+    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))  # hashes every record: once
+    done = _finished(job, fingerprint)
     if done is not None:
         print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.adapter_dir}", flush=True)
         return done
     output = Path(job.output_dir).expanduser().resolve()
-    prepare_output_dir(task_cls, job, train_data, valid_data)
+    _claim(job, fingerprint)
     (output / FINISHED_FILE).unlink(missing_ok=True)
     ensure_ray(job.ray_address)
     storage = storage_path(job)
@@ -143,7 +153,6 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
             "best_epoch": state.best_epoch, "best_metric": state.best_metric, "metric": task_cls.metric,
             "epochs_run": state.epoch, "optimizer_steps": state.global_step})
     outcome = TrainResult(published, state, dict(result.metrics or {}), time.time() - start)
-    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))
     (output / FINISHED_FILE).write_text(json.dumps(
         {"fingerprint": fingerprint, "run_length": _run_length(job), "published": str(published),
          "state": dataclasses.asdict(state), "metrics": outcome.metrics}, indent=1, default=str))

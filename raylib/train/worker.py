@@ -144,9 +144,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state.world_size = world
 
     _log(rank, f"{loop_config['train_rows']} train ({len(rows)} on rank 0) / {len(valid_set)} valid records, "
-               f"{world} worker(s), ZeRO-"
-               f"{train_cfg.zero_stage}, {ctx.dtype}, micro-batch {plan.micro_batch} x accumulation "
-               f"{plan.accumulation}, {plan.steps_per_epoch} step(s)/epoch")
+               f"{world} worker(s), ZeRO-{train_cfg.zero_stage}, {ctx.dtype}, micro-batch {plan.micro_batch} x "
+               f"accumulation {plan.accumulation}, {plan.steps_per_epoch} step(s)/epoch")
     for note in plan.notes(train_cfg.batch_size):
         _log(rank, note)
 
@@ -164,9 +163,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if stop and checkpoint is not None:  # nothing left to train: hand the restored checkpoint back as the result
         state.finished = True
         ray.train.report({"epoch": state.epoch, "finished": True}, checkpoint=checkpoint if rank == 0 else None)
-    def save_and_report(metrics: dict[str, Any]) -> None:
+
+    def trainable_now() -> dict[str, torch.Tensor]:
+        return gathered_trainable(engine.module, train_cfg.zero_stage, task.trainable_state)  # every rank
+
+    def save_and_report(metrics: dict[str, Any], latest: dict[str, torch.Tensor]) -> None:
         """Every rank: write its part of a checkpoint (rank 0 adds the task's files and the state), report it."""
-        latest = gathered_trainable(engine.module, train_cfg.zero_stage, task.trainable_state)  # every rank
         with tempfile.TemporaryDirectory() as tmp:
             def rank_zero_files(folder: Path) -> None:
                 # Before the first validation there is no best yet: the latest stands in (replaced at epoch end).
@@ -216,7 +218,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if every and state.global_step % every == 0 and state.step_in_epoch < plan.steps_per_epoch:
                     state.epoch_losses, state.epoch_tokens = list(losses), tokens
                     save_and_report({"epoch": epoch, "step": state.global_step, "mid_epoch": True,
-                                     "train_loss": sum(losses) / len(losses), "finished": False})
+                                     "train_loss": sum(losses) / len(losses), "finished": False}, trainable_now())
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - start
@@ -228,9 +230,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metric = record.get(f"val_{task.metric}", record["train_loss"] if not task.higher_is_better
                             else -record["train_loss"])
         improved = better(metric)
+        latest = trainable_now()
         if improved:
             state.best_metric, state.best_epoch, state.bad_epochs = metric, epoch + 1, 0
-            best_state = gathered_trainable(engine.module, train_cfg.zero_stage, task.trainable_state)
+            best_state = latest
         else:
             state.bad_epochs += 1
         state.epoch, state.step_in_epoch, state.epoch_losses, state.epoch_tokens = epoch + 1, 0, [], 0
@@ -241,4 +244,4 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         _log(rank, f"epoch {state.epoch}: train loss {record['train_loss']:.4f}{shown}"
                    + (" (best)" if improved else f" (best {state.best_metric:.4f} at epoch {state.best_epoch})"))
         save_and_report({**record, "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-                         "finished": state.finished})
+                         "finished": state.finished}, latest)
