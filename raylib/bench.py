@@ -66,7 +66,7 @@ def machine(config: BenchTallrecConfig) -> dict[str, Any]:
     """What the figures were measured on: runs kept from an earlier, resumed benchmark may come from another."""
     import platform
 
-    from raylib.model import choose_dtype
+    from raylib.placement import choose_dtype
 
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -90,7 +90,8 @@ def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict
     `batched_s` / `speedup` / `auc_diff` / `max_prob_diff` are those of the configured scorer (eval.prefix_cache);
     the `plain_*` and `prefix_*` keys give both."""
     from raylib.evaluate import yes_probabilities, yes_probabilities_by_generate
-    from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype
+    from raylib.model import load_tokenizer, load_with_adapter
 
     ev = config.eval
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -145,7 +146,8 @@ def bare_step_times(config: BenchTallrecConfig | None, job: TallrecJobConfig, re
     from torch.utils.data import DataLoader
 
     from raylib.encoding import collate_for_training, encode_for_training
-    from raylib.model import add_lora, choose_dtype, load_model, load_tokenizer
+    from raylib.placement import choose_dtype
+    from raylib.model import add_lora, load_model, load_tokenizer
     from raylib.train.batching import EpochSampler, batch_plan
     from raylib.train.loss import causal_lm_loss
 

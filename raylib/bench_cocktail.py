@@ -48,8 +48,11 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
     records = sample_records(load_domains(job)[job.target].test, config.timing_records, job.data.seed + 11)
     key = {"folded": adapter_sha1(folded), "single": adapter_sha1(ingredient_dir), "n": len(records)}
     print(f"[bench_cocktail] inference time on {len(records)} records ...", flush=True)
-    times = cached_stage(folder / "stages" / "timing.json", key,
-                         lambda: inference_times(job, base_dir, ingredient_dir, folded, records))
+    from raylib import placement
+
+    times = cached_stage(folder / "stages" / "timing.json", key,  # in a task placed as the job's scoring is
+                         lambda: placement.run(inference_times, job, base_dir, ingredient_dir, folded, records,
+                                               placement=placement.for_job(job)))
     out = {"target_domain": report["target_domain"],
            "warm": {v: report["warm"][v] for v in VARIANTS}, "cold": {v: report["cold"][v] for v in VARIANTS},
            "merged_time_ratio": times["folded"] / times["single_adapter"],

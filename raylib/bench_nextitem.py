@@ -99,13 +99,13 @@ def _shown_source(source: str) -> str:
 def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
     """Embedding throughput (titles/s), the cached second run, and ms per query to rank the whole catalogue."""
     from raylib.grounding import l2_distances, target_ranks
-    from raylib.nextitem import _load_for_inference
+    from raylib.nextitem import load_for_inference
     from raylib.grounding import catalogue_embeddings, embed_texts
 
     path = Path(config.catalogue_file)
     titles = [line.split("\t")[0].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     job = _job(BigrecJobConfig, config, "grounding")
-    model, tokenizer = _load_for_inference(job, None)
+    model, tokenizer = load_for_inference(job, None)
     cache = Path(config.output_dir).expanduser().resolve() / "grounding-cache"
     key = f"{job.model.name}|{model.dtype}"
     import hashlib
@@ -143,9 +143,9 @@ def pooling_check(config: BenchNextItemConfig, titles: list[str]) -> dict[str, f
     """How well each pooling finds a title from its lowercased spelling (HR@1 over the whole catalogue): a
     floor for grounding, which must find a title from a generated near-copy."""
     from raylib.grounding import embed_texts, l2_distances, target_ranks
-    from raylib.nextitem import _load_for_inference
+    from raylib.nextitem import load_for_inference
 
-    model, tokenizer = _load_for_inference(_job(BigrecJobConfig, config, "pooling"), None)
+    model, tokenizer = load_for_inference(_job(BigrecJobConfig, config, "pooling"), None)
     out = {}
     for pooling in ("last", "mean"):
         items = embed_texts(model, tokenizer, titles, 64, progress=False, pooling=pooling)
@@ -159,11 +159,11 @@ def beam_speed(config: BenchNextItemConfig, adapter_dir: str | None) -> dict[str
     """Seconds per query of beam search: plain `generate` one query per call (the baseline), plain batched, and
     ours (shared-prompt cache) alone and batched; same prompts, model and dtype. The beams must agree."""
     from raylib.generation import beam_search
-    from raylib.nextitem import _load_for_inference, load_sequence_data, prompts_for, title_records
+    from raylib.nextitem import load_for_inference, load_sequence_data, prompts_for, title_records
 
     job = _job(BigrecJobConfig, config, "speed")
     data = load_sequence_data(job.data)
-    model, tokenizer = _load_for_inference(job, adapter_dir)
+    model, tokenizer = load_for_inference(job, adapter_dir)
     prompts = prompts_for(job, tokenizer, title_records(data.test[:config.speed_queries], data, 0))
     g = job.generation
     beam_search(model, tokenizer, prompts[:2], g.num_beams, g.max_new_tokens, 2, progress=False)  # warm-up

@@ -10,7 +10,9 @@
 5. Evaluation on warm and cold-start test records of: the raw model, each part, the 0.5/0.5 average, the
    entropy mix and the searched mix; each mix is first folded into ONE rank-2r PEFT adapter
    (`raylib.merging.fold`, exact) and published under `<output_dir>/<target>/adapters/`.
-Every stage caches its result in `output_dir`, so a rerun resumes where it stopped.
+Every stage caches its result in `output_dir`, so a rerun resumes where it stopped. Training runs on Ray Train
+workers; every step that loads weights besides (mixing and folding, scoring, each Tune trial) runs in a Ray task
+placed by `raylib.placement`, so the driver loads none.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ def records_key(records: list[TallrecRecord]) -> str:
 def mixed_model(job: CocktailJobConfig, base_dir, ingredient_dir, weights, merge: bool = True):
     """The base model with the mix folded into one adapter (`merge`: and merged into the weights)."""
     from raylib.merging import MixedLora, fold, load_two
-    from raylib.model import choose_dtype, load_model
+    from raylib.model import load_model
+    from raylib.placement import choose_dtype, device
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(job.model, device, choose_dtype(job.eval.dtype, device))
+    here = device()
+    model = load_model(job.model, here, choose_dtype(job.eval.dtype, here))
     mixed = MixedLora(load_two(model, base_dir, ingredient_dir))
     mixed.set_weights(weights)
     folded = fold(mixed)
@@ -82,10 +85,22 @@ def auc(records: list[TallrecRecord], probs) -> float:
 
 
 def module_names(job: CocktailJobConfig, base_dir, ingredient_dir) -> list[str]:
-    from raylib.merging import MixedLora, load_two
-    from raylib.model import load_model
+    """The LoRA modules the mix weighs, in model order (`MixedLora.names`), from the model built on the meta
+    device: no weights are read."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    return MixedLora(load_two(load_model(job.model, "cpu", torch.float32), base_dir, ingredient_dir)).names
+    from raylib.merging import ADAPTERS, check_compatible, lora_modules
+    from raylib.model import resolve_model_path
+
+    check_compatible(base_dir, ingredient_dir)
+    config = AutoConfig.from_pretrained(resolve_model_path(job.model.name),
+                                        trust_remote_code=job.model.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=job.model.trust_remote_code)
+    peft_model = get_peft_model(model, LoraConfig.from_pretrained(str(base_dir)), adapter_name=ADAPTERS[0])
+    peft_model.add_adapter(ADAPTERS[1], LoraConfig.from_pretrained(str(ingredient_dir)))
+    return list(lora_modules(peft_model))
 
 
 def searched_weights(names: list[str], params: dict[str, float], groups: int, layers: int) -> torch.Tensor:
@@ -102,7 +117,8 @@ def searched_weights(names: list[str], params: dict[str, float], groups: int, la
 def valid_auc_of_mix(params: dict[str, float], job: dict | None = None, base_dir: str = "", ingredient_dir: str = "",
                      names: list | None = None, groups: int = 0, layers: int = 0,
                      valid: list | None = None, threads: int = 0) -> dict[str, float]:
-    """One Tune trial: the mix's AUC on the LABELLED VALIDATION records (the only labels the search sees)."""
+    """One Tune trial: the mix's AUC on the LABELLED VALIDATION records (the only labels the search sees). It
+    asks for the job's placement (`raylib.placement`): a GPU when the job uses GPUs."""
     if threads:
         torch.set_num_threads(threads)
     config = from_dict(CocktailJobConfig, job)
@@ -114,10 +130,9 @@ def valid_auc_of_mix(params: dict[str, float], job: dict | None = None, base_dir
 def tune_mix(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, valid: list[TallrecRecord],
              folder: Path) -> dict[str, Any]:
     """Ray Tune + OptunaSearch over the global weight and per-layer-group shifts, on validation AUC."""
-    import os
-
     from transformers import AutoConfig
 
+    from raylib import placement
     from raylib.model import resolve_model_path
     from raylib.tune import search
 
@@ -127,10 +142,11 @@ def tune_mix(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, valid
     groups = job.merge.layer_groups if job.merge.per_layer else 0
     space = job.tune.space or {"global": {"type": "uniform", "low": 0.0, "high": 1.0},
                                **{f"group{g}": {"type": "uniform", "low": -0.25, "high": 0.25} for g in range(groups)}}
-    threads = max(1, os.cpu_count() or 1)
+    where = placement.for_job(job)
+    threads = where.resolved_cpus()
     key = "-".join([adapter_sha1(base_dir)[:6], adapter_sha1(ingredient_dir)[:6], records_key(valid)[:6]])
     found = search(valid_auc_of_mix, space, metric="auc", mode="max", settings=job.tune, output_dir=folder,
-                   study_name=f"mix-{key}", resources={"cpu": threads},
+                   study_name=f"mix-{key}", resources=where.tune_resources(),
                    constants={"job": to_dict(job), "base_dir": str(base_dir), "ingredient_dir": str(ingredient_dir),
                               "names": names, "groups": max(groups, 1), "layers": layers,
                               "valid": [r.__dict__ for r in valid], "threads": threads})
@@ -215,14 +231,18 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
                "tune": torch.tensor(tuned["weights"])}
 
     # 5. every mix folded into one adapter and published; every variant scored on warm / cold / validation
-    from raylib.merging import coefficients_doc, same_mix, save_folded
+    from raylib.merging import coefficients_doc, same_mix
+
+    from raylib import placement
 
     hashes = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir)}
-    for name, w in weights.items():
-        doc = coefficients_doc(names, w, variant=name, **hashes)
-        if not same_mix(folder / "adapters" / name, doc):  # a published mix of other weights or adapters is redone
-            peft_model, _ = mixed_model(job, base_dir, ingredient_dir, w, merge=False)
-            save_folded(peft_model, "cocktail", folder / "adapters" / name, coefficients=doc)
+    docs = {name: coefficients_doc(names, w, variant=name, **hashes) for name, w in weights.items()}
+    redo = {name: doc for name, doc in docs.items()  # a published mix of other weights or adapters is redone
+            if not same_mix(folder / "adapters" / name, doc)}
+    if redo:
+        placement.run(fold_and_publish, job, str(base_dir), str(ingredient_dir),
+                      {name: (weights[name].tolist(), str(folder / "adapters" / name), doc) for name, doc in redo.items()},
+                      placement=placement.for_job(job))
     scores = {}
     for variant in VARIANTS:
         adapter = {"raw": None, "base": base_dir, "ingredient": ingredient_dir}.get(variant,
@@ -253,14 +273,24 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     return report
 
 
+def fold_and_publish(job: CocktailJobConfig, base_dir: str, ingredient_dir: str,
+                     mixes: dict[str, tuple[list, str, dict[str, Any]]]) -> None:
+    """Each mix (name -> (weights [modules, 2], target folder, coefficients doc)) folded into one adapter and
+    published (runs where it is placed: it loads the base model)."""
+    from raylib.merging import save_folded
+
+    for name, (weights, target, doc) in mixes.items():
+        peft_model, _ = mixed_model(job, base_dir, ingredient_dir, torch.tensor(weights), merge=False)
+        save_folded(peft_model, "cocktail", Path(target), coefficients=doc)
+
+
 def _score_variant(job: CocktailJobConfig, adapter, variant: str, warm, cold, valid) -> dict[str, list[float]]:
     """P(Yes) of the warm, cold and validation records with the base model + `adapter` merged (or none), scored
-    as TALLRec's job scores (`raylib.tallrec.score_records`, the job's `eval` settings)."""
-    from raylib.tallrec import score_records
+    as TALLRec's job scores (`raylib.tallrec.score_on_ray`: the job's `eval` settings, in a placed Ray task)."""
+    from raylib.tallrec import score_on_ray
 
     print(f"[cocktail] scoring {variant}: {len(warm)} warm + {len(cold)} cold + {len(valid)} valid ...", flush=True)
-    probs = np.asarray(score_records(job.model, warm + cold + valid, adapter and str(adapter), job.data.max_length,
-                                     job.eval)["probabilities"])
+    probs = np.asarray(score_on_ray(job, warm + cold + valid, adapter and str(adapter))["probabilities"])
     return {"warm": probs[:len(warm)].tolist(), "cold": probs[len(warm):len(warm) + len(cold)].tolist(),
             "valid": probs[len(warm) + len(cold):].tolist()}
 
@@ -282,9 +312,10 @@ def inference_times(job: CocktailJobConfig, base_dir, ingredient_dir, folded_dir
     and the folded mix merged into the weights. No prefix cache, so every token runs through every layer."""
     from raylib.evaluate import yes_probabilities
     from raylib.merging import MixedLora, load_two
-    from raylib.model import choose_dtype, load_model, load_tokenizer, load_with_adapter
+    from raylib.model import load_model, load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype, device as local_device
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = local_device()
     dtype = choose_dtype(job.eval.dtype, device)
     tokenizer = load_tokenizer(job.model)
     two = MixedLora(load_two(load_model(job.model, device, dtype), base_dir, ingredient_dir))

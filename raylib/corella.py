@@ -119,21 +119,24 @@ def train_llm_stage(job: CorellaJobConfig, stage: str, vocab: CtrVocab, train_ta
 
 # ------------------------------------------------------------------ inference
 class RoutedScorer:
-    """CRM + (merged) LoRA LLM + threshold: P(like) for CTR records (`CtrVocab.records(..., with_text=True)`)."""
+    """CRM + (merged) LoRA LLM + threshold: P(like) for CTR records (`CtrVocab.records(..., with_text=True)`).
+
+    The CRM is fp32 on the CPU (its entropy decides the routing); the LLM is on this process's device in the
+    dtype rule's dtype. The pipeline builds it in a Ray actor (`raylib.placement.start`); `load_artifacts`
+    builds it where it is called."""
 
     def __init__(self, crm_dir: Path, adapter_dir: Path | None, job: CorellaJobConfig, threshold: float = 0.0):
-        import torch
-
         from raylib.crm import load_crm
         from raylib.model import load_tokenizer, load_with_adapter
+        from raylib.placement import choose_dtype, device
         from raylib.tasks.corella import yes_no_ids
 
         self.crm, self.vocab = load_crm(crm_dir)
         self.job, self.threshold = job, threshold
-        self.device = "cuda" if torch.cuda.is_available() and job.train.use_gpu else "cpu"
+        self.device = device()
         self.tokenizer = load_tokenizer(job.model)
         self.llm = load_with_adapter(job.model, adapter_dir, self.device,
-                                     torch.float32 if self.device == "cpu" else None).eval()
+                                     choose_dtype(job.model.dtype, self.device)).eval()
         self.yes_no = yes_no_ids(self.tokenizer)
 
     def crm_probs(self, records: list[dict[str, Any]]) -> np.ndarray:
@@ -161,11 +164,30 @@ class RoutedScorer:
         llm[mask] = self.llm_probs([r for r, m in zip(records, mask) if m])
         return combine(crm, llm, mask), mask
 
+    def both_scores(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Both models on every record, each timed here, beside the models (JSON-ready, for the report)."""
+        crm, crm_s = _timed(self.crm_probs, records)
+        llm, llm_s = _timed(self.llm_probs, records, True)
+        return {"crm": crm.tolist(), "llm": llm.tolist(), "crm_seconds": crm_s, "llm_seconds": llm_s}
+
+    def routed_timed(self, records: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+        """The routed system as it serves, at `threshold`: CRM on every record, LLM on the uncertain ones."""
+        self.threshold = threshold
+        (probs, mask), seconds = _timed(self.routed, records)
+        return {"probs": probs.tolist(), "mask": mask.tolist(), "seconds": seconds}
+
 
 def _timed(fn, *args):
     start = time.perf_counter()
     value = fn(*args)
     return value, time.perf_counter() - start
+
+
+def crm_scores_of(crm_dir: str, records: list[dict[str, Any]]) -> np.ndarray:
+    """P(like) of `records` by a published CRM (pipelines run it in a Ray task, `raylib.placement`)."""
+    from raylib.crm import crm_probabilities, load_crm
+
+    return crm_probabilities(load_crm(crm_dir)[0], records)
 
 
 # ------------------------------------------------------------------ the pipeline
@@ -175,7 +197,7 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     start = time.time()
     output = _output(job)
     data = load_ctr_data(job.data)
-    vocab = CtrVocab.build(data.train)
+    vocab = CtrVocab.build(data.train, data.features)
     print(f"[corella] {data.train.num_rows} train / {data.valid.num_rows} valid / {data.test.num_rows} test "
           f"samples from {data.source}; vocabulary {vocab.fingerprint()[:12]}", flush=True)
     crm_dir = crm_dir or train_crm(job, vocab, data)
@@ -190,40 +212,22 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     test = vocab.records(sample_rows(data.test, job.data.test_samples, job.data.seed + 3), with_text=True)
     key = {"crm": _sha1(final_crm / "model.safetensors"), "adapter": _sha1(adapter / "adapter_model.safetensors"),
            "data": to_dict(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
-    scorer = None
+    from raylib import placement
 
-    def get_scorer() -> RoutedScorer:
+    where = placement.for_job(job)
+    scorer: placement.Placed | None = None  # one Ray actor holds both models for every scoring below
+
+    def call(method: str, *args):
         nonlocal scorer
-        scorer = scorer or RoutedScorer(final_crm, adapter, job)
-        return scorer
+        scorer = scorer or placement.start(RoutedScorer, final_crm, adapter, job, placement=where)
+        return scorer.call(method, *args)
 
-    def score(records):
-        s = get_scorer()
-        crm, crm_s = _timed(s.crm_probs, records)
-        llm, llm_s = _timed(s.llm_probs, records, True)
-        return {"crm": crm.tolist(), "llm": llm.tolist(), "crm_seconds": crm_s, "llm_seconds": llm_s}
-
-    stages = output / "scores"
-    print(f"[corella] scoring {len(valid)} validation and {len(test)} test samples with both models ...", flush=True)
-    valid_scores = cached_stage(stages / "valid.json", key, lambda: score(valid))
-    test_scores = cached_stage(stages / "test.json", key, lambda: score(test))
-    valid_labels = np.array([r["label"] for r in valid])
+    try:
+        found, threshold, test_scores, valid_scores, routed = _score_and_route(job, output, key, valid, test, call)
+    finally:
+        if scorer is not None:
+            scorer.close()
     test_labels = np.array([r["label"] for r in test])
-
-    run_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    found = cached_stage(  # a rerun reuses the search instead of adding trials to the persisted study
-        stages / "threshold.json", {**key, "tune": to_dict(job.tune), "budget": job.routing.llm_budget},
-        lambda: tune_threshold(np.array(valid_scores["crm"]), np.array(valid_scores["llm"]), valid_labels,
-                               job.routing.llm_budget, job.tune, output, f"threshold-{run_key}"))
-    threshold = float(found["best_params"]["threshold"])
-
-    def routed_timing():  # the routed system as it serves: CRM on every sample, LLM on the uncertain ones
-        s = get_scorer()
-        s.threshold = threshold
-        (probs, mask), seconds = _timed(s.routed, test)
-        return {"probs": probs.tolist(), "mask": mask.tolist(), "seconds": seconds}
-
-    routed = cached_stage(stages / "routed.json", {**key, "threshold": threshold}, routed_timing)
     crm_test, llm_test = np.array(test_scores["crm"]), np.array(test_scores["llm"])
     mask = np.array(routed["mask"], bool)
     routed_probs = combine(crm_test, llm_test, mask)
@@ -237,7 +241,8 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
         "test_samples": len(test), "valid_samples": len(valid),
         "metrics": {"crm": binary_report(test_labels, crm_test), "llm": binary_report(test_labels, llm_test),
                     "routed": binary_report(test_labels, routed_probs)},
-        "crm_full_test": binary_report([r["label"] for r in full_test], get_crm_probs(final_crm, full_test)),
+        "crm_full_test": binary_report([r["label"] for r in full_test],
+                                       placement.run(crm_scores_of, str(final_crm), full_test, placement=where)),
         "llm_share": float(mask.mean()), "threshold": threshold, "threshold_search": found,
         "seconds_per_1000": {"crm": per_1000(test_scores["crm_seconds"]), "llm": per_1000(test_scores["llm_seconds"]),
                              "routed": per_1000(routed["seconds"])},
@@ -255,10 +260,23 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     return report
 
 
-def get_crm_probs(crm_dir: Path, records: list[dict[str, Any]]) -> np.ndarray:
-    from raylib.crm import crm_probabilities, load_crm
-
-    return crm_probabilities(load_crm(crm_dir)[0], records)
+def _score_and_route(job: CorellaJobConfig, output: Path, key: dict[str, Any], valid, test, call):
+    """Scores of both models (validation, test), the threshold search on validation, the timed routed run on
+    test; each cached under the models' hashes. `call(method, *args)` reaches the `RoutedScorer` actor."""
+    stages = output / "scores"
+    print(f"[corella] scoring {len(valid)} validation and {len(test)} test samples with both models ...", flush=True)
+    valid_scores = cached_stage(stages / "valid.json", key, lambda: call("both_scores", valid))
+    test_scores = cached_stage(stages / "test.json", key, lambda: call("both_scores", test))
+    valid_labels = np.array([r["label"] for r in valid])
+    run_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    found = cached_stage(  # a rerun reuses the search instead of adding trials to the persisted study
+        stages / "threshold.json", {**key, "tune": to_dict(job.tune), "budget": job.routing.llm_budget},
+        lambda: tune_threshold(np.array(valid_scores["crm"]), np.array(valid_scores["llm"]), valid_labels,
+                               job.routing.llm_budget, job.tune, output, f"threshold-{run_key}"))
+    threshold = float(found["best_params"]["threshold"])
+    routed = cached_stage(stages / "routed.json", {**key, "threshold": threshold},
+                          lambda: call("routed_timed", test, threshold))
+    return found, threshold, test_scores, valid_scores, routed
 
 
 def _history(folder: Path) -> dict[str, Any]:
@@ -287,7 +305,7 @@ def publish_artifacts(job: CorellaJobConfig, crm_dir: Path, adapter_dir: Path, v
 def check_artifacts(folder: str | Path) -> RoutingConfig:
     """The routing config of `publish_artifacts`' folder, after checking that its CRM, vocabulary and adapter are
     the ones the threshold was tuned with (else a RaylibError naming which); a clear error when there are none."""
-    from raylib.crm import load_crm
+    from raylib.crm import read_crm_config
 
     folder = Path(folder).expanduser()
     if not (folder / ROUTING_FILE).is_file():
@@ -295,14 +313,14 @@ def check_artifacts(folder: str | Path) -> RoutingConfig:
                           "`python -m jobs.corella --config jobs/configs/corella_cpu.yaml` "
                           "(they are written to <output_dir>/artifacts), then pass that folder.")
     routing = RoutingConfig.load(folder / ROUTING_FILE)
-    _, vocab = load_crm(folder / "crm", expect_vocab=routing.vocab_hash)
+    _, vocab = read_crm_config(folder / "crm", expect_vocab=routing.vocab_hash)
     routing.check(vocab.fingerprint(), _sha1(folder / "crm" / "model.safetensors"),
                   _sha1(folder / "adapter" / "adapter_model.safetensors"))
     return routing
 
 
 def load_artifacts(folder: str | Path, job: CorellaJobConfig) -> RoutedScorer:
-    """The routed scorer from `publish_artifacts`' folder (checked by `check_artifacts`)."""
+    """The routed scorer from `publish_artifacts`' folder (checked by `check_artifacts`), in this process."""
     routing = check_artifacts(folder)
     folder = Path(folder).expanduser()
     return RoutedScorer(folder / "crm", folder / "adapter", job, routing.threshold)

@@ -168,11 +168,9 @@ def save_crm(state: dict[str, torch.Tensor], shape: dict[str, Any], vocab: CtrVo
     vocab.save(folder / VOCAB_FILE)
 
 
-def load_crm(folder: str | Path, expect_vocab: str | None = None) -> tuple[DCNv2, CtrVocab]:
-    """A published CRM (safetensors, JSON) on the CPU in eval mode, and its vocabulary. `expect_vocab`: the
-    vocabulary hash the caller's data or routing config was made with; a different one is refused."""
-    from safetensors.torch import load_file
-
+def read_crm_config(folder: str | Path, expect_vocab: str | None = None) -> tuple[dict[str, Any], CtrVocab]:
+    """A published CRM's shape and vocabulary, checked against each other, without reading its weights.
+    `expect_vocab`: the vocabulary hash the caller's data or routing config was made with; another is refused."""
     folder = Path(folder)
     for name in (MODEL_FILE, CONFIG_FILE, VOCAB_FILE):
         if not (folder / name).is_file():
@@ -184,6 +182,18 @@ def load_crm(folder: str | Path, expect_vocab: str | None = None) -> tuple[DCNv2
     if expect_vocab is not None and expect_vocab != vocab.fingerprint():
         raise RaylibError(f"CRM {folder} was trained with vocabulary {vocab.fingerprint()[:12]}, but the data / "
                           f"routing config uses {expect_vocab[:12]}: they come from different runs.")
+    return config, vocab
+
+
+def load_crm(folder: str | Path, expect_vocab: str | None = None) -> tuple[DCNv2, CtrVocab]:
+    """A published CRM (safetensors, JSON) in fp32 on the CPU, in eval mode, and its vocabulary (checked as
+    `read_crm_config` checks it). fp32 always: CoReLLa routes by the CRM's entropy, which lower precision moves."""
+    from safetensors.torch import load_file
+
+    from raylib.placement import note_weights_loaded
+
+    config, vocab = read_crm_config(folder, expect_vocab)
+    note_weights_loaded("crm", "cpu")
     model = DCNv2(**config)
-    model.load_state_dict(load_file(str(folder / MODEL_FILE)))
-    return model.eval(), vocab
+    model.load_state_dict(load_file(str(Path(folder) / MODEL_FILE)))
+    return model.float().eval(), vocab

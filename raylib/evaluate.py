@@ -20,12 +20,12 @@ import inspect
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from raylib import RaylibError
 from raylib.data.records import TallrecRecord
 from raylib.encoding import answer_token_ids, collate_left_padded, encode_for_scoring
 from raylib.metrics import binary_report
+from raylib.runtime import progress as progress_bar
 
 SCORINGS = ("pair", "tallrec")
 
@@ -133,7 +133,7 @@ def yes_probabilities(model, tokenizer, records: list[TallrecRecord], max_length
             except RaylibError:  # a model without the decoder / LM-head split: the plain batched path
                 scorer = None
         batches = range(0, len(order), batch_size)
-        for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+        for start in progress_bar(batches, "scoring", disable=not progress):
             index = order[start:start + batch_size]
             if scorer is not None:
                 logits = scorer.logits([encoded[i].input_ids[prefix:] for i in index], tokenizer.pad_token_id)
@@ -179,8 +179,8 @@ def yes_probabilities_by_generate(model, tokenizer, records: list[TallrecRecord]
     probs = np.empty(len(records), dtype=np.float64)
     new_tokens = []
     try:
-        for start in tqdm(range(0, len(encoded), batch_size), desc="generate-scoring", disable=not progress,
-                          leave=False):
+        for start in progress_bar(range(0, len(encoded), batch_size), "generate-scoring",
+                                  disable=not progress):
             batch = collate_left_padded(encoded[start:start + batch_size], tokenizer.pad_token_id)
             out = model.generate(input_ids=batch["input_ids"].to(device),
                                  attention_mask=batch["attention_mask"].to(device),

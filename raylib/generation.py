@@ -17,9 +17,9 @@ import inspect
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from raylib.encoding import Encoded, collate_left_padded
+from raylib.runtime import progress as progress_bar
 
 
 def _shared_prompt_layer():
@@ -108,7 +108,7 @@ def beam_search(model, tokenizer, prompts: list[str], num_beams: int = 4, max_ne
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+        for start in progress_bar(range(0, len(order), batch_size), desc, disable=not progress):
             index = order[start:start + batch_size]
             batch = collate_left_padded([encoded[i] for i in index], tokenizer.pad_token_id)
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from raylib import RaylibError
 from raylib.encoding import Encoded, collate_left_padded
+from raylib.runtime import progress as progress_bar
 
 
 # ------------------------------------------------------------------ embeddings
@@ -49,7 +49,7 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progre
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="embedding", disable=not progress, leave=False):
+        for start in progress_bar(range(0, len(order), batch_size), "embedding", disable=not progress):
             index = order[start:start + batch_size]
             # Left padding puts every text's last token in the last column; position ids skip the padding.
             batch = collate_left_padded([Encoded(ids[i], [], 0) for i in index], tokenizer.pad_token_id)

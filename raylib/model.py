@@ -1,4 +1,6 @@
-"""Base model, tokenizer, dtype/device choice and LoRA (TALLRec Sec. 3.2: LoRA on the attention projections)."""
+"""Base model, tokenizer and LoRA (TALLRec Sec. 3.2: LoRA on the attention projections).
+
+`load_model` is the one loader of LLM weights; where it runs and in which dtype is `raylib.placement`'s rule."""
 
 from __future__ import annotations
 
@@ -75,26 +77,6 @@ def check_model_available(config: ModelConfig) -> str:
     return path
 
 
-def cpu_supports_bf16() -> bool:
-    """bf16 matmuls are fast on CPUs with AMX tiles (~1.4x over fp32 here). AVX512-bf16 alone is not enough: on
-    such a Xeon a LoRA step took 10.6 s in bf16 vs 6.0 s in fp32, and beam search 0.90 vs 0.55 s/query."""
-    cpu = getattr(torch, "cpu", None)
-    return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
-
-
-def choose_dtype(requested: str, device: torch.device | str) -> torch.dtype:
-    device = torch.device(device)
-    if requested == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-             "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-    if requested not in table:
-        raise RaylibError(f"model.dtype={requested!r} is not one of auto, {', '.join(table)}.")
-    return table[requested]
-
-
 def load_tokenizer(config: ModelConfig):
     from transformers import AutoTokenizer
 
@@ -108,17 +90,23 @@ def load_tokenizer(config: ModelConfig):
     return tokenizer
 
 
-def load_model(config: ModelConfig, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+def load_model(config: ModelConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    """The base model on `device` (default: this process's, `placement.device`) in `dtype` (default: the dtype
+    rule applied to `config.dtype`)."""
     from transformers import AutoModelForCausalLM
 
+    from raylib.placement import choose_dtype, device as local_device, note_weights_loaded
+
+    device = device if device is not None else local_device()
     dtype = dtype or choose_dtype(config.dtype, device)
+    note_weights_loaded(f"llm:{config.name}", device)
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(config.name), dtype=dtype, trust_remote_code=config.trust_remote_code
     )
     return model.to(device)
 
 
-def load_with_adapter(config: ModelConfig, adapter_dir: str | Path | None, device: torch.device | str = "cpu",
+def load_with_adapter(config: ModelConfig, adapter_dir: str | Path | None, device: torch.device | str | None = None,
                       dtype: torch.dtype | None = None, merge: bool = True):
     """The base model plus a PEFT adapter (none: the base model alone). `merge`: folded into the weights, so the
     adapter costs nothing at inference (unmerged LoRA layers doubled the CPU scoring time here)."""
@@ -144,12 +132,14 @@ def lora_config(settings: LoraSettings):
     )
 
 
-def add_lora(model, settings: LoraSettings):
+def add_lora(model, settings: LoraSettings, fp32_adapters: bool = False):
+    """LoRA on `settings.target_modules`. The adapters stay in the base model's dtype: fp32 adapters on a bf16 model
+    cost a cast per LoRA layer (~20% of a CPU step here), and DeepSpeed's ZeRO optimizer keeps fp32 master copies
+    of them for the update anyway. `fp32_adapters`: in fp32 whatever the base (PEFT's autocast), for a module whose
+    other trainable parts must stay fp32 (CoReLLa's joint stage): the trainer then runs DeepSpeed in fp32."""
     from peft import get_peft_model
 
     missing = [m for m in settings.target_modules if not any(n.endswith(m) for n, _ in model.named_modules())]
     if missing:
         raise RaylibError(f"lora.target_modules {missing} match no module of this model.")
-    # Adapters stay in the base model's dtype: fp32 adapters on a bf16 model cost a cast per LoRA layer (~20% of a
-    # CPU step here), and DeepSpeed's ZeRO optimizer keeps fp32 master copies of them for the update anyway.
-    return get_peft_model(model, lora_config(settings), autocast_adapter_dtype=False)
+    return get_peft_model(model, lora_config(settings), autocast_adapter_dtype=fp32_adapters)

@@ -24,7 +24,6 @@ from raylib import RaylibError
 from raylib.config import NextItemJobConfig, SequenceDataConfig, to_dict
 from raylib.data.sequences import NextItemWindow, SequenceData, build_sequence_data, read_table, sample_windows
 from raylib.metrics import ranking_report
-from raylib.resume import cached_stage as _stage
 
 KS = (1, 3, 5, 10, 20)
 
@@ -67,16 +66,16 @@ def targets_of(windows: list[NextItemWindow], data: SequenceData) -> list[int]:
     return [data.catalogue.position(w.target) for w in windows]
 
 
-# ------------------------------------------------------------------ generation and embeddings
-def _load_for_inference(job: NextItemJobConfig, adapter_dir: str | None):
-    import torch
+# ------------------------------------------------------------------ generation and embeddings (Ray tasks)
+def load_for_inference(job: NextItemJobConfig, adapter_dir: str | None):
+    """The model (adapter merged: no LoRA cost at inference) and tokenizer, in this process, on its device, in
+    the generation dtype (the dtype rule). Pipelines call it inside tasks placed by `raylib.placement`."""
+    from raylib.model import load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype, device
 
-    from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = load_tokenizer(job.model)
-    # merged: no LoRA cost at inference
-    return load_with_adapter(job.model, adapter_dir, device, choose_dtype(job.generation.dtype, device)), tokenizer
+    here = device()
+    model = load_with_adapter(job.model, adapter_dir, here, choose_dtype(job.generation.dtype, here))
+    return model, load_tokenizer(job.model)
 
 
 def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]) -> list[str]:
@@ -86,36 +85,52 @@ def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]
     return [fitted_prompt(tokenizer, r, budget, job.data.domain, f"record {i}") for i, r in enumerate(records)]
 
 
+def beams_of(job: NextItemJobConfig, adapter_dir: str | None,
+             records: dict[str, list[dict[str, Any]]]) -> dict[str, list[list[str]]]:
+    """Beams of every split's records, the tuned model loaded once (runs where it is placed)."""
+    from raylib.generation import beam_search
+
+    model, tokenizer = load_for_inference(job, adapter_dir)
+    g = job.generation
+    return {split: beam_search(model, tokenizer, prompts_for(job, tokenizer, rows), g.num_beams, g.max_new_tokens,
+                               g.batch_size, desc=f"beam search ({split})") for split, rows in records.items()}
+
+
 def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dict[str, list[dict[str, Any]]],
                    key: dict[str, Any], folder: Path) -> dict[str, list[list[str]]]:
     """Beams per split (`records`: split -> records), each cached in `folder/beams_<split>.json` under `key`;
-    the tuned model is loaded once, and only when a split is not cached yet."""
-    from raylib.generation import beam_search
+    the splits not cached yet are generated in one Ray task (`raylib.placement`)."""
+    from raylib import placement
+    from raylib.resume import cached_value, keep
 
-    loaded = None
-    g = job.generation
+    beams = {split: cached_value(folder / f"beams_{split}.json", key) for split in records}
+    missing = {split: rows for split, rows in records.items() if beams[split] is None}
+    if missing:
+        made = placement.run(beams_of, job, adapter_dir, missing, placement=placement.for_job(job))
+        beams.update({split: keep(folder / f"beams_{split}.json", key, made[split]) for split in missing})
+    return beams
 
-    def compute(split: str) -> list[list[str]]:
-        nonlocal loaded
-        loaded = loaded or _load_for_inference(job, adapter_dir)
-        model, tokenizer = loaded
-        return beam_search(model, tokenizer, prompts_for(job, tokenizer, records[split]), g.num_beams,
-                           g.max_new_tokens, g.batch_size, desc=f"beam search ({split})")
 
-    return {split: _stage(folder / f"beams_{split}.json", key, lambda s=split: compute(s)) for split in records}
+def embeddings_of(job: NextItemJobConfig, titles: list[str], catalogue_key: str, texts: list[list[str]]):
+    """(catalogue embeddings, [embeddings of each list of texts]) from the BASE model (BIGRec Sec. 3.2), loaded
+    once; the catalogue's are cached by model and catalogue (runs where it is placed)."""
+    from raylib.grounding import catalogue_embeddings, embed_texts
+
+    model, tokenizer = load_for_inference(job, None)
+    g = job.grounding
+    cache = Path(g.cache_dir).expanduser() if g.cache_dir else None
+    items, _ = catalogue_embeddings(model, tokenizer, titles, f"{job.model.name}|{model.dtype}", catalogue_key,
+                                    cache, g.batch_size, g.pooling)
+    return items, [embed_texts(model, tokenizer, t, g.batch_size, pooling=g.pooling) for t in texts]
 
 
 def embed(job: NextItemJobConfig, catalogue, texts: list[list[str]]):
-    """Last-token (or mean, `grounding.pooling`) embeddings from the BASE model (BIGRec Sec. 3.2), loaded once:
-    the catalogue's titles (cached by model and catalogue) and each list of generated texts."""
-    from raylib.grounding import catalogue_embeddings, embed_texts
+    """Last-token (or mean, `grounding.pooling`) embeddings of the catalogue's titles and of each list of
+    generated texts, in one Ray task (`raylib.placement`)."""
+    from raylib import placement
 
-    model, tokenizer = _load_for_inference(job, None)
-    g = job.grounding
-    cache = Path(g.cache_dir).expanduser() if g.cache_dir else None
-    items, _ = catalogue_embeddings(model, tokenizer, catalogue.titles, f"{job.model.name}|{model.dtype}",
-                                    catalogue.fingerprint(), cache, g.batch_size, g.pooling)
-    return items, [embed_texts(model, tokenizer, t, g.batch_size, pooling=g.pooling) for t in texts]
+    return placement.run(embeddings_of, job, list(catalogue.titles), catalogue.fingerprint(), texts,
+                         placement=placement.for_job(job))
 
 
 # ------------------------------------------------------------------ stages that resume
@@ -204,17 +219,18 @@ class Baselines:
 
 def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
     """Popularity and SASRec ranks on the test windows, SASRec's scores for the CF re-weighting."""
+    from raylib import placement
     from raylib.grounding import popularity_ranks, target_ranks
-    from raylib.sasrec import load_sasrec, sasrec_scores, train_sasrec, window_records
+    from raylib.sasrec import scores_of_published, train_sasrec, window_records
 
     output = Path(job.output_dir).expanduser().resolve()
     ranks = {"popularity": popularity_ranks(data.catalogue.popularity, targets_of(data.test, data))}
     print(f"[nextitem] SASRec on {len(data.train)} training windows (Ray Train) ...", flush=True)
     folder = train_sasrec(job.sasrec, data.train, data.valid, data.catalogue, output / "sasrec-run",
                           job.data.history_len, job.ray_address, job.train.fresh_start, job.train.use_gpu)
-    model = load_sasrec(folder)
-    cf_valid = sasrec_scores(model, window_records(data.valid, data.catalogue, job.data.history_len))
-    cf_test = sasrec_scores(model, window_records(data.test, data.catalogue, job.data.history_len))
+    cf_valid, cf_test = placement.run(
+        scores_of_published, str(folder), [window_records(w, data.catalogue, job.data.history_len)
+                                           for w in (data.valid, data.test)], placement=placement.for_job(job))
     ranks["sasrec"] = target_ranks(cf_test, targets_of(data.test, data), lower_is_better=False)
     return Baselines(ranks, cf_valid, cf_test)
 

@@ -1,4 +1,5 @@
-"""GPU memory planner for LoRA (or full) fine-tuning under DeepSpeed ZeRO: does a config fit one GPU?
+"""GPU memory planner for LoRA (or full) fine-tuning under DeepSpeed ZeRO, and for the inference steps after it:
+does a job fit its GPUs in every phase?
 
 The model is built on PyTorch's meta device from its config (no weights are read or allocated); LoRA is added
 with PEFT the way training adds it, so the parameter counts are exact. Per GPU, in bytes:
@@ -14,6 +15,17 @@ with PEFT the way training adds it, so the parameter counts are exact. Per GPU, 
   logits        tokens x vocab x (dtype + 4 + 4): the logits, their fp32 copy for the loss, its gradient
   buffers       DeepSpeed's: ZeRO-3 prefetch bucket (5e7 elements x 2) and, for ZeRO-2, reduce buckets
                 (min(5e8, trainable) x 4); plus ~0.8 GiB CUDA context and 10% allocator slack on the rest.
+
+Inference phases (`inference_estimate`; no gradients, one layer's activations alive at a time), per GPU:
+
+  weights       all params x dtype bytes (the adapter merged)   (over `inference.gpus` GPUs: / GPUs)
+  kv_cache      batch x beams x (prompt + new tokens) x layers x 2 x kv_heads x head_dim x dtype bytes
+  activations   batch x beams x tokens x (4 h + 3 i) x dtype bytes: one decoder layer's q/k/v/o and SwiGLU
+  logits        rows x vocab x (dtype + 4 + 4) for the last position of each row (beams: + their scores)
+  context_and_slack  as for training
+
+Phases of a job: TALLRec / RecCocktail scoring (`eval`), BIGRec / GenRec beams and grounding embeddings
+(`generation`, `grounding`), CoReLLa routed scoring and its Serve LLM replica (`routing`).
 
 It is an estimate (what autograd keeps depends on kernels); it errs high. `python -m jobs.plan` prints it.
 """
@@ -70,19 +82,24 @@ class Counts:
 
 @functools.lru_cache(maxsize=8)
 def model_config(name: str):
-    """A transformers config: the shipped LLaMA configs by name or hub id (offline), else a folder or hub id."""
+    """A transformers config: the shipped LLaMA configs by name or hub id (offline), else a folder or hub id
+    (an unknown one is one line, at once: `raylib.model.check_model_available`)."""
     from transformers import AutoConfig
 
     key = ALIASES.get(name, name)
     if (SHIPPED / f"{key}.json").is_file():
         return AutoConfig.for_model(**json.loads((SHIPPED / f"{key}.json").read_text()))
-    from raylib.model import resolve_model_path
+    from raylib.config import ModelConfig
+    from raylib.model import check_model_available
 
     try:
-        return AutoConfig.from_pretrained(resolve_model_path(name))
-    except OSError as err:
-        raise RaylibError(f"No config for model {name!r} (shipped: {sorted(p.stem for p in SHIPPED.glob('*.json'))}"
-                          f", or a local folder / reachable hub id): {err}") from None
+        path = check_model_available(ModelConfig(name=name))
+        return AutoConfig.from_pretrained(path)
+    except RaylibError as err:
+        raise RaylibError(f"{err} (The planner also knows, offline: "
+                          f"{', '.join(sorted(p.stem for p in SHIPPED.glob('*.json')))}.)") from None
+    except (OSError, ValueError) as err:
+        raise RaylibError(f"No config for model {name!r}: {str(err).strip().splitlines()[0]}") from None
 
 
 def count_parameters(config, lora=None, trainable: str = "lora") -> Counts:
@@ -222,14 +239,173 @@ def setup_for_job(job, gpu: str) -> Setup:
                  grad_ckpt=t.gradient_checkpointing, dtype_bytes=dtype_bytes)
 
 
+# ------------------------------------------------------------------ inference phases
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One inference step of a job as one task or replica holds it (`raylib.placement`)."""
+    name: str
+    gpu: str = "rtx3090"
+    gpus: float = 1.0            # inference.gpus: a fraction shares one GPU; 2+ shard the weights over them
+    dtype_bytes: int = 2
+    batch: int = 16
+    prompt: int = 512            # prompt tokens per row
+    beams: int = 1
+    new_tokens: int = 0
+    logits: bool = True          # embeddings stop at the last hidden state
+    knobs: tuple[tuple[str, str], ...] = ()  # what -> the config field that sets it ("batch", "dtype", "beams")
+
+    def describe(self) -> str:
+        beams = f", {self.beams} beams x {self.new_tokens} new tokens" if self.beams > 1 else ""
+        share = f"{self.gpus:g} of a {self.gpu}" if self.gpus < 1 else f"{self.gpu} x{self.gpus:g}"
+        return (f"{self.name}: {share}, {'fp32' if self.dtype_bytes == 4 else 'bf16/fp16'}, batch {self.batch}, "
+                f"prompt {self.prompt}{beams}")
+
+
+def inference_estimate(config, phase: Phase) -> dict[str, float]:
+    """Per-GPU bytes of one inference phase by part (see the module doc), and the total."""
+    b = phase.dtype_bytes
+    shards = max(1.0, phase.gpus)
+    params = _total_params(config.to_json_string())
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    rows = phase.batch * phase.beams
+    tokens = phase.prompt + phase.new_tokens
+    parts = {
+        "weights": params * b / shards,
+        "kv_cache": rows * tokens * config.num_hidden_layers * 2 * kv_heads * head_dim * b / shards,
+        "activations": rows * (phase.prompt if phase.beams == 1 else tokens)
+        * (4 * config.hidden_size + 3 * config.intermediate_size) * b,
+        "logits": rows * config.vocab_size * (b + 4 + (4 if phase.beams > 1 else 0)) if phase.logits else 0.0,
+    }
+    subtotal = sum(parts.values())
+    parts["context_and_slack"] = CUDA_CONTEXT_GIB * GIB + 0.10 * subtotal
+    parts["total"] = subtotal + parts["context_and_slack"]
+    return parts
+
+
+@functools.lru_cache(maxsize=16)
+def _total_params(config_json: str) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**json.loads(config_json)))
+    return sum(p.numel() for p in model.parameters())
+
+
+def phase_capacity(phase: Phase) -> float:
+    if phase.gpu not in GPUS:
+        raise RaylibError(f"Unknown GPU {phase.gpu!r}: one of {sorted(GPUS)}.")
+    return GPUS[phase.gpu] * GIB * USABLE * min(1.0, phase.gpus)
+
+
+def phase_fits(config, phase: Phase) -> bool:
+    return inference_estimate(config, phase)["total"] <= phase_capacity(phase)
+
+
+def cheapest_inference_fix(config, phase: Phase) -> tuple[Phase, str] | None:
+    """The first change that fits, in this order of preference: a smaller batch (same results, slower), bf16
+    (fast on GPUs; results move a little), both, fewer beams (other results), the weights over more GPUs."""
+    knobs = dict(phase.knobs)
+    batches = [phase.batch]
+    while batches[-1] > 1:
+        batches.append(batches[-1] // 2)
+    dtypes = [phase.dtype_bytes] + ([2] if phase.dtype_bytes == 4 and "dtype" in knobs else [])
+    beams = [phase.beams] + ([n for n in (4, 2, 1) if n < phase.beams] if "beams" in knobs else [])
+    gpus = [phase.gpus] + ([2.0, 4.0, 8.0] if phase.gpus >= 1 else [1.0])
+    for n_gpus in gpus:
+        for n_beams in beams:
+            for dtype_bytes in dtypes:
+                for batch in batches:
+                    if "batch" not in knobs and batch != phase.batch:
+                        continue
+                    candidate = dataclasses.replace(phase, batch=batch, dtype_bytes=dtype_bytes, beams=n_beams,
+                                                    gpus=n_gpus)
+                    if phase_fits(config, candidate):
+                        changes = [f"{knobs['batch']}={batch}" if batch != phase.batch else "",
+                                   f"{knobs['dtype']}=bf16" if dtype_bytes != phase.dtype_bytes else "",
+                                   f"{knobs['beams']}={n_beams}" if n_beams != phase.beams else "",
+                                   f"inference.gpus={n_gpus:g}" if n_gpus != phase.gpus else ""]
+                        return candidate, " ".join(c for c in changes if c)
+    return None
+
+
+def inference_report(config, phase: Phase) -> dict[str, Any]:
+    parts = inference_estimate(config, phase)
+    out = {"phase": phase.name, "setup": dataclasses.asdict(phase), "description": phase.describe(),
+           "gib": {k: v / GIB for k, v in parts.items()}, "capacity_gib": phase_capacity(phase) / GIB,
+           "fits": parts["total"] <= phase_capacity(phase)}
+    if not out["fits"]:
+        fix = cheapest_inference_fix(config, phase)
+        out["fix"] = None if fix is None else {"overrides": fix[1],
+                                               "total_gib": inference_estimate(config, fix[0])["total"] / GIB}
+    return out
+
+
+def inference_table(plan: dict[str, Any]) -> str:
+    lines = [f"  {plan['description']}"]
+    lines += [f"    {k:<18}{v:>8.2f} GiB" for k, v in plan["gib"].items() if k != "total"]
+    lines.append(f"    {'total':<18}{plan['gib']['total']:>8.2f} GiB of {plan['capacity_gib']:.1f} usable: "
+                 f"{'FITS' if plan['fits'] else 'DOES NOT FIT'}")
+    if not plan["fits"]:
+        fix = plan.get("fix")
+        lines.append(f"    cheapest change that fits: {fix['overrides']} ({fix['total_gib']:.2f} GiB)" if fix else
+                     "    nothing fits: a bigger GPU")
+    return "\n".join(lines)
+
+
+def _bytes_of(dtype: str) -> int:
+    """The dtype rule on a GPU: "auto" is bf16 (or fp16), 2 bytes; fp32 is 4."""
+    return 4 if dtype in ("fp32", "float32") else 2
+
+
+def inference_phases(job, gpu: str) -> list[Phase]:
+    """The inference phases a job runs on `gpu`, read from the sections it has (see the module doc)."""
+    gpus = job.inference.gpus
+    phases = []
+    eval_cfg = getattr(job, "eval", None)
+    if eval_cfg is not None:
+        phases.append(Phase("scoring", gpu, gpus, _bytes_of(eval_cfg.dtype), eval_cfg.batch_size,
+                            job.data.max_length, knobs=(("batch", "eval.batch_size"), ("dtype", "eval.dtype"))))
+    generation = getattr(job, "generation", None)
+    if generation is not None:
+        phases.append(Phase("beams", gpu, gpus, _bytes_of(generation.dtype), generation.batch_size,
+                            job.data.max_length - generation.max_new_tokens, generation.num_beams,
+                            generation.max_new_tokens, knobs=(("batch", "generation.batch_size"),
+                                                              ("dtype", "generation.dtype"),
+                                                              ("beams", "generation.num_beams"))))
+        phases.append(Phase("embeddings", gpu, gpus, _bytes_of(generation.dtype), job.grounding.batch_size, 64,
+                            logits=False, knobs=(("batch", "grounding.batch_size"), ("dtype", "generation.dtype"))))
+    routing = getattr(job, "routing", None)
+    if routing is not None:
+        phases.append(Phase("routed scoring", gpu, gpus, _bytes_of(job.model.dtype), routing.batch_size,
+                            job.data.max_length, knobs=(("batch", "routing.batch_size"), ("dtype", "model.dtype"))))
+        phases.append(Phase("serve LLM replica", gpu, 1.0, _bytes_of(job.model.dtype), 16, job.data.max_length,
+                            knobs=(("dtype", "model.dtype"),)))
+    return phases
+
+
 def check_job_fits(job) -> dict[str, Any] | None:
-    """Before a GPU job starts: its plan for `train.gpu`; a RaylibError with the table and the cheapest change
-    when it cannot fit. Jobs on CPU, or with no `train.gpu` named, are not planned (None)."""
+    """Before a GPU job starts: its training plan and its inference phases on `train.gpu`; a RaylibError with the
+    tables and the cheapest change when any phase cannot fit. Jobs on CPU, or with no `train.gpu`, are not
+    planned (None). Whole small models (SASRec, DCNv2: `plans_llm_memory = False` tasks) are not planned."""
     gpu = getattr(job.train, "gpu", None)
     if not job.train.use_gpu or not gpu:
         return None
     config = model_config(job.model.name)
     plan = report(count_parameters(config, job.lora), setup_for_job(job, gpu), job.model.name)
-    if not plan["fits"]:
-        raise RaylibError("This training config does not fit the GPU (train.gpu):\n" + table(plan))
+    plan["inference"] = [inference_report(config, phase) for phase in inference_phases(job, gpu)]
+    failing = [p for p in plan["inference"] if not p["fits"]]
+    if not plan["fits"] or failing:
+        tables = [table(plan)] if not plan["fits"] else []
+        tables += [inference_table(p) for p in failing]
+        what = "training" if not plan["fits"] else ", ".join(p["phase"] for p in failing)
+        raise RaylibError(f"This GPU config does not fit {gpu} ({what}; checked before any training):\n"
+                          + "\n".join(tables))
     return plan
+
+
+def job_table(plan: dict[str, Any]) -> str:
+    """A job's plan: the training table, then each inference phase."""
+    return "\n".join([table(plan), "inference:"] + [inference_table(p) for p in plan.get("inference", [])])

@@ -111,12 +111,12 @@ class Recommender:
 
     def __init__(self, folder: str | Path):
         import pyarrow.parquet as pq
-        import torch
         from safetensors.torch import load_file
 
         from raylib.config import ModelConfig
         from raylib.data.sequences import Catalogue
-        from raylib.model import choose_dtype, load_model, load_tokenizer
+        from raylib.placement import choose_dtype, device
+        from raylib.model import load_model, load_tokenizer
 
         self.folder = Path(folder).expanduser()
         self.config = check_recommender(self.folder)
@@ -130,7 +130,7 @@ class Recommender:
             raise RaylibError(f"{self.folder / 'catalogue.safetensors'} has {len(self.item_embeddings)} rows for "
                               f"{len(self.catalogue)} items: publish it again with jobs.bigrec.")
         model_config = ModelConfig(name=self.config.model, dtype=self.config.dtype)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device()  # the replica's GPU when it was given one, else its CPU
         self.tokenizer = load_tokenizer(model_config)
         self.base = load_model(model_config, self.device, choose_dtype(self.config.dtype, self.device)).eval()
         self.model = None  # the PeftModel, once the first adapter is loaded

@@ -59,17 +59,21 @@ def set_verbose(verbose: bool) -> None:
     quiet_libraries()
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Connect to `address` (or RAY_ADDRESS, set by `ray job submit`); else start a local Ray.
 
     A local Ray gets at least 4 logical CPUs: several 1-CPU actors (controller, workers) on a 2-core laptop
-    otherwise wait on each other (NOTES: a starved 2-CPU Ray hangs)."""
+    otherwise wait on each other (NOTES: a starved 2-CPU Ray hangs). `num_gpus`: the GPUs it offers (None:
+    RAYLIB_LOCAL_GPUS, else the ones Ray finds); more than the machine has are logical GPUs, whose tasks run on
+    the CPU: how placement is tested on a CPU machine."""
     import ray
 
     if ray.is_initialized():
         return
     verbose = bool(os.environ.get("RAYLIB_VERBOSE"))
     env = {"RAYLIB_VERBOSE": "1"} if verbose else {k: os.environ.get(k, v) for k, v in QUIET_ENV.items()}
+    if os.environ.get("RAYLIB_LOAD_LOG"):  # `raylib.placement.note_weights_loaded`, in every Ray process
+        env["RAYLIB_LOAD_LOG"] = os.environ["RAYLIB_LOAD_LOG"]
     options = dict(log_to_driver=True, logging_level=logging.INFO if verbose else logging.WARNING,
                    logging_config=ray.LoggingConfig(log_level="INFO" if verbose else "WARNING"))
     address = address or os.environ.get("RAY_ADDRESS")
@@ -78,4 +82,31 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     if not verbose:  # nothing preempts a local machine; its watcher only logs a start-up error
         env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
-    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), runtime_env={"env_vars": env}, **options)
+    if num_gpus is None and os.environ.get("RAYLIB_LOCAL_GPUS"):
+        num_gpus = int(os.environ["RAYLIB_LOCAL_GPUS"])
+    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), num_gpus=num_gpus, runtime_env={"env_vars": env},
+             **options)
+
+
+def in_ray_worker() -> bool:
+    """True inside a Ray task or actor (not in the driver)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return False
+    return ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+
+
+def progress(iterable, desc: str, disable: bool = False):
+    """A progress bar over `iterable`: tqdm in the driver; in a Ray task or actor Ray's tqdm, which the driver
+    draws as one bar (a plain tqdm there would reach the terminal as a stream of `(pid=...)` lines)."""
+    if disable:
+        return iterable
+    if in_ray_worker():
+        from ray.experimental.tqdm_ray import tqdm as ray_tqdm
+
+        return ray_tqdm(iterable, desc=desc)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)

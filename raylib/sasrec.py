@@ -100,14 +100,26 @@ def history_tensor(histories: list[list[int]], history_len: int) -> torch.Tensor
     return out
 
 
-def load_sasrec(folder: str | Path) -> SASRec:
-    """A published model (`config.json` + `model.safetensors`; no pickle), on the CPU, in eval mode."""
+def load_sasrec(folder: str | Path, device: torch.device | str = "cpu") -> SASRec:
+    """A published model (`config.json` + `model.safetensors`; no pickle), fp32 on `device`, in eval mode."""
     from safetensors.torch import load_file
 
+    from raylib.placement import note_weights_loaded
+
     folder = Path(folder)
+    note_weights_loaded("sasrec", device)
     model = SASRec(**json.loads((folder / CONFIG_FILE).read_text()))
     model.load_state_dict(load_file(str(folder / MODEL_FILE)))
-    return model.eval()
+    return model.to(device).eval()
+
+
+def scores_of_published(folder: str, record_lists: list[list[dict]]) -> list[np.ndarray]:
+    """`sasrec_scores` of each list of records with the published model, on this process's device (pipelines
+    run it in a Ray task placed by `raylib.placement`)."""
+    from raylib.placement import device
+
+    model = load_sasrec(folder, device())
+    return [sasrec_scores(model, records) for records in record_lists]
 
 
 @torch.no_grad()

@@ -1,15 +1,21 @@
 """Ray Serve for CoReLLa: the CRM and the LLM as separately autoscaled deployments behind a FastAPI router.
 
-  CrmDeployment   DCNv2 + its vocabulary (CPU): P(like) for every request
-  LlmDeployment   base model + LoRA adapter merged once at start-up; requests batched with `@serve.batch`
-  Router          FastAPI ingress: scores every sample with the CRM, sends the uncertain ones (CRM entropy above
-                  the threshold) to the LLM, and answers with who answered. If the LLM errors or exceeds its
-                  timeout, the CRM's answer is returned marked `degraded`; a broken CRM is a 503.
+  CrmDeployment   DCNv2 + its vocabulary (fp32, CPU): P(like) for every request
+  LlmDeployment   base model + LoRA adapter merged once at start-up; requests batched with `@serve.batch`; on a
+                  GPU when the app gives it `llm_gpus` (fractions share one), in the dtype rule's dtype
+  Generator       BIGRec `/recommend` (one base model, adapters by id); `generator_gpus` likewise
+  Router          FastAPI ingress: applies training's feature rules to every sample (`FeatureRules`: age bucket,
+                  zip prefix; history ratings outside training's range are a 422), scores every sample with the
+                  CRM, sends the uncertain ones (CRM entropy above the threshold) to the LLM, and answers with
+                  who answered. If the LLM errors or exceeds its timeout, the CRM's answer is returned marked
+                  `degraded`; a broken CRM is a 503.
 
 Artifacts come from `jobs.corella` (`<output_dir>/artifacts`: crm/, adapter/, routing.json), checked against
-each other by their hashes. The threshold and the LLM timeout are the router's `user_config`, so
-`serve deploy` with a new value changes routing without a restart. Metrics go through Ray's metrics API
-(`ray.serve.metrics`), exported with Ray's own Prometheus metrics.
+each other by their hashes. The threshold is routing.json's tuned one; the router's `user_config` may override
+it (`/healthz` then says so) and sets the LLM timeout: `serve deploy` with a new value changes them without a
+restart. The bearer token is read by the router replica itself (RAYLIB_SERVE_TOKEN or RAYLIB_SERVE_TOKEN_FILE
+in its environment), never placed in Serve's config. Metrics go through Ray's metrics API (`ray.serve.metrics`),
+exported with Ray's own Prometheus metrics.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time, and under a
 class-based Serve ingress string annotations turned the request body into a query parameter.
@@ -25,16 +31,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi.openapi.docs import get_swagger_ui_html
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
+from raylib.config import Dtype
 from raylib.recommender import ADAPTER_ID
 
 MAX_HISTORY = 50
 MAX_BATCH = 64
 MAX_TEXT = 300
 TOKEN_ENV = "RAYLIB_SERVE_TOKEN"
+TOKEN_FILE_ENV = "RAYLIB_SERVE_TOKEN_FILE"
 MAX_THRESHOLD = math.log(2.0)  # the largest binary entropy: at this threshold the CRM answers everything
+ROUTING_SOURCE = "routing.json"
 
 
 # ------------------------------------------------------------------ request / response models
@@ -114,7 +124,8 @@ def sample_row(sample: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ the models behind the deployments
 class CrmScorer:
-    """DCNv2 + vocabulary from a published folder; P(like) for request samples."""
+    """DCNv2 + vocabulary from a published folder; P(like) for request samples (features as training made them:
+    the router applies `FeatureRules` first)."""
 
     def __init__(self, crm_dir: str, expect_vocab: str | None = None):
         from raylib.crm import load_crm
@@ -130,22 +141,49 @@ class CrmScorer:
         return crm_probabilities(self.model, self.vocab.records(table)).tolist()
 
 
+class RequestRules:
+    """Training's feature rules and rating range, applied to `/predict` samples at the edge: what the CRM and
+    the LLM then see is what they were trained on; what training never saw as valid is refused."""
+
+    def __init__(self, features: dict[str, Any], rating_range: tuple[float, float] | None):
+        from raylib.data.ctr import FeatureRules
+
+        self.features = FeatureRules(**features)
+        self.rating_range = tuple(rating_range) if rating_range else None
+
+    @classmethod
+    def of_vocab(cls, vocab_file: str | Path) -> "RequestRules":
+        from raylib.data.ctr import CtrVocab
+
+        vocab = CtrVocab.load(Path(vocab_file))
+        return cls(vocab.features.as_dict(), vocab.rating_range)
+
+    def apply(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The samples with training's features; a ValueError naming the sample and value it cannot take."""
+        if self.rating_range:
+            low, high = self.rating_range
+            for i, s in enumerate(samples):
+                bad = [r for r in s["history_ratings"] if not low <= r <= high]
+                if bad:
+                    raise ValueError(f"samples[{i}].history_ratings: {bad[0]:g} is outside the ratings training "
+                                     f"saw ({low:g} to {high:g})")
+        return [self.features.apply(s) for s in samples]
+
+
 class LlmScorer:
     """Base model + adapter merged once (no LoRA cost per request); P(yes) for request samples."""
 
     def __init__(self, model_name: str, adapter_dir: str | None, max_length: int = 512, dtype: str = "auto",
                  trust_remote_code: bool = False):
-        import torch
-
         from raylib.config import ModelConfig
-        from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
+        from raylib.model import load_tokenizer, load_with_adapter
+        from raylib.placement import choose_dtype, device
         from raylib.tasks.corella import yes_no_ids
 
         config = ModelConfig(name=model_name, dtype=dtype, trust_remote_code=trust_remote_code)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        here = device()  # the replica's GPU when it was given one (num_gpus), else its CPU
         self.tokenizer = load_tokenizer(config)
-        # fp32 on a CPU without AMX (bf16 is slower there, see raylib.model.cpu_supports_bf16)
-        self.model = load_with_adapter(config, adapter_dir, device, choose_dtype(dtype, device)).eval()
+        self.model = load_with_adapter(config, adapter_dir, here, choose_dtype(dtype, here)).eval()
         self.max_length = max_length
         self.yes_no = yes_no_ids(self.tokenizer)
 
@@ -189,21 +227,33 @@ def now_ms(start: float) -> float:
 
 
 def token_from_env() -> str | None:
-    return os.environ.get(TOKEN_ENV) or None
+    """The bearer token of this process: RAYLIB_SERVE_TOKEN, or the first line of the file RAYLIB_SERVE_TOKEN_FILE
+    names (set where the replica runs: `ray start`'s environment, or a path in the app's runtime_env)."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    path = os.environ.get(TOKEN_FILE_ENV)
+    if path:
+        lines = Path(path).expanduser().read_text().strip().splitlines()
+        return lines[0].strip() if lines and lines[0].strip() else None
+    return None
 
 
 
 
 # ------------------------------------------------------------------ deployments
 
-api = FastAPI(title="raylib CoReLLa service",
+# The schema and docs are routes of the router below, behind the token like every endpoint but /healthz.
+api = FastAPI(title="raylib CoReLLa service", docs_url=None, redoc_url=None, openapi_url=None,
               description="Will this user like this item? The CRM answers when it is sure, the LLM otherwise.")
+_TOKEN: list[str | None] = []  # this replica's token, read once
 
 
 def _bearer_token(authorization: str | None = Header(default=None)) -> None:
-    """Every endpoint but /healthz: the token from RAYLIB_SERVE_TOKEN in the router's environment, if set.
+    """Every endpoint but /healthz: the token of the router's own process (`token_from_env`), if one is set.
     A dependency, so it is checked before the body is (no 422 leaks the schema to a caller without it)."""
-    if not check_token(authorization, token_from_env()):
+    if not _TOKEN:
+        _TOKEN.append(token_from_env())
+    if not check_token(authorization, _TOKEN[0]):
         raise HTTPException(status_code=401, detail="missing or wrong bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
 
@@ -274,14 +324,18 @@ class GeneratorDeployment:
             return {"status": 422, "detail": str(err)}
 
 
-@serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256,
+                  autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 64})
 @serve.ingress(api)
 class Router:
-    def __init__(self, crm, llm, generator=None):
+    def __init__(self, crm, llm, generator=None, tuned_threshold: float = MAX_THRESHOLD,
+                 rules: dict[str, Any] | None = None):
         from ray.serve import metrics
 
         self.crm, self.llm, self.generator = crm, llm, generator
-        self.threshold, self.llm_timeout_s = MAX_THRESHOLD, 10.0  # set by `reconfigure` (user_config) at start
+        self.tuned_threshold = tuned_threshold  # routing.json's, unless user_config overrides it
+        self.threshold, self.threshold_source, self.llm_timeout_s = tuned_threshold, ROUTING_SOURCE, 10.0
+        self.rules = RequestRules(**(rules or {"features": {}, "rating_range": None}))
         self.started_at = time.time()
         self.samples = metrics.Counter("raylib_serve_samples", description="samples answered")
         self.routed = metrics.Counter("raylib_serve_llm_samples", description="samples the LLM answered")
@@ -292,19 +346,31 @@ class Router:
                                          tag_keys=("route",))
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """`user_config`: {"threshold": float, "llm_timeout_s": float}; applied live, no restart."""
+        """`user_config`: {"llm_timeout_s": float, "threshold": float (optional)}; applied live, no restart.
+        Without "threshold" the router uses routing.json's tuned one (so a config never carries a stale one)."""
         from raylib.routing import MAX_ENTROPY
 
-        threshold = float(config.get("threshold", self.threshold))
+        override = config.get("threshold")
+        threshold = self.tuned_threshold if override is None else float(override)
         if not 0.0 <= threshold <= MAX_ENTROPY:
             raise ValueError(f"threshold {threshold} is outside [0, ln 2]")
         self.threshold = threshold
+        self.threshold_source = ROUTING_SOURCE if override is None else "user_config"
         self.llm_timeout_s = float(config.get("llm_timeout_s", self.llm_timeout_s))
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "threshold": self.threshold, "llm_timeout_s": self.llm_timeout_s,
+        return {"status": "ok", "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "tuned_threshold": self.tuned_threshold, "llm_timeout_s": self.llm_timeout_s,
                 "started_at": self.started_at, "recommend": self.generator is not None}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, _: None = Depends(_bearer_token)) -> dict[str, Any]:
+        return api.openapi()
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, _: None = Depends(_bearer_token)):
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=api.title)
 
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, _: None = Depends(_bearer_token)):
@@ -328,7 +394,10 @@ class Router:
     @api.post("/predict", response_model=PredictResponse)
     async def predict(self, body: PredictRequest, _: None = Depends(_bearer_token)):
         start = time.perf_counter()
-        samples = [s.model_dump() for s in body.samples]
+        try:
+            samples = self.rules.apply([s.model_dump() for s in body.samples])
+        except ValueError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from None
         try:
             crm = await self.crm.predict.remote(samples)
         except Exception as err:  # noqa: BLE001 - any CRM failure is the service's, said as a 503
@@ -363,34 +432,58 @@ class Router:
         return PredictResponse(predictions=predictions, latency_ms=latency, threshold=self.threshold)
 
 
-def build_app(artifacts: str, model_name: str | None = None, max_length: int = 512, dtype: str = "auto",
-              threshold: float | None = None, llm_timeout_s: float = 10.0, recommender: str | None = None,
-              crm: dict | None = None, llm: dict | None = None, router: dict | None = None,
+class AppArgs(BaseModel):
+    """The app's typed arguments (`serve run serve.app:build key=value`, or `args:` in a deploy config)."""
+    model_config = ConfigDict(extra="forbid")
+    artifacts: str = Field("runs/corella-cpu/artifacts", description="jobs.corella's <output_dir>/artifacts")
+    recommender: str | None = Field(None, description="jobs.bigrec's <output_dir>/recommender, for /recommend")
+    model: str | None = Field(None, description="the base model (default: the one the artifacts were tuned on)")
+    max_length: int = Field(512, ge=32)
+    dtype: Dtype = Field("auto", description="LLM / generator dtype, by the dtype rule (bf16 on GPUs, fp32 on CPUs)")
+    threshold: float | None = Field(None, ge=0.0, le=MAX_THRESHOLD,
+                                    description="override routing.json's tuned threshold (user_config)")
+    llm_timeout_s: float = Field(10.0, gt=0.0)
+    llm_gpus: float = Field(0.0, ge=0.0, description="GPUs per LLM replica (0.5: two replicas share one)")
+    generator_gpus: float = Field(0.0, ge=0.0, description="GPUs per Generator replica")
+
+
+def _with_gpus(options: dict | None, gpus: float) -> dict:
+    """A deployment's `.options(...)` with `gpus` GPUs per replica (none: as the decorator declares)."""
+    options = dict(options or {})
+    if gpus > 0:
+        actor = dict(options.get("ray_actor_options") or {"num_cpus": 0.5})
+        options["ray_actor_options"] = {**actor, "num_gpus": gpus}
+    return options
+
+
+def build_app(args: AppArgs, crm: dict | None = None, llm: dict | None = None, router: dict | None = None,
               generator: dict | None = None):
     """Router(CRM, LLM[, Generator]) from a CoReLLa artifacts folder and, for `/recommend`, a BIGRec
     `recommender` folder; `crm` / `llm` / `router` / `generator`: each deployment's own `.options(...)`
-    (autoscaling_config, ray_actor_options with num_cpus / num_gpus, max_ongoing_requests)."""
-    paths = artifact_paths(artifacts)
+    (autoscaling_config, ray_actor_options, max_ongoing_requests). Nothing here loads weights: the
+    deployments' replicas do, where Ray places them."""
+    paths = artifact_paths(args.artifacts)
     routing = paths["routing"]
     crm_app = CrmDeployment.options(**(crm or {})).bind(paths["crm_dir"], routing.vocab_hash)
-    llm_app = LlmDeployment.options(**(llm or {})).bind(model_name or routing.model, paths["adapter_dir"],
-                                                        max_length, dtype)
-    threshold = routing.threshold if threshold is None else threshold
-    # The threshold and timeout are user_config only: changing them updates the router in place, no restart.
-    router_options = {"user_config": {"threshold": threshold, "llm_timeout_s": llm_timeout_s}, **(router or {})}
-    token = token_from_env()
-    if token:  # the router's process gets it through its runtime environment, read when the replica starts
-        actor = dict(router_options.get("ray_actor_options") or {"num_cpus": 0.1})
-        runtime = dict(actor.get("runtime_env") or {})
-        runtime["env_vars"] = {**runtime.get("env_vars", {}), TOKEN_ENV: token}
-        router_options["ray_actor_options"] = {**actor, "runtime_env": runtime}
+    llm_app = LlmDeployment.options(**_with_gpus(llm, args.llm_gpus)).bind(
+        args.model or routing.model, paths["adapter_dir"], args.max_length, args.dtype)
+    # user_config: changing it updates the router in place, no restart. The threshold is in it only when the
+    # caller overrides routing.json's tuned one.
+    user_config: dict[str, Any] = {"llm_timeout_s": args.llm_timeout_s}
+    if args.threshold is not None:
+        user_config["threshold"] = args.threshold
+    router_options = {"user_config": user_config, **(router or {})}
     generator_app = None
-    if recommender:
+    if args.recommender:
         from raylib.recommender import check_recommender
 
-        check_recommender(recommender)
-        generator_app = GeneratorDeployment.options(**(generator or {})).bind(str(Path(recommender).expanduser()))
-    return Router.options(**router_options).bind(crm_app, llm_app, generator_app)
+        check_recommender(args.recommender)
+        generator_app = GeneratorDeployment.options(**_with_gpus(generator, args.generator_gpus)).bind(
+            str(Path(args.recommender).expanduser()))
+    rules = RequestRules.of_vocab(Path(paths["crm_dir"]) / "vocab.json")
+    return Router.options(**router_options).bind(
+        crm_app, llm_app, generator_app, routing.threshold,
+        {"features": rules.features.as_dict(), "rating_range": rules.rating_range})
 
 
 # ------------------------------------------------------------------ operating a running service

@@ -1,7 +1,8 @@
 """TALLRec end to end (Bao et al., RecSys 2023): data -> zero-shot AUC -> LoRA rec-tuning -> tuned AUC -> report.
 
-Scoring runs as a Ray task (on a GPU when training uses GPUs), training on Ray Train workers, so the same
-pipeline runs from a laptop's local Ray or through `ray job submit` on a cluster.
+Scoring runs in a Ray task placed by `raylib.placement` (a GPU when training uses GPUs, every core of a node
+otherwise), training on Ray Train workers: the driver loads no weights, so the same pipeline runs from a laptop's
+local Ray or through `ray job submit` from a cluster's CPU head node.
 """
 
 from __future__ import annotations
@@ -84,22 +85,18 @@ def load_tallrec_data(data: DataConfig) -> TallrecData:
 
 
 def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_dir: str | None = None,
-                  max_length: int = 512, eval_cfg: EvalConfig | None = None,
-                  threads: int | None = None) -> dict[str, Any]:
-    """Load the model (plus adapter) and compute AUC / LogLoss / accuracy of P(Yes); runs anywhere.
+                  max_length: int = 512, eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Load the model (plus adapter) in this process and compute AUC / LogLoss / accuracy of P(Yes).
 
-    The model is loaded in the evaluation dtype (`eval_cfg.dtype`, fp32 by default), not in the training dtype
-    `model_cfg.dtype`; the report records it as "eval_dtype"."""
-    import torch
-
+    The model is loaded in the evaluation dtype (`eval_cfg.dtype`, by the dtype rule), not in the training dtype
+    `model_cfg.dtype`; the report records it as "eval_dtype". Jobs call it through `score_on_ray`."""
     from raylib.evaluate import yes_probabilities
     from raylib.metrics import binary_report
-    from raylib.model import choose_dtype, load_tokenizer, load_with_adapter
+    from raylib.model import load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype, device as local_device, dtype_name
 
     eval_cfg = eval_cfg if eval_cfg is not None else EvalConfig()
-    if threads:
-        torch.set_num_threads(threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = local_device()
     dtype = choose_dtype(eval_cfg.dtype, device)
     tokenizer = load_tokenizer(model_cfg)
     model = load_with_adapter(model_cfg, adapter_dir, device, dtype)
@@ -110,22 +107,19 @@ def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_
     report = binary_report([r.label for r in records], probs)
     tokens = sum(len(tokenizer(r.input)["input_ids"]) for r in records[:50]) / max(1, min(50, len(records)))
     report.update({"records": len(records), "seconds": seconds, "probabilities": probs.tolist(),
-                   "eval_dtype": str(dtype).replace("torch.", ""), "scoring": eval_cfg.scoring,
+                   "eval_dtype": dtype_name(dtype), "device": device.type, "scoring": eval_cfg.scoring,
                    "prefix_cache": eval_cfg.prefix_cache, "batch_size": eval_cfg.batch_size,
                    "approx_tokens_per_s": tokens * len(records) / max(seconds, 1e-9)})
     return report
 
 
 def score_on_ray(job: TallrecJobConfig, records: list[TallrecRecord], adapter_dir: str | None) -> dict[str, Any]:
-    """`score_records` with the job's `eval` settings (dtype, scoring, batch size, prefix cache) on a GPU as a Ray
-    task when training uses GPUs; on CPU in this process, which was measured ~1.8x faster here than the same
-    call inside a Ray CPU task. (`train.eval_batch_size` is the in-training validation's batch size.)"""
-    if not job.train.use_gpu:
-        return score_records(job.model, records, adapter_dir, job.data.max_length, job.eval)
-    import ray
+    """`score_records` with the job's `eval` settings (dtype, scoring, batch size, prefix cache) in a Ray task
+    placed by the job's config (`raylib.placement`). (`train.eval_batch_size` is in-training validation's.)"""
+    from raylib import placement
 
-    task = ray.remote(score_records).options(num_gpus=1, num_cpus=max(1, job.train.cpus_per_worker))
-    return ray.get(task.remote(job.model, records, adapter_dir, job.data.max_length, job.eval))
+    return placement.run(score_records, job.model, records, adapter_dir, job.data.max_length, job.eval,
+                         placement=placement.for_job(job))
 
 
 def check_inputs(job: TallrecJobConfig, data: TallrecData) -> None:

@@ -2,40 +2,44 @@
 
     serve run serve.app:app                                             # local: artifacts from the env / defaults
     serve run serve.app:build artifacts=runs/corella-cpu/artifacts recommender=runs/bigrec-cpu/recommender
-    serve deploy serve/config.yaml                                      # a running Ray cluster
+    serve run serve.app:build artifacts=... llm_gpus=1 generator_gpus=0.5   # the LLM and Generator on GPUs
+    serve deploy serve/config.yaml                                      # a running Ray cluster, CPUs
+    serve deploy serve/config-gpu.yaml                                  # ... the LLM and Generator on GPUs
 
-`app` is the application with its folders from the environment (RAYLIB_CORELLA_ARTIFACTS, default
-runs/corella-cpu/artifacts; RAYLIB_BIGREC_RECOMMENDER, default runs/bigrec-cpu/recommender when it exists): it is
-what `serve build serve.app:app` turns into `serve/config.yaml`. `build` is the same as a Serve application
-builder whose arguments come from `serve run key=value` or from `args:` in a config file. Each deployment's
-autoscaling and resources come from the config's `deployments:` section, and the router's `user_config`
-(threshold, llm_timeout_s) can be changed there and redeployed without a restart.
+`build` is a typed Serve application builder (`raylib.serving.AppArgs`: artifacts, recommender, model,
+max_length, dtype, threshold, llm_timeout_s, llm_gpus, generator_gpus), its arguments from `serve run key=value`
+or from `args:` in a config file. `app` is the application with its arguments from the environment
+(RAYLIB_CORELLA_ARTIFACTS, default runs/corella-cpu/artifacts; RAYLIB_BIGREC_RECOMMENDER, default
+runs/bigrec-cpu/recommender when it exists; RAYLIB_SERVE_GPUS, GPUs per LLM and Generator replica, default 0):
+`serve build serve.app:app` turns it into `serve/config.yaml`, and with RAYLIB_SERVE_GPUS=1 into
+`serve/config-gpu.yaml`. Each deployment's autoscaling and resources come from the config's `deployments:`.
 """
 
 import os
 from pathlib import Path
 
-from raylib.serving import build_app
+from raylib.serving import AppArgs, build_app
 
 DEFAULT_ARTIFACTS = "runs/corella-cpu/artifacts"
 DEFAULT_RECOMMENDER = "runs/bigrec-cpu/recommender"
+GPUS_ENV = "RAYLIB_SERVE_GPUS"
 
 
-def build(args: dict):
-    """Router(CRM, LLM[, Generator]) from `args`: artifacts (CoReLLa folder), recommender (BIGRec folder,
-    optional), model (base model; default: the one it was tuned on), threshold (default: the tuned one),
-    llm_timeout_s, max_length, dtype."""
-    return build_app(args.get("artifacts", DEFAULT_ARTIFACTS), model_name=args.get("model"),
-                     max_length=int(args.get("max_length", 512)), dtype=args.get("dtype", "auto"),
-                     threshold=float(args["threshold"]) if "threshold" in args else None,
-                     llm_timeout_s=float(args.get("llm_timeout_s", 10.0)), recommender=args.get("recommender"))
+def build(args: AppArgs):
+    """Router(CRM, LLM[, Generator]) from the typed arguments (Serve validates them into `AppArgs`)."""
+    return build_app(args)
+
+
+def args_from_env() -> AppArgs:
+    recommender = os.environ.get("RAYLIB_BIGREC_RECOMMENDER") or (
+        DEFAULT_RECOMMENDER if Path(DEFAULT_RECOMMENDER).is_dir() else None)
+    gpus = float(os.environ.get(GPUS_ENV, "0") or 0)
+    return AppArgs(artifacts=os.environ.get("RAYLIB_CORELLA_ARTIFACTS", DEFAULT_ARTIFACTS), recommender=recommender,
+                   llm_gpus=gpus, generator_gpus=gpus)
 
 
 def __getattr__(name: str):
     """`serve.app:app`, built when asked for (importing this module needs no artifacts)."""
     if name != "app":
         raise AttributeError(name)
-    recommender = os.environ.get("RAYLIB_BIGREC_RECOMMENDER") or (
-        DEFAULT_RECOMMENDER if Path(DEFAULT_RECOMMENDER).is_dir() else None)
-    args = {"artifacts": os.environ.get("RAYLIB_CORELLA_ARTIFACTS", DEFAULT_ARTIFACTS)}
-    return build({**args, **({"recommender": recommender} if recommender else {})})
+    return build_app(args_from_env())

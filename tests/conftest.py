@@ -1,8 +1,15 @@
-"""Shared fixtures: a tiny random LLaMA (built here, no download) for mechanics, one Ray for the session."""
+"""Shared fixtures: a tiny random LLaMA (built here, no download) for mechanics, one Ray for the session.
+
+The session's local Ray offers 2 logical GPUs (RAYLIB_LOCAL_GPUS): a step that asks for a GPU is scheduled with a
+GPU id and runs on the CPU, so a job with `train.use_gpu=true` shows where each step would run on a GPU machine.
+Every weight load is logged (RAYLIB_LOAD_LOG, `raylib.placement.note_weights_loaded`); the `loads` fixture reads
+the loads a test made.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +18,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAYLIB_LOCAL_GPUS", "2")
+LOAD_LOG = Path(tempfile.gettempdir()) / f"raylib-test-loads-{os.getpid()}.jsonl"
+os.environ["RAYLIB_LOAD_LOG"] = str(LOAD_LOG)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ML100K_RAW = SHARED / "ml-100k"
@@ -44,6 +54,33 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class Loads:
+    """The weight loads made since this object was created (`raylib.placement.note_weights_loaded`)."""
+
+    def __init__(self):
+        self.start = LOAD_LOG.stat().st_size if LOAD_LOG.exists() else 0
+
+    def records(self) -> list[dict]:
+        from raylib.placement import read_load_log
+
+        return read_load_log(LOAD_LOG, self.start) if LOAD_LOG.exists() else []
+
+    def assert_all_on_gpu_workers(self, expect: set[str]) -> list[dict]:
+        """Every load ran in a Ray process holding a GPU id, none in this (the driver's) process, and among them
+        loads of each kind in `expect` (e.g. {"llm", "crm"}: the part of `what` before ":")."""
+        records = self.records()
+        assert records, "no weights were loaded"
+        assert not [r for r in records if r["pid"] == os.getpid()], "the driver process loaded weights"
+        assert all(r["gpu_ids"] for r in records), [r for r in records if not r["gpu_ids"]]
+        assert expect <= {r["what"].split(":")[0] for r in records}, records
+        return records
+
+
+@pytest.fixture
+def loads() -> Loads:
+    return Loads()
 
 
 @pytest.fixture(scope="session")

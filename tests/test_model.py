@@ -6,7 +6,8 @@ import torch
 from raylib import RaylibError
 from raylib.assets import embedded_gguf_path, embedded_model_dir
 from raylib.config import LoraSettings, ModelConfig
-from raylib.model import add_lora, choose_dtype, load_model, resolve_model_path
+from raylib.placement import choose_dtype
+from raylib.model import add_lora, load_model, resolve_model_path
 
 
 def test_embedded_model_is_cached_safetensors():

@@ -28,7 +28,7 @@ def make_artifacts(folder, model_dir):
     from raylib.config import LoraSettings
 
     data = load_ctr_data(CtrDataConfig())
-    vocab = CtrVocab.build(data.train)
+    vocab = CtrVocab.build(data.train, data.features)
     torch.manual_seed(0)
     shape = crm_shape(CrmSettings(), vocab)
     save_crm(DCNv2(**shape).state_dict(), shape, vocab, folder / "crm")

@@ -49,6 +49,33 @@ def age_bucket(age: str) -> str:
     return str(max(b for b in AGE_BUCKETS if b <= max(years, 1)))
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureRules:
+    """How a user's raw fields become the CRM's features: the ONE function for training tables and for requests
+    (`raylib.serving` applies it to every `/predict` sample). MovieLens tables bucket the age (`AGE_BUCKETS`) and
+    keep the zip code's first `zip_prefix` characters (its region); a user's own CTR tables are taken as given."""
+    age_buckets: bool = False
+    zip_prefix: int | None = None
+
+    @classmethod
+    def for_data(cls, cfg) -> "FeatureRules":
+        """The rules `load_ctr_data` applies for this `CtrDataConfig`."""
+        return cls(age_buckets=True, zip_prefix=cfg.zip_prefix) if cfg.source == "movielens" else cls()
+
+    def age(self, raw: str) -> str:
+        return age_bucket(raw) if self.age_buckets else raw
+
+    def zip(self, raw: str) -> str:
+        return raw[:self.zip_prefix] if self.zip_prefix else raw
+
+    def apply(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A raw row (a request sample) with the features as training made them."""
+        return {**row, "age": self.age(str(row.get("age", ""))), "zip": self.zip(str(row.get("zip", "")))}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def release_year(title: str) -> str:
     match = _YEAR.search(title)
     return match.group(1) if match else ""
@@ -57,7 +84,8 @@ def release_year(title: str) -> str:
 def ctr_table_from_movielens(ml, like_threshold: float = 4.0, history_len: int = 10,
                              zip_prefix: int = 2) -> pa.Table:
     """Every rating becomes a sample in global time order (ties keep file order); its history is the user's
-    `history_len` most recent ratings before it."""
+    `history_len` most recent ratings before it. Age and zip follow `FeatureRules`."""
+    rules = FeatureRules(age_buckets=True, zip_prefix=zip_prefix)
     from raylib.data.sequences import readable_title
 
     inter = ml.interactions
@@ -80,10 +108,10 @@ def ctr_table_from_movielens(ml, like_threshold: float = 4.0, history_len: int =
         past = list(recent[u]) if history_len else []
         rows["user_id"].append(u)
         rows["item_id"].append(i)
-        rows["age"].append(age_bucket(user["age"]))
+        rows["age"].append(rules.age(user["age"]))
         rows["gender"].append(user["gender"])
         rows["occupation"].append(user["occupation"])
-        rows["zip"].append(user["zip_code"][:zip_prefix])
+        rows["zip"].append(rules.zip(user["zip_code"]))
         rows["year"].append(release_year(titles[irow]))
         rows["genres"].append(genres[irow])
         rows["title"].append(titles[irow])
@@ -204,11 +232,13 @@ def _rating_key(rating: float) -> str:
 @dataclasses.dataclass
 class CtrVocab:
     """Per-field value -> index maps (2, 3, ... for the training split's values; 1 = OOV, 0 = padding). Besides
-    the columns' fields, "rating" indexes the history's rating values (the CRM pools item + rating embeddings)."""
+    the columns' fields, "rating" indexes the history's rating values (the CRM pools item + rating embeddings).
+    `features`: the rules that made the fields (saved beside them, outside the hash), for requests."""
     fields: dict[str, dict[str, int]]
+    features: FeatureRules = dataclasses.field(default_factory=FeatureRules)
 
     @classmethod
-    def build(cls, train: pa.Table) -> "CtrVocab":
+    def build(cls, train: pa.Table, features: FeatureRules | None = None) -> "CtrVocab":
         fields = {}
         for field in SINGLE_FIELDS + ("genres",):
             values = train.column(field).to_pylist()
@@ -217,7 +247,13 @@ class CtrVocab:
             fields[field] = {v: i + 2 for i, v in enumerate(sorted(set(values)))}
         ratings = {_rating_key(r) for rs in train.column("history_ratings").to_pylist() for r in rs}
         fields["rating"] = {v: i + 2 for i, v in enumerate(sorted(ratings))}
-        return cls(fields)
+        return cls(fields, features or FeatureRules())
+
+    @property
+    def rating_range(self) -> tuple[float, float] | None:
+        """The smallest and largest history rating training saw (None: no history ratings)."""
+        values = [float(v) for v in self.fields.get("rating", {})]
+        return (min(values), max(values)) if values else None
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -246,12 +282,13 @@ class CtrVocab:
         return out
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"fields": self.fields, "hash": self.fingerprint()}))
+        path.write_text(json.dumps({"fields": self.fields, "hash": self.fingerprint(),
+                                    "features": self.features.as_dict()}))
 
     @classmethod
     def load(cls, path: Path) -> "CtrVocab":
         saved = json.loads(Path(path).read_text())
-        vocab = cls(saved["fields"])
+        vocab = cls(saved["fields"], FeatureRules(**saved.get("features", {})))
         if saved.get("hash") != vocab.fingerprint():
             raise RaylibError(f"Vocabulary {path} does not match its own hash: the file was changed or is damaged.")
         return vocab
@@ -263,6 +300,7 @@ class CtrData:
     valid: pa.Table
     test: pa.Table
     source: str
+    features: FeatureRules = dataclasses.field(default_factory=FeatureRules)
 
 
 def load_ctr_data(cfg) -> CtrData:
@@ -282,4 +320,4 @@ def load_ctr_data(cfg) -> CtrData:
             raise RaylibError(f"The {name} split holds no samples.")
         if len(set(split.column("label").to_pylist())) < 2:
             raise RaylibError(f"The {name} split has only one label: AUC needs likes and dislikes.")
-    return CtrData(train, valid, test, source)
+    return CtrData(train, valid, test, source, FeatureRules.for_data(cfg))

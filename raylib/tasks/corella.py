@@ -89,7 +89,7 @@ class CorellaModel(nn.Module):
             crm_logit, crossed = self.crm(fields, genres, history, history_ratings, return_cross=True)
             result["crm_logit"] = crm_logit
             # left padding: the last column is every prompt's last token
-            result["llm_states"] = [g(out.hidden_states[l][:, -1, :]) for g, (l, _) in
+            result["llm_states"] = [g(out.hidden_states[l][:, -1, :].to(g.weight.dtype)) for g, (l, _) in
                                     zip(self.llm_projections, self.pairs)]
             result["crm_states"] = [g(crossed[c].to(g.weight.dtype)) for g, (_, c) in
                                     zip(self.crm_projections, self.pairs)]
@@ -119,7 +119,9 @@ class CorellaTask:
         if self.job.train.gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             llm.enable_input_require_grads()
-        llm = add_lora(llm, self.job.lora)
+        # Joint stage: every trainable part in fp32 (the CRM routes by its entropy, which bf16 weights move; the
+        # LoRA adapters too, so DeepSpeed runs one fp32 optimizer); the frozen LLM stays in the device's dtype.
+        llm = add_lora(llm, self.job.lora, fp32_adapters=self.joint)
         if self.job.init_adapter:  # stage 3 starts from stage 2's adapter
             load_adapter_into(llm, Path(self.job.init_adapter))
         if not self.joint:
@@ -128,9 +130,8 @@ class CorellaTask:
         if self.job.init_crm:  # stage 2 starts from the warmed-up CRM
             crm.load_state_dict(load_file(str(Path(self.job.init_crm) / MODEL_FILE)))
         module = CorellaModel(llm, crm, self.job.align.pairs, self.job.align.projection_dim)
-        module.crm.to(self.ctx.device, self.ctx.dtype)
-        module.llm_projections.to(self.ctx.device, self.ctx.dtype)
-        module.crm_projections.to(self.ctx.device, self.ctx.dtype)
+        for part in (module.crm, module.llm_projections, module.crm_projections):
+            part.to(self.ctx.device, torch.float32)
         return module
 
     def param_groups(self, module) -> list[dict[str, Any]]:

@@ -90,6 +90,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from raylib.placement import process_group_backend
     from raylib.runtime import ensure_ray
     from raylib.train import data as train_data_io
     from raylib.train.storage import check_shared
@@ -129,7 +130,8 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
                            "drill": _fault_drill(output)},
         datasets=datasets,
         dataset_config=dataset_config,
-        torch_config=TorchConfig(backend="nccl" if job.train.use_gpu else "gloo"),
+        # NCCL where GPU workers see CUDA, gloo otherwise (CPU workers; logical GPUs on a CPU machine)
+        torch_config=TorchConfig(backend=process_group_backend(job.train.use_gpu, job.ray_address)),
         scaling_config=ray.train.ScalingConfig(num_workers=job.train.num_workers, use_gpu=job.train.use_gpu,
                                                resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(

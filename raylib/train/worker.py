@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 
-def _setup_environment(use_gpu: bool) -> None:
+def _setup_environment(use_cuda: bool) -> None:
     from raylib.assets import cache_root
 
-    if not use_gpu:
+    if not use_cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported (ray#50406)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
 
@@ -31,6 +31,13 @@ def _setup_environment(use_gpu: bool) -> None:
 def _log(rank: int, message: str) -> None:
     if rank == 0:
         print(f"[train] {message}", flush=True)
+
+
+def trainable_dtype(module: torch.nn.Module) -> torch.dtype:
+    """DeepSpeed's precision follows what trains: bf16 / fp16 when every trainable parameter is, else fp32 (a
+    task that keeps its trainable parts in fp32 over a bf16 base gets fp32 updates, not a cast to bf16)."""
+    dtypes = {p.dtype for p in module.parameters() if p.requires_grad}
+    return dtypes.pop() if len(dtypes) == 1 and dtypes <= {torch.bfloat16, torch.float16} else torch.float32
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -64,13 +71,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     task_cls = loop_config["task"]
     job = from_dict(task_cls.config_cls, loop_config["job"])
     train_cfg = job.train
-    _setup_environment(train_cfg.use_gpu)
+    # A GPU worker that sees no CUDA (Ray started with logical GPUs on a CPU machine) trains on its CPU.
+    use_cuda = train_cfg.use_gpu and torch.cuda.is_available()
+    _setup_environment(use_cuda)
 
     import deepspeed  # noqa: E402  (after DS_ACCELERATOR is set)
     import ray.train
     from torch.utils.data import DataLoader
 
-    from raylib.model import choose_dtype
+    from raylib.placement import choose_dtype
     from raylib.train.batching import EpochSampler, batch_plan
     from raylib.train.checkpoint import (
         TrainerState, checkpoint_problem, gathered_trainable, load_engine_state, write_checkpoint,
@@ -84,7 +93,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     quiet_libraries()  # after Ray Train configured this worker's loggers
     rank, world = context.get_world_rank(), context.get_world_size()
-    if train_cfg.use_gpu:
+    if use_cuda:
         device = ray.train.torch.get_device()
         torch.cuda.set_device(device)
     else:
@@ -129,7 +138,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_cfg.warmup_steps, total_steps))
     with _quiet_stdout():  # DeepSpeed prints "... built successfully" on every start
         engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
-                                               config=deepspeed_config(train_cfg, ctx.dtype, plan))
+                                               config=deepspeed_config(train_cfg, trainable_dtype(module), plan))
     if restored is not None:
         if state.world_size == world:
             load_engine_state(engine, restored, rank)  # AdamW moments, LR schedule, RNG: continue exactly
