@@ -27,6 +27,10 @@ def job_main(config_cls: type, default_config: str, argv: list[str] | None,
         from raylib.runtime import ensure_ray
 
         config = load_config(config_cls, args.config, args.overrides)
+        if hasattr(config, "train"):  # a GPU job that cannot fit (training or inference) stops before any work
+            from raylib.plan import check_job_fits
+
+            check_job_fits(config)
         if hasattr(config, "model"):  # a model that cannot be found stops here, before Ray starts
             from raylib.model import check_model_available
 

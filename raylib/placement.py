@@ -118,6 +118,18 @@ def _call(fn: Callable, threads: int, args: tuple, kwargs: dict) -> Any:
     return fn(*args, **kwargs)
 
 
+def _get(ref) -> Any:
+    """`ray.get(ref)`; a user error raised inside (RaylibError) comes back as itself, one line, not a traceback."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, RaylibError):
+            raise RaylibError(str(err.cause)) from None
+        raise
+
+
 def run(fn: Callable, *args, placement: Placement, **kwargs) -> Any:
     """`fn(*args, **kwargs)` in a Ray task with `placement`'s resources; its result (or its exception)."""
     import ray
@@ -127,7 +139,7 @@ def run(fn: Callable, *args, placement: Placement, **kwargs) -> Any:
     ensure_ray(placement.address)
     options = placement.ray_options()
     task = ray.remote(_call).options(**options, name=getattr(fn, "__name__", "step"), max_retries=0)
-    return ray.get(task.remote(fn, int(options["num_cpus"]), args, kwargs))
+    return _get(task.remote(fn, int(options["num_cpus"]), args, kwargs))
 
 
 class _Host:
@@ -151,9 +163,7 @@ class Placed:
         self.actor = actor
 
     def call(self, method: str, *args, **kwargs) -> Any:
-        import ray
-
-        return ray.get(self.actor.call.remote(method, args, kwargs))
+        return _get(self.actor.call.remote(method, args, kwargs))
 
     def close(self) -> None:
         import ray

@@ -1,5 +1,6 @@
-"""cluster.yaml passes Ray's own cluster-launcher validation; `ray job submit` runs the TALLRec job on a real
-local `ray start --head` cluster (free ports, auth disabled)."""
+"""cluster.yaml passes Ray's own cluster-launcher validation; `ray job submit` runs a GPU TALLRec job on a real
+local cluster shaped like cluster.yaml: a CPU-only head (where the job's driver runs) and a worker node with a
+logical GPU (free ports, auth disabled). Every weight load happens on the worker node, holding a GPU id."""
 
 import copy
 import json
@@ -38,26 +39,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start(cmd: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # a graceful stop takes ~30 s here; the group dies with the test anyway
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 @pytest.fixture
 def local_cluster():
-    """`ray start --head --block` in its own process group, on free ports and its own temp dir; stopped by
-    killing that group. The own temp dir matters: `ray start` records "the latest cluster" in its temp dir, and
-    Ray Train's placement-group cleaner of another local Ray (the test session's) would otherwise look its
-    controller up in this cluster, find nothing and tear that run down."""
+    """`ray start --head --block` with no GPU, then `ray start --address ... --num-gpus=1 --block` (a second node
+    on this machine), each in its own process group on free ports; stopped by killing the groups. The head's own
+    temp dir matters: `ray start` records "the latest cluster" in its temp dir, and Ray Train's placement-group
+    cleaner of another local Ray (the test session's) would otherwise look its controller up in this cluster,
+    find nothing and tear that run down."""
     bin_dir = Path(sys.executable).parent
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    dashboard = free_port()
-    cmd = [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus=4", f"--port={free_port()}",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-           f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-           f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
-           f"--object-manager-port={free_port()}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    dashboard, gcs = free_port(), free_port()
+    ports = lambda: [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",  # noqa
+                     f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                     f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+    head = _start([str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus=4", "--num-gpus=0",
+                   f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                   f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", *ports(),
+                   f"--temp-dir={temp_dir}", "--disable-usage-stats"], env)
     address = f"http://127.0.0.1:{dashboard}"
+    nodes = []
     deadline = time.time() + 300  # a busy 2-core machine can take minutes to start a head
     while time.time() < deadline:
         probe = subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", address], env=env,
@@ -66,28 +81,43 @@ def local_cluster():
             break
         time.sleep(2)
     else:
-        os.killpg(head.pid, 15)
+        _stop(head)
         pytest.fail("the local Ray head did not come up within 300 s")
-    yield address, env
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # a graceful stop takes ~30 s here; the group dies with the test anyway
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
+    gpu_node = _start([str(bin_dir / "ray"), "start", "--block", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
+                       "--num-gpus=1", *ports(), "--disable-usage-stats"], env)
+    from ray.util.state import list_nodes
+
+    while time.time() < deadline and len(nodes) < 2:
+        nodes = [n for n in list_nodes(address=address) if n.state == "ALIVE"]
+        time.sleep(2)
+    if len(nodes) < 2:
+        _stop(gpu_node)
+        _stop(head)
+        pytest.fail("the GPU node did not join within 300 s")
+    head_id = next(n.node_id for n in nodes if n.is_head_node)
+    yield address, env, head_id
+    _stop(gpu_node)
+    _stop(head)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_ray_job_submit_runs_the_tallrec_job(local_cluster, tiny_model_dir, movie_records, tmp_path):
+def test_ray_job_submit_runs_a_gpu_job_whose_weights_load_only_on_the_gpu_node(local_cluster, tiny_model_dir,
+                                                                              movie_records, tmp_path):
+    """`train.use_gpu=true` from the CPU head: the process-group backend follows what the workers have (gloo, no
+    CUDA here), training and both scorings run on the GPU node holding a GPU id; the driver loads nothing."""
     from raylib.data import write_records
+    from raylib.placement import read_load_log
 
-    address, env = local_cluster
+    address, env, head_id = local_cluster
+    load_log = tmp_path / "loads.jsonl"
     write_records(movie_records["train"][:8], tmp_path / "train.jsonl.json")
     write_records(movie_records["valid"][:8], tmp_path / "valid.json")
     write_records(movie_records["test"][:16], tmp_path / "test.parquet")
     out = tmp_path / "out"
     cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
-           "--working-dir", str(REPO), "--", "python", "-m", "jobs.tallrec",
+           "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps({"env_vars": {"RAYLIB_LOAD_LOG": str(load_log)}}),
+           "--", "python", "-m", "jobs.tallrec", "train.use_gpu=true", "inference.gpus=0.5",
            f"model.name={tiny_model_dir}", "model.dtype=fp32", "data.source=files",
            f"data.train_file={tmp_path / 'train.jsonl.json'}", f"data.valid_file={tmp_path / 'valid.json'}",
            f"data.test_file={tmp_path / 'test.parquet'}", "train.epochs=1", "train.batch_size=4",
@@ -104,3 +134,6 @@ def test_ray_job_submit_runs_the_tallrec_job(local_cluster, tiny_model_dir, movi
                               "valid": 8, "test": 16}
     assert {"auc", "logloss", "accuracy"} <= set(report["tuned"]) and "zero_shot" in report
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    loads = read_load_log(load_log)
+    assert len(loads) >= 3  # training, zero-shot and tuned scoring
+    assert all(r["node_id"] != head_id and r["gpu_ids"] for r in loads), loads

@@ -177,11 +177,16 @@ def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, t
     assert [r["input"] for r in seen["valid"]] == [r.input for r in valid]
     assert set(seen["space"]) == {"global", "group0", "group1", "group2", "group3"}
     assert len(found["weights"]) == len(seen["names"])
+    # the module names come from the model built on the meta device (no weights read): the real mix's, in order
+    from raylib.merging import MixedLora, load_two
+
+    assert seen["names"] == MixedLora(load_two(base_model(tiny_model_dir), *adapters)).names
 
 
-def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_records):
+def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_records, loads):
     """Base spirit on two domains, ingredient on one, entropy merge through the trainer, Tune on validation,
-    warm / cold AUC of every variant; the published mixes load with PEFT."""
+    warm / cold AUC of every variant; the published mixes load with PEFT. As a GPU job on the session's logical
+    GPUs: training, the Tune trials, folding and scoring all loaded weights in Ray processes holding a GPU id."""
     from peft import PeftModel
 
     from raylib.cocktail import VARIANTS, run_cocktail
@@ -196,11 +201,12 @@ def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_re
         "target": "movie", "base_samples": 12, "warm_cold_samples": 10,
         "data": {"train_samples": 12, "valid_samples": 8, "max_length": 256},
         "train": {"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 1e-3, "patience": 0,
-                  "cpus_per_worker": 1, "eval_batch_size": 8},
+                  "cpus_per_worker": 1, "eval_batch_size": 8, "use_gpu": True},
         "merge": {"unlabelled_prompts": 8, "held_out_prompts": 4, "epochs": 1, "batch_size": 4},
-        "tune": {"num_samples": 1, "max_concurrent": 1}, "eval": {"batch_size": 8},
+        "tune": {"num_samples": 1, "max_concurrent": 1}, "eval": {"batch_size": 8}, "inference": {"gpus": 0.5},
         "output_dir": str(tmp_path / "run")})
     report = run_cocktail(job)
+    loads.assert_all_on_gpu_workers({"llm"})
     assert report["target_domain"] == "movie"
     for split in ("warm", "cold", "valid"):
         assert set(report[split]) == set(VARIANTS) and all(0.0 <= v <= 1.0 for v in report[split].values())

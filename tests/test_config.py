@@ -42,6 +42,7 @@ def test_shipped_configs_load():
     from raylib.bench_cocktail import BenchCocktailConfig
     from raylib.bench_corella import BenchCorellaConfig
     from raylib.bench_nextitem import BenchNextItemConfig
+    from raylib.bench_placement import BenchPlacementConfig
     from raylib.bench_scale import BenchScaleConfig
     from raylib.bench_serve import BenchServeConfig
     from raylib.config import BigrecJobConfig, CocktailJobConfig, CorellaJobConfig, GenrecJobConfig
@@ -51,7 +52,8 @@ def test_shipped_configs_load():
                "bigrec": BigrecJobConfig, "bigrec_cpu": BigrecJobConfig, "genrec": GenrecJobConfig,
                "genrec_cpu": GenrecJobConfig, "bench_bigrec": BenchNextItemConfig, "corella": CorellaJobConfig,
                "corella_cpu": CorellaJobConfig, "bench_corella": BenchCorellaConfig, "cocktail": CocktailJobConfig,
-               "bench_cocktail": BenchCocktailConfig, "bench_serve": BenchServeConfig, "bench_scale": BenchScaleConfig}
+               "bench_cocktail": BenchCocktailConfig, "bench_serve": BenchServeConfig, "bench_scale": BenchScaleConfig,
+               "bench_placement": BenchPlacementConfig}
     shipped = {p.stem for p in Path("jobs/configs").glob("*.yaml")}
     assert shipped == set(classes), f"a config without its class here: {shipped ^ set(classes)}"
     for name, cls in classes.items():

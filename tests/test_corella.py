@@ -25,7 +25,7 @@ from raylib.routing import (MAX_ENTROPY, RoutingConfig, combine, entropy, lowest
 def ctr():
     """The embedded MovieLens-100K as CTR samples (about 4 s)."""
     data = load_ctr_data(CtrDataConfig())
-    return data, CtrVocab.build(data.train)
+    return data, CtrVocab.build(data.train, data.features)
 
 
 # ------------------------------------------------------------------ data
@@ -216,12 +216,24 @@ def tiny_corella_job(model_dir, out, tables, **extra):
     return from_dict(CorellaJobConfig, values)
 
 
-def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, tmp_path):
+def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, tmp_path, loads):
+    """As a GPU job on the session's logical GPUs with a bf16 LLM: every load in a Ray process holding a GPU id,
+    none in the driver, and the CRM that routes trained and published in fp32 (not rounded to bf16)."""
+    from safetensors.torch import load_file
+
     from raylib.corella import load_artifacts, run_corella
 
     tables = _tables(ctr, tmp_path)
     out = tmp_path / "corella"
-    report = run_corella(tiny_corella_job(tiny_model_dir, out, tables))
+    gpu = {"model": {"name": str(tiny_model_dir), "dtype": "bf16"}, "inference": {"gpus": 0.5}}
+    train = {"batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3, "patience": 0, "cpus_per_worker": 1,
+             "eval_batch_size": 8, "use_gpu": True}
+    job = tiny_corella_job(tiny_model_dir, out, tables, **gpu, train={**train, "epochs": 1})
+    report = run_corella(job)
+    loads.assert_all_on_gpu_workers({"llm", "crm"})
+    joint_crm = load_file(str(out / "stage2-joint" / "published" / "crm" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in joint_crm.values())
+    assert any((v.bfloat16().float() != v).any() for v in joint_crm.values())  # fp32 precision, not bf16's
     assert report["test_samples"] == 80 and set(report["metrics"]) == {"crm", "llm", "routed"}
     assert 0.0 <= report["llm_share"] <= 0.2 + 1e-9
     assert report["threshold_search"]["bounds"][0] <= report["threshold"] <= math.log(2)
@@ -233,7 +245,6 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
     # The artifacts reload (PEFT adapter, safetensors CRM + vocabulary) and score exactly as in the report.
     from raylib.data.ctr import CtrVocab as Vocab
 
-    job = tiny_corella_job(tiny_model_dir, out, tables)
     scorer = load_artifacts(artifacts, job)
     data = load_ctr_data(job.data)
     test = Vocab.build(data.train).records(sample_rows(data.test, 80, job.data.seed + 3), with_text=True)
@@ -254,9 +265,7 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
 
     crm_file = out / "stage1-crm" / "crm" / "model.safetensors"
     crm_mtime = crm_file.stat().st_mtime
-    longer = tiny_corella_job(tiny_model_dir, out, tables, train={
-        "epochs": 2, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3, "patience": 0,
-        "cpus_per_worker": 1, "eval_batch_size": 8})
+    longer = tiny_corella_job(tiny_model_dir, out, tables, **gpu, train={**train, "epochs": 2})
     vocab = Vocab.build(data.train)
     crm_dir = train_crm(longer, vocab, data)
     assert crm_file.stat().st_mtime == crm_mtime

@@ -1,12 +1,11 @@
-"""Model resolution: the embedded name, local folders, hub ids and clear errors; dtype; LoRA defaults."""
+"""Model resolution: the embedded name, local folders, hub ids and clear errors; LoRA defaults (the dtype rule:
+test_placement)."""
 
 import pytest
-import torch
 
 from raylib import RaylibError
 from raylib.assets import embedded_gguf_path, embedded_model_dir
 from raylib.config import LoraSettings, ModelConfig
-from raylib.placement import choose_dtype
 from raylib.model import add_lora, load_model, resolve_model_path
 
 
@@ -27,13 +26,6 @@ def test_names_resolve_or_fail_clearly(tiny_model_dir, tmp_path):
         resolve_model_path("./no/such/model")
     with pytest.raises(RaylibError, match="has no config.json"):
         resolve_model_path(str(tmp_path))
-
-
-def test_dtype_choice():
-    assert choose_dtype("fp32", "cpu") == torch.float32
-    assert choose_dtype("auto", "cpu") in (torch.bfloat16, torch.float32)
-    with pytest.raises(RaylibError, match="model.dtype='int3'"):
-        choose_dtype("int3", "cpu")
 
 
 def test_lora_on_q_and_v(tiny_model_dir):

@@ -56,12 +56,17 @@ def tiny_job(cls, model_dir, out, **extra):
     return from_dict(cls, values)
 
 
-def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path):
-    """SFT on Ray Train, beams, grounding over all 1682 items, SASRec, popularity, gamma searched by Ray Tune."""
+def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path, loads):
+    """SFT on Ray Train, beams, grounding over all 1682 items, SASRec, popularity, gamma searched by Ray Tune; as
+    a GPU job on the session's logical GPUs: every step that loads weights (LLM training, beams, embeddings,
+    SASRec training and scoring) ran in a Ray process holding a GPU id, none in the driver."""
     from raylib.nextitem import run_bigrec
 
-    job = tiny_job(BigrecJobConfig, tiny_model_dir, tmp_path / "bigrec")
+    job = tiny_job(BigrecJobConfig, tiny_model_dir, tmp_path / "bigrec", inference={"gpus": 0.5},
+                   train={"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
+                          "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8, "use_gpu": True})
     report = run_bigrec(job)
+    loads.assert_all_on_gpu_workers({"llm", "sasrec"})
     assert report["catalogue_items"] == 1682 and report["test_windows"] == 12
     assert set(report["metrics"]) == {"popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf"}
     for metrics in report["metrics"].values():
@@ -82,11 +87,15 @@ def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path):
     assert len(top["items"]) == 5 and top["gamma"] == report["gamma"]["pop"]
 
 
-def test_genrec_job_exact_and_grounded(ray_session, tiny_model_dir, tmp_path):
+def test_genrec_job_exact_and_grounded(ray_session, tiny_model_dir, tmp_path, loads):
+    """GenRec as a GPU job on the session's logical GPUs: training, beams and embeddings hold a GPU id."""
     from raylib.nextitem import run_genrec
 
     report = run_genrec(tiny_job(GenrecJobConfig, tiny_model_dir, tmp_path / "genrec", baselines=False,
-                                 generation={"num_beams": 3, "max_new_tokens": 4, "batch_size": 8, "dtype": "fp32"}))
+                                 generation={"num_beams": 3, "max_new_tokens": 4, "batch_size": 8, "dtype": "fp32"},
+                                 train={"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
+                                        "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8, "use_gpu": True}))
+    loads.assert_all_on_gpu_workers({"llm"})
     assert set(report["metrics"]) == {"genrec_exact", "genrec_grounded"}
     exact, grounded = report["metrics"]["genrec_exact"], report["metrics"]["genrec_grounded"]
     assert grounded["hr@20"] >= exact["hr@20"]  # a grounded beam always names a real item

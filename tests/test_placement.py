@@ -102,3 +102,13 @@ def test_a_gpu_tallrec_job_loads_weights_only_in_gpu_workers(ray_session, tiny_m
     assert report["tuned"]["device"] == "cpu" and report["tuned"]["eval_dtype"] == "float32"
     records = loads.assert_all_on_gpu_workers({"llm"})
     assert len(records) >= 3  # training, zero-shot scoring, tuned scoring
+
+
+def _refuse() -> None:
+    raise RaylibError("data.train_file x.json: line 3 is not JSON.")
+
+
+def test_a_user_error_inside_a_step_comes_back_as_one_line(ray_session):
+    with pytest.raises(RaylibError) as caught:
+        placement.run(_refuse, placement=placement.Placement(cpus=1))
+    assert str(caught.value) == "data.train_file x.json: line 3 is not JSON."

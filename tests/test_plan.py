@@ -53,6 +53,8 @@ def test_7b_lora_fits_one_rtx3090_with_the_recipe_and_a_full_fine_tune_does_not(
     for recipe in ("tallrec-llama7b-rtx3090.yaml", "tallrec-llama13b-4xrtx3090.yaml"):
         plan = check_job_fits(load_config(TallrecJobConfig, REPO / "jobs" / "configs" / recipe, []))
         assert plan["fits"] and plan["gib"]["total"] < 24
+        (scoring,) = plan["inference"]  # scoring fits too: bf16, and 13B's weights over two cards
+        assert scoring["phase"] == "scoring" and scoring["fits"] and scoring["gib"]["total"] < 24
     config = model_config("meta-llama/Llama-2-7b-hf")
     assert count_parameters(config).trainable == 4_194_304  # 32 layers x (q, v) x 8 x (4096 + 4096)
     full = report(count_parameters(config, trainable="full"), Setup(), "llama-2-7b")
@@ -78,3 +80,76 @@ def test_the_planner_command(capsys):
     assert "cheapest change that fits: train.gradient_checkpointing=true" in capsys.readouterr().out
     assert main(["--model", "llama-7b", "--gpu", "rtx3090", "--grad-ckpt"]) == 0
     assert main(["--model", "llama-7b", "--offload", "params"]) == 2  # needs ZeRO-3
+
+
+def test_inference_estimate_matches_a_hand_computation():
+    from raylib.plan import Phase, inference_estimate
+
+    config = tiny_config()  # 2 layers, 64 wide, 4 heads (kv 4, head_dim 16), intermediate 128, vocab 1000
+    params = 1000 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 64 + 64 * 1000
+    parts = inference_estimate(config, Phase("beams", batch=2, prompt=10, beams=3, new_tokens=5))
+    rows, tokens = 2 * 3, 10 + 5
+    assert parts["weights"] == params * 2
+    assert parts["kv_cache"] == rows * tokens * 2 * 2 * 4 * 16 * 2
+    assert parts["activations"] == rows * tokens * (4 * 64 + 3 * 128) * 2
+    assert parts["logits"] == rows * 1000 * (2 + 4 + 4)
+    sharded = inference_estimate(config, Phase("scoring", gpus=2, batch=2, prompt=10))
+    assert sharded["weights"] == params  # bf16 over two GPUs
+
+
+def test_a_fp32_scoring_7b_job_is_refused_before_training_naming_the_fix(tmp_path):
+    """The 7B recipe with eval.dtype=fp32: its weights alone (25 GiB) exceed the 3090, so the job stops before
+    anything loads (no model download, no Ray), naming eval.dtype=bf16."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "jobs.tallrec", "--config",
+                           "jobs/configs/tallrec-llama7b-rtx3090.yaml", "eval.dtype=fp32",
+                           f"output_dir={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "scoring" in done.stderr and "cheapest change that fits: eval.dtype=bf16" in done.stderr
+    assert time.time() - start < 60 and not (tmp_path / "out").exists()
+
+
+def test_the_planner_command_plans_a_jobs_training_and_inference(capsys):
+    from jobs.plan import main
+
+    assert main(["--config", str(REPO / "jobs/configs/tallrec-llama7b-rtx3090.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "FITS" in out and "inference:" in out and "scoring: rtx3090 x1" in out
+    assert main(["--config", str(REPO / "jobs/configs/bigrec.yaml"), "train.use_gpu=true",
+                 "model.name=llama-2-7b", "generation.num_beams=10"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "beams: rtx3090 x1" in out and "embeddings:" in out
+
+
+def test_an_unknown_model_is_one_line_at_once(capsys):
+    import time
+
+    from jobs.plan import main
+
+    start = time.time()
+    assert main(["--model", "no-such/model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such/model" in err and time.time() - start < 10
+
+
+def test_the_gpu_check_dry_run_writes_every_phase_beside_the_planner(tmp_path):
+    """`python -m jobs.gpu_check --dry-run`: a tiny model on this machine, the plain loop (what a GPU box
+    without Ray or DeepSpeed runs); every phase timed, with the planner's estimate beside it."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, "-m", "jobs.gpu_check", "--dry-run", "--trainer", "plain", "--steps", "2",
+                           "--work-dir", str(tmp_path / "work"), "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["dry_run"] and set(report["phases"]) == {"train", "scoring", "beams", "serve_scorer"}
+    assert report["phases"]["train"]["trainer"] == "plain" and report["phases"]["train"]["tokens_per_s"] > 0
+    for phase in report["phases"].values():
+        assert phase["seconds"] > 0 and phase["planner_gib"] > 0

@@ -1,6 +1,7 @@
-"""Ray Serve: Router + CRM + LLM deployments started with `serve.run` on the test session's Ray (fractional CPUs,
-a free port) and driven over real HTTP: routing by threshold, live reconfiguration, degraded answers when the
-LLM fails, the bearer token, 422s for bad bodies, the OpenAPI schema."""
+"""Ray Serve: Router + CRM + LLM + Generator deployed on the test session's Ray (fractional CPUs; the LLM and the
+Generator on half a logical GPU each, a free port) and driven over real HTTP: routing by the tuned threshold,
+live reconfiguration, degraded answers when the LLM fails, the bearer token read from a file by the router,
+422s for bad bodies and for values training never saw, the protected OpenAPI schema."""
 
 from __future__ import annotations
 
@@ -98,26 +99,31 @@ def deploy(service) -> None:
 
 @pytest.fixture(scope="module")
 def service(ray_session, tiny_model_dir, tmp_path_factory):
+    from conftest import Loads
     from ray import serve
 
-    from raylib.serving import TOKEN_ENV, dashboard_url
+    from raylib.serving import TOKEN_FILE_ENV, dashboard_url
 
+    loads = Loads()
     folder = tmp_path_factory.mktemp("artifacts")
+    token_file = folder.parent / "token"
+    token_file.write_text("s3cret\n")
     samples = make_artifacts(folder, tiny_model_dir)
     recommender, catalogue = make_recommender(tmp_path_factory.mktemp("bigrec"), tiny_model_dir)
     port = free_port()
     dashboard = dashboard_url()
     config = {"http_options": {"host": "127.0.0.1", "port": port}, "applications": [{
         "name": "corella", "route_prefix": "/", "import_path": "serve.app:build",
-        "args": {"artifacts": str(folder), "recommender": str(recommender)},
-        "runtime_env": {"env_vars": {TOKEN_ENV: "s3cret"}},
+        "args": {"artifacts": str(folder), "recommender": str(recommender), "llm_gpus": 0.5,
+                 "generator_gpus": 0.5},
+        "runtime_env": {"env_vars": {TOKEN_FILE_ENV: str(token_file)}},  # a path: the secret is not in the config
         "deployments": [
-            {"name": "Router", "user_config": {"threshold": 0.5, "llm_timeout_s": 60.0}},
+            {"name": "Router", "user_config": {"llm_timeout_s": 60.0}},  # the threshold: routing.json's
             {"name": "LLM", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2,
                                                    "target_ongoing_requests": 4}},
             {"name": "CRM", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2}}]}]}
     service = {"url": f"http://127.0.0.1:{port}", "samples": samples, "folder": folder, "config": config,
-               "dashboard": dashboard, "recommender": recommender, "catalogue": catalogue}
+               "dashboard": dashboard, "recommender": recommender, "catalogue": catalogue, "loads": loads}
     deploy(service)
     yield service
     # clean shutdown: no replica left, the port closed
@@ -130,10 +136,27 @@ def service(ray_session, tiny_model_dir, tmp_path_factory):
 
 
 def reconfigure(service, **user_config) -> None:
-    """Redeploy the same config with another router user_config: Serve reconfigures the running router."""
+    """Redeploy the same config with another router user_config (a None value drops the key): Serve
+    reconfigures the running router."""
     router = service["config"]["applications"][0]["deployments"][0]
-    router["user_config"] = {**router["user_config"], **user_config}
+    merged = {**router["user_config"], **user_config}
+    router["user_config"] = {k: v for k, v in merged.items() if v is not None}
     deploy(service)
+
+
+def test_the_llm_and_generator_replicas_hold_gpus_and_the_threshold_is_the_tuned_one(service):
+    """Their replicas loaded the model holding a GPU id (the CRM and the router none); the router routes by
+    routing.json's threshold when the config carries none, and the secret is nowhere in Serve's config."""
+    from ray import serve
+
+    records = service["loads"].records()
+    llm_loads = [r for r in records if r["what"].startswith("llm:")]
+    assert len(llm_loads) >= 2 and all(r["gpu_ids"] for r in llm_loads)  # the LLM and the Generator
+    assert all(not r["gpu_ids"] for r in records if r["what"] == "crm")
+    health = call(service["url"], "/healthz")[1]
+    assert health["threshold"] == 0.5 and health["threshold_source"] == "routing.json"
+    details = serve.status().applications["corella"]
+    assert "s3cret" not in json.dumps(service["config"]) and "s3cret" not in str(details)
 
 
 def test_requests_need_the_token_and_bodies_are_checked(service):
@@ -147,8 +170,29 @@ def test_requests_need_the_token_and_bodies_are_checked(service):
     assert status == 422 and "samples" in json.dumps(body)
     status, body = call(url, "/predict", b"{not json", token="s3cret")
     assert status == 422
-    status, schema = call(url, "/openapi.json")
-    assert status == 200 and "/predict" in schema["paths"]
+    for path in ("/openapi.json", "/docs"):  # the schema and the docs are behind the token too
+        assert call(url, path)[0] == 401
+    request = urllib.request.Request(url + "/openapi.json", headers={"Authorization": "Bearer s3cret"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert "/predict" in json.loads(response.read())["paths"]
+
+
+def test_requests_get_the_features_training_made(service):
+    """Age in years and a full zip code become the age bucket and zip prefix the CRM trained on (the same
+    answer as the bucketed sample); a history rating training never saw (99 on a 1-5 scale) is a 422."""
+    from raylib.data.ctr import age_bucket
+
+    url, samples = service["url"], service["samples"]
+    sample = next(s for s in samples if s["history_ratings"])
+    bucketed = call(url, "/predict", {"samples": [sample]}, token="s3cret")[1]["predictions"][0]
+    raw_age = str(int(sample["age"]) + 2)  # years, in the sample's bucket
+    assert age_bucket(raw_age) == sample["age"]
+    raw = {**sample, "age": raw_age, "zip": sample["zip"] + "455"}
+    as_sent = call(url, "/predict", {"samples": [raw]}, token="s3cret")[1]["predictions"][0]
+    assert as_sent["crm_probability"] == pytest.approx(bucketed["crm_probability"], abs=1e-9)
+    bad = {**sample, "history_ratings": [99.0] + sample["history_ratings"][1:]}
+    status, body = call(url, "/predict", {"samples": [sample, bad]}, token="s3cret")
+    assert status == 422 and "samples[1].history_ratings: 99" in body["detail"]
 
 
 def test_the_crm_answers_the_confident_and_the_llm_the_rest(service):
@@ -174,8 +218,9 @@ def test_reconfiguring_the_threshold_changes_routing_without_a_restart(service):
         body = call(url, "/predict", {"samples": samples[:6]}, token="s3cret")[1]
         assert {p["routed_to"] for p in body["predictions"]} == {"crm"}
         assert call(url, "/healthz")[1]["started_at"] == started  # the same router replica, reconfigured
+        assert call(url, "/healthz")[1]["threshold_source"] == "user_config"
     finally:
-        reconfigure(service, threshold=0.5)
+        reconfigure(service, threshold=None)  # back to routing.json's
 
 
 def test_a_slow_llm_degrades_to_the_crm_without_failing(service):
@@ -187,7 +232,7 @@ def test_a_slow_llm_degrades_to_the_crm_without_failing(service):
         assert all(p["degraded"] and p["routed_to"] == "crm" and p["probability"] == p["crm_probability"]
                    for p in body["predictions"])
     finally:
-        reconfigure(service, threshold=0.5, llm_timeout_s=60.0)
+        reconfigure(service, threshold=None, llm_timeout_s=60.0)
 
 
 def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
@@ -208,7 +253,7 @@ def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
             assert status == 200, body
             assert all(p["routed_to"] == "llm" or p["degraded"] for p in body["predictions"])
     finally:
-        reconfigure(service, threshold=0.5, llm_timeout_s=60.0)
+        reconfigure(service, threshold=None, llm_timeout_s=60.0)
 
 
 def test_served_answers_equal_the_library_under_concurrent_load(service, tiny_model_dir):
@@ -282,9 +327,11 @@ def test_adapters_join_and_leave_one_base_model(service):
         recommender.load_adapter("nope")
 
 
-def test_the_deploy_config_is_what_serve_build_writes(service, monkeypatch, tmp_path):
-    """serve/config.yaml is `serve build serve.app:app`'s output (plus comments, the app's name and a local
-    host): rebuilt here, every deployment's autoscaling and resources must match, and Serve's schema accepts it."""
+@pytest.mark.parametrize("gpus, name", [("0", "config.yaml"), ("1", "config-gpu.yaml")])
+def test_the_deploy_configs_are_what_serve_build_writes(service, monkeypatch, tmp_path, gpus, name):
+    """serve/config.yaml (CPUs) and serve/config-gpu.yaml (RAYLIB_SERVE_GPUS=1) are `serve build serve.app:app`'s
+    output (plus comments, the app's name and a local host): rebuilt here, every deployment's autoscaling and
+    resources must match, Serve's schema accepts them, and neither carries a routing threshold."""
     from pathlib import Path
 
     import yaml
@@ -294,11 +341,11 @@ def test_the_deploy_config_is_what_serve_build_writes(service, monkeypatch, tmp_
 
     monkeypatch.setenv("RAYLIB_CORELLA_ARTIFACTS", str(service["folder"]))
     monkeypatch.setenv("RAYLIB_BIGREC_RECOMMENDER", str(service["recommender"]))
+    monkeypatch.setenv("RAYLIB_SERVE_GPUS", gpus)
     result = CliRunner().invoke(cli, ["build", "serve.app:app", "-o", str(tmp_path / "built.yaml")])
     assert result.exit_code == 0, result.output
     built = ServeDeploySchema(**yaml.safe_load((tmp_path / "built.yaml").read_text())).applications[0]
-    committed = ServeDeploySchema(**yaml.safe_load(
-        (Path(__file__).parents[1] / "serve" / "config.yaml").read_text()))
+    committed = ServeDeploySchema(**yaml.safe_load((Path(__file__).parents[1] / "serve" / name).read_text()))
     app = committed.applications[0]
     assert app.import_path == built.import_path == "serve.app:app" and committed.http_options.host == "127.0.0.1"
     options = lambda a: {d.name: (d.autoscaling_config, d.ray_actor_options, d.max_ongoing_requests,  # noqa: E731
@@ -307,7 +354,9 @@ def test_the_deploy_config_is_what_serve_build_writes(service, monkeypatch, tmp_
     assert options(app) == options(built) and set(options(app)) == {"Router", "CRM", "LLM", "Generator"}
     assert {"RAYLIB_CORELLA_ARTIFACTS", "RAYLIB_BIGREC_RECOMMENDER"} <= set(app.runtime_env["env_vars"])
     router = next(d for d in app.deployments if d.name == "Router")
-    assert 0 <= router.user_config["threshold"] <= MAX_ENTROPY
+    assert "threshold" not in router.user_config and router.autoscaling_config
+    gpu_of = {d.name: getattr(d.ray_actor_options, "num_gpus", None) or 0 for d in app.deployments}
+    assert gpu_of == {"Router": 0, "CRM": 0, "LLM": float(gpus), "Generator": float(gpus)}
 
 
 def test_missing_artifacts_say_how_to_make_them(tmp_path):

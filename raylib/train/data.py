@@ -12,6 +12,7 @@ Validation rows are not split: every worker reads them all and `sharded_map` div
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -103,6 +104,7 @@ def datasets(train: StagedSplit, valid: StagedSplit, world: int) -> tuple[dict[s
     import ray.data
     from ray.train import DataConfig
 
+    quiet_ray_data()  # the driver's DataContext travels to the workers with the datasets
     read = ray.remote(num_cpus=0)(read_shard)
     shards = [ray.data.from_arrow_refs([read.remote(str(train.path), rank, world)]) for rank in range(world)]
     valid_ds = ray.data.from_arrow_refs([read.remote(str(valid.path), 0, 1)])
@@ -132,8 +134,22 @@ def read_shard(path: str, rank: int, world: int) -> pa.Table:
     return pa.concat_tables(parts) if parts else file.schema_arrow.empty_table()
 
 
+def quiet_ray_data() -> None:
+    """Ray Data's progress bars off in this process: reading a worker's few-row shard otherwise prints "Running
+    Dataset ... / execution finished" lines from every worker into the job's terminal."""
+    if os.environ.get("RAYLIB_VERBOSE"):
+        return
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.print_on_execution_start = False
+
+
 def read_rows(iterator) -> tuple[list[int], list[dict[str, Any]]]:
     """A worker's rows in row order: (row numbers, records without the `_row` column)."""
+    quiet_ray_data()
     batches = list(iterator.iter_batches(batch_format="pyarrow", batch_size=None))
     if not batches or sum(b.num_rows for b in batches) == 0:
         return [], []

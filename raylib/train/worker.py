@@ -234,6 +234,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": sum(losses) / max(1, len(losses)),
                   "lr": scheduler.get_last_lr()[0], "train_tokens_per_s": tokens * world / max(seconds, 1e-9),
                   "finished_at": time.time()}
+        if use_cuda:  # what the planner estimated, measured (rank 0's GPU)
+            record["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 1024 ** 3
         if valid_set:
             record.update({f"val_{k}": v for k, v in task.validate(engine.module, valid_set).items()})
         metric = record.get(f"val_{task.metric}", record["train_loss"] if not task.higher_is_better
