@@ -76,7 +76,7 @@ def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path, mon
     from raylib.train.checkpoint import checkpoint_problem, write_checkpoint
     from raylib.train.worker import _setup_environment
 
-    _setup_environment(use_gpu=False)  # the workers' DeepSpeed settings (its compiled CPU ops are cached)
+    _setup_environment(use_cuda=False)  # the workers' DeepSpeed settings (its compiled CPU ops are cached)
     import deepspeed
 
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
