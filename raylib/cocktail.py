@@ -231,17 +231,16 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
                "tune": torch.tensor(tuned["weights"])}
 
     # 5. every mix folded into one adapter and published; every variant scored on warm / cold / validation
-    from raylib.merging import coefficients_doc, same_mix
-
     from raylib import placement
+    from raylib.merging import coefficients_doc, same_mix
 
     hashes = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir)}
     docs = {name: coefficients_doc(names, w, variant=name, **hashes) for name, w in weights.items()}
     redo = {name: doc for name, doc in docs.items()  # a published mix of other weights or adapters is redone
             if not same_mix(folder / "adapters" / name, doc)}
     if redo:
-        placement.run(fold_and_publish, job, str(base_dir), str(ingredient_dir),
-                      {name: (weights[name].tolist(), str(folder / "adapters" / name), doc) for name, doc in redo.items()},
+        mixes = {name: (weights[name].tolist(), str(folder / "adapters" / name), doc) for name, doc in redo.items()}
+        placement.run(fold_and_publish, job, str(base_dir), str(ingredient_dir), mixes,
                       placement=placement.for_job(job))
     scores = {}
     for variant in VARIANTS:

@@ -92,18 +92,20 @@ def load_tokenizer(config: ModelConfig):
 
 def load_model(config: ModelConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
     """The base model on `device` (default: this process's, `placement.device`) in `dtype` (default: the dtype
-    rule applied to `config.dtype`)."""
+    rule applied to `config.dtype`). A process given several GPUs (`inference.gpus: 2`) gets the layers spread
+    over them (accelerate's `device_map="auto"`): a model too big for one card still scores."""
     from transformers import AutoModelForCausalLM
 
     from raylib.placement import choose_dtype, device as local_device, note_weights_loaded
 
-    device = device if device is not None else local_device()
+    device = torch.device(device if device is not None else local_device())
     dtype = dtype or choose_dtype(config.dtype, device)
     note_weights_loaded(f"llm:{config.name}", device)
+    sharded = device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1
     model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(config.name), dtype=dtype, trust_remote_code=config.trust_remote_code
-    )
-    return model.to(device)
+        resolve_model_path(config.name), dtype=dtype, trust_remote_code=config.trust_remote_code,
+        **({"device_map": "auto"} if sharded else {}))
+    return model if sharded else model.to(device)
 
 
 def load_with_adapter(config: ModelConfig, adapter_dir: str | Path | None, device: torch.device | str | None = None,

@@ -85,29 +85,35 @@ def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]
     return [fitted_prompt(tokenizer, r, budget, job.data.domain, f"record {i}") for i, r in enumerate(records)]
 
 
-def beams_of(job: NextItemJobConfig, adapter_dir: str | None,
-             records: dict[str, list[dict[str, Any]]]) -> dict[str, list[list[str]]]:
-    """Beams of every split's records, the tuned model loaded once (runs where it is placed)."""
-    from raylib.generation import beam_search
+class BeamSearcher:
+    """The tuned model, loaded once where it is placed (a Ray actor); the beams of one split's records per call."""
 
-    model, tokenizer = load_for_inference(job, adapter_dir)
-    g = job.generation
-    return {split: beam_search(model, tokenizer, prompts_for(job, tokenizer, rows), g.num_beams, g.max_new_tokens,
-                               g.batch_size, desc=f"beam search ({split})") for split, rows in records.items()}
+    def __init__(self, job: NextItemJobConfig, adapter_dir: str | None):
+        self.job = job
+        self.model, self.tokenizer = load_for_inference(job, adapter_dir)
+
+    def beams(self, records: list[dict[str, Any]], desc: str) -> list[list[str]]:
+        from raylib.generation import beam_search
+
+        g = self.job.generation
+        return beam_search(self.model, self.tokenizer, prompts_for(self.job, self.tokenizer, records), g.num_beams,
+                           g.max_new_tokens, g.batch_size, desc=desc)
 
 
 def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dict[str, list[dict[str, Any]]],
                    key: dict[str, Any], folder: Path) -> dict[str, list[list[str]]]:
-    """Beams per split (`records`: split -> records), each cached in `folder/beams_<split>.json` under `key`;
-    the splits not cached yet are generated in one Ray task (`raylib.placement`)."""
+    """Beams per split (`records`: split -> records), each cached in `folder/beams_<split>.json` under `key` as
+    soon as it is done; the splits not cached yet come from one `BeamSearcher` actor (`raylib.placement`)."""
     from raylib import placement
     from raylib.resume import cached_value, keep
 
     beams = {split: cached_value(folder / f"beams_{split}.json", key) for split in records}
-    missing = {split: rows for split, rows in records.items() if beams[split] is None}
+    missing = [split for split in records if beams[split] is None]
     if missing:
-        made = placement.run(beams_of, job, adapter_dir, missing, placement=placement.for_job(job))
-        beams.update({split: keep(folder / f"beams_{split}.json", key, made[split]) for split in missing})
+        with placement.start(BeamSearcher, job, adapter_dir, placement=placement.for_job(job)) as searcher:
+            for split in missing:
+                beams[split] = keep(folder / f"beams_{split}.json", key,
+                                    searcher.call("beams", records[split], f"beam search ({split})"))
     return beams
 
 

@@ -72,10 +72,6 @@ class Placement:
     cpus: int = 0
     address: str | None = None  # the job's ray_address (None: RAY_ADDRESS, or a local Ray)
 
-    @property
-    def use_gpu(self) -> bool:
-        return self.gpus > 0
-
     def resolved_cpus(self) -> int:
         """`cpus`, or 0 resolved: this machine's cores on a local Ray (it has more logical CPUs than cores,
         `runtime.ensure_ray`), the largest node's CPUs on a cluster."""
@@ -94,10 +90,6 @@ class Placement:
     def tune_resources(self) -> dict[str, float]:
         """A Tune trial's resources: Ray hides GPUs from a trial that asks for none."""
         return {"cpu": self.resolved_cpus(), "gpu": self.gpus}
-
-    def describe(self) -> str:
-        cpus = self.cpus or "all"
-        return f"{self.gpus:g} GPU + {cpus} CPU" if self.use_gpu else f"{cpus} CPU"
 
 
 def for_job(job) -> Placement:
@@ -193,7 +185,7 @@ def start(cls: type, *args, placement: Placement, **kwargs) -> Placed:
 
 
 # ------------------------------------------------------------------ what the workers really have
-_BACKEND: dict[str, str] = {}
+_BACKEND: dict[str, str] = {}  # asked once per driver process
 
 
 def _cuda_here() -> bool:
@@ -211,7 +203,8 @@ def process_group_backend(use_gpu: bool, address: str | None = None) -> str:
         from raylib.runtime import ensure_ray
 
         ensure_ray(address)
-        has_cuda = ray.get(ray.remote(_cuda_here).options(num_cpus=0, num_gpus=1).remote())
+        # a sliver of a GPU: it lands where the workers will (a GPU node) without waiting for a whole free card
+        has_cuda = ray.get(ray.remote(_cuda_here).options(num_cpus=0, num_gpus=0.01).remote())
         nccl = torch.distributed.is_available() and torch.distributed.is_nccl_available()
         _BACKEND["gpu"] = "nccl" if has_cuda and nccl else "gloo"
     return _BACKEND["gpu"]

@@ -64,9 +64,9 @@ def local_cluster():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     dashboard, gcs = free_port(), free_port()
-    ports = lambda: [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",  # noqa
-                     f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-                     f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+    ports = lambda: [f"--{name}-port={free_port()}" for name in (  # noqa: E731 - every port a node opens, free
+        "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export", "runtime-env-agent", "node-manager",
+        "object-manager")]
     head = _start([str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus=4", "--num-gpus=0",
                    f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                    f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", *ports(),
