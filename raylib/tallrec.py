@@ -140,7 +140,10 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
     """The whole TALLRec job; returns the report also written to `<output_dir>/report.json`."""
     from raylib.train import train_lora
 
+    from raylib.plan import check_job_fits
+
     start = time.time()
+    check_job_fits(job)  # a GPU job whose training or scoring cannot fit stops before the zero-shot scoring
     data = load_tallrec_data(job.data)  # fails fast on bad input, before any model work
     check_inputs(job, data)
     from raylib.tasks.tallrec import TallrecTask

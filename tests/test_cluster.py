@@ -114,8 +114,11 @@ def test_ray_job_submit_runs_a_gpu_job_whose_weights_load_only_on_the_gpu_node(l
     write_records(movie_records["valid"][:8], tmp_path / "valid.json")
     write_records(movie_records["test"][:16], tmp_path / "test.parquet")
     out = tmp_path / "out"
+    # No --working-dir here: two nodes on ONE machine share the head's session folder, and both unpack the
+    # uploaded package into the same place as their processes start, so the driver on the head sometimes found a
+    # module missing mid-unpack (twice in three runs). A real cluster has one such folder per machine. Both nodes
+    # use this checkout through the venv's editable install instead.
     cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
-           "--working-dir", str(REPO),
            "--runtime-env-json", json.dumps({"env_vars": {"RAYLIB_LOAD_LOG": str(load_log)}}),
            "--", "python", "-m", "jobs.tallrec", "train.use_gpu=true", "inference.gpus=0.5",
            f"model.name={tiny_model_dir}", "model.dtype=fp32", "data.source=files",
