@@ -217,15 +217,21 @@ def report(counts: Counts, setup: Setup, model: str) -> dict[str, Any]:
 
 def table(plan: dict[str, Any]) -> str:
     s = plan["setup"]
-    lines = [f"{plan['model']}: {plan['frozen_params'] / 1e9:.2f}B frozen, {plan['trainable_params'] / 1e6:.2f}M "
-             f"trainable; {Setup(**s).describe()}"]
-    lines += [f"  {k:<18}{v:>8.2f} GiB" for k, v in plan["gib"].items() if k != "total"]
-    lines.append(f"  {'total':<18}{plan['gib']['total']:>8.2f} GiB of {plan['capacity_gib']:.1f} usable: "
+    head = (f"{plan['model']}: {plan['frozen_params'] / 1e9:.2f}B frozen, {plan['trainable_params'] / 1e6:.2f}M "
+            f"trainable; {Setup(**s).describe()}")
+    return _parts_table(head, plan, "  ", "nothing fits on this GPU: more GPUs (train.num_workers) with ZeRO-3, "
+                                          "or a bigger GPU")
+
+
+def _parts_table(head: str, plan: dict[str, Any], indent: str, nothing_fits: str) -> str:
+    """A plan's parts in GiB, its total against the usable memory, and the cheapest fix when it does not fit."""
+    lines = [head] + [f"{indent}{k:<18}{v:>8.2f} GiB" for k, v in plan["gib"].items() if k != "total"]
+    lines.append(f"{indent}{'total':<18}{plan['gib']['total']:>8.2f} GiB of {plan['capacity_gib']:.1f} usable: "
                  f"{'FITS' if plan['fits'] else 'DOES NOT FIT'}")
     if not plan["fits"]:
         fix = plan.get("fix")
-        lines.append(f"  cheapest change that fits: {fix['overrides']} ({fix['total_gib']:.2f} GiB)" if fix else
-                     "  nothing fits on this GPU: more GPUs (train.num_workers) with ZeRO-3, or a bigger GPU")
+        lines.append(f"{indent}cheapest change that fits: {fix['overrides']} ({fix['total_gib']:.2f} GiB)" if fix
+                     else f"{indent}{nothing_fits}")
     return "\n".join(lines)
 
 
@@ -344,15 +350,7 @@ def inference_report(config, phase: Phase) -> dict[str, Any]:
 
 
 def inference_table(plan: dict[str, Any]) -> str:
-    lines = [f"  {plan['description']}"]
-    lines += [f"    {k:<18}{v:>8.2f} GiB" for k, v in plan["gib"].items() if k != "total"]
-    lines.append(f"    {'total':<18}{plan['gib']['total']:>8.2f} GiB of {plan['capacity_gib']:.1f} usable: "
-                 f"{'FITS' if plan['fits'] else 'DOES NOT FIT'}")
-    if not plan["fits"]:
-        fix = plan.get("fix")
-        lines.append(f"    cheapest change that fits: {fix['overrides']} ({fix['total_gib']:.2f} GiB)" if fix else
-                     "    nothing fits: a bigger GPU")
-    return "\n".join(lines)
+    return _parts_table(f"  {plan['description']}", plan, "    ", "nothing fits: a bigger GPU")
 
 
 def _bytes_of(dtype: str) -> int:
