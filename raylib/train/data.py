@@ -139,8 +139,11 @@ def quiet_ray_data() -> None:
     Dataset ... / execution finished" lines from every worker into the job's terminal."""
     if os.environ.get("RAYLIB_VERBOSE"):
         return
+    import logging
+
     from ray.data import DataContext
 
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled. ..."
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.enable_operator_progress_bars = False
