@@ -33,7 +33,7 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progre
                 pooling: str = "last") -> torch.Tensor:
     """[len(texts), hidden] float32 on CPU: each text's last-token hidden state after the final norm (BIGRec's
     choice, `pooling="last"`), or the mean over its tokens (`"mean"`: on the 135M default the last token,
-    always the ")" of "(Year)", carries too little of the title: see the README).
+    always the ")" of "(Year)", carries too little of the title: see docs/nextitem.md).
 
     Each distinct text is embedded once (duplicate titles get the very same vector, so they tie exactly), in
     batches of similar length (less padding), and the rows come back in the given order. The tokenizer's

@@ -11,7 +11,7 @@ resources `for_job` reads from the job's config:
 
 So the driver process loads no weights at all: under `ray job submit` it runs on the head node, which in
 `cluster.yaml` is a CPU-only machine. On a CPU laptop a task given every core scores as fast as the driver
-itself did (measured: README, "Where each step runs").
+itself did (measured: docs/scale.md, `python -m jobs.bench_placement`).
 
 Inside a task, `device()` is the GPU Ray assigned when the process sees CUDA, else the CPU: Ray started with
 logical GPUs on a CPU machine (`ray.init(num_gpus=2)`, as the tests do) schedules GPU tasks whose code then
