@@ -106,7 +106,15 @@ def progress(iterable, desc: str, disable: bool = False):
     if in_ray_worker():
         from ray.experimental.tqdm_ray import tqdm as ray_tqdm
 
-        return ray_tqdm(iterable, desc=desc)
+        return _closed_at_end(ray_tqdm(iterable, desc=desc))
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, leave=False)
+
+
+def _closed_at_end(bar):
+    """Ray's bar stays open (its clock running on the driver's screen) until closed: close it when done."""
+    try:
+        yield from bar
+    finally:
+        bar.close()
