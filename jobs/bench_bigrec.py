@@ -10,11 +10,11 @@ import json
 import sys
 
 from jobs.cli import job_main
-from raylib.bench_nextitem import BenchNextItemConfig
+from raylib.bench.nextitem import BenchNextItemConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.bench_nextitem import run_bench
+    from raylib.bench.nextitem import run_bench
 
     def run(config: BenchNextItemConfig) -> None:
         report = run_bench(config)

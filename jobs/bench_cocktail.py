@@ -11,11 +11,11 @@ import json
 import sys
 
 from jobs.cli import job_main
-from raylib.bench_cocktail import BenchCocktailConfig
+from raylib.bench.cocktail import BenchCocktailConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.bench_cocktail import run_bench
+    from raylib.bench.cocktail import run_bench
 
     def run(config: BenchCocktailConfig) -> None:
         out = run_bench(config)

@@ -10,11 +10,11 @@ import json
 import sys
 
 from jobs.cli import job_main
-from raylib.bench_corella import BenchCorellaConfig
+from raylib.bench.corella import BenchCorellaConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.bench_corella import run_bench
+    from raylib.bench.corella import run_bench
 
     def run(config: BenchCorellaConfig) -> None:
         summary = run_bench(config)

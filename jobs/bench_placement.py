@@ -10,11 +10,11 @@ import json
 import sys
 
 from jobs.cli import job_main
-from raylib.bench_placement import BenchPlacementConfig
+from raylib.bench.placement import BenchPlacementConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.bench_placement import run_bench
+    from raylib.bench.placement import run_bench
 
     def run(config: BenchPlacementConfig) -> None:
         report = run_bench(config)

@@ -11,11 +11,11 @@ import json
 import sys
 
 from jobs.cli import job_main
-from raylib.bench_scale import BenchScaleConfig
+from raylib.bench.scale import BenchScaleConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.bench_scale import run_bench
+    from raylib.bench.scale import run_bench
 
     def run(config: BenchScaleConfig) -> None:
         report = run_bench(config)

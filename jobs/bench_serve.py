@@ -11,11 +11,11 @@ import json
 import sys
 
 from jobs.cli import job_main
-from raylib.bench_serve import BenchServeConfig
+from raylib.bench.serve import BenchServeConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.bench_serve import headline, run_bench
+    from raylib.bench.serve import headline, run_bench
 
     def run(config: BenchServeConfig) -> None:
         print(json.dumps(headline(run_bench(config)), indent=1))

@@ -9,11 +9,11 @@ import json
 import sys
 
 from jobs.cli import job_main
-from raylib.bench import BenchTallrecConfig
+from raylib.bench.tallrec import BenchTallrecConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.bench import run_bench
+    from raylib.bench.tallrec import run_bench
 
     def run(config: BenchTallrecConfig) -> None:
         report = run_bench(config)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main
-from raylib.config import BigrecJobConfig
+from raylib.methods.nextitem.config import BigrecJobConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.nextitem import run_bigrec, summary_table
+    from raylib.methods.nextitem.pipeline import run_bigrec, summary_table
 
     return job_main(BigrecJobConfig, "jobs/configs/bigrec.yaml", argv,
                     lambda job: print("\n" + summary_table(run_bigrec(job))))

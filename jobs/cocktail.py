@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main
-from raylib.config import CocktailJobConfig
+from raylib.methods.cocktail.config import CocktailJobConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.cocktail import run_cocktail, summary_table
+    from raylib.methods.cocktail.pipeline import run_cocktail, summary_table
 
     return job_main(CocktailJobConfig, "jobs/configs/cocktail.yaml", argv,
                     lambda job: print("\n" + summary_table(run_cocktail(job))))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main
-from raylib.config import CorellaJobConfig
+from raylib.methods.corella.config import CorellaJobConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.corella import run_corella, summary_table
+    from raylib.methods.corella.pipeline import run_corella, summary_table
 
     return job_main(CorellaJobConfig, "jobs/configs/corella.yaml", argv,
                     lambda job: print("\n" + summary_table(run_corella(job))))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main
-from raylib.config import GenrecJobConfig
+from raylib.methods.nextitem.config import GenrecJobConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.nextitem import run_genrec, summary_table
+    from raylib.methods.nextitem.pipeline import run_genrec, summary_table
 
     return job_main(GenrecJobConfig, "jobs/configs/genrec.yaml", argv,
                     lambda job: print("\n" + summary_table(run_genrec(job))))

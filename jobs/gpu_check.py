@@ -16,7 +16,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from raylib import RaylibError
-    from raylib.bench_gpu import GpuCheckSettings, run_check
+    from raylib.bench.gpu import GpuCheckSettings, run_check
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="a tiny model, no memory cap")

@@ -25,7 +25,10 @@ JOBS = ("tallrec", "bigrec", "genrec", "corella", "cocktail")
 
 def job_class(name: str, values: dict) -> type:
     """The config class of `name`; "auto" guesses it from the config's sections."""
-    from raylib import config as c
+    from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
+    from raylib.methods.tallrec.config import TallrecJobConfig
 
     if name == "auto":
         keys = set(values)
@@ -33,8 +36,8 @@ def job_class(name: str, values: dict) -> type:
                 "cocktail" if keys & {"domains", "merge", "target"} else
                 "genrec" if "num_templates" in keys else
                 "bigrec" if keys & {"generation", "grounding", "sasrec", "baselines"} else "tallrec")
-    return {"tallrec": c.TallrecJobConfig, "bigrec": c.BigrecJobConfig, "genrec": c.GenrecJobConfig,
-            "corella": c.CorellaJobConfig, "cocktail": c.CocktailJobConfig}[name]
+    return {"tallrec": TallrecJobConfig, "bigrec": BigrecJobConfig, "genrec": GenrecJobConfig,
+            "corella": CorellaJobConfig, "cocktail": CocktailJobConfig}[name]
 
 
 def plan_config(args) -> dict:

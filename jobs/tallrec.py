@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import job_main
-from raylib.config import TallrecJobConfig
+from raylib.methods.tallrec.config import TallrecJobConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raylib.tallrec import run_tallrec, summary_table
+    from raylib.methods.tallrec.pipeline import run_tallrec, summary_table
 
     return job_main(TallrecJobConfig, "jobs/configs/tallrec.yaml", argv,
                     lambda job: print("\n" + summary_table(run_tallrec(job))))

@@ -1,4 +1,4 @@
-"""The raylib HTTP service (CoReLLa `/predict`, BIGRec `/recommend`); all logic is in `raylib/serving.py`.
+"""The raylib HTTP service (CoReLLa `/predict`, BIGRec `/recommend`); all logic is in `raylib/serving/`.
 
     serve run serve.app:app                                             # local: artifacts from the env / defaults
     serve run serve.app:build artifacts=runs/corella-cpu/artifacts recommender=runs/bigrec-cpu/recommender

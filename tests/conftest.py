@@ -106,8 +106,8 @@ def movie_records():
     """TALLRec records built from the embedded MovieLens-100K (no ../shared needed; the Parquet records cache
     makes it ~1 s after the first build): 64 train, 32 valid (stratified), 200 test records, users split apart.
     Each split is interleaved by label: tests slice [:8] / [:16] and need both labels there (validation AUC)."""
-    from raylib.config import DataConfig
-    from raylib.tallrec import load_tallrec_data
+    from raylib.methods.tallrec.config import DataConfig
+    from raylib.methods.tallrec.pipeline import load_tallrec_data
 
     data = load_tallrec_data(DataConfig(train_samples=64, valid_samples=32, test_samples=200))
     return {split: interleave_labels(getattr(data, split)) for split in ("train", "valid", "test")}

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from raylib.bench import BenchTallrecConfig, run_bench
+from raylib.bench.tallrec import BenchTallrecConfig, run_bench
 from raylib.config import from_dict, to_dict
 
 

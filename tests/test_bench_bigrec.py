@@ -5,7 +5,7 @@ end to end in test_nextitem.py."""
 
 import json
 
-from raylib.bench_nextitem import BenchNextItemConfig, run_bench
+from raylib.bench.nextitem import BenchNextItemConfig, run_bench
 from raylib.config import from_dict
 
 

@@ -42,7 +42,7 @@ def base_model(model_dir):
 def test_weights_one_zero_reproduce_each_adapter(tiny_model_dir, adapters):
     from peft import PeftModel
 
-    from raylib.merging import MixedLora, load_two
+    from raylib.methods.cocktail.merging import MixedLora, load_two
 
     ids = torch.randint(0, 1000, (2, 9))
     mixed = MixedLora(load_two(base_model(tiny_model_dir), *adapters))
@@ -55,7 +55,7 @@ def test_weights_one_zero_reproduce_each_adapter(tiny_model_dir, adapters):
 def test_the_folded_adapter_is_the_mixed_model_and_loads_with_peft(tiny_model_dir, adapters, tmp_path):
     from peft import PeftModel
 
-    from raylib.merging import MixedLora, fold, load_two, save_folded
+    from raylib.methods.cocktail.merging import MixedLora, fold, load_two, save_folded
 
     ids = torch.randint(0, 1000, (2, 9))
     mixed = MixedLora(load_two(base_model(tiny_model_dir), *adapters))
@@ -73,7 +73,7 @@ def test_the_folded_adapter_is_the_mixed_model_and_loads_with_peft(tiny_model_di
 
 
 def test_entropy_minimisation_trains_only_the_mixing_logits_and_lowers_entropy(tiny_model_dir, adapters):
-    from raylib.merging import MixedLora, answer_entropy, load_two
+    from raylib.methods.cocktail.merging import MixedLora, answer_entropy, load_two
 
     torch.manual_seed(0)
     ids = torch.randint(0, 1000, (8, 12))
@@ -92,7 +92,7 @@ def test_entropy_minimisation_trains_only_the_mixing_logits_and_lowers_entropy(t
 
 
 def test_adapters_that_cannot_mix_are_refused(tiny_model_dir, adapters, tmp_path):
-    from raylib.merging import check_compatible
+    from raylib.methods.cocktail.merging import check_compatible
 
     other_rank = make_adapter(tiny_model_dir, tmp_path / "r8", 4, r=8)
     with pytest.raises(RaylibError, match="rank"):
@@ -105,7 +105,7 @@ def test_adapters_that_cannot_mix_are_refused(tiny_model_dir, adapters, tmp_path
 
 
 def test_a_coefficient_file_for_other_modules_is_refused(tmp_path):
-    from raylib.merging import load_coefficients, save_coefficients
+    from raylib.methods.cocktail.merging import load_coefficients, save_coefficients
 
     save_coefficients(["a.q_proj", "a.v_proj"], torch.tensor([[0.3, 0.7], [0.5, 0.5]]), tmp_path / "mix.json")
     assert load_coefficients(tmp_path / "mix.json", ["a.q_proj", "a.v_proj"]).shape == (2, 2)
@@ -114,7 +114,7 @@ def test_a_coefficient_file_for_other_modules_is_refused(tmp_path):
 
 
 def test_a_failed_fold_leaves_the_existing_adapter(tmp_path):
-    from raylib.merging import save_folded
+    from raylib.methods.cocktail.merging import save_folded
 
     (tmp_path / "cocktail").mkdir()
     (tmp_path / "cocktail" / "adapter_model.safetensors").write_bytes(b"old")
@@ -130,8 +130,9 @@ def test_a_failed_fold_leaves_the_existing_adapter(tmp_path):
 
 
 def test_domains_split_and_cold_start_items_never_trained(tmp_path):
-    from raylib.config import DataConfig, DomainConfig
-    from raylib.data.domains import load_domain, target_text, warm_cold
+    from raylib.methods.cocktail.config import DomainConfig
+    from raylib.methods.tallrec.config import DataConfig
+    from raylib.methods.cocktail.domains import load_domain, target_text, warm_cold
     from raylib.data.records import sample_records
 
     movie = load_domain(DomainConfig(name="movie"), DataConfig())
@@ -147,8 +148,9 @@ def test_domains_split_and_cold_start_items_never_trained(tmp_path):
 
 
 def test_no_unlabelled_prompts_left_is_one_line_before_any_training(tmp_path):
-    from raylib.cocktail import run_cocktail
-    from raylib.config import CocktailJobConfig, from_dict
+    from raylib.methods.cocktail.pipeline import run_cocktail
+    from raylib.config import from_dict
+    from raylib.methods.cocktail.config import CocktailJobConfig
 
     job = from_dict(CocktailJobConfig, {"domains": [{"name": "movie"}], "data": {"train_samples": 0},
                                         "output_dir": str(tmp_path)})  # the ingredient takes every record
@@ -160,8 +162,9 @@ def test_no_unlabelled_prompts_left_is_one_line_before_any_training(tmp_path):
 def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, tmp_path, monkeypatch):
     """The search objective's only records are the validation split: the test split never reaches it."""
     import raylib.tune
-    from raylib.cocktail import tune_mix
-    from raylib.config import CocktailJobConfig, from_dict
+    from raylib.methods.cocktail.pipeline import tune_mix
+    from raylib.config import from_dict
+    from raylib.methods.cocktail.config import CocktailJobConfig
     from raylib.data.records import TallrecRecord
 
     seen = {}
@@ -178,7 +181,7 @@ def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, t
     assert set(seen["space"]) == {"global", "group0", "group1", "group2", "group3"}
     assert len(found["weights"]) == len(seen["names"])
     # the module names come from the model built on the meta device (no weights read): the real mix's, in order
-    from raylib.merging import MixedLora, load_two
+    from raylib.methods.cocktail.merging import MixedLora, load_two
 
     assert seen["names"] == MixedLora(load_two(base_model(tiny_model_dir), *adapters)).names
 
@@ -189,8 +192,9 @@ def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_re
     GPUs: training, the Tune trials, folding and scoring all loaded weights in Ray processes holding a GPU id."""
     from peft import PeftModel
 
-    from raylib.cocktail import VARIANTS, run_cocktail
-    from raylib.config import CocktailJobConfig, from_dict
+    from raylib.methods.cocktail.pipeline import VARIANTS, run_cocktail
+    from raylib.config import from_dict
+    from raylib.methods.cocktail.config import CocktailJobConfig
     from raylib.data.records import write_records
 
     # a second domain: the same kind of records under another name (the mechanics, not the quality)
@@ -215,9 +219,9 @@ def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_re
     for name in ("average", "entropy", "tune"):
         PeftModel.from_pretrained(base_model(tiny_model_dir), tmp_path / "run" / report["adapters"][name])
     # another target of the same domains finds the base spirit finished: it is reused, not trained again
-    from raylib.cocktail import base_spirit_inputs, load_domains
+    from raylib.methods.cocktail.pipeline import base_spirit_inputs, load_domains
     from raylib.config import to_dict
-    from raylib.tasks.tallrec import TallrecTask
+    from raylib.methods.tallrec.task import TallrecTask
     from raylib.train.driver import finished_result
 
     other = from_dict(CocktailJobConfig, {**to_dict(job), "target": "film"})

@@ -3,7 +3,8 @@
 import pytest
 
 from raylib import RaylibError
-from raylib.config import TallrecJobConfig, load_config
+from raylib.config import load_config
+from raylib.methods.tallrec.config import TallrecJobConfig
 
 
 def test_defaults_are_the_papers():
@@ -38,14 +39,16 @@ def test_shipped_configs_load():
     """Every YAML under jobs/configs loads into its job's config class (typos and stale fields fail here)."""
     from pathlib import Path
 
-    from raylib.bench import BenchTallrecConfig
-    from raylib.bench_cocktail import BenchCocktailConfig
-    from raylib.bench_corella import BenchCorellaConfig
-    from raylib.bench_nextitem import BenchNextItemConfig
-    from raylib.bench_placement import BenchPlacementConfig
-    from raylib.bench_scale import BenchScaleConfig
-    from raylib.bench_serve import BenchServeConfig
-    from raylib.config import BigrecJobConfig, CocktailJobConfig, CorellaJobConfig, GenrecJobConfig
+    from raylib.bench.tallrec import BenchTallrecConfig
+    from raylib.bench.cocktail import BenchCocktailConfig
+    from raylib.bench.corella import BenchCorellaConfig
+    from raylib.bench.nextitem import BenchNextItemConfig
+    from raylib.bench.placement import BenchPlacementConfig
+    from raylib.bench.scale import BenchScaleConfig
+    from raylib.bench.serve import BenchServeConfig
+    from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
 
     classes = {"tallrec": TallrecJobConfig, "tallrec_cpu": TallrecJobConfig, "bench_tallrec": BenchTallrecConfig,
                "tallrec-llama7b-rtx3090": TallrecJobConfig, "tallrec-llama13b-4xrtx3090": TallrecJobConfig,

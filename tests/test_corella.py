@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from raylib import RaylibError
-from raylib.config import CorellaJobConfig, CrmSettings, CtrDataConfig, from_dict
-from raylib.crm import DCNv2, crm_batch, crm_probabilities, crm_shape
+from raylib.config import from_dict
+from raylib.methods.corella.config import CorellaJobConfig, CrmSettings, CtrDataConfig
+from raylib.methods.corella.crm import DCNv2, crm_batch, crm_probabilities, crm_shape
 from raylib.data.ctr import OOV, CtrVocab, check_ctr_table, load_ctr_data, read_ctr_table, sample_rows
-from raylib.routing import (MAX_ENTROPY, RoutingConfig, combine, entropy, lowest_threshold, routed_report,
+from raylib.methods.corella.routing import (MAX_ENTROPY, RoutingConfig, combine, entropy, lowest_threshold, routed_report,
                             to_llm)
 
 
@@ -119,7 +120,7 @@ def test_dcnv2_learns_a_planted_rule(ctr):
 def test_alignment_loss_is_zero_for_equal_states_and_reaches_both_models(tiny_model_dir, ctr):
     from raylib.config import LoraSettings, ModelConfig
     from raylib.model import add_lora, load_model
-    from raylib.tasks.corella import CorellaModel, alignment_loss
+    from raylib.methods.corella.task import CorellaModel, alignment_loss
 
     same = [torch.randn(4, 8)]
     assert alignment_loss(same, [same[0].clone()], 2.0).item() == pytest.approx(0.0, abs=1e-6)
@@ -160,7 +161,7 @@ def test_threshold_search_uses_validation_and_respects_the_budget(ray_session, t
     """Where the CRM is unsure the LLM is right: the search raises AUC above the CRM's, within the budget."""
     from raylib.config import TuneSettings
     from raylib.metrics import auc
-    from raylib.routing import tune_threshold
+    from raylib.methods.corella.routing import tune_threshold
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 600)
@@ -221,7 +222,7 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
     none in the driver, and the CRM that routes trained and published in fp32 (not rounded to bf16)."""
     from safetensors.torch import load_file
 
-    from raylib.corella import load_artifacts, run_corella
+    from raylib.methods.corella.pipeline import load_artifacts, run_corella
 
     tables = _tables(ctr, tmp_path)
     out = tmp_path / "corella"
@@ -261,7 +262,7 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
 
     # Rerun with one more epoch: stage 1 is not redone (no Ray Train run), stage 2 resumes from its checkpoint
     # (epoch 1 comes back, it is not trained again) and trains epoch 2.
-    from raylib.corella import stage_subsets, train_crm, train_llm_stage
+    from raylib.methods.corella.pipeline import stage_subsets, train_crm, train_llm_stage
 
     crm_file = out / "stage1-crm" / "crm" / "model.safetensors"
     crm_mtime = crm_file.stat().st_mtime

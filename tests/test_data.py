@@ -138,8 +138,8 @@ def test_unknown_item_in_interactions_is_named(embedded):
 
 def test_job_data_from_embedded_movielens(tmp_path):
     """What `make demo` loads: records built from the embedded ML-100K, split by user, cached as Parquet."""
-    from raylib.config import DataConfig
-    from raylib.tallrec import load_tallrec_data
+    from raylib.methods.tallrec.config import DataConfig
+    from raylib.methods.tallrec.pipeline import load_tallrec_data
 
     config = DataConfig(train_samples=64, valid_samples=32, test_samples=100, cache_dir=str(tmp_path))
     data = load_tallrec_data(config)
@@ -182,8 +182,8 @@ def test_records_cache_key_follows_content_version_and_settings(small_movielens,
 
 def test_records_cache_is_rebuilt_when_a_source_file_changes(small_movielens, tmp_path):
     """Same path, same row count, same settings, different titles: the old records must not be served."""
-    from raylib.config import DataConfig
-    from raylib.tallrec import load_tallrec_data
+    from raylib.methods.tallrec.config import DataConfig
+    from raylib.methods.tallrec.pipeline import load_tallrec_data
 
     config = DataConfig(movielens_dir=str(small_movielens), cache_dir=str(tmp_path / "cache"), train_samples=0)
     before = load_tallrec_data(config)
@@ -218,8 +218,8 @@ def _write_valid(tmp_path, records):
 
 
 def test_small_validation_sample_of_the_job_has_both_labels(tmp_path, embedded_records):
-    from raylib.config import DataConfig
-    from raylib.tallrec import load_tallrec_data
+    from raylib.methods.tallrec.config import DataConfig
+    from raylib.methods.tallrec.pipeline import load_tallrec_data
 
     records = [r for r in embedded_records if r.label == 1][:2] + [r for r in embedded_records if r.label == 0][:60]
     train, valid = _write_valid(tmp_path, records)
@@ -230,8 +230,8 @@ def test_small_validation_sample_of_the_job_has_both_labels(tmp_path, embedded_r
 
 
 def test_one_class_validation_records_stop_the_job(tmp_path, embedded_records):
-    from raylib.config import DataConfig
-    from raylib.tallrec import load_tallrec_data
+    from raylib.methods.tallrec.config import DataConfig
+    from raylib.methods.tallrec.pipeline import load_tallrec_data
 
     train, valid = _write_valid(tmp_path, [r for r in embedded_records if r.label == 0][:20])
     with pytest.raises(RaylibError, match=r"data.valid_file .*valid.json holds only records answered 'No.'; "

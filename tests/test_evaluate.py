@@ -133,8 +133,8 @@ def test_generate_scores_with_tallrec_formula_and_counts_new_tokens(tiny_model, 
 
 def test_score_records_uses_and_records_the_eval_dtype(tiny_model_dir, movie_records):
     """Trained in bf16, scored in fp32 unless eval.dtype says otherwise; the report says which."""
-    from raylib.config import EvalConfig
-    from raylib.tallrec import score_records
+    from raylib.methods.tallrec.config import EvalConfig
+    from raylib.methods.tallrec.pipeline import score_records
 
     records = movie_records["test"][:6]
     model_cfg = ModelConfig(name=str(tiny_model_dir), dtype="bf16")

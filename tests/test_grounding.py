@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from raylib import RaylibError
-from raylib.grounding import (beam_ranks, catalogue_embeddings, embed_texts, exact_match_ranks, l2_distances,
+from raylib.methods.nextitem.grounding import (beam_ranks, catalogue_embeddings, embed_texts, exact_match_ranks, l2_distances,
                               popularity_ranks, reweight, target_ranks)
 
 TITLES = ["Alien (1979)", "Brazil (1985)", "Casablanca (1942)", "Alien (1979)", "Dune (1984)",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from raylib.config import BigrecJobConfig, GenrecJobConfig, from_dict
+from raylib.config import from_dict
+from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
 from raylib.prompts import GENREC_TEMPLATES, answer_text, bigrec_prompt, genrec_prompt
 
 
@@ -19,8 +20,8 @@ def test_prompts_quote_titles_and_answers_parse_back():
 
 
 def test_genrec_draws_one_template_per_training_example():
-    from raylib.config import SequenceDataConfig
-    from raylib.nextitem import load_sequence_data, title_records
+    from raylib.methods.nextitem.config import SequenceDataConfig
+    from raylib.methods.nextitem.pipeline import load_sequence_data, title_records
 
     data = load_sequence_data(SequenceDataConfig(valid_samples=20, test_samples=20))
     records = title_records(data.train[:200], data, num_templates=5, seed=0)
@@ -60,7 +61,7 @@ def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path, loads):
     """SFT on Ray Train, beams, grounding over all 1682 items, SASRec, popularity, gamma searched by Ray Tune; as
     a GPU job on the session's logical GPUs: every step that loads weights (LLM training, beams, embeddings,
     SASRec training and scoring) ran in a Ray process holding a GPU id, none in the driver."""
-    from raylib.nextitem import run_bigrec
+    from raylib.methods.nextitem.pipeline import run_bigrec
 
     job = tiny_job(BigrecJobConfig, tiny_model_dir, tmp_path / "bigrec", inference={"gpus": 0.5},
                    train={"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
@@ -79,7 +80,7 @@ def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path, loads):
     # the generated garbage of a random model still grounds: every test window got a rank
     assert len(report["ranks"]["bigrec"]) == 12 and 0.0 <= report["generation"]["not_a_title_share"] <= 1.0
     # published for `POST /recommend`: the adapter, the catalogue and its embeddings, the tuned gamma
-    from raylib.recommender import Recommender
+    from raylib.methods.nextitem.recommender import Recommender
 
     served = Recommender(tmp_path / "bigrec" / "recommender")
     assert served.config.gamma == report["gamma"]["pop"] and len(served.item_embeddings) == 1682
@@ -89,7 +90,7 @@ def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path, loads):
 
 def test_genrec_job_exact_and_grounded(ray_session, tiny_model_dir, tmp_path, loads):
     """GenRec as a GPU job on the session's logical GPUs: training, beams and embeddings hold a GPU id."""
-    from raylib.nextitem import run_genrec
+    from raylib.methods.nextitem.pipeline import run_genrec
 
     report = run_genrec(tiny_job(GenrecJobConfig, tiny_model_dir, tmp_path / "genrec", baselines=False,
                                  generation={"num_beams": 3, "max_new_tokens": 4, "batch_size": 8, "dtype": "fp32"},

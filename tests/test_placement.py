@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from raylib import RaylibError, placement
-from raylib.config import TallrecJobConfig, from_dict
+from raylib.config import from_dict
+from raylib.methods.tallrec.config import TallrecJobConfig
 
 # Ray workers cannot import this test module: its functions and classes travel by value.
 import sys  # noqa: E402
@@ -88,7 +89,7 @@ def test_a_gpu_tallrec_job_loads_weights_only_in_gpu_workers(ray_session, tiny_m
     """Training (Ray Train workers), zero-shot and tuned scoring (Ray tasks) all hold a GPU id; the driver
     loaded nothing."""
     from raylib.data import write_records
-    from raylib.tallrec import run_tallrec
+    from raylib.methods.tallrec.pipeline import run_tallrec
 
     for split, n in (("train", 8), ("valid", 8), ("test", 16)):
         write_records(movie_records[split][:n], tmp_path / f"{split}.json")

@@ -47,7 +47,8 @@ def test_zero3_partitions_and_offload_move_memory_off_the_gpu():
 
 
 def test_7b_lora_fits_one_rtx3090_with_the_recipe_and_a_full_fine_tune_does_not():
-    from raylib.config import TallrecJobConfig, load_config
+    from raylib.config import load_config
+    from raylib.methods.tallrec.config import TallrecJobConfig
     from raylib.plan import check_job_fits
 
     for recipe in ("tallrec-llama7b-rtx3090.yaml", "tallrec-llama13b-4xrtx3090.yaml"):
@@ -62,9 +63,10 @@ def test_7b_lora_fits_one_rtx3090_with_the_recipe_and_a_full_fine_tune_does_not(
 
 
 def test_a_gpu_job_that_cannot_fit_is_refused_with_the_cheapest_change():
-    from raylib.config import TallrecJobConfig, from_dict
+    from raylib.config import from_dict
+    from raylib.methods.tallrec.config import TallrecJobConfig
     from raylib.train.driver import train
-    from raylib.tasks.tallrec import TallrecTask
+    from raylib.methods.tallrec.task import TallrecTask
 
     job = from_dict(TallrecJobConfig, {"model": {"name": "meta-llama/Llama-2-7b-hf", "dtype": "bf16"},
                                        "train": {"use_gpu": True, "gpu": "rtx3090", "micro_batch_size": 32}})

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import torch
 
-from raylib.config import SasrecSettings
+from raylib.methods.nextitem.config import SasrecSettings
 from raylib.data.sequences import Catalogue, NextItemWindow
 from raylib.metrics import ranking_report
-from raylib.sasrec import SASRec, history_tensor, load_sasrec, sasrec_scores, train_sasrec, window_records
+from raylib.methods.nextitem.sasrec import SASRec, history_tensor, load_sasrec, sasrec_scores, train_sasrec, window_records
 
 
 def test_scores_every_item_and_an_empty_history_stays_finite():

@@ -68,8 +68,8 @@ def test_user_files_csv_and_parquet(tmp_path):
 
 
 def test_embedded_movielens_windows():
-    from raylib.config import SequenceDataConfig
-    from raylib.nextitem import load_sequence_data
+    from raylib.methods.nextitem.config import SequenceDataConfig
+    from raylib.methods.nextitem.pipeline import load_sequence_data
 
     data = load_sequence_data(SequenceDataConfig(valid_samples=50, test_samples=100))
     assert len(data.catalogue) == 1682 and len(data.valid) == 50 and len(data.test) == 100
@@ -93,8 +93,8 @@ def test_over_long_histories_lose_the_oldest_items_never_the_instruction(tokeniz
 
 
 def test_a_users_own_files_feed_the_same_pipeline(tmp_path):
-    from raylib.config import SequenceDataConfig
-    from raylib.nextitem import load_sequence_data
+    from raylib.methods.nextitem.config import SequenceDataConfig
+    from raylib.methods.nextitem.pipeline import load_sequence_data
 
     rows = "".join(f"{u},{i},{10 * u + t}\n" for u in range(1, 6) for t, i in enumerate(["a", "b", "c", "d"]))
     (tmp_path / "inter.csv").write_text("user_id,item_id,timestamp\n" + rows)

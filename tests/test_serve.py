@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from raylib.config import CrmSettings, CtrDataConfig
-from raylib.routing import MAX_ENTROPY, RoutingConfig
+from raylib.methods.corella.config import CrmSettings, CtrDataConfig
+from raylib.methods.corella.routing import MAX_ENTROPY, RoutingConfig
 
 
 def make_artifacts(folder, model_dir):
@@ -23,7 +23,7 @@ def make_artifacts(folder, model_dir):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from raylib.crm import DCNv2, crm_shape, save_crm
+    from raylib.methods.corella.crm import DCNv2, crm_shape, save_crm
     from raylib.data.ctr import CtrVocab, load_ctr_data
     from raylib.model import lora_config
     from raylib.config import LoraSettings
@@ -53,8 +53,8 @@ def make_recommender(folder, model_dir):
 
     from raylib.data.movielens import load_movielens
     from raylib.data.sequences import Catalogue
-    from raylib.grounding import embed_texts
-    from raylib.recommender import RecommenderConfig, publish_recommender
+    from raylib.methods.nextitem.grounding import embed_texts
+    from raylib.methods.nextitem.recommender import RecommenderConfig, publish_recommender
 
     items = load_movielens().items.slice(0, 200).to_pydict()
     catalogue = Catalogue([str(i) for i in items["item_id"]], items["title"], np.arange(200, dtype=np.float64))
@@ -257,15 +257,16 @@ def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
 
 
 def test_served_answers_equal_the_library_under_concurrent_load(service, tiny_model_dir):
-    """The benchmark's load generator against the app: every answer equals `raylib.corella.RoutedScorer`'s on
+    """The benchmark's load generator against the app: every answer equals `raylib.methods.corella.pipeline.RoutedScorer`'s on
     the same samples, and a short closed loop fails no request."""
     import asyncio
 
     import numpy as np
 
-    from raylib.bench_serve import closed_loop, one_pass
-    from raylib.config import CorellaJobConfig, ModelConfig
-    from raylib.corella import RoutedScorer
+    from raylib.bench.serve import closed_loop, one_pass
+    from raylib.config import ModelConfig
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.corella.pipeline import RoutedScorer
     from raylib.data.ctr import CTR_COLUMNS, _typed
     from raylib.serving import sample_row
 
@@ -286,7 +287,7 @@ def test_served_answers_equal_the_library_under_concurrent_load(service, tiny_mo
 def test_recommend_serves_bigrec_adapters_by_id(service):
     """/recommend: the adapter named in the request generates (Serve multiplexing over one base model), the text
     is grounded over the whole catalogue; the answer is the one the library gives in-process."""
-    from raylib.recommender import Recommender
+    from raylib.methods.nextitem.recommender import Recommender
 
     url, catalogue = service["url"], service["catalogue"]
     history = catalogue.item_ids[:5]
@@ -314,7 +315,7 @@ def test_recommend_serves_bigrec_adapters_by_id(service):
 
 
 def test_adapters_join_and_leave_one_base_model(service):
-    from raylib.recommender import Recommender, UnknownAdapter
+    from raylib.methods.nextitem.recommender import Recommender, UnknownAdapter
 
     recommender = Recommender(service["recommender"])
     first = recommender.recommend("bigrec", service["catalogue"].item_ids[:3], 3)

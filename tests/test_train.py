@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from raylib.config import TallrecJobConfig, from_dict
+from raylib.config import from_dict
+from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.model import load_model
-from raylib.train import train_lora
+from raylib.methods.tallrec.pipeline import train_tallrec
 
 
 def tiny_job(model_dir, out, **train):
@@ -35,7 +36,7 @@ def test_zero3_lora_adapter_on_two_workers_reloads_and_changes_logits(ray_sessio
     must be gathered whole. (ZeRO-2 on one worker is what every other training test runs.)"""
     extra = {"stage3_param_persistence_threshold": 0}  # partition even tiny LoRA tensors
     job = tiny_job(tiny_model_dir, tmp_path / "run", zero_stage=3, num_workers=2, zero_extra=extra)
-    result = train_lora(job, movie_records["train"][:16], movie_records["valid"][:8])
+    result = train_tallrec(job, movie_records["train"][:16], movie_records["valid"][:8])
 
     assert result.state.epoch == 2 and len(result.state.history) == 2
     assert all("val_auc" in h for h in result.state.history)
@@ -50,15 +51,29 @@ def test_zero3_lora_adapter_on_two_workers_reloads_and_changes_logits(ray_sessio
 
 
 def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_records, tmp_path):
-    """Checkpoints kept at a pyarrow filesystem URI (as s3://... or gs://... would be) resume as a folder does."""
+    """Checkpoints kept at a pyarrow filesystem URI (as s3://... or gs://... would be) resume as a folder does; and
+    a run made before the tasks moved (its fingerprint naming the task by its old module path) resumes too."""
+    from raylib.train.driver import finished_result
+    from raylib.methods.tallrec.task import TallrecTask
+
     train, valid = movie_records["train"][:8], movie_records["valid"][:8]
     storage = f"file://{tmp_path / 'storage'}"
-    first = train_lora(tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage), train, valid)
+    first = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage), train, valid)
     assert first.state.epoch == 1
     assert list((tmp_path / "storage" / "train").glob("checkpoint_*/manifest_rank0.json"))
     assert not (tmp_path / "run" / "ray").exists()
+    for name, where in (("run.json", []), ("finished.json", ["fingerprint"])):  # as the code before the move wrote it
+        saved = json.loads((tmp_path / "run" / name).read_text())
+        node = saved
+        for key in where:
+            node = node[key]
+        assert node["task"] == "tallrec"
+        node["task"] = "raylib.tasks.tallrec.TallrecTask"
+        (tmp_path / "run" / name).write_text(json.dumps(saved))
+    same = tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage)
+    assert finished_result(TallrecTask, same, train, valid) is not None  # finished: not trained again
 
-    second = train_lora(tiny_job(tiny_model_dir, tmp_path / "run", epochs=2, storage_path=storage), train, valid)
+    second = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", epochs=2, storage_path=storage), train, valid)
     assert second.state.epoch == 2
     assert second.state.history[0] == first.state.history[0]  # epoch 1 came from the checkpoint, not a rerun
     assert second.state.global_step == 2 * first.state.global_step
@@ -79,7 +94,7 @@ def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_
     out, records = tmp_path / "run", movie_records["train"][:16]
     job = tiny_job(tiny_model_dir, out, epochs=2, batch_size=4, max_failures=1, checkpoint_every_steps=1)
     result = {}
-    runner = threading.Thread(target=lambda: result.update(r=train_lora(job, records, movie_records["valid"][:8])))
+    runner = threading.Thread(target=lambda: result.update(r=train_tallrec(job, records, movie_records["valid"][:8])))
     runner.start()
     snapshot = out / "ray" / "train" / "checkpoint_manager_snapshot.json"  # written once Ray registers one
     deadline = time.time() + 300
@@ -99,7 +114,7 @@ def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_
 
     # The resumed run IS the interrupted run: AdamW moments, LR schedule, RNG (dropout) and the position in the
     # epoch came back with the checkpoint, so it ends where an unbroken run (no mid-epoch saves) ends.
-    unbroken = train_lora(tiny_job(tiny_model_dir, tmp_path / "unbroken", epochs=2, batch_size=4),
+    unbroken = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "unbroken", epochs=2, batch_size=4),
                           records, movie_records["valid"][:8])
     assert [h["train_loss"] for h in state.history] == pytest.approx(
         [h["train_loss"] for h in unbroken.state.history], abs=1e-6)

@@ -9,7 +9,7 @@ import torch
 
 from raylib import RaylibError
 from raylib.config import TrainConfig, from_dict
-from raylib.tasks.sft import SftJobConfig, SftTask
+from raylib.train.sft import SftJobConfig, SftTask
 from raylib.train import train
 from raylib.train.batching import EpochSampler, batch_plan
 

@@ -87,13 +87,29 @@ def data_digest(train: list | str | Path, valid: list | str | Path) -> str:
     return hashlib.sha1(json.dumps([plain(train), plain(valid)], sort_keys=True, default=str).encode()).hexdigest()
 
 
+# What fingerprints called each task before tasks had stable names (their module paths, which a move changes):
+# runs made then still resume.
+LEGACY_TASK_IDS = {"raylib.tasks.sft.SftTask": "sft", "raylib.tasks.tallrec.TallrecTask": "tallrec",
+                   "raylib.tasks.nextitem.BigrecTask": "bigrec", "raylib.tasks.nextitem.GenrecTask": "genrec",
+                   "raylib.tasks.sasrec.SasrecTask": "sasrec", "raylib.tasks.crm.CrmTask": "crm",
+                   "raylib.tasks.corella.CorellaTask": "corella",
+                   "raylib.tasks.cocktail.EntropyMergeTask": "entropy_merge"}
+
+
 def run_fingerprint(task_cls, job, data: str) -> dict[str, Any]:
-    """What makes a run this run: task, model, LoRA, training settings (less run length) and the data's digest."""
+    """What makes a run this run: task (its stable `task_id`, not its module path: moving the class changes no
+    run), model, LoRA, training settings (less run length) and the data's digest."""
     from raylib.config import to_dict
 
     train = {k: v for k, v in to_dict(job.train).items() if k not in RUN_LENGTH_FIELDS}
-    return {"task": f"{task_cls.__module__}.{task_cls.__qualname__}", "model": to_dict(job.model),
+    return {"task": task_cls.task_id, "model": to_dict(job.model),
             "lora": to_dict(job.lora), "train": train, "records": data, **task_cls.fingerprint(job)}
+
+
+def current_fingerprint(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved fingerprint as this version writes it (an older one named its task by module path)."""
+    task = saved.get("task")
+    return {**saved, "task": LEGACY_TASK_IDS.get(task, task)} if saved else saved
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -118,7 +134,7 @@ def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: boo
         marker.unlink(missing_ok=True)
     has_checkpoints = has_file_named(storage, STATE_FILE)
     if has_checkpoints:
-        old = json.loads(marker.read_text()) if marker.is_file() else {}
+        old = current_fingerprint(json.loads(marker.read_text())) if marker.is_file() else {}
         changes = _differences(old, fingerprint) if old else ["it was made by an older version (no run.json)"]
         if changes:
             raise RaylibError(f"output_dir {output} holds checkpoints of a different run ({'; '.join(changes)}): "

@@ -20,7 +20,8 @@ from typing import Any
 
 from raylib import RaylibError
 from raylib.config import TrainJob, to_dict
-from raylib.train.checkpoint import TrainerState, claim_output_dir, data_digest, run_fingerprint
+from raylib.train.checkpoint import (TrainerState, claim_output_dir, current_fingerprint, data_digest,
+                                     run_fingerprint)
 from raylib.train.storage import RUN_NAME, storage_path
 FINISHED_FILE = "finished.json"  # written after publishing: this run is done (`finished_result`)
 
@@ -78,7 +79,7 @@ def _finished(job: TrainJob, fingerprint: dict[str, Any]) -> TrainResult | None:
     if job.train.fresh_start or not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    if saved.get("fingerprint") != json.loads(json.dumps(fingerprint, default=str)) or \
+    if current_fingerprint(saved.get("fingerprint") or {}) != json.loads(json.dumps(fingerprint, default=str)) or \
             saved.get("run_length") != _run_length(job) or not Path(saved.get("published", "")).exists():
         return None
     return TrainResult(Path(saved["published"]), TrainerState(**saved["state"]), saved.get("metrics", {}), 0.0)
@@ -92,7 +93,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
 
     from raylib.placement import process_group_backend
     from raylib.runtime import ensure_ray
-    from raylib.train import data as train_data_io
+    import raylib.train.data as train_data_io
     from raylib.train.storage import check_shared
     from raylib.train.worker import train_loop_per_worker
 
@@ -159,10 +160,3 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
         {"fingerprint": fingerprint, "run_length": _run_length(job), "published": str(published),
          "state": dataclasses.asdict(state), "metrics": outcome.metrics}, indent=1, default=str))
     return outcome
-
-
-def train_lora(job, train_records: list, valid_records: list) -> TrainResult:
-    """TALLRec's rec-tuning: `train` with the TALLRec task."""
-    from raylib.tasks.tallrec import TallrecTask
-
-    return train(TallrecTask, job, train_records, valid_records)

@@ -2,7 +2,7 @@
 
 The loop (`raylib/train/worker.py`) owns devices, seeds, DeepSpeed, optimizer and schedule, batching, epochs,
 the ZeRO-3 gather, best-epoch selection, checkpoints and resume. A task owns the modules, how records become
-batches, the loss, the validation metric and what a checkpoint holds. Tasks live in `raylib/tasks/`.
+batches, the loss, the validation metric and what a checkpoint holds. Tasks live in `raylib/methods/<method>/task.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class WorkerContext:
 
 
 class Task(Protocol):
+    task_id: ClassVar[str]  # the task's name in run fingerprints (stable: moving the class changes no run)
     config_cls: ClassVar[type]  # the job config class (TrainJob + the task's own sections)
     metric: ClassVar[str]  # key of validate()'s dict that picks the best epoch, e.g. "auc" or "loss"
     higher_is_better: ClassVar[bool]

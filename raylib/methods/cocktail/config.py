@@ -1,0 +1,75 @@
+"""RecCocktail config sections (Hou et al. 2025): domains, the entropy-guided merge, the job."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from raylib.config import STRICT, TuneSettings
+from raylib.methods.tallrec.config import TallrecJobConfig
+
+
+@dataclass(config=STRICT)
+class DomainConfig:
+    """One recommendation domain (`raylib.methods.cocktail.domains`): `name` is how prompts call its items."""
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    # "movielens": TALLRec records built from `data` (the embedded ML-100K unless data.movielens_dir);
+    # "file": a TALLRec-format .json / .jsonl / .parquet a user brings.
+    source: Literal["movielens", "file"] = "movielens"
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_file(self) -> "DomainConfig":
+        if self.source == "file" and not self.file:
+            raise ValueError(f"domain {self.name!r}: source=file needs `file` (a TALLRec-format records file)")
+        return self
+
+
+@dataclass(config=STRICT)
+class MergeSettings:
+    """RecCocktail's entropy-guided merge (Sec. 3.3): per-module logits learnt on UNLABELLED target prompts."""
+    unlabelled_prompts: int = Field(64, ge=1)   # target-domain training prompts, labels dropped
+    held_out_prompts: int = Field(32, ge=1)     # more unlabelled prompts: the entropy that picks the best epoch
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(0.05, gt=0.0)
+    init: float = Field(0.5, gt=0.0, lt=1.0)    # the base spirit's starting weight in every module
+    # Tune search (labelled VALIDATION only): a global base-spirit weight, plus (per_layer) a shift in
+    # [-0.25, 0.25] for each of `layer_groups` consecutive groups of decoder layers (fewer dimensions than one
+    # per layer, so a 20-trial search can still learn something).
+    per_layer: bool = True
+    layer_groups: int = Field(4, ge=1)
+
+
+@dataclass(config=STRICT)
+class CocktailJobConfig(TallrecJobConfig):
+    """RecCocktail (Hou et al. 2025): `data` holds the split and sample settings shared by every domain
+    (data.train_samples = the ingredient's few-shot sample); `model` / `lora` / `train` the two LoRA stages."""
+    domains: list[DomainConfig] = dataclasses.field(default_factory=lambda: [
+        DomainConfig(name="movie"), DomainConfig(name="book", source="file",
+                                                 file="../shared/data/tallrec/book/valid.json")])
+    target: str = "movie"
+    base_samples: int = Field(256, ge=1)         # per domain, for the base spirit
+    warm_cold_samples: int = Field(300, ge=0)    # at most this many warm and cold test records (0 = all)
+    merge: MergeSettings = dataclasses.field(default_factory=MergeSettings)
+    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(num_samples=20))
+    output_dir: str = Field("runs/cocktail", min_length=1)
+
+    @model_validator(mode="after")
+    def _target_is_a_domain(self) -> "CocktailJobConfig":
+        names = [d.name for d in self.domains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"domain names must differ: {names}")
+        if self.target not in names:
+            raise ValueError(f"target {self.target!r} is not one of the domains {names}")
+        return self
+
+
+@dataclass(config=STRICT)
+class MergeJob(CocktailJobConfig):
+    """What the entropy-merge workers get: the user's config plus the two adapters to mix."""
+    base_adapter: str = ""
+    ingredient_adapter: str = ""

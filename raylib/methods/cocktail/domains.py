@@ -1,0 +1,99 @@
+"""Several recommendation domains as TALLRec records, for RecCocktail's base spirit (all domains) and
+ingredient (the target domain), with warm and cold-start test sets.
+
+A domain is MovieLens (records built as TALLRec builds them) or any TALLRec-format file a user brings. Each is
+split into train / valid / test by user (`split_by_user`); a file whose records carry no user id (TALLRec's
+BookCrossing release) is split by record instead, as nothing identifies its users. Test records never train.
+Cold-start test records are those whose target item never appears (as a target or in a history) in the
+ingredient's training records; the warm ones are the rest. Items are compared by their quoted text in the
+prompt (`"Title (Year)"`, `"Title" written by Author`), which every TALLRec-format file has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+import numpy as np
+
+from raylib import RaylibError
+from raylib.methods.cocktail.config import DomainConfig
+from raylib.methods.tallrec.config import DataConfig
+from raylib.data.records import TallrecRecord, read_records, sample_records, split_by_user, stratified_sample
+
+
+@dataclasses.dataclass
+class DomainSplits:
+    name: str
+    train: list[TallrecRecord]  # the whole training pool
+    valid: list[TallrecRecord]
+    test: list[TallrecRecord]
+    source: str
+    split: str  # "user" or "record"
+
+
+_TARGET = re.compile(r'target \w+ (".*")\?\s*$', re.S)
+
+
+def target_text(record: TallrecRecord) -> str:
+    """The target item as the prompt writes it (quoted); the record's item_id when the prompt is not TALLRec's."""
+    found = _TARGET.search(record.input)
+    if found:
+        text = found.group(1)
+        # a book is `"Title" written by Author` in histories but wrapped in one more pair of quotes as the target
+        return text[1:-1] if text.startswith('""') else text
+    if record.item_id:
+        return record.item_id
+    raise RaylibError(f"Record {record.input[:80]!r}...: no target item found (not TALLRec's question format).")
+
+
+def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | None = None) -> DomainSplits:
+    """The domain's records, split 1 - valid - test / valid / test (data.valid_fraction, data.test_fraction)."""
+    if domain.source == "movielens":
+        from raylib.methods.tallrec.pipeline import movielens_records
+
+        records, source = movielens_records(data)
+        source = str(data.movielens_dir) if data.movielens_dir else "the embedded MovieLens-100K (recbole wheel)"
+        if domain.name != "movie":
+            raise RaylibError(f"domain {domain.name!r}: MovieLens records are about movies; name it 'movie'.")
+    else:
+        path = Path(domain.file).expanduser()
+        if not path.is_absolute() and project_root is not None and not path.exists():
+            path = project_root / path
+        if not path.is_file():
+            raise RaylibError(f"domain {domain.name!r}: records file {domain.file} does not exist.")
+        records, source = read_records(path), str(domain.file)
+    if not records:
+        raise RaylibError(f"domain {domain.name!r}: {source} holds no records.")
+    if all(r.user_id for r in records):
+        train, valid, test = split_by_user(records, data.valid_fraction, data.test_fraction, data.seed)
+        split = "user"
+    else:
+        order = np.random.default_rng(data.seed).permutation(len(records))
+        n_test, n_valid = round(len(records) * data.test_fraction), round(len(records) * data.valid_fraction)
+        pick = lambda idx: [records[i] for i in sorted(idx)]  # noqa: E731
+        test, valid, train = pick(order[:n_test]), pick(order[n_test:n_test + n_valid]), pick(order[n_test + n_valid:])
+        split = "record"
+    if not train or not valid or not test:
+        raise RaylibError(f"domain {domain.name!r}: {len(records)} records leave an empty train, valid or test "
+                          f"split (valid_fraction={data.valid_fraction}, test_fraction={data.test_fraction}).")
+    return DomainSplits(domain.name, train, valid, test, source, split)
+
+
+def mixture(domains: list[DomainSplits], per_domain: int, seed: int) -> list[TallrecRecord]:
+    """The base spirit's training set: `per_domain` records of each domain's training pool, interleaved."""
+    parts = [sample_records(d.train, per_domain, seed + k) for k, d in enumerate(domains)]
+    out = [r for group in parts for r in group]
+    order = np.random.default_rng(seed).permutation(len(out))
+    return [out[i] for i in order]
+
+
+def warm_cold(test: list[TallrecRecord], train: list[TallrecRecord], n: int,
+              seed: int) -> tuple[list[TallrecRecord], list[TallrecRecord]]:
+    """(warm, cold) test records, each a label-stratified sample of at most `n` (0 = all): cold ones' target
+    items appear nowhere in `train` (neither as targets nor in histories)."""
+    seen = " ".join(r.input for r in train)
+    warm, cold = [], []
+    for record in test:
+        (warm if target_text(record) in seen else cold).append(record)
+    return stratified_sample(warm, n, seed), stratified_sample(cold, n, seed)

@@ -1,0 +1,338 @@
+"""RecCocktail end to end (Hou et al., "RecCocktail", 2025): base spirit + ingredient LoRAs, mixed in weight space.
+
+1. Base spirit: one LoRA on a mixture of every domain (TALLRec records, `raylib.methods.cocktail.domains`), trained once in
+   `<output_dir>/base_spirit`; a second target domain finds it finished and reuses it.
+2. Ingredient: one LoRA, same shape, on the target domain's few-shot sample (`<output_dir>/<target>/ingredient`).
+3. Entropy-guided merge (Sec. 3.3): per-module mixing logits learnt by entropy minimisation on UNLABELLED
+   target prompts through the shared trainer (`raylib.methods.cocktail.task`).
+4. A Ray Tune + Optuna search of the mix on the LABELLED VALIDATION split (never test): a global base-spirit
+   weight plus a bounded shift per group of decoder layers.
+5. Evaluation on warm and cold-start test records of: the raw model, each part, the 0.5/0.5 average, the
+   entropy mix and the searched mix; each mix is first folded into ONE rank-2r PEFT adapter
+   (`raylib.methods.cocktail.merging.fold`, exact) and published under `<output_dir>/<target>/adapters/`.
+Every stage caches its result in `output_dir`, so a rerun resumes where it stopped. Training runs on Ray Train
+workers; every step that loads weights besides (mixing and folding, scoring, each Tune trial) runs in a Ray task
+placed by `raylib.placement`, so the driver loads none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raylib import RaylibError
+from raylib.config import from_dict, to_dict
+from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
+from raylib.methods.tallrec.config import TallrecJobConfig
+from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, warm_cold
+from raylib.data.records import TallrecRecord, sample_records, stratified_sample
+from raylib.stages import cached_stage
+from raylib.train.checkpoint import adapter_sha1
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("raw", "base", "ingredient", "average", "entropy", "tune")
+
+
+# ------------------------------------------------------------------ data
+def load_domains(job: CocktailJobConfig) -> dict[str, DomainSplits]:
+    return {d.name: load_domain(d, job.data, REPO) for d in job.domains}
+
+
+def _stage_job(job: CocktailJobConfig, output_dir: Path) -> TallrecJobConfig:
+    keep = set(TallrecJobConfig.__dataclass_fields__)
+    values = {k: v for k, v in to_dict(job).items() if k in keep}
+    return from_dict(TallrecJobConfig, {**values, "output_dir": str(output_dir)}, where="LoRA stage")
+
+
+def records_key(records: list[TallrecRecord]) -> str:
+    digest = hashlib.sha1()
+    for r in records:
+        digest.update(f"{r.instruction}\x1f{r.input}\x1f{r.output}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ mixes: build, score, search
+def mixed_model(job: CocktailJobConfig, base_dir, ingredient_dir, weights, merge: bool = True):
+    """The base model with the mix folded into one adapter (`merge`: and merged into the weights)."""
+    from raylib.methods.cocktail.merging import MixedLora, fold, load_two
+    from raylib.model import load_model
+    from raylib.placement import choose_dtype, device
+
+    here = device()
+    model = load_model(job.model, here, choose_dtype(job.eval.dtype, here))
+    mixed = MixedLora(load_two(model, base_dir, ingredient_dir))
+    mixed.set_weights(weights)
+    folded = fold(mixed)
+    return (folded.merge_and_unload() if merge else folded), mixed.names
+
+
+def score(job: CocktailJobConfig, model, records: list[TallrecRecord]) -> np.ndarray:
+    from raylib.evaluate import yes_probabilities
+    from raylib.model import load_tokenizer
+
+    return yes_probabilities(model, load_tokenizer(job.model), records, job.data.max_length, job.eval.batch_size,
+                             scoring=job.eval.scoring, prefix_cache=job.eval.prefix_cache, progress=False)
+
+
+def auc(records: list[TallrecRecord], probs) -> float:
+    from raylib.metrics import binary_report
+
+    return float(binary_report([r.label for r in records], probs)["auc"])
+
+
+def module_names(job: CocktailJobConfig, base_dir, ingredient_dir) -> list[str]:
+    """The LoRA modules the mix weighs, in model order (`MixedLora.names`), from the model built on the meta
+    device: no weights are read."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from raylib.methods.cocktail.merging import ADAPTERS, check_compatible, lora_modules
+    from raylib.model import resolve_model_path
+
+    check_compatible(base_dir, ingredient_dir)
+    config = AutoConfig.from_pretrained(resolve_model_path(job.model.name),
+                                        trust_remote_code=job.model.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=job.model.trust_remote_code)
+    peft_model = get_peft_model(model, LoraConfig.from_pretrained(str(base_dir)), adapter_name=ADAPTERS[0])
+    peft_model.add_adapter(ADAPTERS[1], LoraConfig.from_pretrained(str(ingredient_dir)))
+    return list(lora_modules(peft_model))
+
+
+def searched_weights(names: list[str], params: dict[str, float], groups: int, layers: int) -> torch.Tensor:
+    """[modules, 2]: base-spirit weight = clip(global + shift of the module's layer group, 0, 1)."""
+    from raylib.methods.cocktail.merging import layer_weights
+
+    per_layer = {}
+    for layer in range(layers):
+        group = min(groups - 1, layer * groups // max(layers, 1))
+        per_layer[layer] = float(np.clip(params["global"] + params.get(f"group{group}", 0.0), 0.0, 1.0))
+    return layer_weights(names, params["global"], per_layer)
+
+
+def valid_auc_of_mix(params: dict[str, float], job: dict | None = None, base_dir: str = "", ingredient_dir: str = "",
+                     names: list | None = None, groups: int = 0, layers: int = 0,
+                     valid: list | None = None, threads: int = 0) -> dict[str, float]:
+    """One Tune trial: the mix's AUC on the LABELLED VALIDATION records (the only labels the search sees). It
+    asks for the job's placement (`raylib.placement`): a GPU when the job uses GPUs."""
+    if threads:
+        torch.set_num_threads(threads)
+    config = from_dict(CocktailJobConfig, job)
+    records = [TallrecRecord(**r) for r in valid]
+    model, _ = mixed_model(config, base_dir, ingredient_dir, searched_weights(names, params, groups, layers))
+    return {"auc": auc(records, score(config, model, records))}
+
+
+def tune_mix(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, valid: list[TallrecRecord],
+             folder: Path) -> dict[str, Any]:
+    """Ray Tune + OptunaSearch over the global weight and per-layer-group shifts, on validation AUC."""
+    from transformers import AutoConfig
+
+    from raylib import placement
+    from raylib.model import resolve_model_path
+    from raylib.tune import search
+
+    names = module_names(job, base_dir, ingredient_dir)
+    layers = int(AutoConfig.from_pretrained(resolve_model_path(job.model.name),
+                                            trust_remote_code=job.model.trust_remote_code).num_hidden_layers)
+    groups = job.merge.layer_groups if job.merge.per_layer else 0
+    space = job.tune.space or {"global": {"type": "uniform", "low": 0.0, "high": 1.0},
+                               **{f"group{g}": {"type": "uniform", "low": -0.25, "high": 0.25} for g in range(groups)}}
+    where = placement.for_job(job)
+    threads = where.resolved_cpus()
+    key = "-".join([adapter_sha1(base_dir)[:6], adapter_sha1(ingredient_dir)[:6], records_key(valid)[:6]])
+    found = search(valid_auc_of_mix, space, metric="auc", mode="max", settings=job.tune, output_dir=folder,
+                   study_name=f"mix-{key}", resources=where.tune_resources(),
+                   constants={"job": to_dict(job), "base_dir": str(base_dir), "ingredient_dir": str(ingredient_dir),
+                              "names": names, "groups": max(groups, 1), "layers": layers,
+                              "valid": [r.__dict__ for r in valid], "threads": threads})
+    found["weights"] = searched_weights(names, found["best_params"], max(groups, 1), layers).tolist()
+    return found
+
+
+# ------------------------------------------------------------------ the pipeline
+def base_spirit_inputs(job: CocktailJobConfig, domains: dict[str, DomainSplits]):
+    """(stage job, training records, validation records) of the base spirit: nothing in them depends on the
+    target, so every target of the same domains finds the same finished run in `<output_dir>/base_spirit`."""
+    seed = job.data.seed
+    train = mixture(list(domains.values()), job.base_samples, seed)
+    per_valid = max(2, job.data.valid_samples // len(domains))
+    valid = [r for d in domains.values() for r in stratified_sample(d.valid, per_valid, seed)]
+    return _stage_job(job, Path(job.output_dir).expanduser().resolve() / "base_spirit"), train, valid
+
+
+def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None = None) -> dict[str, Any]:
+    from raylib.methods.cocktail.task import EntropyMergeTask, read_published
+    from raylib.methods.tallrec.task import TallrecTask
+    from raylib.train.driver import train
+
+    start = time.time()
+    output = Path(job.output_dir).expanduser().resolve()
+    domains = domains or load_domains(job)
+    target = domains[job.target]
+    seed = job.data.seed
+    folder = output / job.target
+    for d in domains.values():
+        print(f"[cocktail] domain {d.name}: {len(d.train)} train / {len(d.valid)} valid / {len(d.test)} test "
+              f"records (split by {d.split}), from {d.source}", flush=True)
+
+    # every data set first: bad or too small inputs stop here, before any training
+    base_job, base_train, base_valid = base_spirit_inputs(job, domains)
+    ingredient_train = sample_records(target.train, job.data.train_samples, seed)
+    valid = stratified_sample(target.valid, job.data.valid_samples, seed)
+    used = {id(r) for r in ingredient_train}  # unlabelled prompts: target training users outside the sample
+    pool = [r for r in target.train if id(r) not in used]
+    unlabelled = sample_records(pool, job.merge.unlabelled_prompts + job.merge.held_out_prompts, seed + 7)
+    if len(unlabelled) < 2:
+        raise RaylibError(f"No unlabelled {job.target} prompts left for the entropy merge: the training pool has "
+                          f"{len(target.train)} records and the ingredient uses {len(ingredient_train)} "
+                          "(lower data.train_samples, or bring more records).")
+    prompts, held_out = unlabelled[:job.merge.unlabelled_prompts], unlabelled[job.merge.unlabelled_prompts:]
+    warm, cold = warm_cold(target.test, ingredient_train, job.warm_cold_samples, seed)
+    if not warm or not cold:
+        raise RaylibError(f"The {job.target} test split has {len(warm)} warm and {len(cold)} cold-start records; "
+                          "both are needed (more test users: data.test_fraction).")
+
+    # 1. the base spirit: every domain, target-independent
+    print(f"[cocktail] base spirit: {len(base_train)} records from {sorted(domains)} ...", flush=True)
+    base = train(TallrecTask, base_job, base_train, base_valid)
+
+    # 2. the ingredient: the target domain only
+    print(f"[cocktail] ingredient: {len(ingredient_train)} {job.target} records ...", flush=True)
+    ingredient = train(TallrecTask, _stage_job(job, folder / "ingredient"), ingredient_train, valid)
+    base_dir, ingredient_dir = Path(base.adapter_dir), Path(ingredient.adapter_dir)
+    from raylib.methods.cocktail.merging import check_compatible
+
+    check_compatible(base_dir, ingredient_dir)
+
+    # 3. entropy-guided merge on the unlabelled target prompts
+    m = job.merge
+    merge_values = {**to_dict(job), "output_dir": str(folder / "entropy_merge"), "base_adapter": str(base_dir),
+                    "ingredient_adapter": str(ingredient_dir),
+                    "train": {**to_dict(job.train), "epochs": m.epochs, "batch_size": m.batch_size,
+                              "micro_batch_size": m.batch_size, "learning_rate": m.learning_rate, "patience": 0,
+                              "warmup_steps": 0, "weight_decay": 0.0, "zero_stage": 0}}
+    print(f"[cocktail] entropy merge on {len(prompts)} unlabelled prompts ({m.epochs} epochs) ...", flush=True)
+    merged = train(EntropyMergeTask, from_dict(MergeJob, merge_values, where="entropy merge"), prompts,
+                   held_out or prompts)
+    names, entropy_weights = read_published(Path(merged.adapter_dir))
+
+    # 4. the mix searched on labelled validation
+    print(f"[cocktail] Tune search of the mix on {len(valid)} validation records ...", flush=True)
+    key = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir), "valid": records_key(valid),
+           "tune": to_dict(job.tune), "merge": to_dict(job.merge), "model": to_dict(job.model)}
+    tuned = cached_stage(folder / "stages" / "tune.json", key,
+                         lambda: tune_mix(job, base_dir, ingredient_dir, valid, folder))
+    weights = {"average": torch.full((len(names), 2), 0.5), "entropy": entropy_weights,
+               "tune": torch.tensor(tuned["weights"])}
+
+    # 5. every mix folded into one adapter and published; every variant scored on warm / cold / validation
+    from raylib import placement
+    from raylib.methods.cocktail.merging import coefficients_doc, same_mix
+
+    hashes = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir)}
+    docs = {name: coefficients_doc(names, w, variant=name, **hashes) for name, w in weights.items()}
+    redo = {name: doc for name, doc in docs.items()  # a published mix of other weights or adapters is redone
+            if not same_mix(folder / "adapters" / name, doc)}
+    if redo:
+        mixes = {name: (weights[name].tolist(), str(folder / "adapters" / name), doc) for name, doc in redo.items()}
+        placement.run(fold_and_publish, job, str(base_dir), str(ingredient_dir), mixes,
+                      placement=placement.for_job(job))
+    scores = {}
+    for variant in VARIANTS:
+        adapter = {"raw": None, "base": base_dir, "ingredient": ingredient_dir}.get(variant,
+                                                                                  folder / "adapters" / variant)
+        vkey = {"adapter": adapter_sha1(adapter) if adapter else "raw", "warm": records_key(warm),
+                "cold": records_key(cold), "valid": records_key(valid), "eval": to_dict(job.eval)}
+        scores[variant] = cached_stage(folder / "stages" / f"scores_{variant}.json", vkey,
+                                       lambda a=adapter, v=variant: _score_variant(job, a, v, warm, cold, valid))
+    report = {
+        "target_domain": job.target,
+        "warm": {v: auc(warm, scores[v]["warm"]) for v in VARIANTS},
+        "cold": {v: auc(cold, scores[v]["cold"]) for v in VARIANTS},
+        "valid": {v: auc(valid, scores[v]["valid"]) for v in VARIANTS},
+        "records": {"warm": len(warm), "cold": len(cold), "valid": len(valid), "base_train": len(base_train),
+                    "ingredient_train": len(ingredient_train), "unlabelled": len(prompts), "held_out": len(held_out)},
+        "domains": {d.name: {"train": len(d.train), "valid": len(d.valid), "test": len(d.test), "split": d.split,
+                             "source": d.source} for d in domains.values()},
+        "entropy_merge": {"history": merged.state.history, "best_epoch": merged.state.best_epoch,
+                          "base_weight_mean": float(entropy_weights[:, 0].mean()),
+                          "base_weight_range": [float(entropy_weights[:, 0].min()),
+                                                float(entropy_weights[:, 0].max())]},
+        "tune": {k: tuned[k] for k in ("best_params", "best_value", "trials", "study_trials", "storage")},
+        "train": {"base": base.state.history, "ingredient": ingredient.state.history},
+        "adapters": {v: str((folder / "adapters" / v).relative_to(output)) for v in weights},
+        "wall_time_s": time.time() - start,
+    }
+    (folder / "report.json").write_text(json.dumps({"config": to_dict(job), **report}, indent=1, default=str))
+    return report
+
+
+def fold_and_publish(job: CocktailJobConfig, base_dir: str, ingredient_dir: str,
+                     mixes: dict[str, tuple[list, str, dict[str, Any]]]) -> None:
+    """Each mix (name -> (weights [modules, 2], target folder, coefficients doc)) folded into one adapter and
+    published (runs where it is placed: it loads the base model)."""
+    from raylib.methods.cocktail.merging import save_folded
+
+    for name, (weights, target, doc) in mixes.items():
+        peft_model, _ = mixed_model(job, base_dir, ingredient_dir, torch.tensor(weights), merge=False)
+        save_folded(peft_model, "cocktail", Path(target), coefficients=doc)
+
+
+def _score_variant(job: CocktailJobConfig, adapter, variant: str, warm, cold, valid) -> dict[str, list[float]]:
+    """P(Yes) of the warm, cold and validation records with the base model + `adapter` merged (or none), scored
+    as TALLRec's job scores (`raylib.methods.tallrec.pipeline.score_on_ray`: the job's `eval` settings, in a placed Ray task)."""
+    from raylib.methods.tallrec.pipeline import score_on_ray
+
+    print(f"[cocktail] scoring {variant}: {len(warm)} warm + {len(cold)} cold + {len(valid)} valid ...", flush=True)
+    probs = np.asarray(score_on_ray(job, warm + cold + valid, adapter and str(adapter))["probabilities"])
+    return {"warm": probs[:len(warm)].tolist(), "cold": probs[len(warm):len(warm) + len(cold)].tolist(),
+            "valid": probs[len(warm) + len(cold):].tolist()}
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    lines = [f"target {report['target_domain']}: AUC on {report['records']['warm']} warm / "
+             f"{report['records']['cold']} cold-start test records ({report['records']['valid']} validation)",
+             f"{'':<12}{'warm':>8}{'cold':>8}{'valid':>8}"]
+    for v in VARIANTS:
+        lines.append(f"{v:<12}{report['warm'][v]:>8.4f}{report['cold'][v]:>8.4f}{report['valid'][v]:>8.4f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ inference cost
+def inference_times(job: CocktailJobConfig, base_dir, ingredient_dir, folded_dir, records: list[TallrecRecord],
+                    rounds: int = 3) -> dict[str, float]:
+    """Seconds to score `records` (median of `rounds`, interleaved) with: one adapter (the ingredient, LoRA
+    unmerged), the folded mix (one rank-2r adapter, unmerged), both adapters active (the mix before folding),
+    and the folded mix merged into the weights. No prefix cache, so every token runs through every layer."""
+    from raylib.evaluate import yes_probabilities
+    from raylib.methods.cocktail.merging import MixedLora, load_two
+    from raylib.model import load_model, load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype, device as local_device
+
+    device = local_device()
+    dtype = choose_dtype(job.eval.dtype, device)
+    tokenizer = load_tokenizer(job.model)
+    two = MixedLora(load_two(load_model(job.model, device, dtype), base_dir, ingredient_dir))
+    two.set_weights([0.5, 0.5])
+    models = {"single_adapter": load_with_adapter(job.model, ingredient_dir, device, dtype, merge=False).eval(),
+              "folded": load_with_adapter(job.model, folded_dir, device, dtype, merge=False).eval(),
+              "two_adapters": two.eval(),
+              "folded_merged": load_with_adapter(job.model, folded_dir, device, dtype).eval()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    run = lambda m: yes_probabilities(m, tokenizer, records, job.data.max_length, job.eval.batch_size,  # noqa
+                                      progress=False, prefix_cache=False)
+    for name, model in models.items():  # warm-up
+        run(model)
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            run(model)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}

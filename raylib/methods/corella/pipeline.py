@@ -1,0 +1,366 @@
+"""CoReLLa end to end (Xi et al., "Play to Your Strengths", 2024): three training stages, threshold search,
+routed evaluation, and the artifacts the serving layer loads.
+
+  stage 1  CRM warm-up: DCNv2 on the whole training split (`raylib.methods.corella.crm`, ZeRO-0 fp32)
+  stage 2  joint: LoRA LLM + CRM + projections in one DeepSpeed engine, a*L_llm + b*L_crm + c*L_align, on a
+           random training subset (`raylib.methods.corella.task`, stage "joint")
+  stage 3  LLM only on another random subset, from stage 2's adapter (stage "llm")
+  routing  the entropy threshold, searched with Ray Tune + Optuna on the VALIDATION split under the LLM budget
+  report   AUC / LogLoss / accuracy of the CRM alone, the LLM alone and the routed system on the same fixed test
+           subset, the LLM share, and the inference cost (routed time / LLM-alone time)
+
+Every stage is a Ray Train run with checkpoints in `output_dir/stage*/`: a crashed stage resumes from its last
+epoch and finished stages are not redone; scores are cached under the models' hashes (`raylib.stages`).
+Artifacts in `output_dir/artifacts/`: `crm/` (model.safetensors, config.json, vocab.json), `adapter/` (PEFT),
+`routing.json` (threshold + the hashes of the vocabulary, CRM and adapter it was tuned with).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raylib import RaylibError
+from raylib.config import from_dict, to_dict
+from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
+from raylib.data.ctr import CtrData, CtrVocab, load_ctr_data, sample_rows
+from raylib.metrics import binary_report
+from raylib.stages import cached_stage
+from raylib.methods.corella.routing import ROUTING_FILE, RoutingConfig, combine, entropy, to_llm, tune_threshold
+
+METHODS = ("crm", "llm", "routed")
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _output(job) -> Path:
+    return Path(job.output_dir).expanduser().resolve()
+
+
+# ------------------------------------------------------------------ stage 1: the CRM alone
+def train_crm(job: CorellaJobConfig, vocab: CtrVocab, data: CtrData) -> Path:
+    """DCNv2 on the whole training split through the shared Ray Train loop. The trainer's choice for a model
+    this small (well under a million parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain
+    data parallelism (gradients all-reduced, nothing partitioned). Returns the CRM folder with its vocabulary."""
+    from raylib.methods.corella.crm import crm_shape
+    from raylib.methods.corella.crm import CrmTask
+    from raylib.train.driver import train
+
+    s = job.crm
+    shape = crm_shape(s, vocab)
+    stage = from_dict(CrmJobConfig, {
+        "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": shape,
+        "output_dir": str(_output(job) / "stage1-crm"), "ray_address": job.ray_address,
+        "train": {"learning_rate": s.learning_rate, "batch_size": s.batch_size, "micro_batch_size": s.batch_size,
+                  "epochs": s.epochs, "patience": s.patience, "weight_decay": s.weight_decay, "zero_stage": 0,
+                  "num_workers": s.num_workers, "eval_batch_size": 4096, "seed": job.train.seed,
+                  "fresh_start": job.train.fresh_start, "use_gpu": job.train.use_gpu,
+                  "max_failures": job.train.max_failures}}, where="CRM stage")
+    print(f"[corella] stage 1: DCNv2 on {data.train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
+    result = train(CrmTask, stage, vocab.records(data.train), vocab.records(data.valid))
+    return attach_vocab(Path(result.adapter_dir), vocab)
+
+
+def attach_vocab(folder: Path, vocab: CtrVocab) -> Path:
+    """A published CRM folder gets `vocab.json` and the vocabulary's hash in `config.json` (what `load_crm` checks)."""
+    from raylib.methods.corella.crm import CONFIG_FILE, VOCAB_FILE
+
+    vocab.save(folder / VOCAB_FILE)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**config, "vocab_hash": vocab.fingerprint()}, indent=1))
+    return folder
+
+
+# ------------------------------------------------------------------ stages 2 and 3: the LLM
+def stage_subsets(job: CorellaJobConfig, data: CtrData) -> tuple[Any, Any, Any]:
+    """Disjoint random training subsets of the joint and the LLM-only stage, and the validation sample."""
+    n = data.train.num_rows
+    order = np.random.default_rng(job.data.seed).permutation(n)
+    s = job.stages
+    joint = np.sort(order[:min(s.joint_samples, n)])
+    rest = order[min(s.joint_samples, n):]
+    llm = np.sort(rest[:s.llm_samples]) if len(rest) else joint  # a tiny table: reuse the joint subset
+    valid = sample_rows(data.valid, s.valid_samples, job.data.seed + 1)
+    return data.train.take(joint), data.train.take(llm), valid
+
+
+def train_llm_stage(job: CorellaJobConfig, stage: str, vocab: CtrVocab, train_table, valid_table,
+                    crm_dir: Path | None = None, adapter_dir: Path | None = None) -> Path:
+    """Stage 2 ("joint") or 3 ("llm") through the shared loop; returns the published folder."""
+    from raylib.methods.corella.crm import CONFIG_FILE
+    from raylib.methods.corella.task import CorellaTask
+    from raylib.train.driver import train
+
+    values = to_dict(job)
+    values.update(stage=stage, output_dir=str(_output(job) / ("stage2-joint" if stage == "joint" else "stage3-llm")),
+                  crm_shape={k: v for k, v in json.loads((crm_dir / CONFIG_FILE).read_text()).items()
+                             if k != "vocab_hash"} if crm_dir else {},
+                  init_crm=str(crm_dir) if crm_dir else None, init_adapter=str(adapter_dir) if adapter_dir else None)
+    stage_job = from_dict(CorellaStageJob, values, where=f"{stage} stage")
+    marker = Path(stage_job.output_dir) / "run.json"
+    if marker.is_file():  # the previous stage was retrained: this stage's old checkpoints started elsewhere
+        old, new = json.loads(marker.read_text()), CorellaTask.fingerprint(stage_job)
+        if any(old.get(k) != new[k] for k in ("init_crm", "init_adapter")):
+            print(f"[corella] the {stage} stage's start weights changed: its old checkpoints are discarded", flush=True)
+            stage_job.train.fresh_start = True
+    what = "LLM + CRM + alignment, one DeepSpeed engine" if stage == "joint" else "LLM only"
+    print(f"[corella] stage {2 if stage == 'joint' else 3}: {what}, {train_table.num_rows} samples ...", flush=True)
+    result = train(CorellaTask, stage_job, vocab.records(train_table, with_text=True),
+                   vocab.records(valid_table, with_text=True))
+    return Path(result.adapter_dir)
+
+
+# ------------------------------------------------------------------ inference
+class RoutedScorer:
+    """CRM + (merged) LoRA LLM + threshold: P(like) for CTR records (`CtrVocab.records(..., with_text=True)`).
+
+    The CRM is fp32 on the CPU (its entropy decides the routing); the LLM is on this process's device in the
+    dtype rule's dtype. The pipeline builds it in a Ray actor (`raylib.placement.start`); `load_artifacts`
+    builds it where it is called."""
+
+    def __init__(self, crm_dir: Path, adapter_dir: Path | None, job: CorellaJobConfig, threshold: float = 0.0):
+        from raylib.methods.corella.crm import load_crm
+        from raylib.model import load_tokenizer, load_with_adapter
+        from raylib.placement import choose_dtype, device
+        from raylib.methods.corella.task import yes_no_ids
+
+        self.crm, self.vocab = load_crm(crm_dir)
+        self.job, self.threshold = job, threshold
+        self.device = device()
+        self.tokenizer = load_tokenizer(job.model)
+        self.llm = load_with_adapter(job.model, adapter_dir, self.device,
+                                     choose_dtype(job.model.dtype, self.device)).eval()
+        self.yes_no = yes_no_ids(self.tokenizer)
+
+    def crm_probs(self, records: list[dict[str, Any]]) -> np.ndarray:
+        from raylib.methods.corella.crm import crm_probabilities
+
+        return crm_probabilities(self.crm, records)
+
+    def llm_probs(self, records: list[dict[str, Any]], progress: bool = False) -> np.ndarray:
+        from raylib.encoding import Encoded
+        from raylib.evaluate import yes_probabilities
+        from raylib.methods.corella.task import prompt_ids
+
+        if not records:
+            return np.empty(0)
+        encoded = [Encoded(prompt_ids(self.tokenizer, r, self.job.data.max_length, f"record {i}"), [], r["label"])
+                   for i, r in enumerate(records)]
+        return yes_probabilities(self.llm, self.tokenizer, [], batch_size=self.job.routing.batch_size,
+                                 progress=progress, encoded=encoded, answer_ids=self.yes_no)
+
+    def routed(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, mask of the records the LLM answered): the LLM runs on the uncertain ones only."""
+        crm = self.crm_probs(records)
+        mask = to_llm(crm, self.threshold)
+        llm = np.zeros_like(crm)
+        llm[mask] = self.llm_probs([r for r, m in zip(records, mask) if m])
+        return combine(crm, llm, mask), mask
+
+    def both_scores(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Both models on every record, each timed here, beside the models (JSON-ready, for the report)."""
+        crm, crm_s = _timed(self.crm_probs, records)
+        llm, llm_s = _timed(self.llm_probs, records, True)
+        return {"crm": crm.tolist(), "llm": llm.tolist(), "crm_seconds": crm_s, "llm_seconds": llm_s}
+
+    def routed_timed(self, records: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+        """The routed system as it serves, at `threshold`: CRM on every record, LLM on the uncertain ones."""
+        self.threshold = threshold
+        (probs, mask), seconds = _timed(self.routed, records)
+        return {"probs": probs.tolist(), "mask": mask.tolist(), "seconds": seconds}
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - start
+
+
+def crm_scores_of(crm_dir: str, records: list[dict[str, Any]]) -> np.ndarray:
+    """P(like) of `records` by a published CRM (pipelines run it in a Ray task, `raylib.placement`)."""
+    from raylib.methods.corella.crm import crm_probabilities, load_crm
+
+    return crm_probabilities(load_crm(crm_dir)[0], records)
+
+
+# ------------------------------------------------------------------ the pipeline
+def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str, Any]:
+    """All stages, the threshold search, the test report and the artifacts. `crm_dir`: a stage-1 CRM to start
+    from (the benchmark's ablation shares stage 1 with the main run)."""
+    start = time.time()
+    output = _output(job)
+    data = load_ctr_data(job.data)
+    vocab = CtrVocab.build(data.train, data.features)
+    print(f"[corella] {data.train.num_rows} train / {data.valid.num_rows} valid / {data.test.num_rows} test "
+          f"samples from {data.source}; vocabulary {vocab.fingerprint()[:12]}", flush=True)
+    crm_dir = crm_dir or train_crm(job, vocab, data)
+    joint_table, llm_table, valid_table = stage_subsets(job, data)
+    joint_dir = train_llm_stage(job, "joint", vocab, joint_table, valid_table, crm_dir=crm_dir)
+    llm_dir = train_llm_stage(job, "llm", vocab, llm_table, valid_table, adapter_dir=joint_dir / "adapter")
+    adapter = llm_dir / "adapter"
+    final_crm = attach_vocab(joint_dir / "crm", vocab)  # the joint stage's CRM keeps stage 1's vocabulary
+
+    # Scores on fixed seeded subsets (the LLM is the expensive part); cached under the models' hashes.
+    valid = vocab.records(sample_rows(data.valid, job.data.valid_samples, job.data.seed + 2), with_text=True)
+    test = vocab.records(sample_rows(data.test, job.data.test_samples, job.data.seed + 3), with_text=True)
+    key = {"crm": _sha1(final_crm / "model.safetensors"), "adapter": _sha1(adapter / "adapter_model.safetensors"),
+           "data": to_dict(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
+    from raylib import placement
+
+    where = placement.for_job(job)
+    scorer: placement.Placed | None = None  # one Ray actor holds both models for every scoring below
+
+    def call(method: str, *args):
+        nonlocal scorer
+        scorer = scorer or placement.start(RoutedScorer, final_crm, adapter, job, placement=where)
+        return scorer.call(method, *args)
+
+    try:
+        found, threshold, test_scores, valid_scores, routed = _score_and_route(job, output, key, valid, test, call)
+    finally:
+        if scorer is not None:
+            scorer.close()
+    test_labels = np.array([r["label"] for r in test])
+    crm_test, llm_test = np.array(test_scores["crm"]), np.array(test_scores["llm"])
+    mask = np.array(routed["mask"], bool)
+    routed_probs = combine(crm_test, llm_test, mask)
+    if not np.allclose(routed_probs, routed["probs"], atol=1e-5):
+        raise RaylibError("Routed scores differ from the separately computed CRM / LLM scores.")
+
+    artifacts = publish_artifacts(job, final_crm, adapter, vocab, threshold, found["valid"], output / "artifacts")
+    per_1000 = lambda seconds: 1000.0 * seconds / len(test)  # noqa: E731
+    full_test = vocab.records(data.test)  # the CRM alone on the whole test split, encoded once
+    report = {
+        "test_samples": len(test), "valid_samples": len(valid),
+        "metrics": {"crm": binary_report(test_labels, crm_test), "llm": binary_report(test_labels, llm_test),
+                    "routed": binary_report(test_labels, routed_probs)},
+        "crm_full_test": binary_report([r["label"] for r in full_test],
+                                       placement.run(crm_scores_of, str(final_crm), full_test, placement=where)),
+        "llm_share": float(mask.mean()), "threshold": threshold, "threshold_search": found,
+        "seconds_per_1000": {"crm": per_1000(test_scores["crm_seconds"]), "llm": per_1000(test_scores["llm_seconds"]),
+                             "routed": per_1000(routed["seconds"])},
+        "cost_ratio": routed["seconds"] / test_scores["llm_seconds"],
+        "confidence_groups": confidence_groups(crm_test, llm_test, test_labels),
+        "entropy_curve": entropy_curve(crm_test, llm_test, test_labels),
+        "artifacts": str(artifacts), "stages": {"crm": str(crm_dir), "joint": str(joint_dir), "llm": str(llm_dir)},
+        "training": {name: _history(folder) for name, folder in
+                     (("crm", crm_dir), ("joint", joint_dir), ("llm", llm_dir))},
+        "wall_time_s": time.time() - start,
+    }
+    path = output / "report.json"
+    path.write_text(json.dumps({"config": to_dict(job), **report}, indent=1, default=str))
+    report["report_path"] = str(path)
+    return report
+
+
+def _score_and_route(job: CorellaJobConfig, output: Path, key: dict[str, Any], valid, test, call):
+    """Scores of both models (validation, test), the threshold search on validation, the timed routed run on
+    test; each cached under the models' hashes. `call(method, *args)` reaches the `RoutedScorer` actor."""
+    stages = output / "scores"
+    print(f"[corella] scoring {len(valid)} validation and {len(test)} test samples with both models ...", flush=True)
+    valid_scores = cached_stage(stages / "valid.json", key, lambda: call("both_scores", valid))
+    test_scores = cached_stage(stages / "test.json", key, lambda: call("both_scores", test))
+    valid_labels = np.array([r["label"] for r in valid])
+    run_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    found = cached_stage(  # a rerun reuses the search instead of adding trials to the persisted study
+        stages / "threshold.json", {**key, "tune": to_dict(job.tune), "budget": job.routing.llm_budget},
+        lambda: tune_threshold(np.array(valid_scores["crm"]), np.array(valid_scores["llm"]), valid_labels,
+                               job.routing.llm_budget, job.tune, output, f"threshold-{run_key}"))
+    threshold = float(found["best_params"]["threshold"])
+    routed = cached_stage(stages / "routed.json", {**key, "threshold": threshold},
+                          lambda: call("routed_timed", test, threshold))
+    return found, threshold, test_scores, valid_scores, routed
+
+
+def _history(folder: Path) -> dict[str, Any]:
+    summary = Path(folder) / "training_summary.json"
+    return json.loads(summary.read_text()) if summary.is_file() else {}
+
+
+def publish_artifacts(job: CorellaJobConfig, crm_dir: Path, adapter_dir: Path, vocab: CtrVocab, threshold: float,
+                      valid: dict[str, float], target: Path) -> Path:
+    """`crm/`, `adapter/` and `routing.json` together, as the serving layer loads them."""
+    from raylib.train.checkpoint import publish_folder
+
+    staging = target.with_name(f".{target.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(crm_dir, staging / "crm")
+    shutil.copytree(adapter_dir, staging / "adapter")
+    RoutingConfig(threshold=threshold, llm_budget=job.routing.llm_budget, vocab_hash=vocab.fingerprint(),
+                  crm_hash=_sha1(crm_dir / "model.safetensors"),
+                  adapter_hash=_sha1(adapter_dir / "adapter_model.safetensors"), model=job.model.name,
+                  valid=valid).save(staging / ROUTING_FILE)
+    published = publish_folder(staging, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return published
+
+
+def check_artifacts(folder: str | Path) -> RoutingConfig:
+    """The routing config of `publish_artifacts`' folder, after checking that its CRM, vocabulary and adapter are
+    the ones the threshold was tuned with (else a RaylibError naming which); a clear error when there are none."""
+    from raylib.methods.corella.crm import read_crm_config
+
+    folder = Path(folder).expanduser()
+    if not (folder / ROUTING_FILE).is_file():
+        raise RaylibError(f"No CoReLLa artifacts in {folder}: train them first, e.g. "
+                          "`python -m jobs.corella --config jobs/configs/corella_cpu.yaml` "
+                          "(they are written to <output_dir>/artifacts), then pass that folder.")
+    routing = RoutingConfig.load(folder / ROUTING_FILE)
+    _, vocab = read_crm_config(folder / "crm", expect_vocab=routing.vocab_hash)
+    routing.check(vocab.fingerprint(), _sha1(folder / "crm" / "model.safetensors"),
+                  _sha1(folder / "adapter" / "adapter_model.safetensors"))
+    return routing
+
+
+def load_artifacts(folder: str | Path, job: CorellaJobConfig) -> RoutedScorer:
+    """The routed scorer from `publish_artifacts`' folder (checked by `check_artifacts`), in this process."""
+    routing = check_artifacts(folder)
+    folder = Path(folder).expanduser()
+    return RoutedScorer(folder / "crm", folder / "adapter", job, routing.threshold)
+
+
+# ------------------------------------------------------------------ analyses for the report
+def confidence_groups(crm, llm, labels, groups: int = 5) -> list[dict[str, Any]]:
+    """The paper's pilot study (Sec. 2): test samples in equal-size groups by CRM entropy, most confident first;
+    AUC of the CRM and of the LLM inside each group."""
+    order = np.argsort(entropy(crm), kind="stable")
+    out = []
+    for k, index in enumerate(np.array_split(order, groups)):
+        y = labels[index]
+        row = {"group": k + 1, "samples": int(len(index)), "max_entropy": float(entropy(crm[index]).max()),
+               "positive_share": float(y.mean())}
+        if 0 < y.sum() < len(y):
+            row.update(crm_auc=binary_report(y, crm[index])["auc"], llm_auc=binary_report(y, llm[index])["auc"])
+        out.append(row)
+    return out
+
+
+def entropy_curve(crm, llm, labels, points: int = 41) -> list[dict[str, float]]:
+    """Routed AUC and LLM share as the threshold sweeps from ln 2 (CRM only) down to 0 (LLM only)."""
+    out = []
+    for threshold in np.quantile(entropy(crm), np.linspace(0, 1, points)):
+        mask = to_llm(crm, float(threshold))
+        out.append({"threshold": float(threshold), "llm_share": float(mask.mean()),
+                    "auc": binary_report(labels, combine(crm, llm, mask))["auc"]})
+    return out
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    lines = [f"{'':<10}{'AUC':>8}{'LogLoss':>9}{'ACC':>8}{'s/1000':>9}"]
+    for m in METHODS:
+        r = report["metrics"][m]
+        lines.append(f"{m:<10}{r['auc']:>8.4f}{r['logloss']:>9.4f}{r['accuracy']:>8.4f}"
+                     f"{report['seconds_per_1000'][m]:>9.1f}")
+    lines.append(f"test samples {report['test_samples']}, LLM share {report['llm_share']:.3f} at entropy threshold "
+                 f"{report['threshold']:.4f}, cost ratio {report['cost_ratio']:.3f} (routed / LLM-alone time)")
+    lines.append(f"artifacts: {report['artifacts']}; report: {report.get('report_path', '')}")
+    return "\n".join(lines)
+

@@ -1,0 +1,269 @@
+"""CoReLLa stages 2 and 3 (Xi et al. 2024, Sec. 3.3) as a task of the shared trainer.
+
+Stage "joint": ONE module holds the LoRA-tuned LLM, the warmed-up DCNv2 and the alignment projections, so one
+DeepSpeed engine all-reduces and steps all of them. Loss (Eq. 5-7):
+    L = a * L_llm + b * L_crm + c * sum_pairs || g_llm(h_llm) - g_crm(h_crm) ||_2^p
+with L_llm the cross-entropy of the answer token (" yes"/" no") over the vocabulary, L_crm the CRM's binary
+cross-entropy, h_llm the last prompt token's hidden state after a chosen LLM layer, h_crm a chosen cross
+layer's output, and g linear projections into a shared space. The CRM (and projections) get their own learning
+rate (`align.crm_learning_rate`, `param_groups`).
+Stage "llm": the LLM alone (L_llm), starting from the joint stage's adapter.
+
+Both pick the best epoch by the LLM's validation AUC, P(yes) = softmax over the yes/no first-token logits.
+A checkpoint folder holds `latest/` and `best/`, each laid out as the published stage folder:
+`adapter/` (PEFT), and for the joint stage `crm/` (model.safetensors + config.json) and `projections.safetensors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raylib import RaylibError
+from raylib.config import to_dict
+from raylib.methods.corella.config import CorellaStageJob
+from raylib.methods.corella.crm import CONFIG_FILE, MODEL_FILE, DCNv2, crm_batch
+from raylib.encoding import Encoded, _ids, answer_token_ids, collate_left_padded, fit_history
+from raylib.metrics import binary_report
+from raylib.prompts import CORELLA_ANSWERS, corella_history, corella_prompt
+from raylib.train.checkpoint import (
+    ADAPTER_DIR, load_adapter_into, publish_folder, write_adapter,
+)
+from raylib.train.task import WorkerContext, sharded_map
+
+PROJECTIONS = "projections.safetensors"
+
+
+def prompt_ids(tokenizer, record: dict[str, Any], max_length: int, where: str = "record") -> list[int]:
+    """The record's CoReLLa prompt as token ids, at most `max_length` (oldest history items dropped first)."""
+    history = corella_history(record["history_titles"], record["history_scores"])
+    text = fit_history(tokenizer, lambda items: corella_prompt(items, record["title"]), history, max_length, where)
+    return _ids(tokenizer, text)
+
+
+def yes_no_ids(tokenizer) -> tuple[int, int]:
+    return answer_token_ids(tokenizer, CORELLA_ANSWERS, prompt=corella_prompt([], "X"))
+
+
+def alignment_loss(llm_states: list[torch.Tensor], crm_states: list[torch.Tensor], p: float,
+                   normalize: bool = True) -> torch.Tensor:
+    """Eq. 6: sum over pairs of the batch mean of ||g_llm(h) - g_crm(h')||_2^p (states already projected;
+    `normalize`: each projected vector scaled to unit length first)."""
+    total = llm_states[0].new_zeros((), dtype=torch.float32)
+    for a, b in zip(llm_states, crm_states):
+        a, b = a.float(), b.float()
+        if normalize:
+            a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+        total = total + (a - b).norm(p=2, dim=-1).pow(p).mean()
+    return total
+
+
+class CorellaModel(nn.Module):
+    """The LLM (PEFT), and in the joint stage the CRM and one projection pair per aligned (LLM, cross) layer."""
+
+    def __init__(self, llm, crm: DCNv2 | None = None, pairs: list[list[int]] = (), projection_dim: int = 64):
+        super().__init__()
+        self.llm, self.crm, self.pairs = llm, crm, [list(p) for p in pairs]
+        if crm is not None:
+            hidden, layers = llm.config.hidden_size, llm.config.num_hidden_layers
+            for llm_layer, cross_layer in self.pairs:
+                if not -(layers + 1) <= llm_layer <= layers:
+                    raise RaylibError(f"align.pairs: LLM layer {llm_layer} is outside 0..{layers} (or -1..-{layers + 1}).")
+                if not -len(crm.cross) <= cross_layer < len(crm.cross):
+                    raise RaylibError(f"align.pairs: cross layer {cross_layer} is outside 0..{len(crm.cross) - 1}.")
+            self.llm_projections = nn.ModuleList(nn.Linear(hidden, projection_dim) for _ in self.pairs)
+            self.crm_projections = nn.ModuleList(nn.Linear(crm.cross_width, projection_dim) for _ in self.pairs)
+
+    def forward(self, input_ids, attention_mask, position_ids, fields=None, genres=None, history=None,
+                history_ratings=None):
+        joint = self.crm is not None and fields is not None
+        out = self.llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False, logits_to_keep=1, output_hidden_states=joint)
+        result = {"logits": out.logits[:, -1, :]}
+        if joint:
+            crm_logit, crossed = self.crm(fields, genres, history, history_ratings, return_cross=True)
+            result["crm_logit"] = crm_logit
+            # left padding: the last column is every prompt's last token
+            result["llm_states"] = [g(out.hidden_states[l][:, -1, :].to(g.weight.dtype)) for g, (l, _) in
+                                    zip(self.llm_projections, self.pairs)]
+            result["crm_states"] = [g(crossed[c].to(g.weight.dtype)) for g, (_, c) in
+                                    zip(self.crm_projections, self.pairs)]
+        return result
+
+
+class CorellaTask:
+    task_id: ClassVar[str] = "corella"  # in run fingerprints: a stable name, whatever module holds the class
+    config_cls: ClassVar[type] = CorellaStageJob
+    metric: ClassVar[str] = "auc"
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        from raylib.model import load_tokenizer
+
+        self.ctx, self.job = ctx, ctx.job
+        self.joint = self.job.stage == "joint"
+        self.tokenizer = load_tokenizer(self.job.model)
+        self.yes_no = yes_no_ids(self.tokenizer)
+
+    # ------------------------------------------------------------ model
+    def build(self) -> torch.nn.Module:
+        from safetensors.torch import load_file
+
+        from raylib.model import add_lora, load_model
+
+        llm = load_model(self.job.model, self.ctx.device, self.ctx.dtype)
+        if self.job.train.gradient_checkpointing:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            llm.enable_input_require_grads()
+        # Joint stage: every trainable part in fp32 (the CRM routes by its entropy, which bf16 weights move; the
+        # LoRA adapters too, so DeepSpeed runs one fp32 optimizer); the frozen LLM stays in the device's dtype.
+        llm = add_lora(llm, self.job.lora, fp32_adapters=self.joint)
+        if self.job.init_adapter:  # stage 3 starts from stage 2's adapter
+            load_adapter_into(llm, Path(self.job.init_adapter))
+        if not self.joint:
+            return CorellaModel(llm)
+        crm = DCNv2(**self.job.crm_shape)
+        if self.job.init_crm:  # stage 2 starts from the warmed-up CRM
+            crm.load_state_dict(load_file(str(Path(self.job.init_crm) / MODEL_FILE)))
+        module = CorellaModel(llm, crm, self.job.align.pairs, self.job.align.projection_dim)
+        for part in (module.crm, module.llm_projections, module.crm_projections):
+            part.to(self.ctx.device, torch.float32)
+        return module
+
+    def param_groups(self, module) -> list[dict[str, Any]]:
+        if not self.joint:
+            return [{"params": [p for p in module.parameters() if p.requires_grad]}]
+        side = [p for part in (module.crm, module.llm_projections, module.crm_projections) for p in part.parameters()]
+        ids = {id(p) for p in side}
+        lora = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": lora}, {"params": side, "lr": self.job.align.crm_learning_rate}]
+
+    # ------------------------------------------------------------ data
+    def encode(self, records: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+        items = []
+        for i, r in enumerate(records):
+            item = {"ids": prompt_ids(self.tokenizer, r, self.job.data.max_length, f"{split} record {i}"),
+                    "label": int(r["label"])}
+            if self.joint:
+                item.update(fields=r["fields"], genres=r["genres"], history=r["history"],
+                            history_ratings=r["history_ratings"])
+            items.append(item)
+        return items
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = collate_left_padded([Encoded(i["ids"], [], i["label"]) for i in items], self.tokenizer.pad_token_id)
+        batch["label"] = torch.tensor([i["label"] for i in items], dtype=torch.float32)
+        if self.joint:
+            crm = crm_batch(items)
+            batch.update(fields=crm["fields"], genres=crm["genres"], history=crm["history"],
+                             history_ratings=crm["history_ratings"])
+        return batch
+
+    # ------------------------------------------------------------ objective
+    def loss(self, module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "label"}
+        out = module(**inputs)
+        label = batch["label"]
+        answer = torch.where(label > 0.5, self.yes_no[0], self.yes_no[1]).long()
+        llm_loss = F.cross_entropy(out["logits"].float(), answer)
+        if not self.joint:
+            return llm_loss
+        a = self.job.align
+        crm_loss = F.binary_cross_entropy_with_logits(out["crm_logit"].float(), label)
+        align = alignment_loss(out["llm_states"], out["crm_states"], a.p, a.normalize)
+        return a.llm_weight * llm_loss + a.crm_weight * crm_loss + a.align_weight * align
+
+    @torch.no_grad()
+    def validate(self, module, items: list[dict[str, Any]]) -> dict[str, float]:
+        yes, no = self.yes_no
+
+        def probs(batch: list[dict[str, Any]]) -> list[tuple[float, float]]:
+            tensors = {k: v.to(self.ctx.device) for k, v in self.collate(batch).items() if k != "label"}
+            out = module(**tensors)
+            p_llm = torch.stack([out["logits"][:, yes], out["logits"][:, no]], -1).float().softmax(-1)[:, 0]
+            p_crm = torch.sigmoid(out["crm_logit"].float()) if "crm_logit" in out else p_llm
+            return list(zip(p_llm.cpu().tolist(), p_crm.cpu().tolist()))
+
+        module.eval()
+        values = sharded_map(items, probs, self.job.train.eval_batch_size, self.ctx, lambda i: len(i["ids"]))
+        module.train()
+        labels = [i["label"] for i in items]
+        report = binary_report(labels, [v[0] for v in values])
+        if self.joint:
+            report["crm_auc"] = binary_report(labels, [v[1] for v in values])["auc"]
+        return report
+
+    # ------------------------------------------------------------ checkpoints
+    def trainable_state(self, module) -> dict[str, torch.Tensor]:
+        from raylib.train.checkpoint import adapter_state
+
+        state = {f"adapter.{k}": v for k, v in adapter_state(module.llm).items()}
+        if self.joint:
+            for prefix, part in (("crm", module.crm), ("llm_projections", module.llm_projections),
+                                 ("crm_projections", module.crm_projections)):
+                state.update({f"{prefix}.{k}": v.detach().cpu().clone() for k, v in part.state_dict().items()})
+        return state
+
+    def _write_state(self, module, state: dict[str, torch.Tensor], folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) + 1:]: v.contiguous() for k, v in state.items() if k.startswith(prefix + ".")}
+
+        write_adapter(module.llm, part("adapter"), folder / ADAPTER_DIR)
+        if self.joint:
+            (folder / "crm").mkdir(parents=True, exist_ok=True)
+            save_file(part("crm"), str(folder / "crm" / MODEL_FILE))
+            (folder / "crm" / CONFIG_FILE).write_text(json.dumps(self.job.crm_shape, indent=1))
+            projections = {f"llm.{k}": v for k, v in part("llm_projections").items()}
+            projections.update({f"crm.{k}": v for k, v in part("crm_projections").items()})
+            save_file(projections, str(folder / PROJECTIONS))
+
+    def write(self, module, latest, best, folder: Path) -> None:
+        self._write_state(module, latest, folder / "latest")
+        self._write_state(module, best, folder / "best")
+
+    @staticmethod
+    def _read_state(folder: Path) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        state = {f"adapter.{k}": v for k, v in load_file(str(folder / ADAPTER_DIR / "adapter_model.safetensors")).items()}
+        if (folder / "crm").is_dir():
+            state.update({f"crm.{k}": v for k, v in load_file(str(folder / "crm" / MODEL_FILE)).items()})
+            for k, v in load_file(str(folder / PROJECTIONS)).items():
+                side, rest = k.split(".", 1)
+                state[f"{side}_projections.{rest}"] = v
+        return state
+
+    def restore(self, module, folder: Path) -> None:
+        from peft import set_peft_model_state_dict
+
+        state = self._read_state(folder / "latest")
+        set_peft_model_state_dict(module.llm, {k[8:]: v for k, v in state.items() if k.startswith("adapter.")})
+        if self.joint:
+            for prefix in ("crm", "llm_projections", "crm_projections"):
+                getattr(module, prefix).load_state_dict(
+                    {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+
+    def read_best(self, folder: Path) -> dict[str, torch.Tensor]:
+        return self._read_state(folder / "best")
+
+    @classmethod
+    def publish(cls, folder: Path, output_dir: Path, summary: dict[str, Any]) -> Path:
+        """`output_dir/published/`: the best epoch's adapter/ (+ crm/, projections.safetensors when joint)."""
+        return publish_folder(folder / "best", output_dir / "published", extra=summary)
+
+    @classmethod
+    def fingerprint(cls, job) -> dict[str, Any]:
+        def file_hash(folder: str | None, name: str) -> str | None:
+            return hashlib.sha1((Path(folder) / name).read_bytes()).hexdigest() if folder else None
+
+        return {"stage": job.stage, "align": to_dict(job.align), "crm_shape": job.crm_shape,
+                "max_length": job.data.max_length, "init_crm": file_hash(job.init_crm, MODEL_FILE),
+                "init_adapter": file_hash(job.init_adapter, "adapter_model.safetensors")}

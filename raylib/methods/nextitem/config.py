@@ -1,0 +1,125 @@
+"""BIGRec / GenRec config sections: next-item windows, generation, grounding, the SASRec baseline, the jobs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from raylib.config import STRICT, comma_list, ExistingFile, MovieLensFolder, Dtype, TrainJob, TuneSettings
+
+
+@dataclass(config=STRICT)
+class SequenceDataConfig:
+    """Next-item windows (BIGRec / GenRec / SASRec), see `raylib.data.sequences`."""
+    # "movielens": the recbole wheel's ML-100K unless `movielens_dir`; "files": `interactions_file` (user_id,
+    # item_id, timestamp[, rating]) and `items_file` (item_id, title), CSV or Parquet.
+    source: Literal["movielens", "files"] = "movielens"
+    movielens_dir: MovieLensFolder | None = None
+    interactions_file: ExistingFile | None = None
+    items_file: ExistingFile | None = None
+    # BIGRec Sec. 4.1: the 10 most recent items form the history.
+    history_len: int = Field(10, ge=1)
+    # Global time split of all interactions (train / valid / test periods), by the target's timestamp.
+    time_fractions: Annotated[list[float], BeforeValidator(comma_list), Field(min_length=3, max_length=3)] = \
+        dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
+    # BIGRec's few-sample setting trains on 1024 windows; 0 = all training windows.
+    train_samples: int = Field(1024, ge=0)
+    # Fixed-size seeded samples for the expensive LLM evaluation (0 = all).
+    valid_samples: int = Field(200, ge=0)
+    test_samples: int = Field(500, ge=0)
+    seed: int = 42
+    # Prompt + response token limit; longer prompts lose whole history items, oldest first.
+    max_length: int = Field(512, ge=32)
+    domain: str = Field("movie", min_length=1)
+    # MovieLens writes "Shining, The (1980)"; the LLM reads and writes "The Shining (1980)" (`readable_title`).
+    readable_titles: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SequenceDataConfig":
+        if self.source == "files" and not (self.interactions_file and self.items_file):
+            raise ValueError("source=files needs interactions_file and items_file (CSV or Parquet)")
+        if abs(sum(self.time_fractions) - 1.0) > 1e-6 or min(self.time_fractions) <= 0:
+            raise ValueError(f"time_fractions {self.time_fractions} must be three positive shares summing to 1")
+        return self
+
+
+@dataclass(config=STRICT)
+class GenerationSettings:
+    # BIGRec's inference uses 4 beams; GenRec's 10 (its config sets its own).
+    num_beams: int = Field(4, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1)
+    # Generation and embedding dtype, by the dtype rule ("auto": bf16 on GPUs that have it, fp32 on CPUs).
+    dtype: Dtype = "auto"
+
+
+@dataclass(config=STRICT)
+class SasrecSettings:
+    """SASRec (Kang & McAuley, ICDM 2018, Sec. III): the conventional sequential baseline and BIGRec's CF signal."""
+    # Paper Sec. IV-B: d=50 (ML-1M), 2 blocks, 1 head, dropout 0.2 on ML-1M; lr 1e-3, batch 128.
+    hidden_size: int = Field(64, ge=4)
+    num_blocks: int = Field(2, ge=1)
+    num_heads: int = Field(1, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(30, ge=1)
+    patience: int = Field(5, ge=0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    num_workers: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "SasrecSettings":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
+        return self
+
+
+@dataclass(config=STRICT)
+class GroundingSettings:
+    """BIGRec step 2 (Sec. 3.2): L2 grounding of generated text to catalogue titles, with re-weighting."""
+    batch_size: int = Field(64, ge=1)
+    # "last": the last token's final hidden state (BIGRec's code); "mean": the mean over the text's tokens.
+    pooling: Literal["last", "mean"] = "last"
+    # Catalogue embeddings are cached here, keyed by model + catalogue (default: <cache>/grounding).
+    cache_dir: str | None = None
+    # gamma search range for (1 + W)^-gamma (BIGRec Sec. 3.2 Eq. 4), searched on validation with Ray Tune.
+    gamma_low: float = Field(0.0, ge=0.0)
+    gamma_high: float = Field(20.0, gt=0.0)
+
+
+@dataclass(config=STRICT)
+class NextItemJobConfig(TrainJob):
+    """What BIGRec and GenRec share: data, generation, grounding, the SASRec baseline, the gamma search."""
+    data: SequenceDataConfig = dataclasses.field(default_factory=SequenceDataConfig)
+    generation: GenerationSettings = dataclasses.field(default_factory=GenerationSettings)
+    grounding: GroundingSettings = dataclasses.field(default_factory=GroundingSettings)
+    sasrec: SasrecSettings = dataclasses.field(default_factory=SasrecSettings)
+    tune: TuneSettings = dataclasses.field(default_factory=TuneSettings)
+    # Which parts to run: the LLM part always; the baselines / CF re-weighting can be skipped.
+    baselines: bool = True
+
+
+@dataclass(config=STRICT)
+class BigrecJobConfig(NextItemJobConfig):
+    output_dir: str = Field("runs/bigrec", min_length=1)
+
+
+@dataclass(config=STRICT)
+class GenrecJobConfig(NextItemJobConfig):
+    output_dir: str = Field("runs/genrec", min_length=1)
+    # GenRec: paraphrased instruction templates, one drawn per training example (raylib.prompts.GENREC_TEMPLATES).
+    num_templates: int = Field(5, ge=1)
+    generation: GenerationSettings = dataclasses.field(default_factory=lambda: GenerationSettings(num_beams=10))
+
+
+@dataclass(config=STRICT)
+class SasrecJobConfig(TrainJob):
+    """SASRec through the shared trainer: `train` comes from `sasrec`; fp32, no DeepSpeed partitioning."""
+    sasrec: SasrecSettings = dataclasses.field(default_factory=SasrecSettings)
+    num_items: int = Field(1, ge=1)
+    history_len: int = Field(10, ge=1)
+    output_dir: str = Field("runs/sasrec", min_length=1)

@@ -1,0 +1,338 @@
+"""BIGRec and GenRec end to end: windows -> LoRA SFT of the next title -> beam search -> grounding -> NDCG/HR.
+
+BIGRec (Bao et al. 2023): step 1 tunes the model to write the next item's title (Sec. 3.1); step 2 grounds the
+top beam's text to every catalogue item by L2 distance of last-token embeddings of the BASE model (Sec. 3.2),
+optionally re-weighted by popularity or by a conventional model's scores, `(1 + W)^-gamma` (Eq. 4); gamma is
+searched on the validation split with Ray Tune + Optuna. GenRec (Ji et al. 2024): paraphrased templates, 10
+beams, scored by exact title match (its protocol) and by grounding each beam (ours, for comparison).
+Baselines on the same windows and metrics: popularity (training period) and SASRec (through the same trainer).
+Every stage writes its result into `output_dir`, so a rerun resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raylib import RaylibError
+from raylib.config import to_dict
+from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
+from raylib.data.sequences import NextItemWindow, SequenceData, build_sequence_data, read_table, sample_windows
+from raylib.metrics import ranking_report
+
+KS = (1, 3, 5, 10, 20)
+
+
+# ------------------------------------------------------------------ data
+def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
+    """All training windows (SASRec and the LLM sample draw from them), seeded samples of valid / test."""
+    if cfg.source == "movielens":
+        from raylib.data.movielens import load_movielens
+
+        ml = load_movielens(cfg.movielens_dir)
+        interactions, items, source = ml.interactions, ml.items, ml.source
+    else:
+        interactions = read_table(cfg.interactions_file, ("user_id", "item_id", "timestamp"))
+        items = read_table(cfg.items_file, ("item_id", "title"))
+        source = str(cfg.interactions_file)
+    data = build_sequence_data(interactions, items, cfg.history_len, tuple(cfg.time_fractions), source,
+                               cfg.readable_titles)
+    if not data.valid or not data.test:
+        raise RaylibError(f"The time split {cfg.time_fractions} leaves no validation or no test windows.")
+    data.valid = sample_windows(data.valid, cfg.valid_samples, cfg.seed)
+    data.test = sample_windows(data.test, cfg.test_samples, cfg.seed + 1)
+    return data
+
+
+def title_records(windows: list[NextItemWindow], data: SequenceData, num_templates: int = 0,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """Plain-dict records for the LLM task; GenRec draws one of `num_templates` templates per record
+    (`num_templates=0`: BIGRec's single prompt; -1 = the fixed evaluation template 0)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for w in windows:
+        template = -1 if num_templates == 0 else 0 if num_templates < 0 else int(rng.integers(num_templates))
+        records.append({"history": [data.catalogue.title(i) for i in w.history],
+                        "target": data.catalogue.title(w.target), "template": template})
+    return records
+
+
+def targets_of(windows: list[NextItemWindow], data: SequenceData) -> list[int]:
+    return [data.catalogue.position(w.target) for w in windows]
+
+
+# ------------------------------------------------------------------ generation and embeddings (Ray tasks)
+def load_for_inference(job: NextItemJobConfig, adapter_dir: str | None):
+    """The model (adapter merged: no LoRA cost at inference) and tokenizer, in this process, on its device, in
+    the generation dtype (the dtype rule). Pipelines call it inside tasks placed by `raylib.placement`."""
+    from raylib.model import load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype, device
+
+    here = device()
+    model = load_with_adapter(job.model, adapter_dir, here, choose_dtype(job.generation.dtype, here))
+    return model, load_tokenizer(job.model)
+
+
+def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]) -> list[str]:
+    from raylib.methods.nextitem.task import fitted_prompt
+
+    budget = job.data.max_length - job.generation.max_new_tokens
+    return [fitted_prompt(tokenizer, r, budget, job.data.domain, f"record {i}") for i, r in enumerate(records)]
+
+
+class BeamSearcher:
+    """The tuned model, loaded once where it is placed (a Ray actor); the beams of one split's records per call."""
+
+    def __init__(self, job: NextItemJobConfig, adapter_dir: str | None):
+        self.job = job
+        self.model, self.tokenizer = load_for_inference(job, adapter_dir)
+
+    def beams(self, records: list[dict[str, Any]], desc: str) -> list[list[str]]:
+        from raylib.generation import beam_search
+
+        g = self.job.generation
+        return beam_search(self.model, self.tokenizer, prompts_for(self.job, self.tokenizer, records), g.num_beams,
+                           g.max_new_tokens, g.batch_size, desc=desc)
+
+
+def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dict[str, list[dict[str, Any]]],
+                   key: dict[str, Any], folder: Path) -> dict[str, list[list[str]]]:
+    """Beams per split (`records`: split -> records), each cached in `folder/beams_<split>.json` under `key` as
+    soon as it is done; the splits not cached yet come from one `BeamSearcher` actor (`raylib.placement`)."""
+    from raylib import placement
+    from raylib.stages import cached_value, keep
+
+    beams = {split: cached_value(folder / f"beams_{split}.json", key) for split in records}
+    missing = [split for split in records if beams[split] is None]
+    if missing:
+        with placement.start(BeamSearcher, job, adapter_dir, placement=placement.for_job(job)) as searcher:
+            for split in missing:
+                beams[split] = keep(folder / f"beams_{split}.json", key,
+                                    searcher.call("beams", records[split], f"beam search ({split})"))
+    return beams
+
+
+def embeddings_of(job: NextItemJobConfig, titles: list[str], catalogue_key: str, texts: list[list[str]]):
+    """(catalogue embeddings, [embeddings of each list of texts]) from the BASE model (BIGRec Sec. 3.2), loaded
+    once; the catalogue's are cached by model and catalogue (runs where it is placed)."""
+    from raylib.methods.nextitem.grounding import catalogue_embeddings, embed_texts
+
+    model, tokenizer = load_for_inference(job, None)
+    g = job.grounding
+    cache = Path(g.cache_dir).expanduser() if g.cache_dir else None
+    items, _ = catalogue_embeddings(model, tokenizer, titles, f"{job.model.name}|{model.dtype}", catalogue_key,
+                                    cache, g.batch_size, g.pooling)
+    return items, [embed_texts(model, tokenizer, t, g.batch_size, pooling=g.pooling) for t in texts]
+
+
+def embed(job: NextItemJobConfig, catalogue, texts: list[list[str]]):
+    """Last-token (or mean, `grounding.pooling`) embeddings of the catalogue's titles and of each list of
+    generated texts, in one Ray task (`raylib.placement`)."""
+    from raylib import placement
+
+    return placement.run(embeddings_of, job, list(catalogue.titles), catalogue.fingerprint(), texts,
+                         placement=placement.for_job(job))
+
+
+# ------------------------------------------------------------------ stages that resume
+def adapter_key(adapter_dir: Path | str | None) -> str:
+    from raylib.train.checkpoint import adapter_sha1
+
+    return "base" if adapter_dir is None else adapter_sha1(adapter_dir)
+
+
+# ------------------------------------------------------------------ gamma search (Ray Tune + Optuna)
+def reweighted_ndcg(params: dict[str, float], distances=None, signal=None, targets=None) -> dict[str, float]:
+    """Tune objective: validation NDCG@10 / HR@10 of the re-weighted grounding for one gamma."""
+    from raylib.methods.nextitem.grounding import reweight, target_ranks
+
+    ranks = target_ranks(reweight(distances, signal, float(params["gamma"])), targets)
+    report = ranking_report(ranks, (10,))
+    return {"ndcg@10": report["ndcg@10"], "hr@10": report["hr@10"]}
+
+
+def search_gamma(job: NextItemJobConfig, name: str, distances, signal, targets, run_key: str) -> dict[str, Any]:
+    """gamma for `(1 + W)^-gamma` maximising VALIDATION NDCG@10 (never the test split). The persisted study is
+    named after the run (`run_key`: adapter + data): a retrained model starts a new study."""
+    from raylib.tune import search
+
+    space = job.tune.space or {"gamma": {"type": "uniform", "low": job.grounding.gamma_low,
+                                         "high": job.grounding.gamma_high}}
+    return search(reweighted_ndcg, space, metric="ndcg@10", mode="max", settings=job.tune,
+                  output_dir=Path(job.output_dir).expanduser().resolve(), study_name=f"gamma-{name}-{run_key}",
+                  constants={"distances": distances, "signal": signal, "targets": targets})
+
+
+def metrics_of(ranks) -> dict[str, float]:
+    return ranking_report(np.asarray(ranks), KS)
+
+
+def generation_stats(beams: list[list[str]], titles: set[str]) -> dict[str, float]:
+    """How often the top beam is empty, or is no catalogue title (it still grounds; counted, not fatal)."""
+    from raylib.prompts import answer_text
+
+    top = [answer_text(b[0]) if b else "" for b in beams]
+    return {"empty_share": float(np.mean([t == "" for t in top])),
+            "not_a_title_share": float(np.mean([t not in titles for t in top]))}
+
+
+def write_report(job: NextItemJobConfig, report: dict[str, Any]) -> Path:
+    path = Path(job.output_dir).expanduser().resolve() / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": to_dict(job), **report}, indent=1, default=str))
+    return path
+
+
+def finish_report(job: NextItemJobConfig, method: str, data: SequenceData, ranks: dict, test_beams, result,
+                  start: float, **extra) -> dict[str, Any]:
+    """The job's report (metrics per method, generation stats, training history, ranks), also written to
+    `<output_dir>/report.json`."""
+    report = {"method": method, "test_windows": len(data.test), "catalogue_items": len(data.catalogue),
+              "metrics": {m: metrics_of(r) for m, r in ranks.items()}, **extra,
+              "generation": generation_stats(test_beams, set(data.catalogue.titles)),
+              "adapter_dir": str(result.adapter_dir),
+              "train": {"wall_time_s": result.wall_time_s, "best_epoch": result.state.best_epoch,
+                        "history": result.state.history},
+              "ranks": {m: np.asarray(r).tolist() for m, r in ranks.items()},
+              "wall_time_s": time.time() - start}
+    report["report_path"] = str(write_report(job, report))
+    return report
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    methods = [m for m in report["metrics"]]
+    lines = [f"{'':<18}" + "".join(f"{k:>10}" for k in ("NDCG@10", "HR@10", "NDCG@20", "HR@20"))]
+    for m in methods:
+        r = report["metrics"][m]
+        lines.append(f"{m:<18}" + "".join(f"{r[k]:>10.4f}" for k in ("ndcg@10", "hr@10", "ndcg@20", "hr@20")))
+    lines.append(f"test windows: {report['test_windows']}, catalogue: {report['catalogue_items']} items "
+                 f"(full ranking), wall {report['wall_time_s']:.0f} s")
+    lines.append(f"report: {report.get('report_path', '')}")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class Baselines:
+    ranks: dict[str, np.ndarray]
+    cf_valid: np.ndarray | None  # SASRec scores of the validation windows (BIGRec's CF signal)
+    cf_test: np.ndarray | None
+
+
+def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
+    """Popularity and SASRec ranks on the test windows, SASRec's scores for the CF re-weighting."""
+    from raylib import placement
+    from raylib.methods.nextitem.grounding import popularity_ranks, target_ranks
+    from raylib.methods.nextitem.sasrec import scores_of_published, train_sasrec, window_records
+
+    output = Path(job.output_dir).expanduser().resolve()
+    ranks = {"popularity": popularity_ranks(data.catalogue.popularity, targets_of(data.test, data))}
+    print(f"[nextitem] SASRec on {len(data.train)} training windows (Ray Train) ...", flush=True)
+    folder = train_sasrec(job.sasrec, data.train, data.valid, data.catalogue, output / "sasrec-run",
+                          job.data.history_len, job.ray_address, job.train.fresh_start, job.train.use_gpu)
+    cf_valid, cf_test = placement.run(
+        scores_of_published, str(folder), [window_records(w, data.catalogue, job.data.history_len)
+                                           for w in (data.valid, data.test)], placement=placement.for_job(job))
+    ranks["sasrec"] = target_ranks(cf_test, targets_of(data.test, data), lower_is_better=False)
+    return Baselines(ranks, cf_valid, cf_test)
+
+
+def train_llm(task_cls, job: NextItemJobConfig, data: SequenceData, num_templates: int):
+    from raylib.train.driver import train
+
+    windows = sample_windows(data.train, job.data.train_samples, job.data.seed)
+    train_records = title_records(windows, data, num_templates, job.data.seed)
+    valid_records = title_records(data.valid, data, num_templates, job.data.seed + 1)
+    print(f"[nextitem] LoRA SFT of the next title on {len(train_records)} windows (Ray Train + DeepSpeed) ...",
+          flush=True)
+    return train(task_cls, job, train_records, valid_records)
+
+
+def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
+               baselines: Baselines | None = None) -> dict[str, Any]:
+    """BIGRec: SFT, top-beam grounding over the whole catalogue, popularity / CF re-weighting, baselines."""
+    from raylib.methods.nextitem.grounding import l2_distances, reweight, target_ranks
+    from raylib.prompts import answer_text
+    from raylib.methods.nextitem.task import BigrecTask
+
+    start = time.time()
+    data = data or load_sequence_data(job.data)
+    output = Path(job.output_dir).expanduser().resolve()
+    print(f"[bigrec] {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test windows, "
+          f"{len(data.catalogue)} catalogue items, from {data.source}", flush=True)
+    result = train_llm(BigrecTask, job, data, 0)
+    key = {"adapter": adapter_key(result.adapter_dir), "generation": to_dict(job.generation),
+           "data": to_dict(job.data)}
+    beams = generate_beams(job, str(result.adapter_dir),
+                           {s: title_records(getattr(data, s), data, 0) for s in ("valid", "test")}, key,
+                           output / "stages")
+    # BIGRec grounds the top beam
+    catalogue_emb, text_emb = embed(job, data.catalogue,
+                                    [[answer_text(b[0]) for b in beams[s]] for s in ("valid", "test")])
+    distances = {s: l2_distances(e, catalogue_emb).numpy() for s, e in zip(("valid", "test"), text_emb)}
+    targets = {s: targets_of(getattr(data, s), data) for s in ("valid", "test")}
+    ranks = {"bigrec": target_ranks(distances["test"], targets["test"])}
+    gammas: dict[str, Any] = {}
+    signals = {"pop": (data.catalogue.popularity, data.catalogue.popularity)}
+    if job.baselines:
+        baselines = baselines or run_baselines(job, data)
+        ranks.update(baselines.ranks)
+        signals["cf"] = (baselines.cf_valid, baselines.cf_test)
+    run_key = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    for name, (valid_signal, test_signal) in signals.items():
+        found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"], run_key)
+        gammas[name] = found
+        ranks[f"bigrec_{name}"] = target_ranks(reweight(distances["test"], test_signal,
+                                                        found["best_params"]["gamma"]), targets["test"])
+    gamma = {k: v["best_params"]["gamma"] for k, v in gammas.items()}
+    report = finish_report(job, "bigrec", data, ranks, beams["test"], result, start, gamma=gamma,
+                           gamma_search=gammas)
+    publish_for_serving(job, data, catalogue_emb, result.adapter_dir, gamma["pop"], report["metrics"])
+    return report
+
+
+def publish_for_serving(job: NextItemJobConfig, data: SequenceData, catalogue_emb, adapter_dir, gamma: float,
+                        metrics: dict[str, Any]) -> Path:
+    """`<output_dir>/recommender/`: what `POST /recommend` of the Serve app loads (`raylib.methods.nextitem.recommender`)."""
+    from raylib.methods.nextitem.recommender import RecommenderConfig, publish_recommender
+
+    g = job.generation
+    config = RecommenderConfig(model=job.model.name, domain=job.data.domain, max_length=job.data.max_length,
+                               num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, pooling=job.grounding.pooling,
+                               dtype=g.dtype, gamma=float(gamma), metrics=metrics.get("bigrec_pop", {}))
+    folder = publish_recommender(Path(job.output_dir).expanduser().resolve() / "recommender", config, data.catalogue,
+                                 catalogue_emb, {"bigrec": Path(adapter_dir)})
+    print(f"[bigrec] published for serving: {folder}", flush=True)
+    return folder
+
+
+def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict[str, Any]:
+    """GenRec: template-paraphrased SFT, 10-beam search, exact-match and grounded ranks."""
+    import torch
+
+    from raylib.methods.nextitem.grounding import beam_ranks, exact_match_ranks, l2_distances
+    from raylib.prompts import answer_text
+    from raylib.methods.nextitem.task import GenrecTask
+
+    start = time.time()
+    data = data or load_sequence_data(job.data)
+    output = Path(job.output_dir).expanduser().resolve()
+    print(f"[genrec] {len(data.train)} train / {len(data.test)} test windows, {len(data.catalogue)} items, "
+          f"{job.num_templates} templates, {job.generation.num_beams} beams", flush=True)
+    result = train_llm(GenrecTask, job, data, job.num_templates)
+    key = {"adapter": adapter_key(result.adapter_dir), "generation": to_dict(job.generation),
+           "data": to_dict(job.data)}
+    beams = generate_beams(job, str(result.adapter_dir), {"test": title_records(data.test, data, -1)}, key,
+                           output / "stages")["test"]
+    targets = targets_of(data.test, data)
+    exact = exact_match_ranks(beams, [data.catalogue.titles[t] for t in targets], len(data.catalogue) + 1)
+    catalogue_emb, (beam_emb,) = embed(job, data.catalogue, [[answer_text(text) for b in beams for text in b]])
+    distances = l2_distances(beam_emb, catalogue_emb)  # every beam of every query in one batched operation
+    per_query = torch.split(distances, [len(b) for b in beams])
+    ranks = {"genrec_exact": exact, "genrec_grounded": beam_ranks(per_query, targets)}
+    return finish_report(job, "genrec", data, ranks, beams, result, start)

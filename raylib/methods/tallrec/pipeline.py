@@ -1,0 +1,207 @@
+"""TALLRec end to end (Bao et al., RecSys 2023): data -> zero-shot AUC -> LoRA rec-tuning -> tuned AUC -> report.
+
+Scoring runs in a Ray task placed by `raylib.placement` (a GPU when training uses GPUs, every core of a node
+otherwise), training on Ray Train workers: the driver loads no weights, so the same pipeline runs from a laptop's
+local Ray or through `ray job submit` from a cluster's CPU head node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from raylib import RaylibError
+from raylib.assets import cache_root
+from raylib.config import ModelConfig, to_dict
+from raylib.methods.tallrec.config import DataConfig, EvalConfig, TallrecJobConfig
+from raylib.data.movielens import load_movielens, movielens_files
+from raylib.data.records import (
+    TallrecRecord, build_tallrec_records, read_records, records_cache_key, records_from_table, records_to_table,
+    sample_records, split_by_user, stratified_sample,
+)
+from raylib.prompts import TALLREC_ANSWERS
+
+
+@dataclasses.dataclass
+class TallrecData:
+    train: list[TallrecRecord]
+    valid: list[TallrecRecord]
+    test: list[TallrecRecord]
+    train_pool_size: int
+    source: str
+
+
+def movielens_records(data: DataConfig) -> tuple[list[TallrecRecord], str]:
+    """Records built from MovieLens, cached as Parquet keyed by the source files' content, the builder version
+    and the builder settings (a loader or builder fix never serves stale records)."""
+    import pyarrow.parquet as pq
+
+    folder, files = movielens_files(data.movielens_dir)
+    key = records_cache_key(files, data.history_len, data.like_threshold)
+    cache = Path(data.cache_dir or cache_root() / "records") / f"tallrec-{key}.parquet"
+    if cache.is_file():
+        return records_from_table(pq.read_table(cache)), str(folder)
+    ml = load_movielens(folder)
+    records = build_tallrec_records(ml.interactions, ml.items, data.history_len, data.like_threshold)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    pq.write_table(records_to_table(records), tmp)
+    os.replace(tmp, cache)
+    return records, ml.source
+
+
+def load_tallrec_data(data: DataConfig) -> TallrecData:
+    """Train (few-shot sample), validation and test records, from MovieLens or from the user's files."""
+    if data.source == "movielens":
+        records, source = movielens_records(data)
+        pool, valid, test = split_by_user(records, data.valid_fraction, data.test_fraction, data.seed)
+    elif data.source == "files":
+        if not data.train_file:
+            raise RaylibError("data.source=files needs data.train_file (TALLRec-format .json/.jsonl/.parquet).")
+        pool = read_records(data.train_file)
+        valid = read_records(data.valid_file) if data.valid_file else []
+        test = read_records(data.test_file) if data.test_file else []
+        source = data.train_file
+    else:
+        raise RaylibError(f"data.source={data.source!r} must be 'movielens' or 'files'.")
+    answers = {r.output for r in valid}
+    if len(answers) == 1:  # validation AUC (early stopping) needs both labels: stop before any training
+        only = answers.pop()
+        other = TALLREC_ANSWERS[1] if only == TALLREC_ANSWERS[0] else TALLREC_ANSWERS[0]
+        if data.source == "files":
+            raise RaylibError(f"data.valid_file {data.valid_file} holds only records answered {only!r}; "
+                              f"validation AUC needs both answers, so add records answered {other!r}.")
+        raise RaylibError(f"The validation users (data.valid_fraction={data.valid_fraction}) have only records "
+                          f"answered {only!r}; validation AUC needs both answers, so raise data.valid_fraction.")
+    return TallrecData(
+        train=sample_records(pool, data.train_samples, data.seed),
+        valid=stratified_sample(valid, data.valid_samples, data.seed),
+        test=sample_records(test, data.test_samples, data.seed),
+        train_pool_size=len(pool), source=source,
+    )
+
+
+def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_dir: str | None = None,
+                  max_length: int = 512, eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Load the model (plus adapter) in this process and compute AUC / LogLoss / accuracy of P(Yes).
+
+    The model is loaded in the evaluation dtype (`eval_cfg.dtype`, by the dtype rule), not in the training dtype
+    `model_cfg.dtype`; the report records it as "eval_dtype". Jobs call it through `score_on_ray`."""
+    from raylib.evaluate import yes_probabilities
+    from raylib.metrics import binary_report
+    from raylib.model import load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype, device as local_device, dtype_name
+
+    eval_cfg = eval_cfg if eval_cfg is not None else EvalConfig()
+    device = local_device()
+    dtype = choose_dtype(eval_cfg.dtype, device)
+    tokenizer = load_tokenizer(model_cfg)
+    model = load_with_adapter(model_cfg, adapter_dir, device, dtype)
+    start = time.time()
+    probs = yes_probabilities(model, tokenizer, records, max_length, eval_cfg.batch_size, scoring=eval_cfg.scoring,
+                              prefix_cache=eval_cfg.prefix_cache)
+    seconds = time.time() - start
+    report = binary_report([r.label for r in records], probs)
+    tokens = sum(len(tokenizer(r.input)["input_ids"]) for r in records[:50]) / max(1, min(50, len(records)))
+    report.update({"records": len(records), "seconds": seconds, "probabilities": probs.tolist(),
+                   "eval_dtype": dtype_name(dtype), "device": device.type, "scoring": eval_cfg.scoring,
+                   "prefix_cache": eval_cfg.prefix_cache, "batch_size": eval_cfg.batch_size,
+                   "approx_tokens_per_s": tokens * len(records) / max(seconds, 1e-9)})
+    return report
+
+
+def score_on_ray(job: TallrecJobConfig, records: list[TallrecRecord], adapter_dir: str | None) -> dict[str, Any]:
+    """`score_records` with the job's `eval` settings (dtype, scoring, batch size, prefix cache) in a Ray task
+    placed by the job's config (`raylib.placement`). (`train.eval_batch_size` is in-training validation's.)"""
+    from raylib import placement
+
+    return placement.run(score_records, job.model, records, adapter_dir, job.data.max_length, job.eval,
+                         placement=placement.for_job(job))
+
+
+def check_inputs(job: TallrecJobConfig, data: TallrecData) -> None:
+    """Unknown model names and prompts that cannot fit stop the job here, before any training starts."""
+    from raylib.encoding import encode_for_scoring, encode_for_training
+    from raylib.model import load_tokenizer
+
+    tokenizer = load_tokenizer(job.model)  # resolves the name first: unknown names fail with one line
+    for split, records in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+        for i, record in enumerate(records):
+            if split == "train":
+                encode_for_training(tokenizer, record, job.data.max_length, job.train.loss_on, f"{split} record {i}")
+            else:
+                encode_for_scoring(tokenizer, record, job.data.max_length, f"{split} record {i}")
+
+
+def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
+    """The whole TALLRec job; returns the report also written to `<output_dir>/report.json`."""
+
+    from raylib.plan import check_job_fits
+
+    start = time.time()
+    check_job_fits(job)  # a GPU job whose training or scoring cannot fit stops before the zero-shot scoring
+    data = load_tallrec_data(job.data)  # fails fast on bad input, before any model work
+    check_inputs(job, data)
+    from raylib.methods.tallrec.task import TallrecTask
+    from raylib.train.driver import prepare_output_dir
+
+    prepare_output_dir(TallrecTask, job, data.train, data.valid)  # a different run's checkpoints stop us here
+    print(f"[tallrec] data from {data.source}: {len(data.train)} train (of {data.train_pool_size}), "
+          f"{len(data.valid)} valid, {len(data.test)} test records", flush=True)
+    report: dict[str, Any] = {"config": to_dict(job), "data": {
+        "source": data.source, "train": len(data.train), "train_pool": data.train_pool_size,
+        "valid": len(data.valid), "test": len(data.test)}}
+    if data.test and not job.skip_zero_shot:
+        print(f"[tallrec] zero-shot scoring of the test split ({job.eval.dtype}, {job.eval.scoring}) ...",
+              flush=True)
+        zero = score_on_ray(job, data.test, None)
+        report["zero_shot"] = {k: v for k, v in zero.items() if k != "probabilities"}
+    result = train_tallrec(job, data.train, data.valid)
+    report["train"] = {"wall_time_s": result.wall_time_s, "epochs_run": result.state.epoch,
+                       "best_epoch": result.state.best_epoch, "optimizer_steps": result.state.global_step,
+                       "tokens_per_s": _mean([h["train_tokens_per_s"] for h in result.state.history]),
+                       "history": result.state.history}
+    report["adapter_dir"] = str(result.adapter_dir)
+    if data.test:
+        print(f"[tallrec] scoring the test split with the tuned adapter ({job.eval.dtype}, {job.eval.scoring}) ...",
+              flush=True)
+        tuned = score_on_ray(job, data.test, str(result.adapter_dir))
+        report["tuned"] = {k: v for k, v in tuned.items() if k != "probabilities"}
+    report["wall_time_s"] = time.time() - start
+    path = Path(job.output_dir).expanduser().resolve() / "report.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    report["report_path"] = str(path)
+    return report
+
+
+def train_tallrec(job, train_records, valid_records):
+    """TALLRec's rec-tuning: `raylib.train.train` with the TALLRec task; its best adapter and history."""
+    from raylib.methods.tallrec.task import TallrecTask
+    from raylib.train.driver import train
+
+    return train(TallrecTask, job, train_records, valid_records)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    rows = [("", "AUC", "LogLoss", "ACC")]
+    for name in ("zero_shot", "tuned"):
+        if name in report:
+            m = report[name]
+            rows.append((name.replace("_", "-"), f"{m['auc']:.4f}", f"{m['logloss']:.4f}", f"{m['accuracy']:.4f}"))
+    lines = [f"{a:<10}{b:>8}{c:>9}{d:>8}" for a, b, c, d in rows]
+    scored = next((report[n] for n in ("tuned", "zero_shot") if n in report), {})
+    if "eval_dtype" in scored:
+        lines.append(f"scored in {scored['eval_dtype']}, {scored.get('scoring', 'pair')} scoring")
+    lines.append(f"test records: {report['data']['test']}, train samples: {report['data']['train']}, "
+                 f"train {report['train']['tokens_per_s']:.0f} tok/s, wall {report['wall_time_s']:.0f} s")
+    lines.append(f"adapter: {report['adapter_dir']}")
+    lines.append(f"report:  {report.get('report_path', '')}")
+    return "\n".join(lines)
