@@ -1,8 +1,22 @@
-"""Shared command-line shell for jobs: config file + overrides, Ray connection, one-line user errors."""
+"""The `raylib` command and its registry; `python -m jobs.<name>` are thin aliases of its subcommands.
+
+    raylib list                                     methods, benchmarks and shipped recipes, with their commands
+    raylib train <method> [--config F] [k=v ...]    a method's job (tallrec, bigrec, genrec, corella, cocktail)
+    raylib bench <name> [--config F] [k=v ...]      a benchmark (writes reports/<name>.json + .png)
+    raylib plan --config F | --model NAME ...       will a GPU job fit (training and every inference phase)?
+    raylib serve [--artifacts DIR] [--llm-gpus 1] ... the HTTP service (what `serve run serve.app:build` does)
+    raylib report <output_dir>                      a finished run's table again
+    raylib gpu-check [--dry-run]                    the GPU check (reports/gpu.json)
+
+Every job: one line naming the problem (exit code 2) for a bad config, file or model, before any work starts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -10,11 +24,79 @@ from typing import Any, Callable
 from raylib import RaylibError
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "jobs" / "configs"
 
 
-def job_main(config_cls: type, default_config: str, argv: list[str] | None,
-             run: Callable[[Any], None]) -> int:
-    parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip())
+def _load(target: str) -> Any:
+    """"module:attribute" -> the attribute, imported when first needed (the command starts fast)."""
+    module, attribute = target.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A method or a benchmark: its config class, default recipe, what runs it and how its result is shown."""
+    about: str
+    config: str      # "module:ConfigClass"
+    recipe: str      # default config file under jobs/configs
+    run: str         # "module:function(config) -> report"
+    show: str | tuple[str, ...]  # "module:function(report) -> str", or the report keys printed as JSON
+
+
+METHODS = {
+    "tallrec": Entry("TALLRec: LoRA on a few Yes/No samples, AUC from the answer token's logits",
+                     "raylib.methods.tallrec.config:TallrecJobConfig", "tallrec.yaml",
+                     "raylib.methods.tallrec.pipeline:run_tallrec", "raylib.methods.tallrec.pipeline:summary_table"),
+    "bigrec": Entry("BIGRec: generate the next title, ground it to the catalogue, re-weight",
+                    "raylib.methods.nextitem.config:BigrecJobConfig", "bigrec.yaml",
+                    "raylib.methods.nextitem.pipeline:run_bigrec", "raylib.methods.nextitem.pipeline:summary_table"),
+    "genrec": Entry("GenRec: paraphrased prompts, beam search, exact and grounded ranks",
+                    "raylib.methods.nextitem.config:GenrecJobConfig", "genrec.yaml",
+                    "raylib.methods.nextitem.pipeline:run_genrec", "raylib.methods.nextitem.pipeline:summary_table"),
+    "corella": Entry("CoReLLa: DCNv2 + LLM in three stages, routed by the CRM's entropy",
+                     "raylib.methods.corella.config:CorellaJobConfig", "corella.yaml",
+                     "raylib.methods.corella.pipeline:run_corella", "raylib.methods.corella.pipeline:summary_table"),
+    "cocktail": Entry("RecCocktail: a base-spirit and an ingredient LoRA mixed by entropy, folded into one",
+                      "raylib.methods.cocktail.config:CocktailJobConfig", "cocktail.yaml",
+                      "raylib.methods.cocktail.pipeline:run_cocktail",
+                      "raylib.methods.cocktail.pipeline:summary_table"),
+}
+BENCHES = {
+    "tallrec": Entry("TALLRec on the official movie test set (16/64/256 samples), speed, overhead",
+                     "raylib.bench.tallrec:BenchTallrecConfig", "bench_tallrec.yaml", "raylib.bench.tallrec:run_bench",
+                     ("model", "test_records", "zero_shot_auc", "auc", "scoring_speedup", "scoring_auc_diff",
+                      "train_overhead", "wall_time_s")),
+    "bigrec": Entry("BIGRec / GenRec / SASRec / popularity on MovieLens-100K, grounding at scale, beam speed",
+                    "raylib.bench.nextitem:BenchNextItemConfig", "bench_bigrec.yaml", "raylib.bench.nextitem:run_bench",
+                    ("test_windows", "ndcg@10", "hr@10", "gamma", "grounding_ms_per_query", "catalogue_titles_per_s",
+                     "beam_batch_speedup", "wall_time_s", "report_path")),
+    "corella": Entry("CoReLLa on MovieLens-100K: CRM, LLM, routed, the pilot study, the ablation",
+                     "raylib.bench.corella:BenchCorellaConfig", "bench_corella.yaml", "raylib.bench.corella:run_bench",
+                     ("test_samples", "auc", "logloss", "acc", "llm_share", "threshold", "cost_ratio", "wall_time_s",
+                      "report_path")),
+    "cocktail": Entry("RecCocktail, movies + books: every mix on warm and cold-start records, inference time",
+                      "raylib.bench.cocktail:BenchCocktailConfig", "bench_cocktail.yaml",
+                      "raylib.bench.cocktail:run_bench",
+                      ("target_domain", "warm", "cold", "merged_time_ratio", "wall_time_s", "report_path")),
+    "serve": Entry("the Serve app under load: throughput, latency, a killed LLM replica, autoscaling",
+                   "raylib.bench.serve:BenchServeConfig", "bench_serve.yaml", "raylib.bench.serve:run_bench",
+                   "raylib.bench.serve:headline_json"),
+    "scale": Entry("the GPU recipes planned, training overhead, 1 vs 2 workers, fault drills",
+                   "raylib.bench.scale:BenchScaleConfig", "bench_scale.yaml", "raylib.bench.scale:run_bench",
+                   "raylib.bench.scale:headline_json"),
+    "placement": Entry("where CPU scoring runs: the driver, an all-core task, a 1-CPU task",
+                       "raylib.bench.placement:BenchPlacementConfig", "bench_placement.yaml",
+                       "raylib.bench.placement:run_bench",
+                       ("best", "task_all_cores_vs_driver", "task_one_cpu_vs_driver", "same_auc")),
+}
+
+
+# ------------------------------------------------------------------ running a job
+def job_main(config_cls: type, default_config: str, argv: list[str] | None, run: Callable[[Any], None],
+             description: str | None = None) -> int:
+    """Config file + overrides, the checks that need no model (GPU plan, model found), Ray, then `run(config)`;
+    a RaylibError anywhere is one line and exit code 2."""
+    parser = argparse.ArgumentParser(description=description or (sys.modules["__main__"].__doc__ or "").strip())
     parser.add_argument("--config", default=str(REPO / default_config), help="YAML config (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's, DeepSpeed's and library logs too")
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. train.epochs=3")
@@ -41,3 +123,156 @@ def job_main(config_cls: type, default_config: str, argv: list[str] | None,
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _shown(entry: Entry, report: dict[str, Any]) -> str:
+    if isinstance(entry.show, str):
+        return _load(entry.show)(report)
+    return json.dumps({k: report.get(k) for k in entry.show}, indent=1, default=str)
+
+
+def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
+    """`raylib train <name>` / `raylib bench <name>` (and their `python -m jobs.<...>` aliases)."""
+    table = METHODS if kind == "train" else BENCHES
+    entry = table[name]
+    return job_main(_load(entry.config), f"jobs/configs/{entry.recipe}", argv,
+                    lambda config: print("\n" + _shown(entry, _load(entry.run)(config))),
+                    description=f"raylib {kind} {name}: {entry.about}")
+
+
+# ------------------------------------------------------------------ list, report, serve
+def recipes() -> list[tuple[str, str, str]]:
+    """(file, what its first comment line says, the command that runs it) for every shipped recipe."""
+    out = []
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        stem = path.stem
+        if stem.startswith("bench_"):
+            name = stem[len("bench_"):]
+            command = f"raylib bench {name}" if name in BENCHES else ""
+        else:
+            name = stem.split("_")[0].split("-")[0]
+            default = name in METHODS and METHODS[name].recipe == path.name
+            command = f"raylib train {name}" + ("" if default else f" --config jobs/configs/{path.name}")
+        out.append((path.name, first, command))
+    return out
+
+
+def list_everything() -> str:
+    lines = ["methods (raylib train <method>):"]
+    lines += [f"  {name:<10}{entry.about}" for name, entry in METHODS.items()]
+    lines += ["benchmarks (raylib bench <name>):"]
+    lines += [f"  {name:<10}{entry.about}" for name, entry in BENCHES.items()]
+    lines += ["recipes (jobs/configs; each file's first line says what it is):"]
+    width = max(len(f) for f, _, _ in recipes())
+    lines += [f"  {f:<{width}}  {command}" for f, _, command in recipes()]
+    return "\n".join(lines)
+
+
+def report_table(output_dir: str) -> str:
+    """A finished run's table from its report.json (RecCocktail writes one per target: `<output_dir>/<target>/`)."""
+    folder = Path(output_dir).expanduser()
+    found = [folder / "report.json"] if (folder / "report.json").is_file() else sorted(folder.glob("*/report.json"))
+    if not found:
+        raise RaylibError(f"No report.json in {folder} (or its target folders): is it a finished run's output_dir?")
+    tables = []
+    for path in found:
+        report = json.loads(path.read_text())
+        if "target_domain" in report:
+            method = "cocktail"
+        elif report.get("method") in ("bigrec", "genrec"):
+            method = report["method"]
+        elif "threshold" in report and "metrics" in report:
+            method = "corella"
+        elif "tuned" in report or "zero_shot" in report:
+            method = "tallrec"
+        else:
+            raise RaylibError(f"{path} is no report of a raylib method (its keys: {sorted(report)[:8]}).")
+        report.setdefault("report_path", str(path))
+        tables.append(_load(METHODS[method].show)(report))
+    return "\n\n".join(tables)
+
+
+def serve_main(argv: list[str] | None) -> int:
+    """`raylib serve`: the app from typed arguments (`raylib.serving.AppArgs`, one option per field), served on
+    a local Ray (or RAY_ADDRESS) until Ctrl-C."""
+    from raylib.serving import AppArgs
+
+    parser = argparse.ArgumentParser(prog="raylib serve", description="The raylib HTTP service: CoReLLa /predict, "
+                                     "BIGRec /recommend (what `serve run serve.app:build` does).")
+    for name, field in AppArgs.model_fields.items():
+        kind = {int: int, float: float}.get(field.annotation, str)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                            help=f"{field.description or ''} (default: {field.default})")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = vars(parser.parse_args(argv))
+    host, port = args.pop("host"), args.pop("port")
+    try:
+        from raylib.runtime import ensure_ray, set_verbose
+        from raylib.serving import build_app
+
+        set_verbose(False)
+        app = build_app(AppArgs(**{k: v for k, v in args.items() if v is not None}))  # artifacts checked: no Ray yet
+        ensure_ray()
+        from ray import serve
+
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name="raylib", route_prefix="/")
+    except (RaylibError, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"raylib is serving on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    try:
+        import time
+
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
+
+
+# ------------------------------------------------------------------ the command
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = (__doc__ or "").strip().split("\n\n")[1]
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage:\n" + usage)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in ("train", "bench"):
+        table = METHODS if command == "train" else BENCHES
+        if not rest or rest[0] not in table:
+            print(f"error: raylib {command} needs one of: {', '.join(table)}", file=sys.stderr)
+            return 2
+        return run_entry(command, rest[0], rest[1:])
+    if command == "list":
+        print(list_everything())
+        return 0
+    if command == "report":
+        if len(rest) != 1:
+            print("error: raylib report needs one output_dir", file=sys.stderr)
+            return 2
+        try:
+            print(report_table(rest[0]))
+        except RaylibError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    if command == "plan":
+        from jobs.plan import main as plan_main
+
+        return plan_main(rest)
+    if command == "serve":
+        return serve_main(rest)
+    if command == "gpu-check":
+        from jobs.gpu_check import main as gpu_main
+
+        return gpu_main(rest)
+    print(f"error: unknown command {command!r}\nusage:\n{usage}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

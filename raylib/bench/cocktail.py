@@ -17,8 +17,8 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, to_dict
 from raylib.methods.cocktail.config import CocktailJobConfig
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(config=STRICT)
@@ -37,7 +37,7 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
     start = time.time()
     values = {k: v for k, v in to_dict(config).items() if k not in ("report", "timing_records")}
     job = from_dict(CocktailJobConfig, values)
-    path = Path(config.report) if Path(config.report).is_absolute() else REPO / config.report
+    path = Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
     report = run_cocktail(job)
     output = Path(job.output_dir).expanduser().resolve()
     folder = output / job.target
@@ -66,7 +66,7 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str))
     plot(out, path.with_suffix(".png"))
-    out["report_path"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+    out["report_path"] = str(path.relative_to(PROJECT_DIR) if path.is_relative_to(PROJECT_DIR) else path)
     return out
 
 

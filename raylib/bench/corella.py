@@ -21,8 +21,8 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, from_dict, to_dict
 from raylib.methods.corella.config import CorellaJobConfig
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"aligned": "routed", "no_align": "routed_no_align"}
 
 
@@ -42,7 +42,7 @@ def _variant(config: BenchCorellaConfig, name: str, **align) -> CorellaJobConfig
 
 def _report_path(config: BenchCorellaConfig) -> Path:
     path = Path(config.report)
-    return path if path.is_absolute() else REPO / path
+    return path if path.is_absolute() else PROJECT_DIR / path
 
 
 def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:

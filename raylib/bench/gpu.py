@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from raylib.assets import PROJECT_DIR
+
 RECIPE = "jobs/configs/tallrec-llama7b-rtx3090.yaml"
 GIB = 1024 ** 3
 
@@ -239,7 +240,7 @@ def run_check(settings: GpuCheckSettings) -> dict[str, Any]:
     if settings.dry_run:
         overrides += ["train.batch_size=4", "train.micro_batch_size=2", "data.max_length=256", "eval.batch_size=4",
                       "train.gpu=null"]
-    job = load_config(TallrecJobConfig, REPO / settings.recipe, overrides)
+    job = load_config(TallrecJobConfig, PROJECT_DIR / settings.recipe, overrides)
     records = synthetic_records(max(settings.records, job.train.batch_size))
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if cuda else "cpu", "dry_run": settings.dry_run,
@@ -256,6 +257,6 @@ def run_check(settings: GpuCheckSettings) -> dict[str, Any]:
 
 
 def _save(settings: GpuCheckSettings, report: dict[str, Any]) -> None:
-    path = Path(settings.out) if Path(settings.out).is_absolute() else REPO / settings.out
+    path = Path(settings.out) if Path(settings.out).is_absolute() else PROJECT_DIR / settings.out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))

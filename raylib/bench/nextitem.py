@@ -21,8 +21,8 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, from_dict, to_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig, NextItemJobConfig
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_exact", "genrec_grounded")
 
 
@@ -32,7 +32,7 @@ class BenchNextItemConfig(NextItemJobConfig):
     genrec_num_beams: int = Field(10, ge=1)
     num_templates: int = Field(5, ge=1)
     # BIGRec's Amazon Video Games catalogue: `title<TAB>id` per line (../shared); absent = part skipped.
-    catalogue_file: str = str(REPO.parent / "shared" / "data" / "amazon-games" / "id2name.txt")
+    catalogue_file: str = str(PROJECT_DIR.parent / "shared" / "data" / "amazon-games" / "id2name.txt")
     grounding_queries: int = Field(1000, ge=1)
     speed_queries: int = Field(16, ge=1)
     report: str = "reports/bigrec_ml100k.json"
@@ -53,7 +53,7 @@ def _job(cls, config: BenchNextItemConfig, name: str, **changes):
 
 
 def _save(config: BenchNextItemConfig, report: dict[str, Any]) -> Path:
-    path = REPO / config.report if not Path(config.report).is_absolute() else Path(config.report)
+    path = PROJECT_DIR / config.report if not Path(config.report).is_absolute() else Path(config.report)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))
     _plot(report, path.with_suffix(".png"))
@@ -94,7 +94,7 @@ def _shown_source(source: str) -> str:
     if "recbole/dataset_example" in source:
         return "embedded: recbole==1.2.1 wheel, recbole/dataset_example/ml-100k"
     path = Path(source)
-    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else source
+    return str(path.relative_to(PROJECT_DIR)) if path.is_absolute() and path.is_relative_to(PROJECT_DIR) else source
 
 
 def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
 
     start = time.time()
     report: dict[str, Any] = {}
-    saved = REPO / config.report if not Path(config.report).is_absolute() else Path(config.report)
+    saved = PROJECT_DIR / config.report if not Path(config.report).is_absolute() else Path(config.report)
     if config.resume and saved.is_file():
         report = json.loads(saved.read_text())
     report.update({"model": config.model.name, "command": "python -m jobs.bench_bigrec",

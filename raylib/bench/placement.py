@@ -23,8 +23,8 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, ModelConfig
 from raylib.methods.tallrec.config import DataConfig, EvalConfig
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 WAYS = ("driver", "task_all_cores", "task_one_cpu")
 
 
@@ -70,7 +70,7 @@ def run_bench(config: BenchPlacementConfig) -> dict[str, Any]:
               "task_all_cores_vs_driver": best["task_all_cores"]["wall_s"] / best["driver"]["wall_s"],
               "task_one_cpu_vs_driver": best["task_one_cpu"]["wall_s"] / best["driver"]["wall_s"],
               "same_auc": len({round(r["auc"], 9) for rs in runs.values() for r in rs}) == 1}
-    path = Path(config.report) if Path(config.report).is_absolute() else REPO / config.report
+    path = Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     plot(report, path.with_suffix(".png"))

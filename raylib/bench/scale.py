@@ -31,8 +31,8 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, to_dict
 from raylib.methods.tallrec.config import DataConfig, EvalConfig
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("jobs/configs/tallrec-llama7b-rtx3090.yaml", "jobs/configs/tallrec-llama13b-4xrtx3090.yaml")
 
 
@@ -61,7 +61,7 @@ class BenchScaleConfig:
 
 # ---------------------------------------------------------------- report file
 def _path(config: BenchScaleConfig) -> Path:
-    return Path(config.report) if Path(config.report).is_absolute() else REPO / config.report
+    return Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
 
 
 def _load(config: BenchScaleConfig) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def plan_recipes(config: BenchScaleConfig) -> dict[str, Any]:
 
     out = {}
     for recipe in config.recipes:
-        job = load_config(TallrecJobConfig, REPO / recipe)
+        job = load_config(TallrecJobConfig, PROJECT_DIR / recipe)
         plan = report(count_parameters(model_config(job.model.name), job.lora), setup_for_job(job, job.train.gpu),
                       job.model.name)
         if plan["fits"]:
@@ -284,7 +284,7 @@ def driver_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str
 
     print("[bench] driver fault drill: the job's whole process group is SIGKILLed after its 2nd checkpoint",
           flush=True)
-    first = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+    first = subprocess.Popen(command, cwd=PROJECT_DIR, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     deadline = time.time() + 1800
     while time.time() < deadline and len(checkpointed_steps()) < 2 and first.poll() is None:
@@ -295,7 +295,7 @@ def driver_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str
     _kill_session_leftovers(first.pid)
     time.sleep(3)
     print("[bench] driver fault drill: the same command again", flush=True)
-    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    second = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=3600)
     if second.returncode != 0:
         raise RuntimeError(f"the rerun failed:\n{second.stderr[-3000:]}")
     finished = json.loads((Path(job.output_dir) / "finished.json").read_text())["state"]
@@ -347,6 +347,14 @@ def run_bench(config: BenchScaleConfig) -> dict[str, Any]:
         _save(config, report)
     plot(report, _path(config).with_suffix(".png"))
     return report
+
+
+def headline_json(report: dict[str, Any]) -> str:
+    """The plan and the issue's figures (per-epoch losses left out)."""
+    shown = {k: report[k] for k in ("train_overhead", "workers_auc", "workers_speedup", "fault", "driver_fault")
+             if k in report}
+    shown["fault"] = {k: v for k, v in shown.get("fault", {}).items() if "loss" not in k or k.endswith("diff")}
+    return json.dumps({"plan": report["plan"], **shown}, indent=1, default=str)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

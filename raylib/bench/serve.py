@@ -31,8 +31,8 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, to_dict
 from raylib.methods.corella.config import CtrDataConfig
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 APP = "corella"
 
 
@@ -203,7 +203,7 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
            "data": to_dict(config.data)}
     url = f"http://127.0.0.1:{config.port}"
     report: dict[str, Any] = {"test_samples": len(samples), "threshold": routing.threshold}
-    path = Path(config.report) if Path(config.report).is_absolute() else REPO / config.report
+    path = Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
 
     def save() -> None:
         report["wall_time_s"] = time.time() - start
@@ -327,6 +327,10 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
             "llm_only_p99_ms": llm_only.get("p99_ms"), "failed_requests": failed,
             "llm_share": router.get("llm_share"), "served_auc": report.get("served_auc"),
             "offline_auc": report.get("offline_auc"), "llm_only_auc": report.get("llm_only_auc")}
+
+
+def headline_json(report: dict[str, Any]) -> str:
+    return json.dumps(headline(report), indent=1, default=str)
 
 
 def write_report(report: dict[str, Any], config: BenchServeConfig, path: Path) -> None:

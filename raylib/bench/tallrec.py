@@ -27,8 +27,8 @@ from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, from_d
 from raylib.methods.tallrec.config import EvalConfig, TallrecJobConfig
 from raylib.data.records import read_records, sample_records
 from raylib.metrics import auc
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 ENGINEERING_KEYS = ("train_overhead", "train_overhead_detail", "scoring_speedup", "scoring_auc_diff",
                     "scoring_detail")
 PAPER_AUC = {"16": 0.6724, "64": 0.6748, "256": 0.7198}  # TALLRec Table 2, LLaMA-7B, movie
@@ -40,7 +40,7 @@ class BenchTallrecConfig:
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    data_dir: str = str(REPO.parent / "shared" / "data" / "tallrec" / "movie")
+    data_dir: str = str(PROJECT_DIR.parent / "shared" / "data" / "tallrec" / "movie")
     shots: list[int] = dataclasses.field(default_factory=lambda: [16, 64, 256])
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
     # Epochs per shot count (a CPU cannot afford the paper's 200 with early stopping); missing = train.epochs.
@@ -209,7 +209,7 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
     test = sample_records(read_records(data_dir / "test.json"), config.test_samples, seed=0)
     work = Path(config.work_dir).resolve()
     # The data folder relative to the project, so a committed report names no machine's paths.
-    shown = {**to_dict(config), "data_dir": os.path.relpath(data_dir.resolve(), REPO)}
+    shown = {**to_dict(config), "data_dir": os.path.relpath(data_dir.resolve(), PROJECT_DIR)}
     report: dict[str, Any] = {"model": config.model.name, "test_records": len(test), "config": shown,
                               "paper_auc": PAPER_AUC, "cpu_threads": torch.get_num_threads(),
                               "machine": machine(config)}

@@ -34,14 +34,14 @@ from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, 
 from raylib.data.records import TallrecRecord, sample_records, stratified_sample
 from raylib.stages import cached_stage
 from raylib.train.checkpoint import adapter_sha1
+from raylib.assets import PROJECT_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("raw", "base", "ingredient", "average", "entropy", "tune")
 
 
 # ------------------------------------------------------------------ data
 def load_domains(job: CocktailJobConfig) -> dict[str, DomainSplits]:
-    return {d.name: load_domain(d, job.data, REPO) for d in job.domains}
+    return {d.name: load_domain(d, job.data, PROJECT_DIR) for d in job.domains}
 
 
 def _stage_job(job: CocktailJobConfig, output_dir: Path) -> TallrecJobConfig:
