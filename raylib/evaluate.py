@@ -109,16 +109,22 @@ class _PrefixScorer:
         return logits
 
 
-@torch.no_grad()
 def yes_probabilities(model, tokenizer, records: list[TallrecRecord], max_length: int = 512,
-                      batch_size: int = 16, progress: bool = True, encoded=None, scoring: str = "pair",
-                      prefix_cache: bool = True, answer_ids: tuple[int, int] | None = None) -> np.ndarray:
-    """P("Yes." | prompt) for each record, in the records' order (`scoring`: "pair" or "tallrec"). Other
-    methods pass their own prompts as `encoded` and their answers' first-token ids as `answer_ids`."""
+                      batch_size: int = 16, progress: bool = True, scoring: str = "pair",
+                      prefix_cache: bool = True) -> np.ndarray:
+    """P("Yes." | prompt) for each TALLRec record, in the records' order (`scoring`: "pair" or "tallrec")."""
+    return answer_probabilities(model, tokenizer, encode_all(tokenizer, records, max_length),
+                                answer_token_ids(tokenizer), batch_size, progress, scoring, prefix_cache)
+
+
+@torch.no_grad()
+def answer_probabilities(model, tokenizer, encoded, answer_ids: tuple[int, int], batch_size: int = 16,
+                         progress: bool = True, scoring: str = "pair", prefix_cache: bool = True) -> np.ndarray:
+    """P(first answer) from the (first, second) answers' first-token ids after each encoded prompt, in order: the
+    scoring every Yes/No method shares (TALLRec's records, CoReLLa's prompts)."""
     if scoring not in SCORINGS:
         raise RaylibError(f"eval.scoring={scoring!r} must be one of {', '.join(SCORINGS)}.")
-    encoded = encoded if encoded is not None else encode_all(tokenizer, records, max_length)
-    yes_id, no_id = answer_ids or answer_token_ids(tokenizer)
+    yes_id, no_id = answer_ids
     device = next(model.parameters()).device
     order = np.argsort([len(e.input_ids) for e in encoded], kind="stable")
     probs = np.empty(len(encoded), dtype=np.float64)

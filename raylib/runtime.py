@@ -24,9 +24,15 @@ QUIET_ENV = {
 }
 
 
+def verbose() -> bool:
+    """Whether this run shows Ray's, DeepSpeed's and the libraries' own detail (`--verbose`; every Ray process of
+    the job inherits it through RAYLIB_VERBOSE)."""
+    return bool(os.environ.get("RAYLIB_VERBOSE"))
+
+
 def quiet_libraries() -> None:
     """In this process: the libraries' own INFO lines and progress bars off (call after importing them)."""
-    if os.environ.get("RAYLIB_VERBOSE"):
+    if verbose():
         return
     # The root logger too: some of Ray Train's INFO lines (a report dump per checkpoint) use file-named loggers.
     for name in ("", "DeepSpeed", "deepspeed", "torch.distributed", "ray", "ray.train", "ray.tune", "ray.data"):
@@ -70,17 +76,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
 
     if ray.is_initialized():
         return
-    verbose = bool(os.environ.get("RAYLIB_VERBOSE"))
-    env = {"RAYLIB_VERBOSE": "1"} if verbose else {k: os.environ.get(k, v) for k, v in QUIET_ENV.items()}
+    env = {"RAYLIB_VERBOSE": "1"} if verbose() else {k: os.environ.get(k, v) for k, v in QUIET_ENV.items()}
     if os.environ.get("RAYLIB_LOAD_LOG"):  # `raylib.placement.note_weights_loaded`, in every Ray process
         env["RAYLIB_LOAD_LOG"] = os.environ["RAYLIB_LOAD_LOG"]
-    options = dict(log_to_driver=True, logging_level=logging.INFO if verbose else logging.WARNING,
-                   logging_config=ray.LoggingConfig(log_level="INFO" if verbose else "WARNING"))
+    options = dict(log_to_driver=True, logging_level=logging.INFO if verbose() else logging.WARNING,
+                   logging_config=ray.LoggingConfig(log_level="INFO" if verbose() else "WARNING"))
     address = address or os.environ.get("RAY_ADDRESS")
     if address:  # a cluster (or `ray job submit`): its runtime environment (working_dir) stays as submitted
         ray.init(address=address, **options)
         return
-    if not verbose:  # nothing preempts a local machine; its watcher only logs a start-up error
+    if not verbose():  # nothing preempts a local machine; its watcher only logs a start-up error
         env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     if num_gpus is None and os.environ.get("RAYLIB_LOCAL_GPUS"):
         num_gpus = int(os.environ["RAYLIB_LOCAL_GPUS"])

@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
+def file_sha1(path: str | Path) -> str:
+    """The SHA-1 of a file's bytes: what a cached stage's key holds for a model or an adapter it used."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
 def _key_hash(key: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 

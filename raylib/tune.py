@@ -19,6 +19,7 @@ from typing import Any, Callable
 from raylib import RaylibError
 from raylib.assets import PROJECT_DIR
 from raylib.config import TuneSettings
+from raylib.runtime import verbose
 
 SPACE_TYPES = ("uniform", "loguniform", "int", "choice")
 
@@ -64,7 +65,12 @@ def space_from_config(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _trial(params: dict[str, Any], objective: Callable | None = None, constants: dict | None = None,
            metric: str = "") -> None:
     """One Ray Tune trial: evaluate the objective once and report its metrics."""
+    import logging
+
     from ray import tune
+
+    if not verbose():  # a reused trial actor warns on every flush of its closed log files ("ValueError when calling
+        logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)  # 'flush' on stream"): Ray's logs only
 
     metrics = {key: float(value) for key, value in objective(params, **(constants or {})).items()}
     if metric not in metrics:  # else Ray stops the whole search with a long traceback
@@ -76,7 +82,7 @@ def _trial(params: dict[str, Any], objective: Callable | None = None, constants:
 def _quiet_tune():
     """Ray 2.60's new console output prints a table and paths per experiment even at verbose=0; the legacy
     reporter at verbose=0 prints nothing. RAYLIB_VERBOSE keeps Ray's own output."""
-    if os.environ.get("RAYLIB_VERBOSE"):
+    if verbose():
         yield
         return
     previous = os.environ.get("RAY_AIR_NEW_OUTPUT")

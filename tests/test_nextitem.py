@@ -7,6 +7,7 @@ import json
 from raylib.config import from_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
 from raylib.prompts import GENREC_TEMPLATES, answer_text, bigrec_prompt, genrec_prompt
+from raylib.methods.nextitem.task import BIGREC_TEMPLATE
 
 
 def test_prompts_quote_titles_and_answers_parse_back():
@@ -24,11 +25,11 @@ def test_genrec_draws_one_template_per_training_example():
     from raylib.methods.nextitem.pipeline import load_sequence_data, title_records
 
     data = load_sequence_data(SequenceDataConfig(valid_samples=20, test_samples=20))
-    records = title_records(data.train[:200], data, num_templates=5, seed=0)
+    records = title_records(data.train[:200], data, "genrec", num_templates=5, seed=0)
     assert {r["template"] for r in records} == set(range(5))
-    assert title_records(data.train[:200], data, num_templates=5, seed=0) == records  # seeded
-    assert {r["template"] for r in title_records(data.test, data, -1)} == {0}  # evaluation: template 0
-    assert {r["template"] for r in title_records(data.test, data, 0)} == {-1}  # BIGRec's one prompt
+    assert title_records(data.train[:200], data, "genrec", num_templates=5, seed=0) == records  # seeded
+    assert {r["template"] for r in title_records(data.test, data, "genrec", num_templates=1)} == {0}  # evaluation
+    assert {r["template"] for r in title_records(data.test, data)} == {BIGREC_TEMPLATE}  # BIGRec's one prompt
 
 
 def test_beam_search_returns_num_beams_distinct_candidates(tiny_model_dir, tokenizer):

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raylib import RaylibError
-from raylib.data.sequences import build_sequence_data, build_windows, read_table, sample_windows, user_sequences
+from raylib.data.sequences import build_sequence_data, build_windows, sample_windows, user_sequences
+from raylib.data.tables import read_table
 
 
 def interactions(rows):

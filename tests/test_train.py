@@ -40,13 +40,13 @@ def test_zero3_lora_adapter_on_two_workers_reloads_and_changes_logits(ray_sessio
 
     assert result.state.epoch == 2 and len(result.state.history) == 2
     assert all("val_auc" in h for h in result.state.history)
-    files = sorted(p.name for p in result.adapter_dir.iterdir())
+    files = sorted(p.name for p in result.published_dir.iterdir())
     assert files == ["adapter_config.json", "adapter_model.safetensors", "training_summary.json"]
     from safetensors.torch import load_file
 
-    tensors = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    tensors = load_file(str(result.published_dir / "adapter_model.safetensors"))
     assert tensors and all(t.numel() > 0 for t in tensors.values())  # gathered, not ZeRO-3's empty shards
-    before, after = logits_with(tiny_model_dir, result.adapter_dir, torch.tensor([[1, 2, 3, 4, 5]]))
+    before, after = logits_with(tiny_model_dir, result.published_dir, torch.tensor([[1, 2, 3, 4, 5]]))
     assert not torch.allclose(before, after)
 
 
@@ -77,7 +77,7 @@ def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_r
     assert second.state.epoch == 2
     assert second.state.history[0] == first.state.history[0]  # epoch 1 came from the checkpoint, not a rerun
     assert second.state.global_step == 2 * first.state.global_step
-    summary = json.loads((second.adapter_dir / "training_summary.json").read_text())
+    summary = json.loads((second.published_dir / "training_summary.json").read_text())
     assert summary["epochs_run"] == 2
 
 
@@ -121,7 +121,7 @@ def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_
     from safetensors.torch import load_file
 
     resumed_adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
-    unbroken_adapter = load_file(str(unbroken.adapter_dir / "adapter_model.safetensors"))
+    unbroken_adapter = load_file(str(unbroken.published_dir / "adapter_model.safetensors"))
     assert all(torch.allclose(resumed_adapter[k], unbroken_adapter[k], atol=1e-6) for k in unbroken_adapter)
 
 

@@ -39,13 +39,13 @@ def test_sft_task_trains_checkpoints_and_resumes(ray_session, tiny_model_dir, tm
     # last step is the run's last step (before, DeepSpeed carried a half step into the next epoch).
     assert [h["step"] for h in second.state.history] == [3, 6]
     assert first.state.history[0]["lr"] == 0.0 and second.state.history[-1]["lr"] == 0.0
-    assert json.loads((second.adapter_dir / "training_summary.json").read_text())["metric"] == "loss"
+    assert json.loads((second.published_dir / "training_summary.json").read_text())["metric"] == "loss"
 
     base = load_model(sft_job(tiny_model_dir, tmp_path).model)
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         before = base(input_ids=ids).logits
-        after = PeftModel.from_pretrained(base, str(second.adapter_dir))(input_ids=ids).logits
+        after = PeftModel.from_pretrained(base, str(second.published_dir))(input_ids=ids).logits
     assert not torch.allclose(before, after)
 
 

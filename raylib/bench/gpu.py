@@ -172,7 +172,8 @@ def _timed(fn) -> tuple[Any, float]:
 
 
 def inference_phases(settings: GpuCheckSettings, job, records) -> dict[str, dict[str, Any]]:
-    from raylib.evaluate import encode_all, yes_probabilities
+    from raylib.encoding import answer_token_ids
+    from raylib.evaluate import answer_probabilities, encode_all
     from raylib.generation import beam_search
     from raylib.model import load_tokenizer, load_with_adapter
     from raylib.placement import choose_dtype, device
@@ -185,8 +186,8 @@ def inference_phases(settings: GpuCheckSettings, job, records) -> dict[str, dict
     _reset()
     model = load_with_adapter(job.model, None, here, choose_dtype(job.eval.dtype, here)).eval()
     encoded = encode_all(tokenizer, records, job.data.max_length)
-    _, seconds = _timed(lambda: yes_probabilities(model, tokenizer, records, job.data.max_length,
-                                                  job.eval.batch_size, progress=False, encoded=encoded))
+    _, seconds = _timed(lambda: answer_probabilities(model, tokenizer, encoded, answer_token_ids(tokenizer),
+                                                     job.eval.batch_size, progress=False))
     tokens = sum(len(e.input_ids) for e in encoded)
     out["scoring"] = {"seconds": seconds, "tokens_per_s": tokens / seconds, "batch": job.eval.batch_size, **_memory()}
 

@@ -165,7 +165,7 @@ def beam_speed(config: BenchNextItemConfig, adapter_dir: str | None) -> dict[str
     job = _job(BigrecJobConfig, config, "speed")
     data = load_sequence_data(job.data)
     model, tokenizer = load_for_inference(job, adapter_dir)
-    prompts = prompts_for(job, tokenizer, title_records(data.test[:config.speed_queries], data, 0))
+    prompts = prompts_for(job, tokenizer, title_records(data.test[:config.speed_queries], data, "bigrec"))
     g = job.generation
     beam_search(model, tokenizer, prompts[:2], g.num_beams, g.max_new_tokens, 2, progress=False)  # warm-up
     settings = (("plain_one_at_a_time", 1, False), ("plain_batched", g.batch_size, False),

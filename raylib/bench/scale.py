@@ -209,7 +209,7 @@ def run_workers(config: BenchScaleConfig, workers: int, seed: int | None = None)
     job = _job(config, name, **extra)
     print(f"[bench] TALLRec on {workers} worker(s), seed {job.train.seed}", flush=True)
     result = train_tallrec(job, data.train, data.valid)
-    scored = score_records(job.model, data.test, str(result.adapter_dir), job.data.max_length, job.eval)
+    scored = score_records(job.model, data.test, str(result.published_dir), job.data.max_length, job.eval)
     history = result.state.history
     return {"tokens_per_s": statistics.mean(h["train_tokens_per_s"] for h in history), "auc": scored["auc"],
             "logloss": scored["logloss"], "val_auc": [h.get("val_auc") for h in history],
@@ -233,6 +233,20 @@ def auc_within_noise(runs: dict[str, Any], other: str, rounds: int) -> dict[str,
                                                          runs["1"]["probabilities"], rounds)}
 
 
+@dataclasses.dataclass(frozen=True)
+class KillOnce:
+    """A training hook (`raylib.train.train(after_step=...)`): rank 0's worker SIGKILLs itself after optimizer
+    step `step`, once per run (the `marker` file remembers it), so that Ray Train's restart can be observed."""
+    step: int
+    marker: str
+
+    def __call__(self, global_step: int, rank: int) -> None:
+        if rank == 0 and global_step == self.step and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(global_step))
+            print(f"[train] fault drill: SIGKILL after optimizer step {global_step}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def worker_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str, Any]:
     from raylib.methods.tallrec.pipeline import train_tallrec
 
@@ -242,12 +256,9 @@ def worker_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str
     job = _job(config, "fault", max_failures=1, checkpoint_every_steps=config.checkpoint_every_steps)
     shutil.rmtree(job.output_dir, ignore_errors=True)  # a drill from scratch: no finished run, no marker
     print(f"[bench] fault drill: the worker is SIGKILLed after optimizer step {config.kill_at_step}", flush=True)
-    os.environ["RAYLIB_DRILL_KILL_AT_STEP"] = str(config.kill_at_step)
-    try:
-        start = time.time()
-        result = train_tallrec(job, data.train, data.valid)
-    finally:
-        os.environ.pop("RAYLIB_DRILL_KILL_AT_STEP", None)
+    start = time.time()
+    result = train_tallrec(job, data.train, data.valid,
+                           after_step=KillOnce(config.kill_at_step, str(Path(job.output_dir) / "drill-killed")))
     state = result.state
     if not (Path(job.output_dir) / "drill-killed").is_file():
         raise RuntimeError("The fault drill's worker was never killed: did the run end before the kill step?")

@@ -250,7 +250,7 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
                 "data": {"max_length": config.max_length}, "output_dir": str(folder)})
             print(f"[bench] {shots}-shot, seed {seed}: training {epochs} epochs", flush=True)
             result = train_tallrec(job, sample_records(pool, shots, seed), valid)
-            tuned = score_records(config.model, test, str(result.adapter_dir), config.max_length, config.eval)
+            tuned = score_records(config.model, test, str(result.published_dir), config.max_length, config.eval)
             wall = time.time() - t0
             rate = statistics.mean(h["train_tokens_per_s"] for h in result.state.history)
             aucs.append(tuned["auc"]), walls.append(wall), rates.append(rate)

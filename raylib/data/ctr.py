@@ -178,23 +178,12 @@ def check_ctr_table(table: pa.Table, where: str) -> pa.Table:
 
 def read_ctr_table(path: str | Path) -> pa.Table:
     """A user's CTR table (Parquet; or CSV with list columns written as JSON arrays)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    from raylib.data.tables import read_table
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise RaylibError(f"CTR table {path} does not exist.")
-    try:
-        if path.suffix.lower() == ".parquet":
-            table = pq.read_table(path)
-        elif path.suffix.lower() == ".csv":
-            types = {c: pa.string() for c in SINGLE_FIELDS + ("title",) + LIST_FIELDS}
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
-            table = _lists_from_json(table, path)
-        else:
-            raise RaylibError(f"CTR table {path}: use .parquet or .csv.")
-    except (pa.ArrowInvalid, OSError) as err:
-        raise RaylibError(f"CTR table {path} could not be read: {str(err).splitlines()[0]}") from None
+    table = read_table(path, string_columns=SINGLE_FIELDS + ("title",) + LIST_FIELDS)
+    if path.suffix.lower() != ".parquet":
+        table = _lists_from_json(table, path)
     return check_ctr_table(table, str(path))
 
 

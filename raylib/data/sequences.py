@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -187,38 +186,3 @@ def build_sequence_data(interactions: pa.Table, items: pa.Table, history_len: in
 
 
 # ------------------------------------------------------------------ a user's own files
-def read_table(path: str | Path, required: tuple[str, ...]) -> pa.Table:
-    """A CSV or Parquet table with at least the `required` columns (ids are read as strings)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise RaylibError(f"Data file {path} does not exist.")
-    try:
-        if path.suffix.lower() == ".parquet":
-            table = pq.read_table(path)
-        elif path.suffix.lower() in (".csv", ".tsv"):
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-            types = {c: pa.string() for c in ("user_id", "item_id", "title")}
-            table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                                   convert_options=pacsv.ConvertOptions(column_types=types))
-        else:
-            raise RaylibError(f"Data file {path}: use .csv, .tsv or .parquet.")
-    except (pa.ArrowInvalid, OSError) as err:
-        raise RaylibError(f"Data file {path} could not be read: {str(err).splitlines()[0]}") from None
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise RaylibError(f"Data file {path} lacks column(s) {missing}; it has {table.column_names}.")
-    for column in ("user_id", "item_id"):
-        if column in table.column_names:
-            col = table.column(column)
-            table = table.set_column(table.column_names.index(column), column, col.cast(pa.string()))
-            if col.null_count:
-                raise RaylibError(f"Data file {path}: column {column} has {col.null_count} empty value(s).")
-    if "timestamp" in required:
-        stamps = table.column("timestamp")
-        if stamps.null_count or not pa.types.is_integer(stamps.type) and not pa.types.is_floating(stamps.type):
-            raise RaylibError(f"Data file {path}: every timestamp must be a number.")
-        table = table.set_column(table.column_names.index("timestamp"), "timestamp", stamps.cast(pa.int64()))
-    return table

@@ -9,11 +9,11 @@
 """
 
 from raylib.serving.app import AppArgs, build_app
-from raylib.serving.deployments import (MAX_THRESHOLD, TOKEN_ENV, TOKEN_FILE_ENV, artifact_paths, check_token,
+from raylib.serving.deployments import (TOKEN_ENV, TOKEN_FILE_ENV, artifact_paths, check_token,
                                         routing_plan, token_from_env)
 from raylib.serving.ops import dashboard_url, deploy, replica_actors, running_replicas
 from raylib.serving.scorers import CrmScorer, LlmScorer, RequestRules, sample_row
 
-__all__ = ["AppArgs", "build_app", "MAX_THRESHOLD", "TOKEN_ENV", "TOKEN_FILE_ENV", "artifact_paths", "check_token",
+__all__ = ["AppArgs", "build_app", "TOKEN_ENV", "TOKEN_FILE_ENV", "artifact_paths", "check_token",
            "routing_plan", "token_from_env", "dashboard_url", "deploy", "replica_actors", "running_replicas",
            "CrmScorer", "LlmScorer", "RequestRules", "sample_row"]

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from raylib.config import Dtype
-from raylib.serving.deployments import (MAX_THRESHOLD, CrmDeployment, GeneratorDeployment, LlmDeployment, Router,
+from raylib.methods.corella.routing import MAX_ENTROPY
+from raylib.serving.deployments import (CrmDeployment, GeneratorDeployment, LlmDeployment, Router,
                                         artifact_paths)
 from raylib.serving.scorers import RequestRules
 
@@ -20,7 +21,7 @@ class AppArgs(BaseModel):
     model: str | None = Field(None, description="the base model (default: the one the artifacts were tuned on)")
     max_length: int = Field(512, ge=32)
     dtype: Dtype = Field("auto", description="LLM / generator dtype, by the dtype rule (bf16 on GPUs, fp32 on CPUs)")
-    threshold: float | None = Field(None, ge=0.0, le=MAX_THRESHOLD,
+    threshold: float | None = Field(None, ge=0.0, le=MAX_ENTROPY,
                                     description="override routing.json's tuned threshold (user_config)")
     llm_timeout_s: float = Field(10.0, gt=0.0)
     llm_gpus: float = Field(0.0, ge=0.0, description="GPUs per LLM replica (0.5: two replicas share one)")

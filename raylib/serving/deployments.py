@@ -24,7 +24,6 @@ class-based Serve ingress string annotations turned the request body into a quer
 
 import asyncio
 import hmac
-import math
 import os
 import time
 from pathlib import Path
@@ -34,13 +33,13 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
 from ray import serve
 
+from raylib.methods.corella.routing import MAX_ENTROPY  # at this threshold the CRM answers everything
 from raylib.serving.schemas import (PredictRequest, Prediction, PredictResponse, RecommendRequest,
                                     RecommendResponse)
 from raylib.serving.scorers import CrmScorer, LlmScorer, RequestRules
 
 TOKEN_ENV = "RAYLIB_SERVE_TOKEN"
 TOKEN_FILE_ENV = "RAYLIB_SERVE_TOKEN_FILE"
-MAX_THRESHOLD = math.log(2.0)  # the largest binary entropy: at this threshold the CRM answers everything
 ROUTING_SOURCE = "routing.json"
 
 
@@ -174,7 +173,7 @@ class GeneratorDeployment:
                   autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 64})
 @serve.ingress(api)
 class Router:
-    def __init__(self, crm, llm, generator=None, tuned_threshold: float = MAX_THRESHOLD,
+    def __init__(self, crm, llm, generator=None, tuned_threshold: float = MAX_ENTROPY,
                  rules: dict[str, Any] | None = None):
         from ray.serve import metrics
 
@@ -194,8 +193,6 @@ class Router:
     def reconfigure(self, config: dict[str, Any]) -> None:
         """`user_config`: {"llm_timeout_s": float, "threshold": float (optional)}; applied live, no restart.
         Without "threshold" the router uses routing.json's tuned one (so a config never carries a stale one)."""
-        from raylib.methods.corella.routing import MAX_ENTROPY
-
         override = config.get("threshold")
         threshold = self.tuned_threshold if override is None else float(override)
         if not 0.0 <= threshold <= MAX_ENTROPY:

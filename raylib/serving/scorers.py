@@ -80,10 +80,10 @@ class LlmScorer:
 
     def __call__(self, samples: list[dict[str, Any]]) -> list[float]:
         from raylib.encoding import Encoded
-        from raylib.evaluate import yes_probabilities
+        from raylib.evaluate import answer_probabilities
         from raylib.methods.corella.task import prompt_ids
 
         encoded = [Encoded(prompt_ids(self.tokenizer, {**s, "history_scores": s["history_ratings"]},
                                       self.max_length, f"sample {i}"), [], 0) for i, s in enumerate(samples)]
-        return yes_probabilities(self.model, self.tokenizer, [], batch_size=len(encoded), progress=False,
-                                 encoded=encoded, answer_ids=self.yes_no, prefix_cache=False).tolist()
+        return answer_probabilities(self.model, self.tokenizer, encoded, self.yes_no, batch_size=len(encoded),
+                                    progress=False, prefix_cache=False).tolist()

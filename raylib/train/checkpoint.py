@@ -250,7 +250,9 @@ def load_adapter_into(model, folder: Path) -> None:
 
 def adapter_sha1(folder: str | Path) -> str:
     """sha1 of a PEFT adapter folder's weights: keys what was computed with that adapter (beams, scores, mixes)."""
-    return hashlib.sha1((Path(folder) / "adapter_model.safetensors").read_bytes()).hexdigest()
+    from raylib.stages import file_sha1
+
+    return file_sha1(Path(folder) / "adapter_model.safetensors")
 
 
 def publish_folder(source: Path, target: Path, extra: dict[str, Any] | None = None) -> Path:

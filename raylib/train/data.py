@@ -12,7 +12,6 @@ Validation rows are not split: every worker reads them all and `sharded_map` div
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -137,7 +136,9 @@ def read_shard(path: str, rank: int, world: int) -> pa.Table:
 def quiet_ray_data() -> None:
     """Ray Data's progress bars off in this process: reading a worker's few-row shard otherwise prints "Running
     Dataset ... / execution finished" lines from every worker into the job's terminal."""
-    if os.environ.get("RAYLIB_VERBOSE"):
+    from raylib.runtime import verbose
+
+    if verbose():
         return
     import logging
 

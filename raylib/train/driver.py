@@ -16,19 +16,20 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from raylib import RaylibError
 from raylib.config import TrainJob, to_dict
 from raylib.train.checkpoint import (TrainerState, claim_output_dir, current_fingerprint, data_digest,
                                      run_fingerprint)
 from raylib.train.storage import RUN_NAME, storage_path
+from raylib.runtime import verbose
 FINISHED_FILE = "finished.json"  # written after publishing: this run is done (`finished_result`)
 
 
 @dataclasses.dataclass
 class TrainResult:
-    adapter_dir: Path  # what the task published (LoRA tasks: a PEFT adapter folder)
+    published_dir: Path  # what the task published: a PEFT adapter folder, or a whole model's (SASRec, DCNv2)
     state: TrainerState
     metrics: dict[str, Any]
     wall_time_s: float
@@ -57,13 +58,6 @@ def _claim(job: TrainJob, fingerprint: dict[str, Any]) -> bool:
     return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job))
 
 
-def _fault_drill(output: Path) -> dict[str, Any] | None:
-    """RAYLIB_DRILL_KILL_AT_STEP=N (jobs.bench_scale): rank 0's worker SIGKILLs itself after optimizer step N,
-    once per output_dir (a marker file remembers it), so that the restart can be observed."""
-    step = int(os.environ.get("RAYLIB_DRILL_KILL_AT_STEP", "0"))
-    return {"kill_at_step": step, "marker": str(output / "drill-killed")} if step > 0 else None
-
-
 def _run_length(job: TrainJob) -> dict[str, int]:
     return {"epochs": job.train.epochs, "patience": job.train.patience, "max_steps": job.train.max_steps}
 
@@ -85,9 +79,12 @@ def _finished(job: TrainJob, fingerprint: dict[str, Any]) -> TrainResult | None:
     return TrainResult(Path(saved["published"]), TrainerState(**saved["state"]), saved.get("metrics", {}), 0.0)
 
 
-def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainResult:
+def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
+          after_step: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train `task_cls` on Ray Train workers (DeepSpeed ZeRO inside) and publish its best state. The data are
-    lists of records or Parquet files/folders of them; either way the workers read them through Ray Data."""
+    lists of records or Parquet files/folders of them; either way the workers read them through Ray Data.
+    `after_step(global_step, rank)` runs on every worker after each optimizer step (a hook: the scale
+    benchmark's fault drill kills a worker there)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -108,7 +105,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
     fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))  # hashes every record: once
     done = _finished(job, fingerprint)
     if done is not None:
-        print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.adapter_dir}", flush=True)
+        print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.published_dir}", flush=True)
         return done
     output = Path(job.output_dir).expanduser().resolve()
     _claim(job, fingerprint)
@@ -128,7 +125,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
         train_loop_per_worker,
         train_loop_config={"task": task_cls, "job": to_dict(job), "train_rows": staged_train.rows,
                            "threads_per_worker": _threads_per_worker(job),
-                           "drill": _fault_drill(output)},
+                           "after_step": after_step},
         datasets=datasets,
         dataset_config=dataset_config,
         # NCCL where GPU workers see CUDA, gloo otherwise (CPU workers; logical GPUs on a CPU machine)
@@ -141,7 +138,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> TrainR
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=job.train.max_failures),
             # Ray Train's own INFO lines (resources, checkpoint paths, report dumps) stay in Ray's logs.
-            logging_config=ray.train.LoggingConfig(log_level="INFO" if os.environ.get("RAYLIB_VERBOSE") else "WARNING"),
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING"),
         ),
     )
     start = time.time()

@@ -11,13 +11,14 @@ What is trained, and how it is judged, comes from the task.
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from raylib.runtime import verbose
 
 
 def _setup_environment(use_cuda: bool) -> None:
@@ -53,7 +54,7 @@ def _quiet_stdout():
     import contextlib
     import io
 
-    return contextlib.nullcontext() if os.environ.get("RAYLIB_VERBOSE") else contextlib.redirect_stdout(io.StringIO())
+    return contextlib.nullcontext() if verbose() else contextlib.redirect_stdout(io.StringIO())
 
 
 def _progress(rank: int, total: int, desc: str):
@@ -66,193 +67,259 @@ def _progress(rank: int, total: int, desc: str):
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    from raylib.config import from_dict
+    """What Ray Train runs on each worker: the steps of `WorkerRun`, in order."""
+    run = WorkerRun(loop_config)
+    run.setup_device_and_task()
+    run.read_data()
+    run.restore_state()
+    run.start_engine()
+    run.train()
 
-    task_cls = loop_config["task"]
-    job = from_dict(task_cls.config_cls, loop_config["job"])
-    train_cfg = job.train
-    # A GPU worker that sees no CUDA (Ray started with logical GPUs on a CPU machine) trains on its CPU.
-    use_cuda = train_cfg.use_gpu and torch.cuda.is_available()
-    _setup_environment(use_cuda)
 
-    import deepspeed  # noqa: E402  (after DS_ACCELERATOR is set)
-    import ray.train
-    from torch.utils.data import DataLoader
+class WorkerRun:
+    """One worker's training run, as a table of contents: device and task, data, restored state, the DeepSpeed
+    engine, then epochs (steps, validation, a checkpoint report each) until the run is done."""
 
-    from raylib.placement import choose_dtype
-    from raylib.train.batching import EpochSampler, batch_plan
-    from raylib.train.checkpoint import (
-        TrainerState, checkpoint_problem, gathered_trainable, load_engine_state, write_checkpoint,
-    )
-    from raylib.train.data import read_rows
-    from raylib.train.deepspeed_config import deepspeed_config
-    from raylib.train.task import WorkerContext
+    def __init__(self, loop_config: dict[str, Any]):
+        from raylib.config import from_dict
 
-    from raylib.runtime import quiet_libraries
+        self.loop_config = loop_config
+        self.task_cls = loop_config["task"]
+        self.job = from_dict(self.task_cls.config_cls, loop_config["job"])
+        self.cfg = self.job.train
+        self.after_step = loop_config.get("after_step")  # a hook (the scale benchmark's fault drill), or None
+        # A GPU worker that sees no CUDA (Ray started with logical GPUs on a CPU machine) trains on its CPU.
+        self.use_cuda = self.cfg.use_gpu and torch.cuda.is_available()
+        _setup_environment(self.use_cuda)
 
-    context = ray.train.get_context()
-    quiet_libraries()  # after Ray Train configured this worker's loggers
-    rank, world = context.get_world_rank(), context.get_world_size()
-    if use_cuda:
-        device = ray.train.torch.get_device()
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-        torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
-    torch.manual_seed(train_cfg.seed)
-    ctx = WorkerContext(job, rank, world, device, choose_dtype(job.model.dtype, device))
-    task = task_cls(ctx)
-    module = task.build()
+    # ------------------------------------------------------------ setup
+    def setup_device_and_task(self) -> None:
+        import ray.train
 
-    # This worker's rows only (strided by row number, see raylib.train.data); validation rows are all read.
-    rows, train_records = read_rows(ray.train.get_dataset_shard("train"))
-    _, valid_records = read_rows(ray.train.get_dataset_shard("valid"))
-    train_set = task.encode(train_records, "train")
-    valid_set = task.encode(valid_records, "valid")
-    plan = batch_plan(train_cfg, loop_config["train_rows"], world)
-    sampler = EpochSampler(plan, len(train_set), train_cfg.seed)
-    # Its own generator: a DataLoader draws a seed from the global RNG at every `iter()`, which would shift the
-    # dropout RNG of a run resumed mid-epoch against the unbroken run.
-    loader = DataLoader(train_set, batch_size=plan.micro_batch, sampler=sampler, collate_fn=task.collate,
-                        generator=torch.Generator().manual_seed(train_cfg.seed))
-    total_steps = plan.steps_per_epoch * train_cfg.epochs
-    if train_cfg.max_steps > 0:
-        total_steps = min(total_steps, train_cfg.max_steps)
+        from raylib.placement import choose_dtype
+        from raylib.runtime import quiet_libraries
+        from raylib.train.task import WorkerContext
 
-    state, best_state = TrainerState(world_size=world), None
-    checkpoint = ray.train.get_checkpoint()  # set when Ray restarts failed workers or a run is re-launched
-    restored = None
-    if checkpoint is not None:
-        restored = Path(checkpoint.to_directory())  # a local copy, read again after DeepSpeed starts
-        problem = checkpoint_problem(restored)
+        context = ray.train.get_context()
+        quiet_libraries()  # after Ray Train configured this worker's loggers
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        if self.use_cuda:
+            self.device = ray.train.torch.get_device()
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+            torch.set_num_threads(max(1, int(self.loop_config.get("threads_per_worker", 1))))
+        torch.manual_seed(self.cfg.seed)
+        self.ctx = WorkerContext(self.job, self.rank, self.world, self.device,
+                                 choose_dtype(self.job.model.dtype, self.device))
+        self.task = self.task_cls(self.ctx)
+        self.module = self.task.build()
+
+    def read_data(self) -> None:
+        """This worker's rows only (strided by row number, see raylib.train.data); validation rows are all read."""
+        import ray.train
+        from torch.utils.data import DataLoader
+
+        from raylib.train.batching import EpochSampler, batch_plan
+        from raylib.train.data import read_rows
+
+        self.rows, train_records = read_rows(ray.train.get_dataset_shard("train"))
+        _, valid_records = read_rows(ray.train.get_dataset_shard("valid"))
+        self.train_set = self.task.encode(train_records, "train")
+        self.valid_set = self.task.encode(valid_records, "valid")
+        self.plan = batch_plan(self.cfg, self.loop_config["train_rows"], self.world)
+        self.sampler = EpochSampler(self.plan, len(self.train_set), self.cfg.seed)
+        # Its own generator: a DataLoader draws a seed from the global RNG at every `iter()`, which would shift
+        # the dropout RNG of a run resumed mid-epoch against the unbroken run.
+        self.loader = DataLoader(self.train_set, batch_size=self.plan.micro_batch, sampler=self.sampler,
+                                 collate_fn=self.task.collate,
+                                 generator=torch.Generator().manual_seed(self.cfg.seed))
+        self.total_steps = self.plan.steps_per_epoch * self.cfg.epochs
+        if self.cfg.max_steps > 0:
+            self.total_steps = min(self.total_steps, self.cfg.max_steps)
+
+    def restore_state(self) -> None:
+        """The checkpoint Ray hands back (failed workers restarted, or a run launched again), if any: the trainer
+        state and the task's latest and best states (the engine's own state follows in `start_engine`)."""
+        import ray.train
+
+        from raylib.train.checkpoint import TrainerState, checkpoint_problem
+
+        self.state, self.best_state, self.restored = TrainerState(world_size=self.world), None, None
+        self.checkpoint = ray.train.get_checkpoint()
+        if self.checkpoint is None:
+            return
+        self.restored = Path(self.checkpoint.to_directory())  # a local copy, read again after DeepSpeed starts
+        problem = checkpoint_problem(self.restored)
         if problem:
             raise RuntimeError(f"The checkpoint to resume from is incomplete ({problem}).")
-        state = TrainerState.load(restored)
-        task.restore(module, restored)
-        best_state = task.read_best(restored)
+        self.state = TrainerState.load(self.restored)
+        self.task.restore(self.module, self.restored)
+        self.best_state = self.task.read_best(self.restored)
 
-    # A task may give parts of its module their own learning rate (`param_groups`); else one group.
-    groups = task.param_groups(module) if hasattr(task, "param_groups") else \
-        [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(groups, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_cfg.warmup_steps, total_steps))
-    with _quiet_stdout():  # DeepSpeed prints "... built successfully" on every start
-        engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
-                                               config=deepspeed_config(train_cfg, trainable_dtype(module), plan))
-    if restored is not None:
-        if state.world_size == world:
-            load_engine_state(engine, restored, rank)  # AdamW moments, LR schedule, RNG: continue exactly
-            how = "optimizer, schedule and RNG state restored"
-        else:  # optimizer shards are tied to the number of workers
-            for _ in range(state.global_step):
-                scheduler.step()
-            state.step_in_epoch, state.epoch_losses, state.epoch_tokens = 0, [], 0  # other shards: epoch anew
-            how = f"weights only: it was written by {state.world_size} worker(s), this run has {world}"
-        _log(rank, f"resuming in epoch {state.epoch + 1} at optimizer step {state.global_step} ({how})")
-        state.resumes.append({"step": state.global_step, "epoch": state.epoch, "time": time.time()})
-        state.world_size = world
+    def start_engine(self) -> None:
+        """AdamW (a task may give parts their own learning rate) and the schedule in a DeepSpeed engine; a resumed
+        run gets its optimizer moments, schedule and RNG back (when the number of workers is the same)."""
+        import deepspeed  # noqa: E402  (after DS_ACCELERATOR is set)
 
-    _log(rank, f"{loop_config['train_rows']} train ({len(rows)} on rank 0) / {len(valid_set)} valid records, "
-               f"{world} worker(s), ZeRO-{train_cfg.zero_stage}, {ctx.dtype}, micro-batch {plan.micro_batch} x "
-               f"accumulation {plan.accumulation}, {plan.steps_per_epoch} step(s)/epoch")
-    for note in plan.notes(train_cfg.batch_size):
-        _log(rank, note)
+        from raylib.train.checkpoint import load_engine_state
+        from raylib.train.deepspeed_config import deepspeed_config
 
-    def better(value: float) -> bool:
-        if state.best_metric is None:
-            return True
-        return value > state.best_metric if task.higher_is_better else value < state.best_metric
+        task, module, cfg, state = self.task, self.module, self.cfg, self.state
+        groups = task.param_groups(module) if hasattr(task, "param_groups") else \
+            [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, self.total_steps))
+        with _quiet_stdout():  # DeepSpeed prints "... built successfully" on every start
+            self.engine, _, _, _ = deepspeed.initialize(
+                model=module, optimizer=optimizer, lr_scheduler=self.scheduler,
+                config=deepspeed_config(cfg, trainable_dtype(module), self.plan))
+        if self.restored is not None:
+            if state.world_size == self.world:
+                load_engine_state(self.engine, self.restored, self.rank)  # AdamW moments, schedule, RNG: exact
+                how = "optimizer, schedule and RNG state restored"
+            else:  # optimizer shards are tied to the number of workers
+                for _ in range(state.global_step):
+                    self.scheduler.step()
+                state.step_in_epoch, state.epoch_losses, state.epoch_tokens = 0, [], 0  # other shards: epoch anew
+                how = f"weights only: it was written by {state.world_size} worker(s), this run has {self.world}"
+            _log(self.rank, f"resuming in epoch {state.epoch + 1} at optimizer step {state.global_step} ({how})")
+            state.resumes.append({"step": state.global_step, "epoch": state.epoch, "time": time.time()})
+            state.world_size = self.world
+        plan = self.plan
+        _log(self.rank, f"{self.loop_config['train_rows']} train ({len(self.rows)} on rank 0) / {len(self.valid_set)} "
+                        f"valid records, {self.world} worker(s), ZeRO-{cfg.zero_stage}, {self.ctx.dtype}, micro-batch "
+                        f"{plan.micro_batch} x accumulation {plan.accumulation}, {plan.steps_per_epoch} step(s)/epoch")
+        for note in plan.notes(cfg.batch_size):
+            _log(self.rank, note)
 
-    def should_stop() -> bool:  # from this run's config: a rerun may allow more epochs than the first run
-        early = bool(valid_set) and train_cfg.patience > 0 and state.bad_epochs >= train_cfg.patience
-        capped = train_cfg.max_steps > 0 and state.global_step >= train_cfg.max_steps
-        return early or capped or state.epoch >= train_cfg.epochs
+    # ------------------------------------------------------------ epochs
+    def train(self) -> None:
+        import ray.train
 
-    stop = should_stop()
-    if stop and checkpoint is not None:  # nothing left to train: hand the restored checkpoint back as the result
-        state.finished = True
-        ray.train.report({"epoch": state.epoch, "finished": True}, checkpoint=checkpoint if rank == 0 else None)
+        stop = self.should_stop()
+        if stop and self.checkpoint is not None:  # nothing left to train: the restored checkpoint is the result
+            self.state.finished = True
+            ray.train.report({"epoch": self.state.epoch, "finished": True},
+                             checkpoint=self.checkpoint if self.rank == 0 else None)
+        while not stop:
+            stop = self.run_epoch()
 
-    def trainable_now() -> dict[str, torch.Tensor]:
-        return gathered_trainable(engine.module, train_cfg.zero_stage, task.trainable_state)  # every rank
+    def should_stop(self) -> bool:
+        """From this run's config: a rerun may allow more epochs than the first run."""
+        cfg, state = self.cfg, self.state
+        early = bool(self.valid_set) and cfg.patience > 0 and state.bad_epochs >= cfg.patience
+        capped = cfg.max_steps > 0 and state.global_step >= cfg.max_steps
+        return early or capped or state.epoch >= cfg.epochs
 
-    def save_and_report(metrics: dict[str, Any], latest: dict[str, torch.Tensor]) -> None:
-        """Every rank: write its part of a checkpoint (rank 0 adds the task's files and the state), report it."""
-        with tempfile.TemporaryDirectory() as tmp:
-            def rank_zero_files(folder: Path) -> None:
-                # Before the first validation there is no best yet: the latest stands in (replaced at epoch end).
-                task.write(engine.module, latest, latest if best_state is None else best_state, folder)
-                state.save(folder)
-
-            folder = write_checkpoint(Path(tmp) / "checkpoint", engine, rank, world, rank_zero_files)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
-
-    every = train_cfg.checkpoint_every_steps
-    while not stop:
-        epoch = state.epoch
+    def run_epoch(self) -> bool:
+        """Optimizer steps to the epoch's end (a mid-epoch checkpoint every `checkpoint_every_steps`), then the
+        validation and the epoch's checkpoint report. True when the run is done."""
+        state, epoch = self.state, self.state.epoch
         # A mid-epoch checkpoint resumes inside its epoch: same shuffle, the micro-batches it trained skipped.
-        sampler.set_epoch(epoch, skip=state.step_in_epoch * plan.accumulation * plan.micro_batch)
-        losses, tokens, start = list(state.epoch_losses), state.epoch_tokens, time.perf_counter()
-        bar = _progress(rank, plan.steps_per_epoch, f"epoch {epoch + 1}/{train_cfg.epochs}")
+        self.sampler.set_epoch(epoch, skip=state.step_in_epoch * self.plan.accumulation * self.plan.micro_batch)
+        self.losses, self.tokens, start = list(state.epoch_losses), state.epoch_tokens, time.perf_counter()
+        bar = _progress(self.rank, self.plan.steps_per_epoch, f"epoch {epoch + 1}/{self.cfg.epochs}")
         if bar is not None and state.step_in_epoch:
             bar.update(state.step_in_epoch)
-        for batch in loader:
-            step_start = time.perf_counter()
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = task.loss(engine, batch)
-            engine.backward(loss)
-            boundary = engine.is_gradient_accumulation_boundary()
-            engine.step()
-            state.step_times.append(time.perf_counter() - step_start)
-            losses.append(loss.item())
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
-            if boundary:
-                state.global_step += 1
-                state.step_in_epoch += 1
-                rate = tokens * world / (time.perf_counter() - start)
-                if bar is not None:
-                    bar.set_description(f"epoch {epoch + 1}/{train_cfg.epochs} loss {loss.item():.4f} "
-                                        f"{rate:.0f} tok/s")
-                    bar.update(1)
-                if os.environ.get("RAYLIB_VERBOSE") and state.global_step % train_cfg.log_every_steps == 0:
-                    _log(rank, f"step {state.global_step}/{total_steps} loss {loss.item():.4f} "
-                               f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.0f} tok/s")
-                drill = loop_config.get("drill")  # a fault drill (RAYLIB_DRILL_KILL_AT_STEP): a worker lost here
-                if drill and state.global_step == drill["kill_at_step"] and not Path(drill["marker"]).exists():
-                    Path(drill["marker"]).write_text(str(state.global_step))  # once: not again after the restart
-                    _log(rank, f"fault drill: SIGKILL after optimizer step {state.global_step}")
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if train_cfg.max_steps > 0 and state.global_step >= train_cfg.max_steps:
-                    break
-                if every and state.global_step % every == 0 and state.step_in_epoch < plan.steps_per_epoch:
-                    state.epoch_losses, state.epoch_tokens = list(losses), tokens
-                    save_and_report({"epoch": epoch, "step": state.global_step, "mid_epoch": True,
-                                     "train_loss": sum(losses) / len(losses), "finished": False}, trainable_now())
+        for batch in self.loader:
+            if self.train_step(batch, bar, start):
+                break
         if bar is not None:
             bar.close()
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": sum(losses) / max(1, len(losses)),
-                  "lr": scheduler.get_last_lr()[0], "train_tokens_per_s": tokens * world / max(seconds, 1e-9),
-                  "finished_at": time.time()}
-        if use_cuda:  # what the planner estimated, measured (rank 0's GPU)
-            record["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 1024 ** 3
-        if valid_set:
-            record.update({f"val_{k}": v for k, v in task.validate(engine.module, valid_set).items()})
+        return self.end_epoch(epoch, time.perf_counter() - start)
+
+    def train_step(self, batch: dict[str, torch.Tensor], bar, start: float) -> bool:
+        """One micro-batch forward and backward (an optimizer step at each accumulation boundary). True when the
+        epoch must end early (`max_steps` reached)."""
+        state, cfg, engine = self.state, self.cfg, self.engine
+        step_start = time.perf_counter()
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        loss = self.task.loss(engine, batch)
+        engine.backward(loss)
+        boundary = engine.is_gradient_accumulation_boundary()
+        engine.step()
+        state.step_times.append(time.perf_counter() - step_start)
+        self.losses.append(loss.item())
+        self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+        if not boundary:
+            return False
+        state.global_step += 1
+        state.step_in_epoch += 1
+        rate = self.tokens * self.world / (time.perf_counter() - start)
+        if bar is not None:
+            bar.set_description(f"epoch {state.epoch + 1}/{cfg.epochs} loss {loss.item():.4f} {rate:.0f} tok/s")
+            bar.update(1)
+        if verbose() and state.global_step % cfg.log_every_steps == 0:
+            _log(self.rank, f"step {state.global_step}/{self.total_steps} loss {loss.item():.4f} "
+                            f"lr {self.scheduler.get_last_lr()[0]:.2e} {rate:.0f} tok/s")
+        if self.after_step is not None:
+            self.after_step(state.global_step, self.rank)
+        if cfg.max_steps > 0 and state.global_step >= cfg.max_steps:
+            return True
+        every = cfg.checkpoint_every_steps
+        if every and state.global_step % every == 0 and state.step_in_epoch < self.plan.steps_per_epoch:
+            state.epoch_losses, state.epoch_tokens = list(self.losses), self.tokens
+            self.save_and_report({"epoch": state.epoch, "step": state.global_step, "mid_epoch": True,
+                                  "train_loss": sum(self.losses) / len(self.losses), "finished": False},
+                                 self.trainable_now())
+        return False
+
+    def end_epoch(self, epoch: int, seconds: float) -> bool:
+        """The epoch's record and validation, the best epoch so far, the checkpoint report. True when done."""
+        state, task = self.state, self.task
+        record = {"epoch": epoch + 1, "step": state.global_step,
+                  "train_loss": sum(self.losses) / max(1, len(self.losses)), "lr": self.scheduler.get_last_lr()[0],
+                  "train_tokens_per_s": self.tokens * self.world / max(seconds, 1e-9), "finished_at": time.time()}
+        if self.use_cuda:  # what the planner estimated, measured (rank 0's GPU)
+            record["peak_gpu_gib"] = torch.cuda.max_memory_allocated(self.device) / 1024 ** 3
+        if self.valid_set:
+            record.update({f"val_{k}": v for k, v in task.validate(self.engine.module, self.valid_set).items()})
         metric = record.get(f"val_{task.metric}", record["train_loss"] if not task.higher_is_better
                             else -record["train_loss"])
-        improved = better(metric)
-        latest = trainable_now()
+        improved = self.better(metric)
+        latest = self.trainable_now()
         if improved:
             state.best_metric, state.best_epoch, state.bad_epochs = metric, epoch + 1, 0
-            best_state = latest
+            self.best_state = latest
         else:
             state.bad_epochs += 1
         state.epoch, state.step_in_epoch, state.epoch_losses, state.epoch_tokens = epoch + 1, 0, [], 0
         state.history.append(record)
-        stop = should_stop()
+        stop = self.should_stop()
         state.finished = stop
         shown = f", val {task.metric} {record[f'val_{task.metric}']:.4f}" if f"val_{task.metric}" in record else ""
-        _log(rank, f"epoch {state.epoch}: train loss {record['train_loss']:.4f}{shown}"
-                   + (" (best)" if improved else f" (best {state.best_metric:.4f} at epoch {state.best_epoch})"))
-        save_and_report({**record, "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-                         "finished": state.finished}, latest)
+        _log(self.rank, f"epoch {state.epoch}: train loss {record['train_loss']:.4f}{shown}"
+                        + (" (best)" if improved else f" (best {state.best_metric:.4f} at epoch {state.best_epoch})"))
+        self.save_and_report({**record, "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+                              "finished": state.finished}, latest)
+        return stop
+
+    def better(self, value: float) -> bool:
+        best = self.state.best_metric
+        if best is None:
+            return True
+        return value > best if self.task.higher_is_better else value < best
+
+    # ------------------------------------------------------------ checkpoints
+    def trainable_now(self) -> dict[str, torch.Tensor]:
+        """Every rank (ZeRO-3 gathers the partitions): the task's trainable state, whole, on the CPU."""
+        from raylib.train.checkpoint import gathered_trainable
+
+        return gathered_trainable(self.engine.module, self.cfg.zero_stage, self.task.trainable_state)
+
+    def save_and_report(self, metrics: dict[str, Any], latest: dict[str, torch.Tensor]) -> None:
+        """Every rank: write its part of a checkpoint (rank 0 adds the task's files and the state), report it."""
+        import ray.train
+
+        from raylib.train.checkpoint import write_checkpoint
+
+        def rank_zero_files(folder: Path) -> None:
+            # Before the first validation there is no best yet: the latest stands in (replaced at epoch end).
+            self.task.write(self.engine.module, latest, latest if self.best_state is None else self.best_state,
+                            folder)
+            self.state.save(folder)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_checkpoint(Path(tmp) / "checkpoint", self.engine, self.rank, self.world, rank_zero_files)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))

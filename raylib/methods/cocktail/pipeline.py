@@ -206,7 +206,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     # 2. the ingredient: the target domain only
     print(f"[cocktail] ingredient: {len(ingredient_train)} {job.target} records ...", flush=True)
     ingredient = train(TallrecTask, _stage_job(job, folder / "ingredient"), ingredient_train, valid)
-    base_dir, ingredient_dir = Path(base.adapter_dir), Path(ingredient.adapter_dir)
+    base_dir, ingredient_dir = Path(base.published_dir), Path(ingredient.published_dir)
     from raylib.methods.cocktail.merging import check_compatible
 
     check_compatible(base_dir, ingredient_dir)
@@ -221,7 +221,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     print(f"[cocktail] entropy merge on {len(prompts)} unlabelled prompts ({m.epochs} epochs) ...", flush=True)
     merged = train(EntropyMergeTask, from_dict(MergeJob, merge_values, where="entropy merge"), prompts,
                    held_out or prompts)
-    names, entropy_weights = read_published(Path(merged.adapter_dir))
+    names, entropy_weights = read_published(Path(merged.published_dir))
 
     # 4. the mix searched on labelled validation
     print(f"[cocktail] Tune search of the mix on {len(valid)} validation records ...", flush=True)

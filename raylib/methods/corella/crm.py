@@ -13,7 +13,6 @@ vocabularies and their hash): no pickle.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -162,10 +161,6 @@ def crm_probabilities(model: DCNv2, records: list[dict[str, Any]], batch_size: i
 
 
 # ---------------------------------------------------------------- the published artifact
-def weights_hash(folder: str | Path) -> str:
-    return hashlib.sha1((Path(folder) / MODEL_FILE).read_bytes()).hexdigest()
-
-
 def save_crm(state: dict[str, torch.Tensor], shape: dict[str, Any], vocab: CtrVocab, folder: Path) -> None:
     from safetensors.torch import save_file
 

@@ -31,14 +31,10 @@ from raylib.config import from_dict, to_dict
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
 from raylib.data.ctr import CtrData, CtrVocab, load_ctr_data, sample_rows
 from raylib.metrics import binary_report
-from raylib.stages import cached_stage
+from raylib.stages import cached_stage, file_sha1
 from raylib.methods.corella.routing import ROUTING_FILE, RoutingConfig, combine, entropy, to_llm, tune_threshold
 
 METHODS = ("crm", "llm", "routed")
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def _output(job) -> Path:
@@ -66,7 +62,7 @@ def train_crm(job: CorellaJobConfig, vocab: CtrVocab, data: CtrData) -> Path:
                   "max_failures": job.train.max_failures}}, where="CRM stage")
     print(f"[corella] stage 1: DCNv2 on {data.train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
     result = train(CrmTask, stage, vocab.records(data.train), vocab.records(data.valid))
-    return attach_vocab(Path(result.adapter_dir), vocab)
+    return attach_vocab(Path(result.published_dir), vocab)
 
 
 def attach_vocab(folder: Path, vocab: CtrVocab) -> Path:
@@ -115,7 +111,7 @@ def train_llm_stage(job: CorellaJobConfig, stage: str, vocab: CtrVocab, train_ta
     print(f"[corella] stage {2 if stage == 'joint' else 3}: {what}, {train_table.num_rows} samples ...", flush=True)
     result = train(CorellaTask, stage_job, vocab.records(train_table, with_text=True),
                    vocab.records(valid_table, with_text=True))
-    return Path(result.adapter_dir)
+    return Path(result.published_dir)
 
 
 # ------------------------------------------------------------------ inference
@@ -147,15 +143,15 @@ class RoutedScorer:
 
     def llm_probs(self, records: list[dict[str, Any]], progress: bool = False) -> np.ndarray:
         from raylib.encoding import Encoded
-        from raylib.evaluate import yes_probabilities
+        from raylib.evaluate import answer_probabilities
         from raylib.methods.corella.task import prompt_ids
 
         if not records:
             return np.empty(0)
         encoded = [Encoded(prompt_ids(self.tokenizer, r, self.job.data.max_length, f"record {i}"), [], r["label"])
                    for i, r in enumerate(records)]
-        return yes_probabilities(self.llm, self.tokenizer, [], batch_size=self.job.routing.batch_size,
-                                 progress=progress, encoded=encoded, answer_ids=self.yes_no)
+        return answer_probabilities(self.llm, self.tokenizer, encoded, self.yes_no, self.job.routing.batch_size,
+                                    progress=progress)
 
     def routed(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, mask of the records the LLM answered): the LLM runs on the uncertain ones only."""
@@ -211,7 +207,7 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     # Scores on fixed seeded subsets (the LLM is the expensive part); cached under the models' hashes.
     valid = vocab.records(sample_rows(data.valid, job.data.valid_samples, job.data.seed + 2), with_text=True)
     test = vocab.records(sample_rows(data.test, job.data.test_samples, job.data.seed + 3), with_text=True)
-    key = {"crm": _sha1(final_crm / "model.safetensors"), "adapter": _sha1(adapter / "adapter_model.safetensors"),
+    key = {"crm": file_sha1(final_crm / "model.safetensors"), "adapter": file_sha1(adapter / "adapter_model.safetensors"),
            "data": to_dict(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
     from raylib import placement
 
@@ -295,8 +291,8 @@ def publish_artifacts(job: CorellaJobConfig, crm_dir: Path, adapter_dir: Path, v
     shutil.copytree(crm_dir, staging / "crm")
     shutil.copytree(adapter_dir, staging / "adapter")
     RoutingConfig(threshold=threshold, llm_budget=job.routing.llm_budget, vocab_hash=vocab.fingerprint(),
-                  crm_hash=_sha1(crm_dir / "model.safetensors"),
-                  adapter_hash=_sha1(adapter_dir / "adapter_model.safetensors"), model=job.model.name,
+                  crm_hash=file_sha1(crm_dir / "model.safetensors"),
+                  adapter_hash=file_sha1(adapter_dir / "adapter_model.safetensors"), model=job.model.name,
                   valid=valid).save(staging / ROUTING_FILE)
     published = publish_folder(staging, target)
     shutil.rmtree(staging, ignore_errors=True)
@@ -315,8 +311,8 @@ def check_artifacts(folder: str | Path) -> RoutingConfig:
                           "(they are written to <output_dir>/artifacts), then pass that folder.")
     routing = RoutingConfig.load(folder / ROUTING_FILE)
     _, vocab = read_crm_config(folder / "crm", expect_vocab=routing.vocab_hash)
-    routing.check(vocab.fingerprint(), _sha1(folder / "crm" / "model.safetensors"),
-                  _sha1(folder / "adapter" / "adapter_model.safetensors"))
+    routing.check(vocab.fingerprint(), file_sha1(folder / "crm" / "model.safetensors"),
+                  file_sha1(folder / "adapter" / "adapter_model.safetensors"))
     return routing
 
 

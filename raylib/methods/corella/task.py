@@ -16,7 +16,6 @@ A checkpoint folder holds `latest/` and `best/`, each laid out as the published 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -261,8 +260,10 @@ class CorellaTask:
 
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:
+        from raylib.stages import file_sha1
+
         def file_hash(folder: str | None, name: str) -> str | None:
-            return hashlib.sha1((Path(folder) / name).read_bytes()).hexdigest() if folder else None
+            return file_sha1(Path(folder) / name) if folder else None
 
         return {"stage": job.stage, "align": to_dict(job.align), "crm_shape": job.crm_shape,
                 "max_length": job.data.max_length, "init_crm": file_hash(job.init_crm, MODEL_FILE),

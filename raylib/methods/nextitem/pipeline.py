@@ -16,14 +16,15 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from raylib import RaylibError
 from raylib.config import to_dict
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
-from raylib.data.sequences import NextItemWindow, SequenceData, build_sequence_data, read_table, sample_windows
+from raylib.data.sequences import NextItemWindow, SequenceData, build_sequence_data, sample_windows
+from raylib.data.tables import read_table
 from raylib.metrics import ranking_report
 
 KS = (1, 3, 5, 10, 20)
@@ -50,14 +51,17 @@ def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
     return data
 
 
-def title_records(windows: list[NextItemWindow], data: SequenceData, num_templates: int = 0,
-                  seed: int = 0) -> list[dict[str, Any]]:
-    """Plain-dict records for the LLM task; GenRec draws one of `num_templates` templates per record
-    (`num_templates=0`: BIGRec's single prompt; -1 = the fixed evaluation template 0)."""
+def title_records(windows: list[NextItemWindow], data: SequenceData, prompt: Literal["bigrec", "genrec"] = "bigrec",
+                  num_templates: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+    """Plain-dict records for the LLM task. BIGRec: its single prompt. GenRec: each record gets one of its first
+    `num_templates` paraphrased templates, drawn with `seed` (training: the job's `num_templates`; evaluation:
+    1, i.e. template 0, as GenRec's code evaluates)."""
+    from raylib.methods.nextitem.task import BIGREC_TEMPLATE
+
     rng = np.random.default_rng(seed)
     records = []
     for w in windows:
-        template = -1 if num_templates == 0 else 0 if num_templates < 0 else int(rng.integers(num_templates))
+        template = BIGREC_TEMPLATE if prompt == "bigrec" else int(rng.integers(num_templates))
         records.append({"history": [data.catalogue.title(i) for i in w.history],
                         "target": data.catalogue.title(w.target), "template": template})
     return records
@@ -196,7 +200,7 @@ def finish_report(job: NextItemJobConfig, method: str, data: SequenceData, ranks
     report = {"method": method, "test_windows": len(data.test), "catalogue_items": len(data.catalogue),
               "metrics": {m: metrics_of(r) for m, r in ranks.items()}, **extra,
               "generation": generation_stats(test_beams, set(data.catalogue.titles)),
-              "adapter_dir": str(result.adapter_dir),
+              "adapter_dir": str(result.published_dir),
               "train": {"wall_time_s": result.wall_time_s, "best_epoch": result.state.best_epoch,
                         "history": result.state.history},
               "ranks": {m: np.asarray(r).tolist() for m, r in ranks.items()},
@@ -242,12 +246,13 @@ def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
     return Baselines(ranks, cf_valid, cf_test)
 
 
-def train_llm(task_cls, job: NextItemJobConfig, data: SequenceData, num_templates: int):
+def train_llm(task_cls, job: NextItemJobConfig, data: SequenceData, prompt: Literal["bigrec", "genrec"],
+              num_templates: int = 1):
     from raylib.train.driver import train
 
     windows = sample_windows(data.train, job.data.train_samples, job.data.seed)
-    train_records = title_records(windows, data, num_templates, job.data.seed)
-    valid_records = title_records(data.valid, data, num_templates, job.data.seed + 1)
+    train_records = title_records(windows, data, prompt, num_templates, job.data.seed)
+    valid_records = title_records(data.valid, data, prompt, num_templates, job.data.seed + 1)
     print(f"[nextitem] LoRA SFT of the next title on {len(train_records)} windows (Ray Train + DeepSpeed) ...",
           flush=True)
     return train(task_cls, job, train_records, valid_records)
@@ -265,11 +270,11 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
     output = Path(job.output_dir).expanduser().resolve()
     print(f"[bigrec] {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test windows, "
           f"{len(data.catalogue)} catalogue items, from {data.source}", flush=True)
-    result = train_llm(BigrecTask, job, data, 0)
-    key = {"adapter": adapter_key(result.adapter_dir), "generation": to_dict(job.generation),
+    result = train_llm(BigrecTask, job, data, "bigrec")
+    key = {"adapter": adapter_key(result.published_dir), "generation": to_dict(job.generation),
            "data": to_dict(job.data)}
-    beams = generate_beams(job, str(result.adapter_dir),
-                           {s: title_records(getattr(data, s), data, 0) for s in ("valid", "test")}, key,
+    beams = generate_beams(job, str(result.published_dir),
+                           {s: title_records(getattr(data, s), data, "bigrec") for s in ("valid", "test")}, key,
                            output / "stages")
     # BIGRec grounds the top beam
     catalogue_emb, text_emb = embed(job, data.catalogue,
@@ -292,7 +297,7 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
     gamma = {k: v["best_params"]["gamma"] for k, v in gammas.items()}
     report = finish_report(job, "bigrec", data, ranks, beams["test"], result, start, gamma=gamma,
                            gamma_search=gammas)
-    publish_for_serving(job, data, catalogue_emb, result.adapter_dir, gamma["pop"], report["metrics"])
+    publish_for_serving(job, data, catalogue_emb, result.published_dir, gamma["pop"], report["metrics"])
     return report
 
 
@@ -324,10 +329,10 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
     output = Path(job.output_dir).expanduser().resolve()
     print(f"[genrec] {len(data.train)} train / {len(data.test)} test windows, {len(data.catalogue)} items, "
           f"{job.num_templates} templates, {job.generation.num_beams} beams", flush=True)
-    result = train_llm(GenrecTask, job, data, job.num_templates)
-    key = {"adapter": adapter_key(result.adapter_dir), "generation": to_dict(job.generation),
+    result = train_llm(GenrecTask, job, data, "genrec", job.num_templates)
+    key = {"adapter": adapter_key(result.published_dir), "generation": to_dict(job.generation),
            "data": to_dict(job.data)}
-    beams = generate_beams(job, str(result.adapter_dir), {"test": title_records(data.test, data, -1)}, key,
+    beams = generate_beams(job, str(result.published_dir), {"test": title_records(data.test, data, "genrec", num_templates=1)}, key,
                            output / "stages")["test"]
     targets = targets_of(data.test, data)
     exact = exact_match_ranks(beams, [data.catalogue.titles[t] for t in targets], len(data.catalogue) + 1)

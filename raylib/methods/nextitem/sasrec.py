@@ -163,7 +163,7 @@ def train_sasrec(settings, train_windows, valid_windows, catalogue, output_dir: 
     ensure_ray(ray_address)
     result = train(SasrecTask, job, window_records(train_windows, catalogue, history_len),
                    window_records(valid_windows, catalogue, history_len))
-    return result.adapter_dir
+    return result.published_dir
 
 
 # ------------------------------------------------------------------ training it (a task of raylib.train)

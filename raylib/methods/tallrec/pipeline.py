@@ -165,11 +165,11 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
                        "best_epoch": result.state.best_epoch, "optimizer_steps": result.state.global_step,
                        "tokens_per_s": _mean([h["train_tokens_per_s"] for h in result.state.history]),
                        "history": result.state.history}
-    report["adapter_dir"] = str(result.adapter_dir)
+    report["adapter_dir"] = str(result.published_dir)
     if data.test:
         print(f"[tallrec] scoring the test split with the tuned adapter ({job.eval.dtype}, {job.eval.scoring}) ...",
               flush=True)
-        tuned = score_on_ray(job, data.test, str(result.adapter_dir))
+        tuned = score_on_ray(job, data.test, str(result.published_dir))
         report["tuned"] = {k: v for k, v in tuned.items() if k != "probabilities"}
     report["wall_time_s"] = time.time() - start
     path = Path(job.output_dir).expanduser().resolve() / "report.json"
@@ -178,12 +178,12 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
     return report
 
 
-def train_tallrec(job, train_records, valid_records):
+def train_tallrec(job, train_records, valid_records, after_step=None):
     """TALLRec's rec-tuning: `raylib.train.train` with the TALLRec task; its best adapter and history."""
     from raylib.methods.tallrec.task import TallrecTask
     from raylib.train.driver import train
 
-    return train(TallrecTask, job, train_records, valid_records)
+    return train(TallrecTask, job, train_records, valid_records, after_step=after_step)
 
 
 def _mean(values: list[float]) -> float:
