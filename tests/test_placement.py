@@ -103,6 +103,10 @@ def test_a_gpu_tallrec_job_loads_weights_only_in_gpu_workers(ray_session, tiny_m
     assert report["tuned"]["device"] == "cpu" and report["tuned"]["eval_dtype"] == "float32"
     records = loads.assert_all_on_gpu_workers({"llm"})
     assert len(records) >= 3  # training, zero-shot scoring, tuned scoring
+    from jobs.cli import report_table  # `raylib report <output_dir>`: the finished run's table again
+
+    table = report_table(str(tmp_path / "out"))
+    assert "zero-shot" in table and "tuned" in table and f"{report['tuned']['auc']:.4f}" in table
 
 
 def _refuse() -> None:
