@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -193,12 +194,13 @@ def _one_line(err: ValidationError, cls: type, where: str) -> str:
 
 
 def _known_keys(cls: type, path: list[str]) -> list[str]:
+    """The field names of the config section at `path` (its declared type, whatever its default)."""
     for name in path:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        factory = fields[name].default_factory if name in fields else None
-        if not callable(factory) or not dataclasses.is_dataclass(factory):
+        declared = typing.get_type_hints(cls).get(name)
+        sections = [t for t in (typing.get_args(declared) or (declared,)) if dataclasses.is_dataclass(t)]
+        if not sections:
             return []
-        cls = factory
+        cls = sections[0]
     return sorted(f.name for f in dataclasses.fields(cls))
 
 

@@ -61,3 +61,14 @@ def test_shipped_configs_load():
     assert shipped == set(classes), f"a config without its class here: {shipped ^ set(classes)}"
     for name, cls in classes.items():
         load_config(cls, f"jobs/configs/{name}.yaml")
+
+
+def test_an_unknown_key_lists_the_sections_known_keys_and_a_range_is_named():
+    """GenRec's `generation` section is built by a lambda default; its keys are still the ones listed."""
+    from raylib.methods.nextitem.config import GenrecJobConfig
+
+    with pytest.raises(RaylibError, match=r"generation: unknown key\(s\) \['num_templates'\]; known keys are "
+                                          r"\['batch_size', 'dtype', 'max_new_tokens', 'num_beams'\]"):
+        load_config(GenrecJobConfig, None, ["generation.num_templates=9"])
+    with pytest.raises(RaylibError, match="num_templates: Input should be less than or equal to 6"):
+        load_config(GenrecJobConfig, None, ["num_templates=9"])

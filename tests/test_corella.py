@@ -244,12 +244,11 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
     assert {p.name for p in artifacts.iterdir()} == {"crm", "adapter", "routing.json"}
 
     # The artifacts reload (PEFT adapter, safetensors CRM + vocabulary) and score exactly as in the report.
-    from raylib.data.ctr import CtrVocab as Vocab
+    from raylib.methods.corella.pipeline import prepare_views
 
     scorer = load_artifacts(artifacts, job)
     data = load_ctr_data(job.data)
-    test = Vocab.build(data.train).records(sample_rows(data.test, 80, job.data.seed + 3), with_text=True)
-    probs, mask = scorer.routed(test)
+    probs, mask = scorer.routed(prepare_views(job, data).test)
     saved = json.loads((out / "scores" / "routed.json").read_text())["value"]
     assert np.allclose(probs, saved["probs"], atol=1e-5) and mask.tolist() == saved["mask"]
 
@@ -262,16 +261,15 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
 
     # Rerun with one more epoch: stage 1 is not redone (no Ray Train run), stage 2 resumes from its checkpoint
     # (epoch 1 comes back, it is not trained again) and trains epoch 2.
-    from raylib.methods.corella.pipeline import stage_subsets, train_crm, train_llm_stage
+    from raylib.methods.corella.pipeline import train_crm, train_llm_stage
 
     crm_file = out / "stage1-crm" / "crm" / "model.safetensors"
     crm_mtime = crm_file.stat().st_mtime
     longer = tiny_corella_job(tiny_model_dir, out, tables, **gpu, train={**train, "epochs": 2})
-    vocab = Vocab.build(data.train)
-    crm_dir = train_crm(longer, vocab, data)
+    views = prepare_views(longer, data)
+    crm_dir = train_crm(longer, views)
     assert crm_file.stat().st_mtime == crm_mtime
-    joint_table, _, valid_table = stage_subsets(longer, data)
-    train_llm_stage(longer, "joint", vocab, joint_table, valid_table, crm_dir=crm_dir)
+    train_llm_stage(longer, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
     resumed = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == joint_state["history"][0]

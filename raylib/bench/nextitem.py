@@ -22,6 +22,7 @@ from pydantic.dataclasses import dataclass
 from raylib.config import STRICT, from_dict, to_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig, NextItemJobConfig
 from raylib.assets import PROJECT_DIR
+from raylib.prompts import GENREC_TEMPLATES
 
 METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_exact", "genrec_grounded")
 
@@ -30,7 +31,7 @@ METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_
 class BenchNextItemConfig(NextItemJobConfig):
     output_dir: str = Field("runs/bench_bigrec", min_length=1)
     genrec_num_beams: int = Field(10, ge=1)
-    num_templates: int = Field(5, ge=1)
+    num_templates: int = Field(5, ge=1, le=len(GENREC_TEMPLATES))
     # BIGRec's Amazon Video Games catalogue: `title<TAB>id` per line (../shared); absent = part skipped.
     catalogue_file: str = str(PROJECT_DIR.parent / "shared" / "data" / "amazon-games" / "id2name.txt")
     grounding_queries: int = Field(1000, ge=1)

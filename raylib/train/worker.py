@@ -247,12 +247,13 @@ class WorkerRun:
         state.global_step += 1
         state.step_in_epoch += 1
         rate = self.tokens * self.world / (time.perf_counter() - start)
+        speed = f" {rate:.0f} tok/s" if self.tokens else ""  # models that read no tokens (DCNv2, SASRec) show none
         if bar is not None:
-            bar.set_description(f"epoch {state.epoch + 1}/{cfg.epochs} loss {loss.item():.4f} {rate:.0f} tok/s")
+            bar.set_description(f"epoch {state.epoch + 1}/{cfg.epochs} loss {loss.item():.4f}{speed}")
             bar.update(1)
         if verbose() and state.global_step % cfg.log_every_steps == 0:
             _log(self.rank, f"step {state.global_step}/{self.total_steps} loss {loss.item():.4f} "
-                            f"lr {self.scheduler.get_last_lr()[0]:.2e} {rate:.0f} tok/s")
+                            f"lr {self.scheduler.get_last_lr()[0]:.2e}{speed}")
         if self.after_step is not None:
             self.after_step(state.global_step, self.rank)
         if cfg.max_steps > 0 and state.global_step >= cfg.max_steps:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,53 @@ def _output(job) -> Path:
     return Path(job.output_dir).expanduser().resolve()
 
 
+# ------------------------------------------------------------------ the data, encoded once
+@dataclass(frozen=True)
+class CorellaViews:
+    """Every view of the job's data a stage reads, encoded once by `prepare_views` and handed down: the
+    stages, the scoring and the report take records and never go back to the tables."""
+
+    vocab: CtrVocab
+    source: str
+    crm_train: list[dict[str, Any]]  # stage 1: the whole training split (field ids only)
+    crm_valid: list[dict[str, Any]]  # stage 1's per-epoch validation: the whole validation split
+    joint_train: list[dict[str, Any]]  # stage 2: a random training subset, with texts for the LLM
+    llm_train: list[dict[str, Any]]  # stage 3: another subset, disjoint from stage 2's
+    stage_valid: list[dict[str, Any]]  # stages 2 and 3: the per-epoch validation sample
+    valid: list[dict[str, Any]]  # the threshold search: a fixed validation sample both models score
+    test: list[dict[str, Any]]  # the report: a fixed test sample both models score
+    full_test: list[dict[str, Any]]  # the CRM alone on the whole test split
+
+
+def prepare_views(job: CorellaJobConfig, data: CtrData) -> CorellaViews:
+    """The vocabulary (from the training split) and every view of `data`, each a seeded sample where it is one."""
+    vocab = CtrVocab.build(data.train, data.features)
+    n, s = data.train.num_rows, job.stages
+    order = np.random.default_rng(job.data.seed).permutation(n)
+    joint = np.sort(order[:min(s.joint_samples, n)])
+    rest = order[min(s.joint_samples, n):]
+    llm = np.sort(rest[:s.llm_samples]) if len(rest) else joint  # a tiny table: reuse the joint subset
+    texts = lambda table: vocab.records(table, with_text=True)  # noqa: E731
+    return CorellaViews(
+        vocab=vocab, source=data.source,
+        crm_train=vocab.records(data.train), crm_valid=vocab.records(data.valid),
+        joint_train=texts(data.train.take(joint)), llm_train=texts(data.train.take(llm)),
+        stage_valid=texts(sample_rows(data.valid, s.valid_samples, job.data.seed + 1)),
+        valid=texts(sample_rows(data.valid, job.data.valid_samples, job.data.seed + 2)),
+        test=texts(sample_rows(data.test, job.data.test_samples, job.data.seed + 3)),
+        full_test=vocab.records(data.test))
+
+
 # ------------------------------------------------------------------ stage 1: the CRM alone
-def train_crm(job: CorellaJobConfig, vocab: CtrVocab, data: CtrData) -> Path:
+def train_crm(job: CorellaJobConfig, views: CorellaViews) -> Path:
     """DCNv2 on the whole training split through the shared Ray Train loop. The trainer's choice for a model
     this small (well under a million parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain
     data parallelism (gradients all-reduced, nothing partitioned). Returns the CRM folder with its vocabulary."""
-    from raylib.methods.corella.crm import crm_shape
-    from raylib.methods.corella.crm import CrmTask
+    from raylib.methods.corella.crm import CrmTask, crm_shape
     from raylib.train.driver import train
 
     s = job.crm
-    shape = crm_shape(s, vocab)
+    shape = crm_shape(s, views.vocab)
     stage = from_dict(CrmJobConfig, {
         "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": shape,
         "output_dir": str(_output(job) / "stage1-crm"), "ray_address": job.ray_address,
@@ -60,9 +97,9 @@ def train_crm(job: CorellaJobConfig, vocab: CtrVocab, data: CtrData) -> Path:
                   "num_workers": s.num_workers, "eval_batch_size": 4096, "seed": job.train.seed,
                   "fresh_start": job.train.fresh_start, "use_gpu": job.train.use_gpu,
                   "max_failures": job.train.max_failures}}, where="CRM stage")
-    print(f"[corella] stage 1: DCNv2 on {data.train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
-    result = train(CrmTask, stage, vocab.records(data.train), vocab.records(data.valid))
-    return attach_vocab(Path(result.published_dir), vocab)
+    print(f"[corella] stage 1: DCNv2 on {len(views.crm_train)} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
+    result = train(CrmTask, stage, views.crm_train, views.crm_valid)
+    return attach_vocab(Path(result.published_dir), views.vocab)
 
 
 def attach_vocab(folder: Path, vocab: CtrVocab) -> Path:
@@ -76,20 +113,9 @@ def attach_vocab(folder: Path, vocab: CtrVocab) -> Path:
 
 
 # ------------------------------------------------------------------ stages 2 and 3: the LLM
-def stage_subsets(job: CorellaJobConfig, data: CtrData) -> tuple[Any, Any, Any]:
-    """Disjoint random training subsets of the joint and the LLM-only stage, and the validation sample."""
-    n = data.train.num_rows
-    order = np.random.default_rng(job.data.seed).permutation(n)
-    s = job.stages
-    joint = np.sort(order[:min(s.joint_samples, n)])
-    rest = order[min(s.joint_samples, n):]
-    llm = np.sort(rest[:s.llm_samples]) if len(rest) else joint  # a tiny table: reuse the joint subset
-    valid = sample_rows(data.valid, s.valid_samples, job.data.seed + 1)
-    return data.train.take(joint), data.train.take(llm), valid
-
-
-def train_llm_stage(job: CorellaJobConfig, stage: str, vocab: CtrVocab, train_table, valid_table,
-                    crm_dir: Path | None = None, adapter_dir: Path | None = None) -> Path:
+def train_llm_stage(job: CorellaJobConfig, stage: str, train_records: list[dict[str, Any]],
+                    valid_records: list[dict[str, Any]], crm_dir: Path | None = None,
+                    adapter_dir: Path | None = None) -> Path:
     """Stage 2 ("joint") or 3 ("llm") through the shared loop; returns the published folder."""
     from raylib.methods.corella.crm import CONFIG_FILE
     from raylib.methods.corella.task import CorellaTask
@@ -108,9 +134,8 @@ def train_llm_stage(job: CorellaJobConfig, stage: str, vocab: CtrVocab, train_ta
             print(f"[corella] the {stage} stage's start weights changed: its old checkpoints are discarded", flush=True)
             stage_job.train.fresh_start = True
     what = "LLM + CRM + alignment, one DeepSpeed engine" if stage == "joint" else "LLM only"
-    print(f"[corella] stage {2 if stage == 'joint' else 3}: {what}, {train_table.num_rows} samples ...", flush=True)
-    result = train(CorellaTask, stage_job, vocab.records(train_table, with_text=True),
-                   vocab.records(valid_table, with_text=True))
+    print(f"[corella] stage {2 if stage == 'joint' else 3}: {what}, {len(train_records)} samples ...", flush=True)
+    result = train(CorellaTask, stage_job, train_records, valid_records)
     return Path(result.published_dir)
 
 
@@ -193,20 +218,17 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     from (the benchmark's ablation shares stage 1 with the main run)."""
     start = time.time()
     output = _output(job)
-    data = load_ctr_data(job.data)
-    vocab = CtrVocab.build(data.train, data.features)
-    print(f"[corella] {data.train.num_rows} train / {data.valid.num_rows} valid / {data.test.num_rows} test "
-          f"samples from {data.source}; vocabulary {vocab.fingerprint()[:12]}", flush=True)
-    crm_dir = crm_dir or train_crm(job, vocab, data)
-    joint_table, llm_table, valid_table = stage_subsets(job, data)
-    joint_dir = train_llm_stage(job, "joint", vocab, joint_table, valid_table, crm_dir=crm_dir)
-    llm_dir = train_llm_stage(job, "llm", vocab, llm_table, valid_table, adapter_dir=joint_dir / "adapter")
+    views = prepare_views(job, load_ctr_data(job.data))
+    print(f"[corella] {len(views.crm_train)} train / {len(views.crm_valid)} valid / {len(views.full_test)} test "
+          f"samples from {views.source}; vocabulary {views.vocab.fingerprint()[:12]}", flush=True)
+    crm_dir = crm_dir or train_crm(job, views)
+    joint_dir = train_llm_stage(job, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
+    llm_dir = train_llm_stage(job, "llm", views.llm_train, views.stage_valid, adapter_dir=joint_dir / "adapter")
     adapter = llm_dir / "adapter"
-    final_crm = attach_vocab(joint_dir / "crm", vocab)  # the joint stage's CRM keeps stage 1's vocabulary
+    final_crm = attach_vocab(joint_dir / "crm", views.vocab)  # the joint stage's CRM keeps stage 1's vocabulary
 
     # Scores on fixed seeded subsets (the LLM is the expensive part); cached under the models' hashes.
-    valid = vocab.records(sample_rows(data.valid, job.data.valid_samples, job.data.seed + 2), with_text=True)
-    test = vocab.records(sample_rows(data.test, job.data.test_samples, job.data.seed + 3), with_text=True)
+    valid, test = views.valid, views.test
     key = {"crm": file_sha1(final_crm / "model.safetensors"), "adapter": file_sha1(adapter / "adapter_model.safetensors"),
            "data": to_dict(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
     from raylib import placement
@@ -231,9 +253,9 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     if not np.allclose(routed_probs, routed["probs"], atol=1e-5):
         raise RaylibError("Routed scores differ from the separately computed CRM / LLM scores.")
 
-    artifacts = publish_artifacts(job, final_crm, adapter, vocab, threshold, found["valid"], output / "artifacts")
+    artifacts = publish_artifacts(job, final_crm, adapter, views.vocab, threshold, found["valid"], output / "artifacts")
     per_1000 = lambda seconds: 1000.0 * seconds / len(test)  # noqa: E731
-    full_test = vocab.records(data.test)  # the CRM alone on the whole test split, encoded once
+    full_test = views.full_test
     report = {
         "test_samples": len(test), "valid_samples": len(valid),
         "metrics": {"crm": binary_report(test_labels, crm_test), "llm": binary_report(test_labels, llm_test),

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, comma_list, ExistingFile, MovieLensFolder, Dtype, TrainJob, TuneSettings
+from raylib.prompts import GENREC_TEMPLATES
 
 
 @dataclass(config=STRICT)
@@ -112,7 +113,7 @@ class BigrecJobConfig(NextItemJobConfig):
 class GenrecJobConfig(NextItemJobConfig):
     output_dir: str = Field("runs/genrec", min_length=1)
     # GenRec: paraphrased instruction templates, one drawn per training example (raylib.prompts.GENREC_TEMPLATES).
-    num_templates: int = Field(5, ge=1)
+    num_templates: int = Field(5, ge=1, le=len(GENREC_TEMPLATES))
     generation: GenerationSettings = dataclasses.field(default_factory=lambda: GenerationSettings(num_beams=10))
 
 
