@@ -184,7 +184,8 @@ def _one_line(err: ValidationError, cls: type, where: str) -> str:
         if e["type"] in _EXPECTED:
             parts.append(f"{field}: expected {_EXPECTED[e['type']]}, got {e['input']!r}")
         elif e["type"] == "value_error" or isinstance(e["input"], dict):
-            parts.append(f"{field}: {e['msg'].removeprefix('Value error, ')}")
+            message = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{field}: {message}" if loc else message)  # a whole-config check says its own fields
         else:
             parts.append(f"{field}: {e['msg']} (got {e['input']!r})")
     for section, keys in unknown.items():

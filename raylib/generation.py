@@ -9,6 +9,10 @@ to (torch.cat) and re-orders (index_select) the whole key/value cache of all k r
 once per beam), its key/value states are written once into a preallocated per-beam buffer, new tokens are
 written in place, and the per-step re-ordering touches only the generated tokens: beams of one query share the
 prompt, and beam search only ever re-orders beams within a query. The beams are the same (`tests`).
+
+With `allowed` (a `TokenTrie` of every answer the catalogue holds), each step may only extend a beam along the
+trie, so every beam is a catalogue answer (constrained decoding; it works with the shared prompt cache, being a
+logits processor).
 """
 
 from __future__ import annotations
@@ -96,11 +100,42 @@ def _cache_argument(module) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
+class TokenTrie:
+    """A prefix tree of token-id sequences (e.g. every catalogue title's answer + EOS): the tokens that may follow
+    a generated prefix. Used by `beam_search(allowed=...)` so that beams only ever spell whole catalogue answers."""
+
+    def __init__(self, sequences: list[list[int]], end_token: int):
+        self.root: dict[int, dict] = {}
+        self.end_token = end_token
+        self.depth = 0
+        for sequence in sequences:
+            node = self.root
+            for token in sequence:
+                node = node.setdefault(int(token), {})
+            self.depth = max(self.depth, len(sequence))
+
+    @classmethod
+    def of_answers(cls, tokenizer, answers: list[str]) -> "TokenTrie":
+        """Each answer tokenized as training tokenizes a response (no special tokens), then EOS."""
+        eos = tokenizer.eos_token_id
+        return cls([tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers], eos)
+
+    def next_tokens(self, prefix: list[int]) -> list[int]:
+        """Tokens allowed after `prefix`; a prefix that left the trie or ended can only end (EOS)."""
+        node = self.root
+        for token in prefix:
+            node = node.get(int(token))
+            if node is None:
+                return [self.end_token]
+        return list(node) or [self.end_token]
+
+
 @torch.no_grad()
 def beam_search(model, tokenizer, prompts: list[str], num_beams: int = 4, max_new_tokens: int = 32,
                 batch_size: int = 16, progress: bool = True, desc: str = "beam search",
-                shared_prompt: bool = True) -> list[list[str]]:
-    """`num_beams` generated continuations per prompt (special tokens removed), best beam first."""
+                shared_prompt: bool = True, allowed: TokenTrie | None = None) -> list[list[str]]:
+    """`num_beams` generated continuations per prompt (special tokens removed), best beam first; with `allowed`,
+    only continuations the trie holds (and up to its depth, whatever `max_new_tokens`)."""
     encoded = [Encoded(tokenizer(p)["input_ids"], [], 0) for p in prompts]
     order = np.argsort([len(e.input_ids) for e in encoded], kind="stable")
     device = next(model.parameters()).device
@@ -113,11 +148,15 @@ def beam_search(model, tokenizer, prompts: list[str], num_beams: int = 4, max_ne
             batch = collate_left_padded([encoded[i] for i in index], tokenizer.pad_token_id)
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             extra = {}
+            if allowed is not None:
+                prompt_len = ids.shape[1]  # left-padded: every row's generated tokens start here
+                extra["prefix_allowed_tokens_fn"] = lambda _, row: allowed.next_tokens(row[prompt_len:].tolist())
+            new_tokens = allowed.depth if allowed is not None else max_new_tokens
             if shared_prompt and num_beams > 1 and ids.shape[1] > 1:
-                extra[_cache_argument(model)] = _prompt_cache(model, ids, mask, num_beams, max_new_tokens)
+                extra[_cache_argument(model)] = _prompt_cache(model, ids, mask, num_beams, new_tokens)
             generated = model.generate(
                 input_ids=ids, attention_mask=mask, num_beams=num_beams, num_return_sequences=num_beams,
-                do_sample=False, early_stopping=True, max_new_tokens=max_new_tokens,
+                do_sample=False, early_stopping=True, max_new_tokens=new_tokens,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
             texts = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
             for row, i in enumerate(index):

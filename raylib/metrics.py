@@ -82,3 +82,37 @@ def ranking_report(ranks, ks=(1, 3, 5, 10, 20)) -> dict[str, float]:
         report[f"hr@{k}"] = hit_rate_at_k(ranks, k)
         report[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
     return report
+
+
+def ndcg_gains(ranks, k: int) -> np.ndarray:
+    """Each query's NDCG@K (one relevant item): the values `ndcg_at_k` averages, for paired comparisons."""
+    r = _ranks(ranks, k)
+    return np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)
+
+
+def paired_bootstrap(a, b, statistic=np.mean, labels=None, rounds: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float | list[float]]:
+    """statistic(a) - statistic(b) on the same test items, with its `level` percentile interval over `rounds`
+    resamples of the items (the same resample for both, so what the two share cancels out). `a`, `b`: per-item
+    values (e.g. `ndcg_gains`) with `statistic=np.mean`, or per-item scores with `labels` and a statistic of
+    (labels, scores) such as `auc`."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise RaylibError(f"paired values must have one shape and at least one item (got {a.shape}, {b.shape}).")
+    y = None if labels is None else np.asarray(labels)
+
+    def stat(values, index):
+        return statistic(values[index]) if y is None else statistic(y[index], values[index])
+
+    rng = np.random.default_rng(seed)
+    everything = np.arange(len(a))
+    diffs = []
+    for _ in range(rounds):
+        index = rng.integers(0, len(a), len(a))
+        if y is not None and len(np.unique(y[index])) < 2:
+            continue  # an AUC needs both labels in the resample
+        diffs.append(stat(a, index) - stat(b, index))
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return {"diff": float(stat(a, everything) - stat(b, everything)), "ci": [float(low), float(high)],
+            "rounds": len(diffs)}

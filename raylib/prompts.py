@@ -77,18 +77,22 @@ BIGREC_INSTRUCTION = ("Given a list of {domain}s the user has watched before, pl
                       "that the user likes to the user.")
 BIGREC_INPUT = "The user has watched the following {domain}s before: {history}"
 
-# GenRec (Ji et al., "GenRec: Large Language Model for Generative Recommendation", ECIR 2024, Sec. 3.2): the
-# interaction history in several paraphrased instructions, one drawn per training example; the answer is the
-# next item's title. Evaluation uses the first.
-GENREC_TEMPLATES = (
-    "Given the {domain}s the user has watched in order: {history}. What {domain} will the user watch next?",
-    "The user's viewing history, oldest first: {history}. Predict the next {domain} this user will watch.",
-    "Here is a list of {domain}s a user watched: {history}. Which {domain} should be recommended next?",
-    "A user has recently interacted with these {domain}s: {history}. Recommend the {domain} the user is most "
-    "likely to watch next.",
-    "Based on the watch history {history}, what is the next {domain} the user would like to see?",
-    "The user watched {history}. Generate the title of the next {domain} the user will watch.",
+# GenRec (Ji et al., "GenRec: Large Language Model for Generative Recommendation", ECIR 2024), its code: rec.py's
+# `generate_prompt` lays out the instruction, the history under "### input:" as unquoted titles joined by commas,
+# and the next item's title (unquoted) under "### Response:"; its data files mix paraphrased instructions in
+# training and test alike (data/testset/*.json). These are the movie-domain forms of the instructions of its
+# published test file. Where ours differs: its prompt string starts with a stray " # noqa: E501" line (a lint
+# comment inside the f-string), which we leave out.
+GENREC_INSTRUCTIONS = (
+    "Using the user's history, predict the {domain} the user is likely to watch next",
+    "Predict the next {domain} for the user based on their viewing patterns.",
+    "Given a user's viewing history, predict the {domain} they are most likely to watch next",
+    "Check the viewing history below, find a {domain} similar to these",
+    "Using the past choices, can you predict the next {domain} they will likely watch?",
+    "Based on the user's viewing history, what could be the next {domain} they are likely to watch?",
+    "Analyze the viewing history to recommend the next {domain} they may want to watch.",
 )
+GENREC_LAYOUT = "{instruction}\n\n### input:\n{history}\n\n### Response:\n"
 
 
 def bigrec_prompt(history: list[str], domain: str = "movie") -> str:
@@ -98,15 +102,17 @@ def bigrec_prompt(history: list[str], domain: str = "movie") -> str:
 
 
 def genrec_prompt(history: list[str], template: int = 0, domain: str = "movie") -> str:
-    """GenRec prompt number `template` (of GENREC_TEMPLATES) for `history` (titles, oldest first)."""
-    if not 0 <= template < len(GENREC_TEMPLATES):
-        raise ValueError(f"GenRec template {template} is not one of 0..{len(GENREC_TEMPLATES) - 1}")
-    items = ", ".join(quote_item(t) for t in history) or "(nothing yet)"
-    return f"{GENREC_TEMPLATES[template].format(domain=domain, history=items)}\nAnswer: "
+    """GenRec's prompt with instruction number `template` (of GENREC_INSTRUCTIONS) for `history` (titles, oldest
+    first, unquoted, joined by commas as its data files write them). It ends in a newline: the answer's first
+    token is the title's own first token, never a lone space."""
+    if not 0 <= template < len(GENREC_INSTRUCTIONS):
+        raise ValueError(f"GenRec template {template} is not one of 0..{len(GENREC_INSTRUCTIONS) - 1}")
+    instruction = GENREC_INSTRUCTIONS[template].format(domain=domain)
+    return GENREC_LAYOUT.format(instruction=instruction, history=",".join(history) or "(nothing yet)")
 
 
 def title_answer(title: str) -> str:
-    """What the generative methods learn to write: the quoted title (BIGRec's data files)."""
+    """What BIGRec learns to write: the quoted title (its data files). GenRec writes the bare title."""
     return quote_item(title)
 
 

@@ -103,8 +103,8 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
 
     Runs `settings.num_samples` trials, at most `settings.max_concurrent` at a time, each with `resources`
     (default half a CPU: the objective is meant to be light). Returns a JSON-serialisable summary: the best
-    params and value among THIS run's trials, the trials run now and in the whole persisted study, where the
-    study is stored. The study continues across runs: if the objective's data change (another model, other
+    params and value among THIS run's trials, which of them lie at an edge of their range (`at_edge`), the trials
+    run now and in the whole persisted study, where the study is stored. The study continues across runs: if the objective's data change (another model, other
     splits), put a fingerprint of them in `study_name`, or the sampler learns from values that no longer hold.
     """
     import optuna
@@ -139,10 +139,30 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
                           f"{' (first error: ' + errors[0] + ')' if errors else ''}.")
     best = results.get_best_result(metric=metric, mode=mode)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    return {"best_params": {name: _plain(best.config[name]) for name in space},
+    best_params = {name: _plain(best.config[name]) for name in space}
+    return {"best_params": best_params, "at_edge": edges(space, best_params),
             "best_value": float(best.metrics[metric]), "metric": metric, "mode": mode,
             "trials": len(results), "study_trials": len(study.trials), "storage": _shown(url),
             "study_name": study_name, "seconds": round(time.time() - start, 3)}
+
+
+def edges(space: dict[str, dict[str, Any]], params: dict[str, Any], margin: float = 0.02) -> dict[str, str]:
+    """The numeric parameters whose value lies within `margin` of its range's low or high end (on a log scale for
+    a loguniform range): {name: "low" | "high"}. An optimum at an edge says the range was too narrow."""
+    import math
+
+    out = {}
+    for name, spec in space.items():
+        if spec.get("type") not in ("uniform", "loguniform", "int") or name not in params:
+            continue
+        scale = math.log if spec["type"] == "loguniform" else float
+        low, high, value = scale(spec["low"]), scale(spec["high"]), scale(params[name])
+        position = (value - low) / (high - low)
+        if position <= margin:
+            out[name] = "low"
+        elif position >= 1 - margin:
+            out[name] = "high"
+    return out
 
 
 def _what_failed(error: BaseException) -> str:

@@ -25,3 +25,25 @@ def test_grounding_and_beam_speed_parts_write_their_report_keys(tiny_model_dir, 
         assert isinstance(saved[key], float) and saved[key] > 0
     assert report["grounding"]["catalogue_titles"] == 300 and not report["grounding"]["second_run_computed"]
     assert all(share == 1.0 for share in report["beam_speed"]["same_beams_as_baseline"].values())
+
+
+def test_runs_that_change_only_decoding_share_the_first_runs_training(tmp_path):
+    """The benchmark's runs: the recipe, then variants; a variant of decoding or ranking reuses the first run's
+    folder (its adapter and beams), a variant of training gets its own; every comparison has a paired interval."""
+    import numpy as np
+
+    from raylib.bench.nextitem import comparisons, run_jobs
+    from raylib.methods.nextitem.config import GenrecJobConfig
+
+    config = from_dict(BenchNextItemConfig, {"output_dir": str(tmp_path), "genrec_runs": {
+        "authors": {}, "response_loss": {"train": {"loss_on": "response"}},
+        "constrained": {"generation": {"constrained": True}}}})
+    jobs = dict(run_jobs(config, "genrec", GenrecJobConfig, config.genrec_runs, generation={"num_beams": 10}))
+    assert {name: job.output_dir.rsplit("/", 1)[-1] for name, job in jobs.items()} == {
+        "authors": "genrec-authors", "response_loss": "genrec-response_loss", "constrained": "genrec-authors"}
+    assert jobs["constrained"].generation.constrained and jobs["constrained"].generation.num_beams == 10
+    assert jobs["response_loss"].train.loss_on == "response" and jobs["authors"].train.loss_on == config.train.loss_on
+    ranks = {"bigrec": np.tile([1, 2, 30], 40), "popularity": np.tile([9, 40, 30], 40), "sasrec": np.tile([1, 2, 30], 40)}
+    found = comparisons(ranks, rounds=200)
+    assert set(found) == {"bigrec_vs_popularity"}
+    assert found["bigrec_vs_popularity"]["ci"][0] > 0

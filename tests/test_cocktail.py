@@ -151,12 +151,51 @@ def test_no_unlabelled_prompts_left_is_one_line_before_any_training(tmp_path):
     from raylib.methods.cocktail.pipeline import run_cocktail
     from raylib.config import from_dict
     from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.data.records import TallrecRecord, write_records
 
-    job = from_dict(CocktailJobConfig, {"domains": [{"name": "movie"}], "data": {"train_samples": 0},
-                                        "output_dir": str(tmp_path)})  # the ingredient takes every record
-    with pytest.raises(RaylibError, match="No unlabelled movie prompts left for the entropy merge"):
+    # 6 records without users: 1 test, 1 valid, 4 training records, of which one third (1) is kept unlabelled
+    write_records([TallrecRecord("i", f"record {k}", "Yes." if k % 2 else "No.") for k in range(6)],
+                  tmp_path / "tiny.json")
+    job = from_dict(CocktailJobConfig, {"domains": [{"name": "tiny", "source": "file", "file": str(tmp_path / "tiny.json")}],
+                                        "target": "tiny", "output_dir": str(tmp_path / "run")})
+    with pytest.raises(RaylibError, match="No unlabelled tiny prompts for the entropy merge"):
         run_cocktail(job)
-    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_the_two_adapters_learn_from_disjoint_users_and_cold_means_neither_saw_it():
+    """The default job's domains are genres of the embedded MovieLens (no ../shared needed), disjoint by target
+    movie; each domain's training pool is cut by user into the base spirit's, the ingredient's and the unlabelled
+    prompts' parts, and a cold-start test record's target is in nothing either adapter trained on."""
+    from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.methods.cocktail.domains import target_text, three_pools, warm_cold
+    from raylib.methods.cocktail.pipeline import base_spirit_inputs, load_domains
+    from raylib.data.records import sample_records
+
+    job = CocktailJobConfig()
+    domains = load_domains(job)
+    assert list(domains) == ["drama", "action"] and job.target == "action"
+    assert not {r.item_id for r in domains["drama"].train} & {r.item_id for r in domains["action"].train}
+    pools = three_pools(domains["action"].train, job.data.seed)
+    users = [{r.user_id for r in part} for part in (pools.base, pools.ingredient, pools.unlabelled)]
+    assert all(users) and not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
+    _, base_train, _ = base_spirit_inputs(job, domains)
+    ingredient = sample_records(pools.ingredient, job.data.train_samples, job.data.seed)
+    assert not {id(r) for r in base_train} & {id(r) for r in ingredient}
+    assert {r.user_id for r in base_train if r in domains["action"].train} <= users[0]
+    warm, cold = warm_cold(domains["action"].test, ingredient + base_train, 0, 0)
+    seen = " ".join(r.input for r in ingredient + base_train)
+    assert cold and all(target_text(r) not in seen for r in cold)
+
+
+def test_fields_recCocktail_does_not_read_are_refused_by_name():
+    from raylib.config import load_config
+    from raylib.methods.cocktail.config import CocktailJobConfig
+
+    for override, field in (("skip_zero_shot=true", "skip_zero_shot"), ("data.test_samples=100", "data.test_samples"),
+                            ("data.source=files", "data.source")):
+        with pytest.raises(RaylibError, match=f"RecCocktail does not read {field}"):
+            load_config(CocktailJobConfig, None, [override])
 
 
 def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, tmp_path, monkeypatch):
@@ -174,7 +213,8 @@ def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, t
         return {"best_params": {k: 0.0 for k in space} | {"global": 0.5}, "best_value": 0.5}
 
     monkeypatch.setattr(raylib.tune, "search", fake_search)
-    job = from_dict(CocktailJobConfig, {"model": {"name": str(tiny_model_dir)}, "domains": [{"name": "movie"}]})
+    job = from_dict(CocktailJobConfig, {"model": {"name": str(tiny_model_dir)}, "domains": [{"name": "movie"}],
+                                        "target": "movie"})
     valid = [TallrecRecord("i", f"valid {k}", "Yes." if k % 2 else "No.") for k in range(6)]
     found = tune_mix(job, adapters[0], adapters[1], valid, tmp_path)
     assert [r["input"] for r in seen["valid"]] == [r.input for r in valid]

@@ -68,7 +68,7 @@ def test_an_unknown_key_lists_the_sections_known_keys_and_a_range_is_named():
     from raylib.methods.nextitem.config import GenrecJobConfig
 
     with pytest.raises(RaylibError, match=r"generation: unknown key\(s\) \['num_templates'\]; known keys are "
-                                          r"\['batch_size', 'dtype', 'max_new_tokens', 'num_beams'\]"):
+                                          r"\['batch_size', 'constrained', 'dtype', 'max_new_tokens', 'num_beams'\]"):
         load_config(GenrecJobConfig, None, ["generation.num_templates=9"])
-    with pytest.raises(RaylibError, match="num_templates: Input should be less than or equal to 6"):
+    with pytest.raises(RaylibError, match="num_templates: Input should be less than or equal to 7"):
         load_config(GenrecJobConfig, None, ["num_templates=9"])

@@ -157,6 +157,26 @@ def test_routing_sends_exactly_the_uncertain_samples_to_the_llm():
     assert routed_report({"threshold": 0.0}, crm, llm, labels, budget=0.5)["auc"] == 0.0  # over budget
 
 
+def test_routing_is_kept_only_when_it_beats_the_crm_beyond_noise():
+    """The threshold is searched on part of validation; on the held-out rest, routing must beat the CRM alone by
+    more than a paired bootstrap interval, else the CRM answers everything (the laptop recipe's LLM at chance
+    once 'won' 0.730 on 300 validation samples and lost on test)."""
+    from raylib.methods.corella.routing import routing_decision, split_for_decision
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 600)
+    confident = rng.uniform(0, 1, 600) < 0.6  # the CRM knows 60% of the samples and guesses near 0.5 on the rest
+    crm = np.where(confident, 0.1 + 0.8 * labels, rng.uniform(0.4, 0.6, 600))
+    oracle, chance = labels * 0.9 + 0.05, rng.uniform(0, 1, 600)
+    threshold = float(entropy([0.7])[0])
+    helps = routing_decision(crm, oracle, labels, threshold, rounds=300)
+    assert helps["route"] and helps["gain"]["ci"][0] > 0 and "routing kept" in helps["reason"]
+    noise = routing_decision(crm, chance, labels, threshold, rounds=300)
+    assert not noise["route"] and "the CRM answers everything" in noise["reason"]
+    search, held = split_for_decision(300, 1 / 3, seed=0)
+    assert len(held) == 100 and not set(search) & set(held) and len(search) + len(held) == 300
+
+
 def test_threshold_search_uses_validation_and_respects_the_budget(ray_session, tmp_path):
     """Where the CRM is unsure the LLM is right: the search raises AUC above the CRM's, within the budget."""
     from raylib.config import TuneSettings
@@ -238,6 +258,8 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
     assert report["test_samples"] == 80 and set(report["metrics"]) == {"crm", "llm", "routed"}
     assert 0.0 <= report["llm_share"] <= 0.2 + 1e-9
     assert report["threshold_search"]["bounds"][0] <= report["threshold"] <= math.log(2)
+    if report["routing"] != "on":  # routing did not beat the CRM on held-out validation: the CRM answers all
+        assert report["llm_share"] == 0.0 and report["metrics"]["routed"] == report["metrics"]["crm"]
     joint_state = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
     assert "val_crm_auc" in joint_state["history"][0]
     artifacts = out / "artifacts"

@@ -118,6 +118,19 @@ def test_genrec_grounded_beam_ranks():
     assert beam_ranks([beams[:1]], [4]).tolist() == [5]  # one beam: plain grounding of that beam
 
 
+def test_seen_items_are_taken_out_of_every_ranking_alike():
+    """With the user's history excluded, a history item never counts as ranked above the target."""
+    scores = np.array([[0.3, 0.1, 0.1, 0.5]] * 2)  # lower is better
+    assert target_ranks(scores, [0, 3], seen=[{1}, {1, 2}]).tolist() == [2, 2]  # items 1 and 2 no longer ahead
+    assert popularity_ranks(np.array([5.0, 9.0, 9.0, 1.0]), [0, 3], seen=[{1}, {1, 2}]).tolist() == [2, 2]
+    beams = torch.tensor([[0.5, 3.0, 0.1, 0.7, 4.0],
+                          [5.0, 5.0, 5.0, 5.0, 1.0]])
+    # item 2 (the first beam's) is seen: the list is [4], then the rest by beam 0 without item 2: [0, 3, 1]
+    assert beam_ranks([beams] * 3, [4, 0, 1], seen=[{2}] * 3).tolist() == [1, 2, 4]
+    texts = [['"Dune (1984)"', "Alien (1979)"]]
+    assert exact_match_ranks(texts, ["Alien (1979)"], 7, seen_titles=[{"Dune (1984)"}]).tolist() == [1]
+
+
 def test_mean_pooling_is_an_option(tiny):
     model, tokenizer = tiny
     last = embed_texts(model, tokenizer, TITLES, progress=False)

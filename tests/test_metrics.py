@@ -78,3 +78,21 @@ def test_ranking_report_keys_and_errors():
             ranking_report(bad)
     with pytest.raises(RaylibError, match="K must be"):
         ranking_report([1], ks=(0,))
+
+
+def test_paired_bootstrap_interval_of_a_difference():
+    """Paired: the same resampled windows for both methods. A clear gain has an interval above 0; equal methods
+    an interval around 0; AUC works through `labels`."""
+    from raylib.metrics import ndcg_at_k, ndcg_gains, paired_bootstrap
+
+    better, worse = np.array([1, 2, 1, 3, 1, 2] * 20), np.array([5, 40, 2, 30, 11, 60] * 20)
+    gain = paired_bootstrap(ndcg_gains(better, 10), ndcg_gains(worse, 10), rounds=500)
+    assert gain["diff"] == pytest.approx(ndcg_at_k(better, 10) - ndcg_at_k(worse, 10))
+    assert 0 < gain["ci"][0] <= gain["diff"] <= gain["ci"][1]
+    same = paired_bootstrap(ndcg_gains(better, 10), ndcg_gains(better, 10), rounds=200)
+    assert same == {"diff": 0.0, "ci": [0.0, 0.0], "rounds": 200}
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    good, noise = labels + rng.normal(0, 0.5, 300), rng.normal(0, 1, 300)
+    result = paired_bootstrap(good, noise, statistic=auc, labels=labels, rounds=300)
+    assert result["diff"] == pytest.approx(auc(labels, good) - auc(labels, noise)) and result["ci"][0] > 0

@@ -6,7 +6,7 @@ import json
 
 from raylib.config import from_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
-from raylib.prompts import GENREC_TEMPLATES, answer_text, bigrec_prompt, genrec_prompt
+from raylib.prompts import GENREC_INSTRUCTIONS, answer_text, bigrec_prompt, genrec_prompt
 from raylib.methods.nextitem.task import BIGREC_TEMPLATE
 
 
@@ -14,10 +14,27 @@ def test_prompts_quote_titles_and_answers_parse_back():
     prompt = bigrec_prompt(["Alien (1979)", "Brazil (1985)"])
     assert 'watched the following movies before: "Alien (1979)", "Brazil (1985)"' in prompt
     assert prompt.endswith("### Response:\n")
-    assert len(GENREC_TEMPLATES) >= 5 and len({genrec_prompt(["X"], t) for t in range(len(GENREC_TEMPLATES))}) \
-        == len(GENREC_TEMPLATES)
+    assert len(GENREC_INSTRUCTIONS) >= 5 and len({genrec_prompt(["X"], t) for t in range(len(GENREC_INSTRUCTIONS))}) \
+        == len(GENREC_INSTRUCTIONS)
     assert answer_text(' "Heat (1995)"\nmore') == "Heat (1995)"
     assert answer_text("") == "" and answer_text('"') == ""
+
+
+def test_genrec_prompt_is_its_codes_layout_and_the_answer_starts_on_a_title_token(tokenizer):
+    """GenRec's rec.py: instruction, "### input:" with bare titles joined by commas, "### Response:", bare title."""
+    from raylib.methods.nextitem.task import GenrecTask
+
+    prompt = genrec_prompt(["Alien (1979)", "Brazil (1985)"], template=1)
+    assert prompt == ("Predict the next movie for the user based on their viewing patterns.\n\n"
+                      "### input:\nAlien (1979),Brazil (1985)\n\n### Response:\n")
+    assert GenrecTask.answer("Heat (1995)") == "Heat (1995)"  # unquoted, as its data files write it
+    # The prompt's tokens are a prefix of prompt + answer's, and the answer begins with the title's own token,
+    # not with a lone space the model would have to learn to write first.
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    whole_ids = tokenizer(prompt + "Heat (1995)", add_special_tokens=False)["input_ids"]
+    assert whole_ids[:len(prompt_ids)] == prompt_ids
+    assert tokenizer.decode(whole_ids[len(prompt_ids)]).startswith("He")
+    assert tokenizer.decode(prompt_ids[-1]).strip(" ") != ""
 
 
 def test_genrec_draws_one_template_per_training_example():
@@ -28,7 +45,8 @@ def test_genrec_draws_one_template_per_training_example():
     records = title_records(data.train[:200], data, "genrec", num_templates=5, seed=0)
     assert {r["template"] for r in records} == set(range(5))
     assert title_records(data.train[:200], data, "genrec", num_templates=5, seed=0) == records  # seeded
-    assert {r["template"] for r in title_records(data.test, data, "genrec", num_templates=1)} == {0}  # evaluation
+    # Test prompts mix the instructions too, as GenRec's test files do.
+    assert len({r["template"] for r in title_records(data.test, data, "genrec", num_templates=7, seed=2)}) > 1
     assert {r["template"] for r in title_records(data.test, data)} == {BIGREC_TEMPLATE}  # BIGRec's one prompt
 
 
@@ -45,6 +63,26 @@ def test_beam_search_returns_num_beams_distinct_candidates(tiny_model_dir, token
     # the shared-prompt cache (the default) gives exactly the beams of plain `generate`, one prompt at a time
     plain = [beam_search(model, tokenizer, [p], 4, 6, 1, progress=False, shared_prompt=False)[0] for p in prompts]
     assert plain == batched
+
+
+def test_constrained_beams_spell_only_catalogue_answers(tiny_model_dir, tokenizer):
+    """A random model writes anything; with the catalogue's token trie every beam is a catalogue answer, with the
+    shared-prompt cache as without it."""
+    from transformers import AutoModelForCausalLM
+
+    from raylib.generation import TokenTrie, beam_search
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    answers = ['"Alien (1979)"', '"Aliens (1986)"', '"Brazil (1985)"', '"Dune (1984)"', '"Heat (1995)"']
+    trie = TokenTrie.of_answers(tokenizer, answers)
+    prompts = [bigrec_prompt(["Alien (1979)"]), bigrec_prompt(["Brazil (1985)", "Dune (1984)"])]
+    free = beam_search(model, tokenizer, prompts, num_beams=4, max_new_tokens=6, batch_size=2, progress=False)
+    assert not any(text in answers for beams in free for text in beams)
+    constrained = beam_search(model, tokenizer, prompts, 4, 6, 2, progress=False, allowed=trie)
+    assert all(len(set(beams)) == 4 and set(beams) <= set(answers) for beams in constrained)
+    plain = [beam_search(model, tokenizer, [p], 4, 6, 1, progress=False, shared_prompt=False, allowed=trie)[0]
+             for p in prompts]
+    assert plain == constrained
 
 
 def tiny_job(cls, model_dir, out, **extra):
@@ -90,14 +128,43 @@ def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path, loads):
 
 
 def test_genrec_job_exact_and_grounded(ray_session, tiny_model_dir, tmp_path, loads):
-    """GenRec as a GPU job on the session's logical GPUs: training, beams and embeddings hold a GPU id."""
+    """GenRec as a GPU job on the session's logical GPUs: training, beams and embeddings hold a GPU id. Decoding
+    is constrained to the catalogue: even the random model's top beams are all real titles."""
     from raylib.methods.nextitem.pipeline import run_genrec
 
     report = run_genrec(tiny_job(GenrecJobConfig, tiny_model_dir, tmp_path / "genrec", baselines=False,
-                                 generation={"num_beams": 3, "max_new_tokens": 4, "batch_size": 8, "dtype": "fp32"},
+                                 generation={"num_beams": 3, "max_new_tokens": 4, "batch_size": 8, "dtype": "fp32",
+                                             "constrained": True},
                                  train={"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
                                         "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8, "use_gpu": True}))
     loads.assert_all_on_gpu_workers({"llm"})
     assert set(report["metrics"]) == {"genrec_exact", "genrec_grounded"}
     exact, grounded = report["metrics"]["genrec_exact"], report["metrics"]["genrec_grounded"]
     assert grounded["hr@20"] >= exact["hr@20"]  # a grounded beam always names a real item
+    assert report["generation"]["not_a_title_share"] == 0.0
+
+
+def test_the_authors_recipes_train_on_the_whole_prompt():
+    """BIGRec's README passes `--train_on_inputs`; GenRec's rec.py defaults to it: the history titles are training
+    targets too. The recipes that say they are the authors' do the same (the laptop ones keep the answer only)."""
+    import torch
+
+    from raylib.config import load_config
+    from raylib.methods.nextitem.task import BigrecTask
+    from raylib.train.task import WorkerContext
+
+    for cls, path in ((BigrecJobConfig, "jobs/configs/bigrec.yaml"), (GenrecJobConfig, "jobs/configs/genrec.yaml")):
+        job = load_config(cls, path, [])
+        assert job.train.loss_on == "all", path
+    job = load_config(BigrecJobConfig, "jobs/configs/bigrec.yaml", [])
+    task = BigrecTask(WorkerContext(job, rank=0, world=1, device=torch.device("cpu"), dtype=torch.float32))
+    (item,) = task.encode([{"history": ["Alien (1979)"], "target": "Heat (1995)", "template": BIGREC_TEMPLATE}], "t")
+    assert -100 not in item.labels  # every prompt token is a target
+
+
+def test_gamma_is_searched_over_the_authors_range():
+    """BIGRec's adjust scripts try gamma in 0, 0.01 ... 0.99, 1 ... 99; ours searches 0.01-100 log-uniformly."""
+    from raylib.methods.nextitem.config import GroundingSettings
+
+    g = GroundingSettings()
+    assert g.gamma_low <= 0.01 and g.gamma_high >= 99

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raylib import RaylibError
-from raylib.data.sequences import build_sequence_data, build_windows, sample_windows, user_sequences
+from raylib.data.sequences import (build_sequence_data, build_windows, held_out_validation, sample_windows,
+                                    user_sequences)
 from raylib.data.tables import read_table
 
 
@@ -117,3 +118,14 @@ def test_titles_read_as_people_write_them():
     assert readable_title("Cité des enfants perdus, La (1995)") == "La Cité des enfants perdus (1995)"
     assert readable_title("Seven (Se7en) (1995)") == "Seven (Se7en) (1995)"
     assert readable_title("Angel, Angel (1990)") == "Angel, Angel (1990)"
+
+
+def test_sasrec_picks_its_epoch_on_validation_windows_the_gamma_search_never_sees():
+    """BIGRec's gamma is searched on the sampled validation windows; SASRec (the CF signal) early-stops on the rest."""
+    windows = build_windows(user_sequences(interactions([("u", i, t) for t, i in enumerate("abcdeabcde")]),
+                                           {i: i for i in "abcde"}), history_len=2)
+    sample, held = held_out_validation(windows, 4, seed=0)
+    assert sample == sample_windows(windows, 4, seed=0) and len(held) == len(windows) - 4
+    assert not {id(w) for w in sample} & {id(w) for w in held}
+    sample, held = held_out_validation(windows, 0, seed=0)  # "all windows": every other one is held out instead
+    assert sample == windows[1::2] and held == windows[::2]

@@ -303,8 +303,15 @@ def test_recommend_serves_bigrec_adapters_by_id(service):
         expected = local.recommend(answer["adapter"], history, 5)
         assert answer["generated"] == expected["generated"]
         assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in expected["items"]]
-    status, body = call(url, "/recommend", {"history": history, "k": 20, "exclude_history": True}, token="s3cret")
-    assert status == 200 and not set(history) & {i["item_id"] for i in body["items"]}
+    # The history's own items are left out by default; asked for, they may come back.
+    status, body = call(url, "/recommend", {"history": history, "k": 20}, token="s3cret")
+    excluded = [i["item_id"] for i in body["items"]]
+    assert status == 200 and not set(history) & set(excluded)
+    status, body = call(url, "/recommend", {"history": history, "k": 100, "exclude_history": False}, token="s3cret")
+    assert status == 200 and [i["item_id"] for i in body["items"] if i["item_id"] not in history][:20] == excluded
+    # Constrained decoding: the generated text is a catalogue title even from the random model.
+    status, body = call(url, "/recommend", {"history": history, "k": 3, "constrained": True}, token="s3cret")
+    assert status == 200 and body["generated"] in set(catalogue.titles), body
     status, body = call(url, "/recommend", {"history": history, "adapter": "missing"}, token="s3cret")
     assert status == 404 and "no adapter 'missing'" in body["detail"]
     status, body = call(url, "/recommend", {"history": ["no-such-item"]}, token="s3cret")

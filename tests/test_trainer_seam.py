@@ -23,7 +23,7 @@ def sft_job(model_dir, out, **train_settings):
                                     "max_length": 64, "train": settings})
 
 
-def test_sft_task_trains_checkpoints_and_resumes(ray_session, tiny_model_dir, tmp_path):
+def test_sft_task_trains_checkpoints_resumes_and_refuses_another_run(ray_session, tiny_model_dir, tmp_path):
     from peft import PeftModel
 
     from raylib.model import load_model
@@ -48,6 +48,15 @@ def test_sft_task_trains_checkpoints_and_resumes(ray_session, tiny_model_dir, tm
         after = PeftModel.from_pretrained(base, str(second.published_dir))(input_ids=ids).logits
     assert not torch.allclose(before, after)
 
+    # A different run in the same output_dir is refused, naming what differs, before any work; fresh_start wins.
+    out = tmp_path / "run"
+    with pytest.raises(RaylibError, match=r"train.learning_rate: 0.005 -> 0.001.*train.fresh_start=true"):
+        train(SftTask, sft_job(tiny_model_dir, out, learning_rate=1e-3), RECORDS, RECORDS[:4])
+    with pytest.raises(RaylibError, match="the training/validation records differ"):
+        train(SftTask, sft_job(tiny_model_dir, out), RECORDS[:6], RECORDS[:4])
+    fresh = train(SftTask, sft_job(tiny_model_dir, out, learning_rate=1e-3, fresh_start=True), RECORDS[:6], [])
+    assert fresh.state.epoch == 1 and fresh.state.history[0]["step"] == 2  # trained anew on 6 records
+
 
 def test_epochs_end_on_an_optimizer_step():
     """The issue's case: batch 128, micro 32, 200 records. DeepSpeed carried leftover micro-batches into the next
@@ -64,14 +73,3 @@ def test_epochs_end_on_an_optimizer_step():
         assert len(list(shard)) == two.samples_per_rank == 128 and set(shard) == set(range(100))
     assert batch_plan(train_cfg, 16, world=1).notes(128) == [
         "global batch 128 -> 16 (capped at the number of training samples)"]
-
-
-def test_a_different_run_in_the_same_output_dir_is_refused(ray_session, tiny_model_dir, tmp_path):
-    out = tmp_path / "run"
-    train(SftTask, sft_job(tiny_model_dir, out), RECORDS[:4], [])
-    with pytest.raises(RaylibError, match=r"train.learning_rate: 0.005 -> 0.001.*train.fresh_start=true"):
-        train(SftTask, sft_job(tiny_model_dir, out, learning_rate=1e-3), RECORDS[:4], [])
-    with pytest.raises(RaylibError, match="the training/validation records differ"):
-        train(SftTask, sft_job(tiny_model_dir, out), RECORDS[:6], [])
-    fresh = train(SftTask, sft_job(tiny_model_dir, out, learning_rate=1e-3, fresh_start=True), RECORDS[:6], [])
-    assert fresh.state.epoch == 1 and fresh.state.history[0]["step"] == 2  # trained anew on 6 records

@@ -14,7 +14,7 @@ import pytest
 
 from raylib import RaylibError
 from raylib.config import TuneSettings
-from raylib.tune import search, space_from_config
+from raylib.tune import edges, search, space_from_config
 
 SPACE = {"x": {"type": "uniform", "low": -4.0, "high": 4.0}}
 
@@ -37,6 +37,7 @@ def test_search_finds_the_optimum_and_continues_the_persisted_study(ray_session,
     assert abs(first["best_params"]["x"] - 1.5) < 0.5
     assert first["best_value"] == pytest.approx(-(first["best_params"]["x"] - 1.5) ** 2)
     assert first["storage"].startswith("sqlite:///") and first["study_name"] == "quadratic"
+    assert first["at_edge"] == {}  # the optimum lies inside the range
     json.dumps(first)  # the summary goes into reports as it is
 
     # The same study name in the same storage continues the study: its trials are all in the SQLite file.
@@ -58,6 +59,15 @@ def test_space_types():
     assert isinstance(space["gamma"], tune.search.sample.Float)
     assert {space["k"].sample() for _ in range(200)} == {1, 2, 3}  # both ends included
     assert space["how"].categories == ["mean", "max"]
+
+
+def test_an_optimum_at_the_edge_of_its_range_is_named():
+    """BIGRec's CF gamma once landed at 19.9 of a 0-20 range: a search says so instead of reporting it as found."""
+    space = {"gamma": {"type": "uniform", "low": 0, "high": 20}, "lr": {"type": "loguniform", "low": 1e-5, "high": 1},
+             "how": {"type": "choice", "values": ["a", "b"]}}
+    assert edges(space, {"gamma": 19.9, "lr": 1e-3, "how": "a"}) == {"gamma": "high"}
+    assert edges(space, {"gamma": 10.0, "lr": 1.1e-5, "how": "a"}) == {"lr": "low"}  # log scale: 1e-4 is inside
+    assert edges(space, {"gamma": 10.0, "lr": 1e-4, "how": "b"}) == {}
 
 
 @pytest.mark.parametrize("spec, message", [

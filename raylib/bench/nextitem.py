@@ -1,7 +1,10 @@
 """BIGRec / GenRec benchmark on MovieLens-100K, plus grounding at catalogue scale and batched beam search.
 
 Quality: popularity, SASRec, BIGRec (plain, popularity- and CF-re-weighted), GenRec (exact match and grounded),
-NDCG@K / HR@K over the whole catalogue on the same seeded test windows. Engineering: catalogue embedding
+NDCG@K / HR@K over the whole catalogue on the same seeded test windows, for each run of `bigrec_runs` /
+`genrec_runs` (the recipe as configured, then variants: the loss on the response only, constrained decoding,
+the history's items excluded); every comparison with a paired bootstrap interval over the test windows
+(`comparisons`). The top-level metrics are the first run's. Engineering: catalogue embedding
 throughput and per-query grounding latency on the 17,408 Amazon Video Games titles (BIGRec's own catalogue),
 and batched beam search vs one query at a time. Each part writes the report as it finishes; a rerun resumes
 (the trainer's checkpoints and the pipelines' stage files are reused).
@@ -22,7 +25,7 @@ from pydantic.dataclasses import dataclass
 from raylib.config import STRICT, from_dict, to_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig, NextItemJobConfig
 from raylib.assets import PROJECT_DIR
-from raylib.prompts import GENREC_TEMPLATES
+from raylib.prompts import GENREC_INSTRUCTIONS
 
 METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_exact", "genrec_grounded")
 
@@ -31,7 +34,7 @@ METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_
 class BenchNextItemConfig(NextItemJobConfig):
     output_dir: str = Field("runs/bench_bigrec", min_length=1)
     genrec_num_beams: int = Field(10, ge=1)
-    num_templates: int = Field(5, ge=1, le=len(GENREC_TEMPLATES))
+    num_templates: int = Field(len(GENREC_INSTRUCTIONS), ge=1, le=len(GENREC_INSTRUCTIONS))
     # BIGRec's Amazon Video Games catalogue: `title<TAB>id` per line (../shared); absent = part skipped.
     catalogue_file: str = str(PROJECT_DIR.parent / "shared" / "data" / "amazon-games" / "id2name.txt")
     grounding_queries: int = Field(1000, ge=1)
@@ -39,6 +42,14 @@ class BenchNextItemConfig(NextItemJobConfig):
     report: str = "reports/bigrec_ml100k.json"
     parts: list[str] = dataclasses.field(
         default_factory=lambda: ["grounding", "pooling", "bigrec", "speed", "genrec"])
+    # The runs of each method: a name and the config sections it changes. A run that changes only decoding or
+    # ranking (`generation`, `exclude_seen`) reuses the first run's training and folder; others train their own.
+    bigrec_runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
+        "authors": {}, "response_loss": {"train": {"loss_on": "response"}},
+        "constrained": {"generation": {"constrained": True}}, "exclude_seen": {"exclude_seen": True}})
+    genrec_runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
+        "authors": {}, "constrained": {"generation": {"constrained": True}}})
+    bootstrap_rounds: int = Field(2000, ge=100)
     # Keep what an earlier run of this benchmark wrote to `report` for the parts this run does not run.
     resume: bool = False
 
@@ -46,7 +57,7 @@ class BenchNextItemConfig(NextItemJobConfig):
 def _job(cls, config: BenchNextItemConfig, name: str, **changes):
     values = to_dict(config)
     values = {k: values[k] for k in ("model", "lora", "train", "ray_address", "data", "generation", "grounding",
-                                     "sasrec", "tune", "baselines")}
+                                     "sasrec", "tune", "baselines", "exclude_seen")}
     values["output_dir"] = str(Path(config.output_dir) / name)
     for key, value in changes.items():  # a dict merges into its section
         values[key] = {**values[key], **value} if isinstance(value, dict) else value
@@ -189,6 +200,39 @@ def beam_speed(config: BenchNextItemConfig, adapter_dir: str | None) -> dict[str
                                           for k, v in runs.items()}}
 
 
+SHARED_TRAINING = {"generation", "exclude_seen"}  # what a run may change and still reuse the first run's training
+# (method, baseline) pairs compared with a paired bootstrap over the test windows, where both are in a run
+COMPARISONS = (("bigrec", "popularity"), ("bigrec_pop", "popularity"), ("bigrec_cf", "popularity"),
+               ("bigrec_cf", "sasrec"), ("genrec_grounded", "popularity"), ("genrec_exact", "popularity"))
+
+
+def run_jobs(config: BenchNextItemConfig, method: str, cls, runs: dict[str, dict[str, Any]], **common):
+    """(name, job) per run of `runs`: the first run in `<method>-<name>`, the others in their own folder, or the
+    first run's when they change only decoding or ranking."""
+    first = next(iter(runs), None)
+    for name, changes in runs.items():
+        folder = first if set(changes) <= SHARED_TRAINING else name
+        merged = dict(common)
+        for key, value in changes.items():  # a section both set: the run's fields over the common ones
+            both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+            merged[key] = {**merged[key], **value} if both else value
+        yield name, _job(cls, config, f"{method}-{folder}", **merged)
+
+
+def comparisons(ranks: dict[str, list[int]], rounds: int, k: int = 10) -> dict[str, dict[str, Any]]:
+    """NDCG@k of each method minus its baseline's on the same test windows, with a paired bootstrap interval."""
+    from raylib.metrics import ndcg_gains, paired_bootstrap
+
+    return {f"{a}_vs_{b}": paired_bootstrap(ndcg_gains(ranks[a], k), ndcg_gains(ranks[b], k), rounds=rounds)
+            for a, b in COMPARISONS if a in ranks and b in ranks}
+
+
+def _run_summary(result: dict[str, Any], rounds: int, extra_ranks: dict | None = None) -> dict[str, Any]:
+    ranks = {**(extra_ranks or {}), **result["ranks"]}
+    keep = ("metrics", "generation", "gamma", "gamma_search", "train", "wall_time_s")
+    return {**{k: result[k] for k in keep if k in result}, "comparisons": comparisons(ranks, rounds)}
+
+
 def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
     from raylib.methods.nextitem.pipeline import load_sequence_data, run_bigrec, run_genrec
 
@@ -212,27 +256,42 @@ def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
     if "pooling" in config.parts:
         report["pooling_check"] = pooling_check(config, data.catalogue.titles)
         _save(config, report)
+    runs = report.setdefault("runs", {})
     if "bigrec" in config.parts:
-        result = run_bigrec(_job(BigrecJobConfig, config, "bigrec"), data)
-        _merge_metrics(report, result["metrics"])
-        report["gamma"] = result["gamma"]
-        report["bigrec"] = {k: result[k] for k in ("generation", "train", "gamma_search", "wall_time_s")}
-        bigrec_adapter = result["adapter_dir"]
-        _save(config, report)
+        for i, (name, job) in enumerate(run_jobs(config, "bigrec", BigrecJobConfig, config.bigrec_runs)):
+            print(f"[bench] BIGRec run {name!r} in {job.output_dir}", flush=True)
+            result = run_bigrec(job, data)
+            runs[f"bigrec/{name}"] = _run_summary(result, config.bootstrap_rounds)
+            if i == 0:  # the recipe's own run: the headline figures
+                _merge_metrics(report, result["metrics"])
+                report["gamma"] = result["gamma"]
+                report["bigrec"] = {k: result[k] for k in ("generation", "train", "gamma_search", "wall_time_s")}
+                bigrec_adapter = result["adapter_dir"]
+            _save(config, report)
     if "speed" in config.parts:
-        published = Path(config.output_dir).expanduser().resolve() / "bigrec" / "adapter"
+        first = next(iter(config.bigrec_runs), "authors")
+        published = Path(config.output_dir).expanduser().resolve() / f"bigrec-{first}" / "adapter"
         if bigrec_adapter is None and published.is_dir():  # the tuned model of an earlier run's BIGRec part
             bigrec_adapter = str(published)
         report["beam_speed"] = beam_speed(config, bigrec_adapter)
         report["beam_batch_speedup"] = report["beam_speed"]["beam_batch_speedup"]
         _save(config, report)
     if "genrec" in config.parts:
-        genrec = _job(GenrecJobConfig, config, "genrec", num_templates=config.num_templates, baselines=False,
-                      generation={"num_beams": config.genrec_num_beams})
-        result = run_genrec(genrec, data)
-        _merge_metrics(report, result["metrics"])
-        report["genrec"] = {k: result[k] for k in ("generation", "train", "wall_time_s")}
-        _save(config, report)
+        from raylib.methods.nextitem.grounding import popularity_ranks
+        from raylib.methods.nextitem.pipeline import seen_of, targets_of
+
+        jobs = run_jobs(config, "genrec", GenrecJobConfig, config.genrec_runs, num_templates=config.num_templates,
+                        baselines=False, generation={"num_beams": config.genrec_num_beams})
+        for i, (name, job) in enumerate(jobs):
+            print(f"[bench] GenRec run {name!r} in {job.output_dir}", flush=True)
+            result = run_genrec(job, data)
+            popularity = popularity_ranks(data.catalogue.popularity, targets_of(data.test, data),
+                                          seen_of(job, data.test, data))
+            runs[f"genrec/{name}"] = _run_summary(result, config.bootstrap_rounds, {"popularity": popularity})
+            if i == 0:
+                _merge_metrics(report, result["metrics"])
+                report["genrec"] = {k: result[k] for k in ("generation", "train", "wall_time_s")}
+            _save(config, report)
     report["wall_time_s"] = time.time() - start
     report["report_path"] = str(_save(config, report))
     return report

@@ -68,6 +68,9 @@ class SequenceData:
     catalogue: Catalogue
     cutoffs: tuple[int, int]  # first timestamp of the validation period, of the test period
     source: str
+    # Validation windows kept apart from `valid` once it is sampled (`held_out_validation`): SASRec picks its best
+    # epoch on them, so its epoch and BIGRec's gamma (searched on `valid`) are not chosen on the same windows.
+    valid_held: list[NextItemWindow] = dataclasses.field(default_factory=list)
 
 
 # Articles MovieLens moves behind the title ("Shining, The (1980)", "Cité des enfants perdus, La (1995)").
@@ -162,6 +165,16 @@ def sample_windows(windows: list[NextItemWindow], n: int, seed: int) -> list[Nex
         return list(windows)
     keep = np.sort(np.random.default_rng(seed).choice(len(windows), size=n, replace=False))
     return [windows[i] for i in keep]
+
+
+def held_out_validation(windows: list[NextItemWindow], n: int, seed: int) -> tuple[list, list]:
+    """(a seeded sample of `n` validation windows, the windows outside it). When the sample takes them all
+    (n == 0 or n >= len), every other window is held out instead, so that neither part is empty."""
+    sample = sample_windows(windows, n, seed)
+    if len(sample) == len(windows):
+        return list(windows[1::2]), list(windows[::2])
+    chosen = {id(w) for w in sample}
+    return sample, [w for w in windows if id(w) not in chosen]
 
 
 def build_sequence_data(interactions: pa.Table, items: pa.Table, history_len: int = 10,

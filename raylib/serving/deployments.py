@@ -154,7 +154,8 @@ class GeneratorDeployment:
     async def adapter(self, adapter_id: str) -> LoadedAdapter:
         return LoadedAdapter(self.recommender, self.recommender.load_adapter(adapter_id))
 
-    async def recommend(self, history: list[str], k: int, exclude_history: bool) -> dict[str, Any]:
+    async def recommend(self, history: list[str], k: int, exclude_history: bool,
+                        constrained: bool | None = None) -> dict[str, Any]:
         """The top-k, or {"status": 404 | 422, "detail": ...} for an unknown adapter or unknown items."""
         from raylib.methods.nextitem.recommender import UnknownItems, adapter_ids
 
@@ -164,7 +165,7 @@ class GeneratorDeployment:
                                              f"{adapter_ids(self.recommender.folder)}"}
         loaded = await self.adapter(adapter_id)
         try:
-            return self.recommender.recommend(loaded.adapter_id, history, k, exclude_history)
+            return self.recommender.recommend(loaded.adapter_id, history, k, exclude_history, constrained=constrained)
         except UnknownItems as err:
             return {"status": 422, "detail": str(err)}
 
@@ -224,7 +225,7 @@ class Router:
         start = time.perf_counter()
         try:
             out = await self.generator.options(multiplexed_model_id=body.adapter).recommend.remote(
-                body.history, body.k, body.exclude_history)
+                body.history, body.k, body.exclude_history, body.constrained)
         except Exception as err:  # noqa: BLE001 - a generator failure is the service's, said as a 503
             raise HTTPException(status_code=503,
                                 detail=f"the generator is unavailable: {type(err).__name__}") from None

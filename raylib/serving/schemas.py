@@ -64,7 +64,9 @@ class RecommendRequest(BaseModel):
     history: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=MAX_HISTORY)
     k: int = Field(10, ge=1, le=100)
     adapter: str = Field("bigrec", pattern=ADAPTER_ID.pattern, description="which tuned adapter generates")
-    exclude_history: bool = False
+    exclude_history: bool = Field(True, description="leave the history's own items out of the top-k")
+    constrained: bool | None = Field(None, description="generate only catalogue titles (a token trie); "
+                                                      "default: as the recommender was published")
 
 
 class RecommendedItem(BaseModel):

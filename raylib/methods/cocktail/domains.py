@@ -4,8 +4,11 @@ ingredient (the target domain), with warm and cold-start test sets.
 A domain is MovieLens (records built as TALLRec builds them) or any TALLRec-format file a user brings. Each is
 split into train / valid / test by user (`split_by_user`); a file whose records carry no user id (TALLRec's
 BookCrossing release) is split by record instead, as nothing identifies its users. Test records never train.
-Cold-start test records are those whose target item never appears (as a target or in a history) in the
-ingredient's training records; the warm ones are the rest. Items are compared by their quoted text in the
+Each domain's training pool is cut into three disjoint parts (by user where records name users, else by record,
+`three_pools`): the base spirit samples the first, the ingredient the second, the entropy merge's unlabelled
+prompts come from the third; so the two adapters never learn from the same records, and the unlabelled prompts
+are users neither saw. Cold-start test records are those whose target item never appears (as a target or in a
+history) in anything either adapter trained on; the warm ones are the rest. Items are compared by their quoted text in the
 prompt (`"Title (Year)"`, `"Title" written by Author`), which every TALLRec-format file has.
 """
 
@@ -47,15 +50,18 @@ def target_text(record: TallrecRecord) -> str:
     raise RaylibError(f"Record {record.input[:80]!r}...: no target item found (not TALLRec's question format).")
 
 
-def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | None = None) -> DomainSplits:
-    """The domain's records, split 1 - valid - test / valid / test (data.valid_fraction, data.test_fraction)."""
+def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | None = None,
+                taken_genres: set[str] = frozenset()) -> DomainSplits:
+    """The domain's records, split 1 - valid - test / valid / test (data.valid_fraction, data.test_fraction).
+    `taken_genres`: genres of the MovieLens domains listed before this one (their records are not this one's)."""
     if domain.source == "movielens":
         from raylib.methods.tallrec.pipeline import movielens_records
 
         records, source = movielens_records(data)
         source = str(data.movielens_dir) if data.movielens_dir else "the embedded MovieLens-100K (recbole wheel)"
-        if domain.name != "movie":
-            raise RaylibError(f"domain {domain.name!r}: MovieLens records are about movies; name it 'movie'.")
+        if domain.genres:
+            records = of_genres(records, data, set(domain.genres), set(taken_genres))
+            source += f", target genres {domain.genres}"
     else:
         path = Path(domain.file).expanduser()
         if not path.is_absolute() and project_root is not None and not path.exists():
@@ -80,9 +86,45 @@ def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | Non
     return DomainSplits(domain.name, train, valid, test, source, split)
 
 
+def of_genres(records: list[TallrecRecord], data: DataConfig, genres: set[str],
+              taken: set[str]) -> list[TallrecRecord]:
+    """The records whose target movie has one of `genres` and none of `taken` (an earlier domain's)."""
+    from raylib.data.movielens import load_movielens
+
+    items = load_movielens(data.movielens_dir).items
+    known = {g for row in items.column("genres").to_pylist() for g in row}
+    unknown = sorted(genres - known)
+    if unknown:
+        raise RaylibError(f"genres {unknown} are not MovieLens genres; it has {sorted(known)}.")
+    item_genres = dict(zip(items.column("item_id").to_pylist(), (set(g) for g in items.column("genres").to_pylist())))
+    return [r for r in records if item_genres.get(r.item_id, set()) & genres
+            and not item_genres.get(r.item_id, set()) & taken]
+
+
+@dataclasses.dataclass
+class Pools:
+    """A domain's training pool in three disjoint parts (`three_pools`)."""
+    base: list[TallrecRecord]  # the base spirit samples these
+    ingredient: list[TallrecRecord]  # the ingredient samples these (target domain)
+    unlabelled: list[TallrecRecord]  # the entropy merge's unlabelled prompts (target domain)
+
+
+def three_pools(records: list[TallrecRecord], seed: int) -> Pools:
+    """Thirds of the training pool, by user when every record names one (no user in two parts), else by record."""
+    by_user = all(r.user_id for r in records)
+    keys = sorted({r.user_id for r in records}) if by_user else list(range(len(records)))
+    order = np.random.default_rng(seed).permutation(len(keys))
+    part = {keys[i]: rank * 3 // len(keys) for rank, i in enumerate(order)}
+    parts: list[list[TallrecRecord]] = [[], [], []]
+    for i, r in enumerate(records):
+        parts[part[r.user_id if by_user else i]].append(r)
+    return Pools(*parts)
+
+
 def mixture(domains: list[DomainSplits], per_domain: int, seed: int) -> list[TallrecRecord]:
-    """The base spirit's training set: `per_domain` records of each domain's training pool, interleaved."""
-    parts = [sample_records(d.train, per_domain, seed + k) for k, d in enumerate(domains)]
+    """The base spirit's training set: `per_domain` records of each domain's base pool (`three_pools`),
+    interleaved."""
+    parts = [sample_records(three_pools(d.train, seed).base, per_domain, seed + k) for k, d in enumerate(domains)]
     out = [r for group in parts for r in group]
     order = np.random.default_rng(seed).permutation(len(out))
     return [out[i] for i in order]

@@ -30,7 +30,7 @@ from raylib import RaylibError
 from raylib.config import from_dict, to_dict
 from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
 from raylib.methods.tallrec.config import TallrecJobConfig
-from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, warm_cold
+from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, three_pools, warm_cold
 from raylib.data.records import TallrecRecord, sample_records, stratified_sample
 from raylib.stages import cached_stage
 from raylib.train.checkpoint import adapter_sha1
@@ -41,7 +41,12 @@ VARIANTS = ("raw", "base", "ingredient", "average", "entropy", "tune")
 
 # ------------------------------------------------------------------ data
 def load_domains(job: CocktailJobConfig) -> dict[str, DomainSplits]:
-    return {d.name: load_domain(d, job.data, PROJECT_DIR) for d in job.domains}
+    """Every domain's splits; MovieLens genre domains are disjoint (a record is the first matching domain's)."""
+    out, taken = {}, set()
+    for d in job.domains:
+        out[d.name] = load_domain(d, job.data, PROJECT_DIR, taken)
+        taken |= set(d.genres) if d.source == "movielens" else set()
+    return out
 
 
 def _stage_job(job: CocktailJobConfig, output_dir: Path) -> TallrecJobConfig:
@@ -184,17 +189,16 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
 
     # every data set first: bad or too small inputs stop here, before any training
     base_job, base_train, base_valid = base_spirit_inputs(job, domains)
-    ingredient_train = sample_records(target.train, job.data.train_samples, seed)
+    pools = three_pools(target.train, seed)  # base spirit / ingredient / unlabelled: disjoint parts
+    ingredient_train = sample_records(pools.ingredient, job.data.train_samples, seed)
     valid = stratified_sample(target.valid, job.data.valid_samples, seed)
-    used = {id(r) for r in ingredient_train}  # unlabelled prompts: target training users outside the sample
-    pool = [r for r in target.train if id(r) not in used]
-    unlabelled = sample_records(pool, job.merge.unlabelled_prompts + job.merge.held_out_prompts, seed + 7)
+    unlabelled = sample_records(pools.unlabelled, job.merge.unlabelled_prompts + job.merge.held_out_prompts, seed + 7)
     if len(unlabelled) < 2:
-        raise RaylibError(f"No unlabelled {job.target} prompts left for the entropy merge: the training pool has "
-                          f"{len(target.train)} records and the ingredient uses {len(ingredient_train)} "
-                          "(lower data.train_samples, or bring more records).")
+        raise RaylibError(f"No unlabelled {job.target} prompts for the entropy merge: the third of the training "
+                          f"pool kept for them has {len(pools.unlabelled)} records (bring more records).")
     prompts, held_out = unlabelled[:job.merge.unlabelled_prompts], unlabelled[job.merge.unlabelled_prompts:]
-    warm, cold = warm_cold(target.test, ingredient_train, job.warm_cold_samples, seed)
+    # cold start: target items neither adapter trained on
+    warm, cold = warm_cold(target.test, ingredient_train + base_train, job.warm_cold_samples, seed)
     if not warm or not cold:
         raise RaylibError(f"The {job.target} test split has {len(warm)} warm and {len(cold)} cold-start records; "
                           "both are needed (more test users: data.test_fraction).")
@@ -258,7 +262,9 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
         "cold": {v: auc(cold, scores[v]["cold"]) for v in VARIANTS},
         "valid": {v: auc(valid, scores[v]["valid"]) for v in VARIANTS},
         "records": {"warm": len(warm), "cold": len(cold), "valid": len(valid), "base_train": len(base_train),
-                    "ingredient_train": len(ingredient_train), "unlabelled": len(prompts), "held_out": len(held_out)},
+                    "ingredient_train": len(ingredient_train), "unlabelled": len(prompts), "held_out": len(held_out),
+                    "target_pools": {"base": len(pools.base), "ingredient": len(pools.ingredient),
+                                     "unlabelled": len(pools.unlabelled)}},
         "domains": {d.name: {"train": len(d.train), "valid": len(d.valid), "test": len(d.test), "split": d.split,
                              "source": d.source} for d in domains.values()},
         "entropy_merge": {"history": merged.state.history, "best_epoch": merged.state.best_epoch,

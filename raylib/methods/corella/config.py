@@ -100,6 +100,12 @@ class RoutingSettings:
     llm_budget: float = Field(0.2, gt=0.0, le=1.0)
     # Serve / inference batch for the LLM part.
     batch_size: int = Field(16, ge=1)
+    # Routing only where it helps (ours; the paper always routes): this share of the scored validation samples is
+    # held out of the threshold search, and routing is kept only when the paired bootstrap interval (`rounds`
+    # resamples) of routed AUC minus CRM AUC on them lies above 0; otherwise the CRM answers everything. 0 keeps
+    # the paper's behaviour (always route at the searched threshold).
+    decision_fraction: float = Field(1 / 3, ge=0.0, lt=1.0)
+    bootstrap_rounds: int = Field(1000, ge=100)
 
 
 @dataclass(config=STRICT)

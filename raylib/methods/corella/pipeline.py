@@ -33,7 +33,8 @@ from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, Crm
 from raylib.data.ctr import CtrData, CtrVocab, load_ctr_data, sample_rows
 from raylib.metrics import binary_report
 from raylib.stages import cached_stage, file_sha1
-from raylib.methods.corella.routing import ROUTING_FILE, RoutingConfig, combine, entropy, to_llm, tune_threshold
+from raylib.methods.corella.routing import (MAX_ENTROPY, ROUTING_FILE, RoutingConfig, combine, entropy, routing_decision,
+                                            split_for_decision, to_llm, tune_threshold)
 
 METHODS = ("crm", "llm", "routed")
 
@@ -253,7 +254,8 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     if not np.allclose(routed_probs, routed["probs"], atol=1e-5):
         raise RaylibError("Routed scores differ from the separately computed CRM / LLM scores.")
 
-    artifacts = publish_artifacts(job, final_crm, adapter, views.vocab, threshold, found["valid"], output / "artifacts")
+    artifacts = publish_artifacts(job, final_crm, adapter, views.vocab, threshold, found["valid"], output / "artifacts",
+                                  found["decision"]["reason"])
     per_1000 = lambda seconds: 1000.0 * seconds / len(test)  # noqa: E731
     full_test = views.full_test
     report = {
@@ -263,6 +265,7 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
         "crm_full_test": binary_report([r["label"] for r in full_test],
                                        placement.run(crm_scores_of, str(final_crm), full_test, placement=where)),
         "llm_share": float(mask.mean()), "threshold": threshold, "threshold_search": found,
+        "routing": "on" if found["decision"]["route"] else "off (CRM only)",
         "seconds_per_1000": {"crm": per_1000(test_scores["crm_seconds"]), "llm": per_1000(test_scores["llm_seconds"]),
                              "routed": per_1000(routed["seconds"])},
         "cost_ratio": routed["seconds"] / test_scores["llm_seconds"],
@@ -280,19 +283,33 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
 
 
 def _score_and_route(job: CorellaJobConfig, output: Path, key: dict[str, Any], valid, test, call):
-    """Scores of both models (validation, test), the threshold search on validation, the timed routed run on
-    test; each cached under the models' hashes. `call(method, *args)` reaches the `RoutedScorer` actor."""
+    """Scores of both models (validation, test), the threshold search on part of validation, the decision on the
+    held-out rest whether routing helps at all (`routing_decision`), the timed routed run on test; each cached
+    under the models' hashes. `call(method, *args)` reaches the `RoutedScorer` actor."""
     stages = output / "scores"
     print(f"[corella] scoring {len(valid)} validation and {len(test)} test samples with both models ...", flush=True)
     valid_scores = cached_stage(stages / "valid.json", key, lambda: call("both_scores", valid))
     test_scores = cached_stage(stages / "test.json", key, lambda: call("both_scores", test))
-    valid_labels = np.array([r["label"] for r in valid])
+    crm, llm = np.array(valid_scores["crm"]), np.array(valid_scores["llm"])
+    labels = np.array([r["label"] for r in valid])
+    r = job.routing
+    searched, held = split_for_decision(len(valid), r.decision_fraction, job.data.seed + 4)
     run_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     found = cached_stage(  # a rerun reuses the search instead of adding trials to the persisted study
-        stages / "threshold.json", {**key, "tune": to_dict(job.tune), "budget": job.routing.llm_budget},
-        lambda: tune_threshold(np.array(valid_scores["crm"]), np.array(valid_scores["llm"]), valid_labels,
-                               job.routing.llm_budget, job.tune, output, f"threshold-{run_key}"))
-    threshold = float(found["best_params"]["threshold"])
+        stages / "threshold.json", {**key, "tune": to_dict(job.tune), "budget": r.llm_budget,
+                                    "decision_fraction": r.decision_fraction},
+        lambda: tune_threshold(crm[searched], llm[searched], labels[searched], r.llm_budget, job.tune, output,
+                               f"threshold-{run_key}"))
+    best = float(found["best_params"]["threshold"])
+    if len(held):
+        decision = routing_decision(crm[held], llm[held], labels[held], best, r.bootstrap_rounds, job.data.seed)
+    else:
+        decision = {"route": True, "reason": "routing.decision_fraction=0: always route (the paper's way)",
+                    "gain": None}
+    print(f"[corella] {decision['reason']}", flush=True)
+    threshold = best if decision["route"] else MAX_ENTROPY  # above ln 2 no entropy lies: nothing goes to the LLM
+    found = {**found, "searched_threshold": best, "decision": decision,
+             "samples": {"search": len(searched), "decision": len(held)}}
     routed = cached_stage(stages / "routed.json", {**key, "threshold": threshold},
                           lambda: call("routed_timed", test, threshold))
     return found, threshold, test_scores, valid_scores, routed
@@ -304,7 +321,7 @@ def _history(folder: Path) -> dict[str, Any]:
 
 
 def publish_artifacts(job: CorellaJobConfig, crm_dir: Path, adapter_dir: Path, vocab: CtrVocab, threshold: float,
-                      valid: dict[str, float], target: Path) -> Path:
+                      valid: dict[str, float], target: Path, reason: str = "") -> Path:
     """`crm/`, `adapter/` and `routing.json` together, as the serving layer loads them."""
     from raylib.train.checkpoint import publish_folder
 
@@ -315,7 +332,7 @@ def publish_artifacts(job: CorellaJobConfig, crm_dir: Path, adapter_dir: Path, v
     RoutingConfig(threshold=threshold, llm_budget=job.routing.llm_budget, vocab_hash=vocab.fingerprint(),
                   crm_hash=file_sha1(crm_dir / "model.safetensors"),
                   adapter_hash=file_sha1(adapter_dir / "adapter_model.safetensors"), model=job.model.name,
-                  valid=valid).save(staging / ROUTING_FILE)
+                  valid=valid, reason=reason).save(staging / ROUTING_FILE)
     published = publish_folder(staging, target)
     shutil.rmtree(staging, ignore_errors=True)
     return published
@@ -379,6 +396,9 @@ def summary_table(report: dict[str, Any]) -> str:
                      f"{report['seconds_per_1000'][m]:>9.1f}")
     lines.append(f"test samples {report['test_samples']}, LLM share {report['llm_share']:.3f} at entropy threshold "
                  f"{report['threshold']:.4f}, cost ratio {report['cost_ratio']:.3f} (routed / LLM-alone time)")
+    decision = report["threshold_search"].get("decision")
+    if decision:
+        lines.append(f"routing: {decision['reason']}")
     lines.append(f"artifacts: {report['artifacts']}; report: {report.get('report_path', '')}")
     return "\n".join(lines)
 

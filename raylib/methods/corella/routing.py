@@ -78,6 +78,31 @@ def tune_threshold(crm_valid, llm_valid, labels_valid, budget: float, settings, 
     return found
 
 
+def split_for_decision(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices the threshold search sees, indices held out to decide whether routing helps), seeded."""
+    order = np.random.default_rng(seed).permutation(n)
+    held = int(round(n * fraction))
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def routing_decision(crm, llm, labels, threshold: float, rounds: int, seed: int = 0) -> dict[str, Any]:
+    """Whether routing at `threshold` beats the CRM alone on these (held-out) samples: kept only when the paired
+    bootstrap interval of routed AUC minus CRM AUC lies above 0. Says why in `reason`."""
+    from raylib.metrics import auc, paired_bootstrap
+
+    crm, llm, labels = np.asarray(crm, np.float64), np.asarray(llm, np.float64), np.asarray(labels)
+    routed = combine(crm, llm, to_llm(crm, threshold))
+    if len(np.unique(labels)) < 2:
+        return {"route": False, "reason": "the held-out samples hold one label: no AUC to compare", "gain": None}
+    gain = paired_bootstrap(routed, crm, statistic=auc, labels=labels, rounds=rounds, seed=seed)
+    low, high = gain["ci"]
+    route = low > 0
+    reason = (f"routed AUC - CRM AUC on {len(labels)} held-out validation samples: {gain['diff']:+.4f} "
+              f"[{low:+.4f}, {high:+.4f}] (95% paired bootstrap); "
+              + ("routing kept" if route else "the interval reaches 0: the CRM answers everything"))
+    return {"route": bool(route), "reason": reason, "gain": gain}
+
+
 @dataclasses.dataclass
 class RoutingConfig:
     """What the router needs besides the two models, and which models it was tuned for."""
@@ -88,6 +113,7 @@ class RoutingConfig:
     adapter_hash: str  # sha1 of the adapter's adapter_model.safetensors
     model: str  # the base LLM (name or path)
     valid: dict[str, float] = dataclasses.field(default_factory=dict)  # routed metrics on validation
+    reason: str = ""  # why routing is on, or off (threshold ln 2: the CRM answers everything), `routing_decision`
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, comma_list, ExistingFile, MovieLensFolder, Dtype, TrainJob, TuneSettings
-from raylib.prompts import GENREC_TEMPLATES
+from raylib.prompts import GENREC_INSTRUCTIONS
 
 
 @dataclass(config=STRICT)
@@ -55,6 +55,10 @@ class GenerationSettings:
     batch_size: int = Field(16, ge=1)
     # Generation and embedding dtype, by the dtype rule ("auto": bf16 on GPUs that have it, fp32 on CPUs).
     dtype: Dtype = "auto"
+    # Constrained decoding (ours, not the papers'): every beam may only spell a catalogue title, following a token
+    # trie of the catalogue's answers at each step (`raylib.generation.TokenTrie`); generation then runs up to the
+    # longest title's length whatever `max_new_tokens`.
+    constrained: bool = False
 
 
 @dataclass(config=STRICT)
@@ -87,9 +91,16 @@ class GroundingSettings:
     pooling: Literal["last", "mean"] = "last"
     # Catalogue embeddings are cached here, keyed by model + catalogue (default: <cache>/grounding).
     cache_dir: str | None = None
-    # gamma search range for (1 + W)^-gamma (BIGRec Sec. 3.2 Eq. 4), searched on validation with Ray Tune.
-    gamma_low: float = Field(0.0, ge=0.0)
-    gamma_high: float = Field(20.0, gt=0.0)
+    # gamma of (1 + W)^-gamma (BIGRec Sec. 3.2 Eq. 4), searched on validation with Ray Tune + Optuna, log-uniformly
+    # over [gamma_low, gamma_high]: the authors' adjust scripts try 0, 0.01 ... 0.99, 1, 2 ... 99.
+    gamma_low: float = Field(0.01, gt=0.0)
+    gamma_high: float = Field(100.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _range(self) -> "GroundingSettings":
+        if self.gamma_low >= self.gamma_high:
+            raise ValueError(f"gamma_low={self.gamma_low} must be below gamma_high={self.gamma_high}")
+        return self
 
 
 @dataclass(config=STRICT)
@@ -102,6 +113,9 @@ class NextItemJobConfig(TrainJob):
     tune: TuneSettings = dataclasses.field(default_factory=TuneSettings)
     # Which parts to run: the LLM part always; the baselines / CF re-weighting can be skipped.
     baselines: bool = True
+    # Take the items of each window's history out of every method's ranking alike (a user is not recommended what
+    # they already watched). Off: the papers' protocol ranks the whole catalogue.
+    exclude_seen: bool = False
 
 
 @dataclass(config=STRICT)
@@ -112,8 +126,9 @@ class BigrecJobConfig(NextItemJobConfig):
 @dataclass(config=STRICT)
 class GenrecJobConfig(NextItemJobConfig):
     output_dir: str = Field("runs/genrec", min_length=1)
-    # GenRec: paraphrased instruction templates, one drawn per training example (raylib.prompts.GENREC_TEMPLATES).
-    num_templates: int = Field(5, ge=1, le=len(GENREC_TEMPLATES))
+    # GenRec: its paraphrased instructions (raylib.prompts.GENREC_INSTRUCTIONS), one drawn per training and per test
+    # window from the first `num_templates` (its data files mix them in both).
+    num_templates: int = Field(len(GENREC_INSTRUCTIONS), ge=1, le=len(GENREC_INSTRUCTIONS))
     generation: GenerationSettings = dataclasses.field(default_factory=lambda: GenerationSettings(num_beams=10))
 
 

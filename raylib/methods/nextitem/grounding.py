@@ -134,7 +134,13 @@ def reweight(distances, signal, gamma: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ ranks (1-based, ties share the best rank)
-def target_ranks(scores, targets, lower_is_better: bool = True) -> np.ndarray:
+# `seen` (optional, every ranking alike): per query, the catalogue positions of the user's history items; they are
+# taken out of the ranking (they never count as ranked above the target), as a recommender that does not
+# recommend what the user already has.
+Seen = list[set[int]] | None
+
+
+def target_ranks(scores, targets, lower_is_better: bool = True, seen: Seen = None) -> np.ndarray:
     """Rank of each query's target item (a catalogue index): 1 + the number of items strictly better."""
     s = np.atleast_2d(_numpy(scores))
     t = np.asarray(targets, dtype=np.int64)
@@ -142,30 +148,43 @@ def target_ranks(scores, targets, lower_is_better: bool = True) -> np.ndarray:
         raise RaylibError(f"{len(t)} targets for {len(s)} rows of scores: give one target per query.")
     own = s[np.arange(len(t)), t][:, None]
     better = (s < own) if lower_is_better else (s > own)
+    if seen is not None:
+        better = better & ~_seen_mask(seen, s.shape)
     return better.sum(axis=1) + 1
 
 
-def popularity_ranks(popularity, targets) -> np.ndarray:
+def _seen_mask(seen: list[set[int]], shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    for row, items in enumerate(seen):
+        mask[row, list(items)] = True
+    return mask
+
+
+def popularity_ranks(popularity, targets, seen: Seen = None) -> np.ndarray:
     """The popularity baseline: every query ranks items by their training-period count (higher is better)."""
     pop = _numpy(popularity).astype(np.float64).ravel()
+    if seen is not None:
+        return target_ranks(np.broadcast_to(pop, (len(seen), len(pop))), targets, lower_is_better=False, seen=seen)
     ascending = np.sort(pop)
     own = pop[np.asarray(targets, dtype=np.int64)]
     return len(pop) - np.searchsorted(ascending, own, side="right") + 1  # 1 + items with a larger count
 
 
-def beam_ranks(beam_distances: list, targets) -> np.ndarray:
+def beam_ranks(beam_distances: list, targets, seen: Seen = None) -> np.ndarray:
     """GenRec, grounded: each beam grounds to its nearest item; the ranked list is those items, deduplicated in
     beam order, then every other item by the FIRST beam's distance. Rank of each target in its list.
     `beam_distances[i]` is [beams_i, n]: query i's beams (in beam order) against every item."""
     ranks = []
-    for dist, target in zip(beam_distances, targets, strict=True):
+    for i, (dist, target) in enumerate(zip(beam_distances, targets, strict=True)):
         d = np.atleast_2d(_numpy(dist))
-        grounded = list(dict.fromkeys(int(i) for i in d.argmin(axis=1)))
+        skip = seen[i] if seen is not None else set()
+        grounded = [item for item in dict.fromkeys(int(j) for j in d.argmin(axis=1)) if item not in skip]
         if int(target) in grounded:
             ranks.append(grounded.index(int(target)) + 1)
             continue
-        rest = np.delete(d[0], grounded)  # first beam's distances to the items no beam grounded to
-        ranks.append(len(grounded) + int((rest < d[0][target]).sum()) + 1)
+        others = np.ones(d.shape[1], dtype=bool)
+        others[grounded + list(skip)] = False  # first beam's distances to the items no beam grounded to
+        ranks.append(len(grounded) + int((d[0][others] < d[0][target]).sum()) + 1)
     return np.asarray(ranks, dtype=np.int64)
 
 
@@ -174,12 +193,16 @@ def normalise_title(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip().strip('"').strip().casefold()
 
 
-def exact_match_ranks(beams: list[list[str]], target_titles: list[str], miss_rank: int) -> np.ndarray:
+def exact_match_ranks(beams: list[list[str]], target_titles: list[str], miss_rank: int,
+                      seen_titles: list[set[str]] | None = None) -> np.ndarray:
     """GenRec's protocol: 1 + the index of the first beam that is the target's title, else `miss_rank`
-    (e.g. catalogue size + 1: the target was not generated)."""
+    (e.g. catalogue size + 1: the target was not generated). `seen_titles`: per query, titles of the user's
+    history; beams naming one are taken out of the list."""
     ranks = []
-    for texts, title in zip(beams, target_titles, strict=True):
+    for i, (texts, title) in enumerate(zip(beams, target_titles, strict=True)):
         wanted = normalise_title(title)
-        hits = [k for k, text in enumerate(texts) if normalise_title(text) == wanted]
+        skip = {normalise_title(t) for t in seen_titles[i]} if seen_titles is not None else set()
+        kept = [normalise_title(text) for text in texts if normalise_title(text) not in skip]
+        hits = [k for k, text in enumerate(kept) if text == wanted]
         ranks.append(hits[0] + 1 if hits else miss_rank)
     return np.asarray(ranks, dtype=np.int64)

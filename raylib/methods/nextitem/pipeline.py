@@ -23,7 +23,8 @@ import numpy as np
 from raylib import RaylibError
 from raylib.config import to_dict
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
-from raylib.data.sequences import NextItemWindow, SequenceData, build_sequence_data, sample_windows
+from raylib.data.sequences import (NextItemWindow, SequenceData, build_sequence_data, held_out_validation,
+                                    sample_windows)
 from raylib.data.tables import read_table
 from raylib.metrics import ranking_report
 
@@ -46,7 +47,7 @@ def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
                                cfg.readable_titles)
     if not data.valid or not data.test:
         raise RaylibError(f"The time split {cfg.time_fractions} leaves no validation or no test windows.")
-    data.valid = sample_windows(data.valid, cfg.valid_samples, cfg.seed)
+    data.valid, data.valid_held = held_out_validation(data.valid, cfg.valid_samples, cfg.seed)
     data.test = sample_windows(data.test, cfg.test_samples, cfg.seed + 1)
     return data
 
@@ -54,8 +55,8 @@ def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
 def title_records(windows: list[NextItemWindow], data: SequenceData, prompt: Literal["bigrec", "genrec"] = "bigrec",
                   num_templates: int = 1, seed: int = 0) -> list[dict[str, Any]]:
     """Plain-dict records for the LLM task. BIGRec: its single prompt. GenRec: each record gets one of its first
-    `num_templates` paraphrased templates, drawn with `seed` (training: the job's `num_templates`; evaluation:
-    1, i.e. template 0, as GenRec's code evaluates)."""
+    `num_templates` paraphrased instructions, drawn with `seed`, in training and evaluation alike (GenRec's
+    training and test files mix them)."""
     from raylib.methods.nextitem.task import BIGREC_TEMPLATE
 
     rng = np.random.default_rng(seed)
@@ -69,6 +70,11 @@ def title_records(windows: list[NextItemWindow], data: SequenceData, prompt: Lit
 
 def targets_of(windows: list[NextItemWindow], data: SequenceData) -> list[int]:
     return [data.catalogue.position(w.target) for w in windows]
+
+
+def seen_of(job: NextItemJobConfig, windows: list[NextItemWindow], data: SequenceData) -> list[set[int]] | None:
+    """Catalogue positions of each window's history when `exclude_seen` takes them out of the rankings."""
+    return [{data.catalogue.position(i) for i in w.history} for w in windows] if job.exclude_seen else None
 
 
 # ------------------------------------------------------------------ generation and embeddings (Ray tasks)
@@ -93,31 +99,38 @@ def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]
 class BeamSearcher:
     """The tuned model, loaded once where it is placed (a Ray actor); the beams of one split's records per call."""
 
-    def __init__(self, job: NextItemJobConfig, adapter_dir: str | None):
+    def __init__(self, job: NextItemJobConfig, adapter_dir: str | None, answers: list[str] | None = None):
+        from raylib.generation import TokenTrie
+
         self.job = job
         self.model, self.tokenizer = load_for_inference(job, adapter_dir)
+        self.allowed = TokenTrie.of_answers(self.tokenizer, answers) if answers else None
 
     def beams(self, records: list[dict[str, Any]], desc: str) -> list[list[str]]:
         from raylib.generation import beam_search
 
         g = self.job.generation
         return beam_search(self.model, self.tokenizer, prompts_for(self.job, self.tokenizer, records), g.num_beams,
-                           g.max_new_tokens, g.batch_size, desc=desc)
+                           g.max_new_tokens, g.batch_size, desc=desc, allowed=self.allowed)
 
 
 def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dict[str, list[dict[str, Any]]],
-                   key: dict[str, Any], folder: Path) -> dict[str, list[list[str]]]:
+                   key: dict[str, Any], folder: Path, answers: list[str] | None = None) -> dict[str, list[list[str]]]:
     """Beams per split (`records`: split -> records), each cached in `folder/beams_<split>.json` under `key` as
-    soon as it is done; the splits not cached yet come from one `BeamSearcher` actor (`raylib.placement`)."""
+    soon as it is done; the splits not cached yet come from one `BeamSearcher` actor (`raylib.placement`).
+    `answers`: the catalogue's answers, when `generation.constrained` restricts the beams to them."""
     from raylib import placement
     from raylib.stages import cached_value, keep
 
-    beams = {split: cached_value(folder / f"beams_{split}.json", key) for split in records}
+    suffix = "-constrained" if job.generation.constrained else ""  # both kinds of beams stay cached side by side
+    files = {split: folder / f"beams_{split}{suffix}.json" for split in records}
+    beams = {split: cached_value(files[split], key) for split in records}
     missing = [split for split in records if beams[split] is None]
     if missing:
-        with placement.start(BeamSearcher, job, adapter_dir, placement=placement.for_job(job)) as searcher:
+        allowed = answers if job.generation.constrained else None
+        with placement.start(BeamSearcher, job, adapter_dir, allowed, placement=placement.for_job(job)) as searcher:
             for split in missing:
-                beams[split] = keep(folder / f"beams_{split}.json", key,
+                beams[split] = keep(files[split], key,
                                     searcher.call("beams", records[split], f"beam search ({split})"))
     return beams
 
@@ -152,25 +165,31 @@ def adapter_key(adapter_dir: Path | str | None) -> str:
 
 
 # ------------------------------------------------------------------ gamma search (Ray Tune + Optuna)
-def reweighted_ndcg(params: dict[str, float], distances=None, signal=None, targets=None) -> dict[str, float]:
+def reweighted_ndcg(params: dict[str, float], distances=None, signal=None, targets=None,
+                    seen=None) -> dict[str, float]:
     """Tune objective: validation NDCG@10 / HR@10 of the re-weighted grounding for one gamma."""
     from raylib.methods.nextitem.grounding import reweight, target_ranks
 
-    ranks = target_ranks(reweight(distances, signal, float(params["gamma"])), targets)
+    ranks = target_ranks(reweight(distances, signal, float(params["gamma"])), targets, seen=seen)
     report = ranking_report(ranks, (10,))
     return {"ndcg@10": report["ndcg@10"], "hr@10": report["hr@10"]}
 
 
-def search_gamma(job: NextItemJobConfig, name: str, distances, signal, targets, run_key: str) -> dict[str, Any]:
+def search_gamma(job: NextItemJobConfig, name: str, distances, signal, targets, run_key: str,
+                 seen=None) -> dict[str, Any]:
     """gamma for `(1 + W)^-gamma` maximising VALIDATION NDCG@10 (never the test split). The persisted study is
     named after the run (`run_key`: adapter + data): a retrained model starts a new study."""
     from raylib.tune import search
 
-    space = job.tune.space or {"gamma": {"type": "uniform", "low": job.grounding.gamma_low,
+    space = job.tune.space or {"gamma": {"type": "loguniform", "low": job.grounding.gamma_low,
                                          "high": job.grounding.gamma_high}}
-    return search(reweighted_ndcg, space, metric="ndcg@10", mode="max", settings=job.tune,
+    found = search(reweighted_ndcg, space, metric="ndcg@10", mode="max", settings=job.tune,
                   output_dir=Path(job.output_dir).expanduser().resolve(), study_name=f"gamma-{name}-{run_key}",
-                  constants={"distances": distances, "signal": signal, "targets": targets})
+                  constants={"distances": distances, "signal": signal, "targets": targets, "seen": seen})
+    if found["at_edge"]:
+        print(f"[nextitem] the {name} gamma search's optimum lies at the edge of its range {found['at_edge']}: "
+              f"widen grounding.gamma_low / gamma_high", flush=True)
+    return found
 
 
 def metrics_of(ranks) -> dict[str, float]:
@@ -235,14 +254,17 @@ def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
     from raylib.methods.nextitem.sasrec import scores_of_published, train_sasrec, window_records
 
     output = Path(job.output_dir).expanduser().resolve()
-    ranks = {"popularity": popularity_ranks(data.catalogue.popularity, targets_of(data.test, data))}
+    seen = seen_of(job, data.test, data)
+    ranks = {"popularity": popularity_ranks(data.catalogue.popularity, targets_of(data.test, data), seen)}
     print(f"[nextitem] SASRec on {len(data.train)} training windows (Ray Train) ...", flush=True)
-    folder = train_sasrec(job.sasrec, data.train, data.valid, data.catalogue, output / "sasrec-run",
+    # Its best epoch is picked on validation windows the gamma search does not see ("sasrec-run" held runs that
+    # picked it on the same windows: they are left as they are).
+    folder = train_sasrec(job.sasrec, data.train, data.valid_held, data.catalogue, output / "sasrec-heldout",
                           job.data.history_len, job.ray_address, job.train.fresh_start, job.train.use_gpu)
     cf_valid, cf_test = placement.run(
         scores_of_published, str(folder), [window_records(w, data.catalogue, job.data.history_len)
                                            for w in (data.valid, data.test)], placement=placement.for_job(job))
-    ranks["sasrec"] = target_ranks(cf_test, targets_of(data.test, data), lower_is_better=False)
+    ranks["sasrec"] = target_ranks(cf_test, targets_of(data.test, data), lower_is_better=False, seen=seen)
     return Baselines(ranks, cf_valid, cf_test)
 
 
@@ -275,25 +297,27 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
            "data": to_dict(job.data)}
     beams = generate_beams(job, str(result.published_dir),
                            {s: title_records(getattr(data, s), data, "bigrec") for s in ("valid", "test")}, key,
-                           output / "stages")
+                           output / "stages", [BigrecTask.answer(t) for t in data.catalogue.titles])
     # BIGRec grounds the top beam
     catalogue_emb, text_emb = embed(job, data.catalogue,
                                     [[answer_text(b[0]) for b in beams[s]] for s in ("valid", "test")])
     distances = {s: l2_distances(e, catalogue_emb).numpy() for s, e in zip(("valid", "test"), text_emb)}
     targets = {s: targets_of(getattr(data, s), data) for s in ("valid", "test")}
-    ranks = {"bigrec": target_ranks(distances["test"], targets["test"])}
+    seen = {s: seen_of(job, getattr(data, s), data) for s in ("valid", "test")}
+    ranks = {"bigrec": target_ranks(distances["test"], targets["test"], seen=seen["test"])}
     gammas: dict[str, Any] = {}
     signals = {"pop": (data.catalogue.popularity, data.catalogue.popularity)}
     if job.baselines:
         baselines = baselines or run_baselines(job, data)
         ranks.update(baselines.ranks)
         signals["cf"] = (baselines.cf_valid, baselines.cf_test)
-    run_key = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    study = {**key, "exclude_seen": job.exclude_seen}  # a study per model, beams and ranking protocol
+    run_key = hashlib.sha1(json.dumps(study, sort_keys=True, default=str).encode()).hexdigest()[:10]
     for name, (valid_signal, test_signal) in signals.items():
-        found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"], run_key)
+        found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"], run_key, seen["valid"])
         gammas[name] = found
-        ranks[f"bigrec_{name}"] = target_ranks(reweight(distances["test"], test_signal,
-                                                        found["best_params"]["gamma"]), targets["test"])
+        ranks[f"bigrec_{name}"] = target_ranks(reweight(distances["test"], test_signal, found["best_params"]["gamma"]),
+                                               targets["test"], seen=seen["test"])
     gamma = {k: v["best_params"]["gamma"] for k, v in gammas.items()}
     report = finish_report(job, "bigrec", data, ranks, beams["test"], result, start, gamma=gamma,
                            gamma_search=gammas)
@@ -309,7 +333,8 @@ def publish_for_serving(job: NextItemJobConfig, data: SequenceData, catalogue_em
     g = job.generation
     config = RecommenderConfig(model=job.model.name, domain=job.data.domain, max_length=job.data.max_length,
                                num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, pooling=job.grounding.pooling,
-                               dtype=g.dtype, gamma=float(gamma), metrics=metrics.get("bigrec_pop", {}))
+                               dtype=g.dtype, gamma=float(gamma), metrics=metrics.get("bigrec_pop", {}),
+                               constrained=g.constrained)
     folder = publish_recommender(Path(job.output_dir).expanduser().resolve() / "recommender", config, data.catalogue,
                                  catalogue_emb, {"bigrec": Path(adapter_dir)})
     print(f"[bigrec] published for serving: {folder}", flush=True)
@@ -331,13 +356,16 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
           f"{job.num_templates} templates, {job.generation.num_beams} beams", flush=True)
     result = train_llm(GenrecTask, job, data, "genrec", job.num_templates)
     key = {"adapter": adapter_key(result.published_dir), "generation": to_dict(job.generation),
-           "data": to_dict(job.data)}
-    beams = generate_beams(job, str(result.published_dir), {"test": title_records(data.test, data, "genrec", num_templates=1)}, key,
-                           output / "stages")["test"]
-    targets = targets_of(data.test, data)
-    exact = exact_match_ranks(beams, [data.catalogue.titles[t] for t in targets], len(data.catalogue) + 1)
+           "data": to_dict(job.data), "templates": job.num_templates}
+    test_records = title_records(data.test, data, "genrec", job.num_templates, job.data.seed + 2)
+    beams = generate_beams(job, str(result.published_dir), {"test": test_records}, key, output / "stages",
+                           [GenrecTask.answer(t) for t in data.catalogue.titles])["test"]
+    targets, seen = targets_of(data.test, data), seen_of(job, data.test, data)
+    titles = data.catalogue.titles
+    exact = exact_match_ranks(beams, [titles[t] for t in targets], len(data.catalogue) + 1,
+                              [{titles[i] for i in items} for items in seen] if seen is not None else None)
     catalogue_emb, (beam_emb,) = embed(job, data.catalogue, [[answer_text(text) for b in beams for text in b]])
     distances = l2_distances(beam_emb, catalogue_emb)  # every beam of every query in one batched operation
     per_query = torch.split(distances, [len(b) for b in beams])
-    ranks = {"genrec_exact": exact, "genrec_grounded": beam_ranks(per_query, targets)}
+    ranks = {"genrec_exact": exact, "genrec_grounded": beam_ranks(per_query, targets, seen)}
     return finish_report(job, "genrec", data, ranks, beams, result, start)

@@ -40,6 +40,7 @@ class RecommenderConfig:
     pooling: str
     dtype: str = "auto"
     gamma: float = 0.0  # popularity re-weighting (BIGRec Eq. 4), tuned on validation by jobs.bigrec
+    constrained: bool = False  # generate only catalogue titles (`generation.constrained` of the job)
     catalogue_fingerprint: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -135,6 +136,7 @@ class Recommender:
         self.base = load_model(model_config, self.device, choose_dtype(self.config.dtype, self.device)).eval()
         self.model = None  # the PeftModel, once the first adapter is loaded
         self.loaded: set[str] = set()
+        self._trie = None  # the catalogue's token trie, for constrained requests (`title_trie`)
 
     # ---- adapters by id (PEFT multi-adapter: one base model, LoRA weights per id)
     def load_adapter(self, adapter_id: str) -> str:
@@ -158,11 +160,22 @@ class Recommender:
             self.model.delete_adapter(adapter_id)
             self.loaded.discard(adapter_id)
 
+    def title_trie(self):
+        """The token trie of the catalogue's answers (BIGRec's quoted titles), built on first use."""
+        from raylib.generation import TokenTrie
+        from raylib.methods.nextitem.task import BigrecTask
+
+        if self._trie is None:
+            self._trie = TokenTrie.of_answers(self.tokenizer, [BigrecTask.answer(t) for t in self.catalogue.titles])
+        return self._trie
+
     # ---- BIGRec: generate a title, ground it over the whole catalogue
-    def recommend(self, adapter_id: str, history: list[str], k: int, exclude_history: bool = False,
-                  gamma: float | None = None) -> dict[str, Any]:
+    def recommend(self, adapter_id: str, history: list[str], k: int, exclude_history: bool = True,
+                  gamma: float | None = None, constrained: bool | None = None) -> dict[str, Any]:
         """Top-`k` items for a history of catalogue item ids (oldest first): the adapter's top beam, grounded by
-        L2 to every title under the base model, re-weighted by `(1 + pop)^-gamma` (default: the tuned gamma)."""
+        L2 to every title under the base model, re-weighted by `(1 + pop)^-gamma` (default: the tuned gamma);
+        the history's own items left out unless `exclude_history=False`; with `constrained` (default: as
+        published) the beams may only spell catalogue titles."""
         import torch
 
         from raylib.generation import beam_search
@@ -178,8 +191,9 @@ class Recommender:
         record = {"history": [self.catalogue.title(i) for i in history], "target": "", "template": -1}
         c = self.config
         prompt = fitted_prompt(self.tokenizer, record, c.max_length - c.max_new_tokens, c.domain, "request")
+        use_trie = c.constrained if constrained is None else constrained
         beams = beam_search(self.model, self.tokenizer, [prompt], c.num_beams, c.max_new_tokens, 1,
-                            progress=False)[0]
+                            progress=False, allowed=self.title_trie() if use_trie else None)[0]
         generated = answer_text(beams[0]) if beams else ""
         with self.model.disable_adapter(), torch.no_grad():  # grounding uses the BASE model (BIGRec Sec. 3.2)
             query = embed_texts(self.model.get_base_model(), self.tokenizer, [generated], progress=False,

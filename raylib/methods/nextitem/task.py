@@ -1,8 +1,9 @@
 """Next-title generation (BIGRec step 1, Sec. 3.1; GenRec Sec. 3.2) as a task of the shared trainer.
 
 The SFT task with next-item records: the prompt is rendered on the worker from the history titles (cut to fit,
-oldest items first), the response is the quoted next title + EOS, and the best epoch is the one with the lowest
-validation loss. GenRec records carry the number of the paraphrased template drawn for them.
+oldest items first), the response is the next title + EOS (quoted for BIGRec, bare for GenRec, as their data files
+write it), and the best epoch is the one with the lowest validation loss. GenRec records carry the number of the
+paraphrased instruction drawn for them.
 """
 
 from __future__ import annotations
@@ -41,12 +42,16 @@ class BigrecTask(SftTask):
         """Records {"history": [titles], "target": title, "template": int} -> prompt + quoted title + EOS."""
         items = []
         for i, record in enumerate(records):
-            answer = title_answer(record["target"])
+            answer = self.answer(record["target"])
             answer_len = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
             prompt = fitted_prompt(self.tokenizer, record, self.max_length - answer_len, self.job.data.domain,
                                    f"{split} record {i}")
             items.append(encode_pair(self.tokenizer, prompt, answer, self.job.train.loss_on))
         return items
+
+    @staticmethod
+    def answer(title: str) -> str:
+        return title_answer(title)
 
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:
@@ -56,3 +61,13 @@ class BigrecTask(SftTask):
 class GenrecTask(BigrecTask):
     task_id: ClassVar[str] = "genrec"  # in run fingerprints: a stable name, whatever module holds the class
     config_cls: ClassVar[type] = GenrecJobConfig
+
+    @staticmethod
+    def answer(title: str) -> str:
+        return title  # GenRec's data files: the bare title
+
+    @classmethod
+    def fingerprint(cls, job) -> dict[str, Any]:
+        # "genrec-code": the layout of GenRec's code (instruction / input / response, bare titles); runs made with
+        # the earlier one-line templates do not resume into it.
+        return {**super().fingerprint(job), "prompt": "genrec-code"}
