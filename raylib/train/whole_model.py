@@ -21,6 +21,10 @@ MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 class WholeModelCheckpoints:
     name: ClassVar[str]  # e.g. "sasrec": file names and the published folder
+    plans_llm_memory: ClassVar[bool] = False  # no LLM: the GPU memory planner does not apply
+
+    def __init__(self, ctx) -> None:  # a `raylib.train.task.WorkerContext`
+        self.ctx, self.job = ctx, ctx.job
 
     def shape(self) -> dict[str, Any]:
         """The model constructor's arguments (written beside the weights)."""

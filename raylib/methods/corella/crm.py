@@ -28,7 +28,7 @@ from raylib.data.ctr import PAD, SINGLE_FIELDS, CtrVocab
 from raylib.methods.corella.config import CrmJobConfig
 from raylib.metrics import binary_report
 from raylib.train.checkpoint import RUN_LENGTH_FIELDS
-from raylib.train.task import WorkerContext, sharded_map
+from raylib.train.task import sharded_map
 from raylib.train.whole_model import WholeModelCheckpoints
 
 MODEL_FILE, CONFIG_FILE, VOCAB_FILE = "model.safetensors", "config.json", "vocab.json"
@@ -206,12 +206,8 @@ class CrmTask(WholeModelCheckpoints):
     task_id: ClassVar[str] = "crm"  # in run fingerprints: a stable name, whatever module holds the class
     name: ClassVar[str] = "crm"  # checkpoint files and the published folder (`whole_model`)
     config_cls: ClassVar[type] = CrmJobConfig
-    plans_llm_memory: ClassVar[bool] = False  # no LLM: the GPU memory planner does not apply
     metric: ClassVar[str] = "auc"
     higher_is_better: ClassVar[bool] = True
-
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx, self.job = ctx, ctx.job
 
     def build(self) -> torch.nn.Module:
         return DCNv2(**self.job.crm_shape).to(self.ctx.device, torch.float32)

@@ -26,7 +26,7 @@ from raylib.config import to_dict
 from raylib.methods.nextitem.config import SasrecJobConfig
 from raylib.metrics import ranking_report
 from raylib.train.checkpoint import RUN_LENGTH_FIELDS
-from raylib.train.task import WorkerContext, sharded_map
+from raylib.train.task import sharded_map
 from raylib.train.whole_model import WholeModelCheckpoints
 
 
@@ -171,12 +171,8 @@ class SasrecTask(WholeModelCheckpoints):
     task_id: ClassVar[str] = "sasrec"  # in run fingerprints: a stable name, whatever module holds the class
     name: ClassVar[str] = "sasrec"  # checkpoint files and the published folder (`whole_model`)
     config_cls: ClassVar[type] = SasrecJobConfig
-    plans_llm_memory: ClassVar[bool] = False  # no LLM: the GPU memory planner does not apply
     metric: ClassVar[str] = "ndcg@10"
     higher_is_better: ClassVar[bool] = True
-
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx, self.job = ctx, ctx.job
 
     @staticmethod
     def hparams(job) -> dict[str, Any]:
