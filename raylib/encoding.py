@@ -85,8 +85,8 @@ def encode_pair(tokenizer, prompt: str, response: str, loss_on: str = "response"
         full_ids = prompt_ids + tokenizer(response, add_special_tokens=False)["input_ids"]
     full_ids = full_ids + [tokenizer.eos_token_id]
     n = len(prompt_ids)
-    if loss_on == "all":
-        labels = list(full_ids)
+    if loss_on == "all":  # every token but the first: nothing before it predicts it (in a left-padded batch
+        labels = [IGNORE_INDEX] + full_ids[1:]  # a padding position would otherwise be made to)
     elif loss_on == "answer_token":
         labels = [IGNORE_INDEX] * n + [full_ids[n]] + [IGNORE_INDEX] * (len(full_ids) - n - 1)
     else:

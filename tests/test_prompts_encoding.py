@@ -36,7 +36,8 @@ def test_training_labels_cover_only_the_answer(tokenizer):
     assert answer[0] == answer_token_ids(tokenizer)[0]  # the scored token is the first one trained
     assert len(enc.input_ids) == len(enc.labels) and enc.label == 1
     full = encode_for_training(tokenizer, RECORD, max_length=512, loss_on="all")
-    assert full.labels == full.input_ids  # TALLRec's train_on_inputs=True
+    assert full.labels[1:] == full.input_ids[1:]  # TALLRec's train_on_inputs=True (the first token: nothing
+    assert full.labels[0] == IGNORE_INDEX  # before it predicts it)
     first = encode_for_training(tokenizer, RECORD, max_length=512, loss_on="answer_token")
     assert [t for t in first.labels if t != IGNORE_INDEX] == [answer_token_ids(tokenizer)[0]]
 
@@ -79,6 +80,26 @@ def test_answer_only_loss_equals_the_full_model_loss(tiny_model_dir, tokenizer, 
         reference = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")},
                           labels=batch["labels"]).loss
     assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_validation_loss_with_every_token_labelled(tiny_model_dir, tokenizer):
+    """`loss_on: all` (BIGRec's and GenRec's `train_on_inputs`) labels the longest row from its first column; the
+    per-record validation loss is each row's own whole-sequence loss (the first token is never predicted)."""
+    import torch
+
+    from raylib.config import ModelConfig
+    from raylib.encoding import collate_for_training
+    from raylib.model import load_model
+    from raylib.train.loss import per_row_loss
+
+    model = load_model(ModelConfig(name=str(tiny_model_dir), dtype="fp32"))
+    other = TallrecRecord(RECORD.instruction, tallrec_input(["Heat (1995)"], [], "Casino (1995)"), "No.")
+    items = [encode_for_training(tokenizer, r, 512, "all") for r in (RECORD, other)]
+    batch = collate_for_training(items, tokenizer.pad_token_id)
+    with torch.no_grad():
+        rows = per_row_loss(model, batch)
+        alone = [model(input_ids=torch.tensor([i.input_ids]), labels=torch.tensor([i.labels])).loss for i in items]
+    assert torch.allclose(rows, torch.stack(alone), atol=1e-4)
 
 
 def _input_of(prompt: str) -> str:

@@ -20,7 +20,9 @@ def _response_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     width = labels.shape[1]
     # Distance from the row's end to its first label: the answer lies in the last `span` columns.
     first = torch.where(labels != IGNORE_INDEX, torch.arange(width, device=labels.device), width).min(dim=-1).values
-    span = int((width - first).max())
+    # The first column's label is never predicted (no position before it): at most width - 1 labels count, as
+    # in the whole-sequence loss (`loss_on: all`, where every column is labelled).
+    span = min(int((width - first).max()), width - 1)
     # logits at position t predict token t+1: the last span+1 positions cover the last span labels.
     logits = model(**inputs, use_cache=False, logits_to_keep=span + 1).logits[:, :-1, :]
     return logits.float(), labels[:, -span:]
