@@ -27,9 +27,10 @@ def test_grounding_and_beam_speed_parts_write_their_report_keys(tiny_model_dir, 
     assert all(share == 1.0 for share in report["beam_speed"]["same_beams_as_baseline"].values())
 
 
-def test_runs_that_change_only_decoding_share_the_first_runs_training(tmp_path):
-    """The benchmark's runs: the recipe, then variants; a variant of decoding or ranking reuses the first run's
-    folder (its adapter and beams), a variant of training gets its own; every comparison has a paired interval."""
+def test_runs_that_change_only_decoding_share_the_training_of_an_earlier_run(tmp_path):
+    """The benchmark's runs: the recipe, then variants; a variant of decoding or ranking reuses the folder (the
+    adapter and beams) of the first run that trains the same model, a variant of training gets its own; every
+    comparison has a paired interval."""
     import numpy as np
 
     from raylib.bench.nextitem import comparisons, run_jobs
@@ -37,10 +38,12 @@ def test_runs_that_change_only_decoding_share_the_first_runs_training(tmp_path):
 
     config = from_dict(BenchNextItemConfig, {"output_dir": str(tmp_path), "genrec_runs": {
         "authors": {}, "response_loss": {"train": {"loss_on": "response"}},
-        "constrained": {"generation": {"constrained": True}}}})
+        "constrained": {"generation": {"constrained": True}},
+        "response_constrained": {"train": {"loss_on": "response"}, "generation": {"constrained": True}}}})
     jobs = dict(run_jobs(config, "genrec", GenrecJobConfig, config.genrec_runs, generation={"num_beams": 10}))
     assert {name: job.output_dir.rsplit("/", 1)[-1] for name, job in jobs.items()} == {
-        "authors": "genrec-authors", "response_loss": "genrec-response_loss", "constrained": "genrec-authors"}
+        "authors": "genrec-authors", "response_loss": "genrec-response_loss", "constrained": "genrec-authors",
+        "response_constrained": "genrec-response_loss"}
     assert jobs["constrained"].generation.constrained and jobs["constrained"].generation.num_beams == 10
     assert jobs["response_loss"].train.loss_on == "response" and jobs["authors"].train.loss_on == config.train.loss_on
     ranks = {"bigrec": np.tile([1, 2, 30], 40), "popularity": np.tile([9, 40, 30], 40), "sasrec": np.tile([1, 2, 30], 40)}

@@ -112,6 +112,8 @@ def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path, loads):
     for metrics in report["metrics"].values():
         assert 0.0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= metrics["hr@20"] <= 1.0
     assert set(report["gamma"]) == {"pop", "cf"}
+    # the recipe is judged on the validation windows, never on test
+    assert 0.0 <= report["valid_metrics"]["bigrec"]["ndcg@10"] <= report["valid_metrics"]["bigrec"]["hr@10"] <= 1.0
     assert job.grounding.gamma_low <= report["gamma"]["pop"] <= job.grounding.gamma_high
     saved = json.loads((tmp_path / "bigrec" / "report.json").read_text())
     assert saved["metrics"] == report["metrics"]

@@ -46,7 +46,8 @@ class BenchNextItemConfig(NextItemJobConfig):
     # ranking (`generation`, `exclude_seen`) reuses the first run's training and folder; others train their own.
     bigrec_runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
         "authors": {}, "response_loss": {"train": {"loss_on": "response"}},
-        "constrained": {"generation": {"constrained": True}}, "exclude_seen": {"exclude_seen": True}})
+        "constrained": {"generation": {"constrained": True}}, "exclude_seen": {"exclude_seen": True},
+        "response_constrained": {"train": {"loss_on": "response"}, "generation": {"constrained": True}}})
     genrec_runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
         "authors": {}, "constrained": {"generation": {"constrained": True}}})
     bootstrap_rounds: int = Field(2000, ge=100)
@@ -207,11 +208,12 @@ COMPARISONS = (("bigrec", "popularity"), ("bigrec_pop", "popularity"), ("bigrec_
 
 
 def run_jobs(config: BenchNextItemConfig, method: str, cls, runs: dict[str, dict[str, Any]], **common):
-    """(name, job) per run of `runs`: the first run in `<method>-<name>`, the others in their own folder, or the
-    first run's when they change only decoding or ranking."""
-    first = next(iter(runs), None)
+    """(name, job) per run of `runs`, each in `<method>-<name>`, or in the folder of the first run that trains
+    the same model (a run that changes only decoding or ranking reuses that run's adapter and stages)."""
+    folders: dict[str, str] = {}
     for name, changes in runs.items():
-        folder = first if set(changes) <= SHARED_TRAINING else name
+        training = json.dumps({k: v for k, v in changes.items() if k not in SHARED_TRAINING}, sort_keys=True)
+        folder = folders.setdefault(training, name)
         merged = dict(common)
         for key, value in changes.items():  # a section both set: the run's fields over the common ones
             both = isinstance(value, dict) and isinstance(merged.get(key), dict)
@@ -229,7 +231,7 @@ def comparisons(ranks: dict[str, list[int]], rounds: int, k: int = 10) -> dict[s
 
 def _run_summary(result: dict[str, Any], rounds: int, extra_ranks: dict | None = None) -> dict[str, Any]:
     ranks = {**(extra_ranks or {}), **result["ranks"]}
-    keep = ("metrics", "generation", "gamma", "gamma_search", "train", "wall_time_s")
+    keep = ("metrics", "valid_metrics", "generation", "gamma", "gamma_search", "train", "wall_time_s")
     return {**{k: result[k] for k in keep if k in result}, "comparisons": comparisons(ranks, rounds)}
 
 
