@@ -101,11 +101,14 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
            constants: dict[str, Any] | None = None, resources: dict[str, float] | None = None) -> dict[str, Any]:
     """Search `space` for the params that maximise (mode="max") or minimise `metric` of `objective`.
 
-    Runs `settings.num_samples` trials, at most `settings.max_concurrent` at a time, each with `resources`
-    (default half a CPU: the objective is meant to be light). Returns a JSON-serialisable summary: the best
-    params and value among THIS run's trials, which of them lie at an edge of their range (`at_edge`), the trials
-    run now and in the whole persisted study, where the study is stored. The study continues across runs: if the objective's data change (another model, other
-    splits), put a fingerprint of them in `study_name`, or the sampler learns from values that no longer hold.
+    The study persists (`settings.storage`, default `output_dir/tune/optuna.db`) and `settings.num_samples` is its
+    size: a run starts only the trials the study still lacks, at most `settings.max_concurrent` at a time, each
+    with `resources` (default half a CPU: the objective is meant to be light). So a killed search resumes, a
+    finished one answers at once with the same params, and a larger `num_samples` extends it. Returns a
+    JSON-serialisable summary: the study's best params and value, which of them lie at an edge of their range
+    (`at_edge`), the trials run now and in the whole study, where the study is stored. If the objective's data
+    change (another model, other splits), put a fingerprint of them in `study_name`, or the study answers with
+    values that no longer hold.
     """
     import optuna
     from ray import tune
@@ -119,31 +122,44 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
     url = settings.storage or f"sqlite:///{output_dir / 'tune' / 'optuna.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(url)
-    searcher = OptunaSearch(OptunaSearch.convert_search_space(space_from_config(space)), metric=metric, mode=mode,
-                            seed=settings.seed, study_name=study_name, storage=storage)
-    trainable = tune.with_parameters(_trial, objective=objective, constants=constants or {}, metric=metric)
     start = time.time()
-    with _quiet_tune():
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, resources or {"cpu": 0.5}),
-            tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
-                num_samples=settings.num_samples, reuse_actors=True),
-            run_config=tune.RunConfig(storage_path=str(output_dir / "tune"), name=study_name, verbose=0,
-                                      log_to_file=True),
-        )
-        results = tuner.fit()
-    if not any(r.metrics and metric in r.metrics for r in results):
-        errors = [_what_failed(r.error) for r in results if r.error is not None][:1]
-        raise RaylibError(f"The search {study_name!r} finished no trial that reported {metric!r}"
-                          f"{' (first error: ' + errors[0] + ')' if errors else ''}.")
-    best = results.get_best_result(metric=metric, mode=mode)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    best_params = {name: _plain(best.config[name]) for name in space}
+    missing = settings.num_samples - len(_completed(study_name, storage))
+    if missing > 0:
+        searcher = OptunaSearch(OptunaSearch.convert_search_space(space_from_config(space)), metric=metric,
+                                mode=mode, seed=settings.seed, study_name=study_name, storage=storage)
+        trainable = tune.with_parameters(_trial, objective=objective, constants=constants or {}, metric=metric)
+        with _quiet_tune():
+            tuner = tune.Tuner(
+                tune.with_resources(trainable, resources or {"cpu": 0.5}),
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
+                    num_samples=missing, reuse_actors=True),
+                run_config=tune.RunConfig(storage_path=str(output_dir / "tune"), name=study_name, verbose=0,
+                                          log_to_file=True),
+            )
+            results = tuner.fit()
+        if not any(r.metrics and metric in r.metrics for r in results):
+            errors = [_what_failed(r.error) for r in results if r.error is not None][:1]
+            raise RaylibError(f"The search {study_name!r} finished no trial that reported {metric!r}"
+                              f"{' (first error: ' + errors[0] + ')' if errors else ''}.")
+    completed = _completed(study_name, storage)
+    best = (max if mode == "max" else min)(completed, key=lambda trial: trial.value)
+    best_params = {name: _plain(best.params[name]) for name in space}
     return {"best_params": best_params, "at_edge": edges(space, best_params),
-            "best_value": float(best.metrics[metric]), "metric": metric, "mode": mode,
-            "trials": len(results), "study_trials": len(study.trials), "storage": _shown(url),
+            "best_value": float(best.value), "metric": metric, "mode": mode,
+            "trials": max(missing, 0), "study_trials": len(completed), "storage": _shown(url),
             "study_name": study_name, "seconds": round(time.time() - start, 3)}
+
+
+def _completed(study_name: str, storage) -> list:
+    """The finished trials of a persisted Optuna study (none when there is no such study yet)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return []
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
 
 
 def edges(space: dict[str, dict[str, Any]], params: dict[str, Any], margin: float = 0.02) -> dict[str, str]:

@@ -50,3 +50,14 @@ def test_runs_that_change_only_decoding_share_the_training_of_an_earlier_run(tmp
     found = comparisons(ranks, rounds=200)
     assert set(found) == {"bigrec_vs_popularity"}
     assert found["bigrec_vs_popularity"]["ci"][0] > 0
+    # the report's runs as a Markdown table: a row per run, then each comparison with its interval
+    from raylib.bench.nextitem import runs_table
+    from raylib.methods.nextitem.pipeline import metrics_of
+
+    run = {"metrics": {m: metrics_of(r) for m, r in ranks.items()}, "generation": {"not_a_title_share": 0.25},
+           "valid_metrics": {"bigrec": metrics_of(ranks["bigrec"])}, "comparisons": found}
+    table = runs_table({"bigrec/authors": run}).splitlines()
+    assert table[0].startswith("| run | top beam not an item | valid NDCG@10 | BIGRec |")
+    lo, hi = found["bigrec_vs_popularity"]["ci"]
+    assert table[2].startswith("| bigrec/authors | 25.0% |")
+    assert table[-1] == f"| bigrec/authors | bigrec - popularity | {found['bigrec_vs_popularity']['diff']:+.4f} | [{lo:+.4f}, {hi:+.4f}] |"

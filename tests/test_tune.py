@@ -24,7 +24,7 @@ def closeness(params, target=None):
     return {"score": -float((params["x"] - target[0]) ** 2), "x": params["x"]}
 
 
-def test_search_finds_the_optimum_and_continues_the_persisted_study(ray_session, tmp_path):
+def test_search_finds_the_optimum_and_resumes_the_persisted_study(ray_session, tmp_path):
     import optuna
     import ray.cloudpickle
 
@@ -40,13 +40,17 @@ def test_search_finds_the_optimum_and_continues_the_persisted_study(ray_session,
     assert first["at_edge"] == {}  # the optimum lies inside the range
     json.dumps(first)  # the summary goes into reports as it is
 
-    # The same study name in the same storage continues the study: its trials are all in the SQLite file.
-    again = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=4, seed=1),
+    # num_samples is the study's size: the same search again runs nothing and answers the same
+    rerun = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=12, seed=0),
+                   output_dir=tmp_path, study_name="quadratic", constants=constants)
+    assert rerun["trials"] == 0 and rerun["best_params"] == first["best_params"]
+    # a larger one extends the study; its trials are all in the SQLite file, the answer is the best of them
+    again = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=16, seed=1),
                    output_dir=tmp_path, study_name="quadratic", constants=constants)
     assert again["trials"] == 4 and again["study_trials"] == 16
     study = optuna.load_study(study_name="quadratic", storage=f"sqlite:///{tmp_path / 'tune' / 'optuna.db'}")
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 16
-    assert study.best_value == pytest.approx(max(first["best_value"], again["best_value"]))
+    assert again["best_value"] == pytest.approx(study.best_value) and again["best_value"] >= first["best_value"]
 
 
 def test_space_types():

@@ -70,7 +70,33 @@ def _save(config: BenchNextItemConfig, report: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))
     _plot(report, path.with_suffix(".png"))
+    if report.get("runs"):
+        path.with_suffix(".md").write_text(runs_table(report["runs"]))
     return path
+
+
+RUN_COLUMNS = (("bigrec", "BIGRec"), ("bigrec_pop", "+ popularity"), ("bigrec_cf", "+ SASRec"),
+               ("genrec_exact", "GenRec exact"), ("genrec_grounded", "GenRec grounded"),
+               ("popularity", "popularity"), ("sasrec", "SASRec"))
+
+
+def runs_table(runs: dict[str, dict[str, Any]]) -> str:
+    """The report's runs as Markdown: test NDCG@10 per method, the share of top beams that name no item, the
+    validation NDCG@10 a recipe is chosen by, then every comparison with its paired bootstrap interval."""
+    columns = [(key, name) for key, name in RUN_COLUMNS if any(key in r["metrics"] for r in runs.values())]
+    lines = ["| run | top beam not an item | valid NDCG@10 | " + " | ".join(n for _, n in columns) + " |",
+             "|---" * (len(columns) + 3) + "|"]
+    for name, run in runs.items():
+        valid = run.get("valid_metrics", {}).get("bigrec", {}).get("ndcg@10")
+        cells = [f"{run['metrics'][k]['ndcg@10']:.4f}" if k in run["metrics"] else "" for k, _ in columns]
+        lines.append(f"| {name} | {run['generation']['not_a_title_share']:.1%} | "
+                     f"{'' if valid is None else f'{valid:.4f}'} | " + " | ".join(cells) + " |")
+    lines += ["", "| run | comparison (NDCG@10) | difference | 95% paired bootstrap interval |", "|---|---|---|---|"]
+    for name, run in runs.items():
+        for pair, found in run.get("comparisons", {}).items():
+            lo, hi = found["ci"]
+            lines.append(f"| {name} | {pair.replace('_vs_', ' - ')} | {found['diff']:+.4f} | [{lo:+.4f}, {hi:+.4f}] |")
+    return "\n".join(lines) + "\n"
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
