@@ -255,6 +255,10 @@ def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_re
     for split in ("warm", "cold", "valid"):
         assert set(report[split]) == set(VARIANTS) and all(0.0 <= v <= 1.0 for v in report[split].values())
     assert report["records"]["warm"] and report["records"]["cold"]
+    # each of the paper's claims (a mix vs a part, on warm or cold-start records) with a paired interval
+    assert "warm/entropy_vs_ingredient" in report["comparisons"] and "cold/entropy_vs_base" in report["comparisons"]
+    for found in report["comparisons"].values():
+        assert found["ci"][0] <= found["diff"] <= found["ci"][1]
     assert len(report["entropy_merge"]["history"]) == 1 and report["tune"]["trials"] == 1
     for name in ("average", "entropy", "tune"):
         PeftModel.from_pretrained(base_model(tiny_model_dir), tmp_path / "run" / report["adapters"][name])

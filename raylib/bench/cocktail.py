@@ -57,7 +57,7 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
     out = {"target_domain": report["target_domain"],
            "warm": {v: report["warm"][v] for v in VARIANTS}, "cold": {v: report["cold"][v] for v in VARIANTS},
            "merged_time_ratio": times["folded"] / times["single_adapter"],
-           "valid": report["valid"], "seconds": times,
+           "valid": report["valid"], "comparisons": report["comparisons"], "seconds": times,
            "unfolded_time_ratio": times["two_adapters"] / times["single_adapter"],
            "records": report["records"], "domains": report["domains"], "entropy_merge": report["entropy_merge"],
            "tune": report["tune"], "train": report["train"], "adapters": report["adapters"],

@@ -91,6 +91,26 @@ def auc(records: list[TallrecRecord], probs) -> float:
     return float(binary_report([r.label for r in records], probs)["auc"])
 
 
+# (split, mix, part): RecCocktail's claims, a merged adapter at least as good as the better part on warm records
+# and at least the base spirit on cold-start ones, each tested with a paired bootstrap over the same records
+CLAIMS = (("warm", "entropy", "base"), ("warm", "entropy", "ingredient"), ("warm", "tune", "base"),
+          ("warm", "tune", "ingredient"), ("cold", "entropy", "base"), ("cold", "entropy", "ingredient"),
+          ("cold", "tune", "base"))
+
+
+def comparisons(records: dict[str, list[TallrecRecord]], scores: dict[str, dict[str, list[float]]],
+                rounds: int = 1000) -> dict[str, dict[str, Any]]:
+    """AUC of a mix minus a part's on the same records, with a 95% paired bootstrap interval, per claim."""
+    from raylib.metrics import auc as auc_of, paired_bootstrap
+
+    out = {}
+    for split, mix, part in CLAIMS:
+        labels = [r.label for r in records[split]]
+        out[f"{split}/{mix}_vs_{part}"] = paired_bootstrap(scores[mix][split], scores[part][split], auc_of,
+                                                           labels=labels, rounds=rounds)
+    return out
+
+
 def module_names(job: CocktailJobConfig, base_dir, ingredient_dir) -> list[str]:
     """The LoRA modules the mix weighs, in model order (`MixedLora.names`), from the model built on the meta
     device: no weights are read."""
@@ -261,6 +281,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
         "warm": {v: auc(warm, scores[v]["warm"]) for v in VARIANTS},
         "cold": {v: auc(cold, scores[v]["cold"]) for v in VARIANTS},
         "valid": {v: auc(valid, scores[v]["valid"]) for v in VARIANTS},
+        "comparisons": comparisons({"warm": warm, "cold": cold}, scores),
         "records": {"warm": len(warm), "cold": len(cold), "valid": len(valid), "base_train": len(base_train),
                     "ingredient_train": len(ingredient_train), "unlabelled": len(prompts), "held_out": len(held_out),
                     "target_pools": {"base": len(pools.base), "ingredient": len(pools.ingredient),
@@ -308,6 +329,9 @@ def summary_table(report: dict[str, Any]) -> str:
              f"{'':<12}{'warm':>8}{'cold':>8}{'valid':>8}"]
     for v in VARIANTS:
         lines.append(f"{v:<12}{report['warm'][v]:>8.4f}{report['cold'][v]:>8.4f}{report['valid'][v]:>8.4f}")
+    for claim, found in report.get("comparisons", {}).items():
+        lo, hi = found["ci"]
+        lines.append(f"{claim:<28} AUC {found['diff']:+.4f} [{lo:+.4f}, {hi:+.4f}] (95% paired bootstrap)")
     return "\n".join(lines)
 
 
