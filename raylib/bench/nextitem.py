@@ -83,6 +83,7 @@ RUN_COLUMNS = (("bigrec", "BIGRec"), ("bigrec_pop", "+ popularity"), ("bigrec_cf
 def runs_table(runs: dict[str, dict[str, Any]]) -> str:
     """The report's runs as Markdown: test NDCG@10 per method, the share of top beams that name no item, the
     validation NDCG@10 a recipe is chosen by, then every comparison with its paired bootstrap interval."""
+    runs = dict(sorted(runs.items(), key=lambda item: item[0].split("/")[0]))  # BIGRec's runs, then GenRec's
     columns = [(key, name) for key, name in RUN_COLUMNS if any(key in r["metrics"] for r in runs.values())]
     lines = ["| run | top beam not an item | valid NDCG@10 | " + " | ".join(n for _, n in columns) + " |",
              "|---" * (len(columns) + 3) + "|"]
