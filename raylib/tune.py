@@ -142,12 +142,11 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
             errors = [_what_failed(r.error) for r in results if r.error is not None][:1]
             raise RaylibError(f"The search {study_name!r} finished no trial that reported {metric!r}"
                               f"{' (first error: ' + errors[0] + ')' if errors else ''}.")
-    completed = _completed(study_name, storage)
-    best = (max if mode == "max" else min)(completed, key=lambda trial: trial.value)
+    best = optuna.load_study(study_name=study_name, storage=storage).best_trial  # the study's own direction
     best_params = {name: _plain(best.params[name]) for name in space}
     return {"best_params": best_params, "at_edge": edges(space, best_params),
             "best_value": float(best.value), "metric": metric, "mode": mode,
-            "trials": max(missing, 0), "study_trials": len(completed), "storage": _shown(url),
+            "trials": max(missing, 0), "study_trials": len(_completed(study_name, storage)), "storage": _shown(url),
             "study_name": study_name, "seconds": round(time.time() - start, 3)}
 
 

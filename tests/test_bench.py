@@ -43,11 +43,14 @@ def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny
     # Batched single-forward scoring and per-prompt generate() give the same probabilities (fp32).
     assert saved["scoring_auc_diff"] < 1e-3 and saved["scoring_detail"]["max_prob_diff"] < 1e-4
     assert saved["scoring_detail"]["generate_batched_max_prob_diff"] < 1e-4  # the authors' 32-prompt batches
+    # the speed-up is over the authors' way: 32 prompts per generate() call
+    assert saved["scoring_speedup"] == saved["scoring_detail"]["speedup_vs_batched_generate"]
     assert saved["runs"][0]["machine"]["dtype"] == "float32"
 
     again = run_bench(tiny_bench(tiny_model_dir, tmp_path, data_dir, resume=True))
     assert again["runs"] == report["runs"]  # kept, not retrained
     assert again["train_overhead"] == report["train_overhead"]
+    assert again["scoring_speedup"] == report["scoring_detail"]["speedup_vs_batched_generate"]
 
     # Another recipe is another run: a resumed benchmark trains it (in its own folder) instead of keeping the old one.
     changed = tiny_bench(tiny_model_dir, tmp_path, data_dir, resume=True, engineering=False,

@@ -43,7 +43,8 @@ class BenchNextItemConfig(NextItemJobConfig):
     parts: list[str] = dataclasses.field(
         default_factory=lambda: ["grounding", "pooling", "bigrec", "speed", "genrec"])
     # The runs of each method: a name and the config sections it changes. A run that changes only decoding or
-    # ranking (`generation`, `exclude_seen`) reuses the first run's training and folder; others train their own.
+    # ranking (`generation`, `exclude_seen`) besides reuses the training and folder of the first run that trains
+    # the same model; others train their own.
     bigrec_runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {
         "authors": {}, "response_loss": {"train": {"loss_on": "response"}},
         "constrained": {"generation": {"constrained": True}}, "exclude_seen": {"exclude_seen": True},

@@ -268,10 +268,12 @@ def run_bench(config: BenchTallrecConfig) -> dict[str, Any]:
         if config.engineering and (shots == 64 or (64 not in config.shots and shots == ordered[0])):
             kept = {k: previous[k] for k in ENGINEERING_KEYS if k in previous}
             # Figures of an older protocol (generate() not stopping at EOS) or another dtype are measured again.
-            same = kept.get("scoring_detail", {}).get("eval_dtype") == report["machine"]["eval_dtype"] \
-                and "generate_mean_new_tokens" in kept.get("scoring_detail", {})
+            detail = kept.get("scoring_detail", {})
+            same = detail.get("eval_dtype") == report["machine"]["eval_dtype"] \
+                and "generate_mean_new_tokens" in detail and "speedup_vs_batched_generate" in detail
             if len(kept) == len(ENGINEERING_KEYS) and same and not config.remeasure_engineering:
                 report.update(kept)
+                report.update(scoring_figures(detail))  # a figure saved under an older definition follows this one
             else:
                 _engineering_figures(config, report, pool, test, work, save)
     report["total_wall_time_s"] = time.time() - start_all
@@ -311,11 +313,15 @@ def _engineering_figures(config, report, pool, test, work, save) -> None:
     # stops after the answer as the original evaluation's does (the benchmark's answer-token adapters never stop).
     adapter_dir = str(work / "overhead" / "adapter")
     print(f"[bench] scoring speed on {config.speed_records} records ({config.eval.dtype})", flush=True)
-    speed = scoring_speed(config, adapter_dir, test[:config.speed_records])
-    report["scoring_speedup"] = speed["speedup_vs_batched_generate"]  # against the authors' way (issue 21)
-    report["scoring_auc_diff"] = speed["auc_diff"]
-    report["scoring_detail"] = speed
+    report.update(scoring_figures(scoring_speed(config, adapter_dir, test[:config.speed_records])))
     save()
+
+
+def scoring_figures(speed: dict[str, Any]) -> dict[str, Any]:
+    """The report's scoring keys from `scoring_speed`'s measurement: the speed-up is over the authors' way of
+    scoring, 32 prompts per `generate()` call (issue 21)."""
+    return {"scoring_speedup": speed["speedup_vs_batched_generate"], "scoring_auc_diff": speed["auc_diff"],
+            "scoring_detail": speed}
 
 
 TRAINING_FIELDS = ("learning_rate", "batch_size", "micro_batch_size", "patience", "loss_on", "zero_stage",
