@@ -57,7 +57,24 @@ def test_runs_that_change_only_decoding_share_the_training_of_an_earlier_run(tmp
     run = {"metrics": {m: metrics_of(r) for m, r in ranks.items()}, "generation": {"not_a_title_share": 0.25},
            "valid_metrics": {"bigrec": metrics_of(ranks["bigrec"])}, "comparisons": found}
     table = runs_table({"bigrec/authors": run}).splitlines()
-    assert table[0].startswith("| run | top beam not an item | valid NDCG@10 | BIGRec |")
+    assert table[0].startswith("| run | top beam not an item | valid NDCG@10 | valid loss | BIGRec |")
     lo, hi = found["bigrec_vs_popularity"]["ci"]
     assert table[2].startswith("| bigrec/authors | 25.0% |")
+    assert "Chosen on validation: `bigrec/authors`" in runs_table({"bigrec/authors": run})
     assert table[-1] == f"| bigrec/authors | bigrec - popularity | {found['bigrec_vs_popularity']['diff']:+.4f} | [{lo:+.4f}, {hi:+.4f}] |"
+
+
+def test_a_recipe_is_chosen_on_validation_windows_never_on_test():
+    """Issue 21, item 8: of the BIGRec runs, the one with the best validation NDCG@10 is kept, even where another
+    run scores better on test."""
+    from raylib.bench.nextitem import recipe_on_validation
+    from raylib.methods.nextitem.pipeline import metrics_of
+
+    def run(valid_ranks, test_ranks):
+        return {"metrics": {"bigrec": metrics_of(test_ranks)}, "valid_metrics": {"bigrec": metrics_of(valid_ranks)}}
+
+    runs = {"bigrec/authors": run([1, 50, 50, 50], [1, 1, 1, 1]), "bigrec/more_epochs": run([1, 2, 50, 50], [50] * 4),
+            "genrec/authors": {"metrics": {}}}
+    chosen = recipe_on_validation(runs)
+    assert chosen["run"] == "bigrec/more_epochs" and chosen["test_ndcg@10"] == 0.0
+    assert set(chosen["valid_ndcg@10_of_each"]) == {"bigrec/authors", "bigrec/more_epochs"}

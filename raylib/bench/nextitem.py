@@ -78,6 +78,8 @@ def _job(cls, config: BenchNextItemConfig, name: str, **changes):
 def _save(config: BenchNextItemConfig, report: dict[str, Any]) -> Path:
     path = PROJECT_DIR / config.report if not Path(config.report).is_absolute() else Path(config.report)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if report.get("runs"):
+        report["recipe_on_validation"] = recipe_on_validation(report["runs"])
     path.write_text(json.dumps(report, indent=1, default=str))
     _plot(report, path.with_suffix(".png"))
     if report.get("runs"):
@@ -90,18 +92,43 @@ RUN_COLUMNS = (("bigrec", "BIGRec"), ("bigrec_pop", "+ popularity"), ("bigrec_cf
                ("popularity", "popularity"), ("sasrec", "SASRec"))
 
 
+def _valid_loss(run: dict[str, Any]) -> float | None:
+    """The validation loss of the kept epoch (over the answer, or the whole prompt with `loss_on: all`)."""
+    history = run.get("train", {}).get("history", [])
+    best = run.get("train", {}).get("best_epoch")
+    return next((h["val_loss"] for h in history if h.get("epoch") == best and "val_loss" in h), None)
+
+
+def recipe_on_validation(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The BIGRec run a user should keep, chosen on the validation windows only (issue 21, item 8): the highest
+    validation NDCG@10, then NDCG@20 on a tie. Its test NDCG@10 is shown beside it, never used to choose."""
+    scored = {name: run["valid_metrics"]["bigrec"] for name, run in runs.items()
+              if name.startswith("bigrec/") and "bigrec" in run.get("valid_metrics", {})}
+    if not scored:
+        return None
+    name = max(scored, key=lambda n: (scored[n]["ndcg@10"], scored[n]["ndcg@20"]))
+    return {"run": name, "valid_ndcg@10": scored[name]["ndcg@10"], "valid_ndcg@20": scored[name]["ndcg@20"],
+            "test_ndcg@10": runs[name]["metrics"]["bigrec"]["ndcg@10"],
+            "valid_ndcg@10_of_each": {n: v["ndcg@10"] for n, v in scored.items()}}
+
+
 def runs_table(runs: dict[str, dict[str, Any]]) -> str:
     """The report's runs as Markdown: test NDCG@10 per method, the share of top beams that name no item, the
-    validation NDCG@10 a recipe is chosen by, then every comparison with its paired bootstrap interval."""
+    validation NDCG@10 and loss a recipe is chosen by, then every comparison with its paired bootstrap interval."""
     runs = dict(sorted(runs.items(), key=lambda item: item[0].split("/")[0]))  # BIGRec's runs, then GenRec's
     columns = [(key, name) for key, name in RUN_COLUMNS if any(key in r["metrics"] for r in runs.values())]
-    lines = ["| run | top beam not an item | valid NDCG@10 | " + " | ".join(n for _, n in columns) + " |",
-             "|---" * (len(columns) + 3) + "|"]
+    lines = ["| run | top beam not an item | valid NDCG@10 | valid loss | " + " | ".join(n for _, n in columns) + " |",
+             "|---" * (len(columns) + 4) + "|"]
     for name, run in runs.items():
-        valid = run.get("valid_metrics", {}).get("bigrec", {}).get("ndcg@10")
+        valid, loss = run.get("valid_metrics", {}).get("bigrec", {}).get("ndcg@10"), _valid_loss(run)
         cells = [f"{run['metrics'][k]['ndcg@10']:.4f}" if k in run["metrics"] else "" for k, _ in columns]
         lines.append(f"| {name} | {run['generation']['not_a_title_share']:.1%} | "
-                     f"{'' if valid is None else f'{valid:.4f}'} | " + " | ".join(cells) + " |")
+                     f"{'' if valid is None else f'{valid:.4f}'} | {'' if loss is None else f'{loss:.3f}'} | "
+                     + " | ".join(cells) + " |")
+    chosen = recipe_on_validation(runs)
+    if chosen:
+        lines += ["", f"Chosen on validation: `{chosen['run']}` (valid NDCG@10 {chosen['valid_ndcg@10']:.4f}; "
+                      f"its test NDCG@10 {chosen['test_ndcg@10']:.4f})."]
     lines += ["", "| run | comparison (NDCG@10) | difference | 95% paired bootstrap interval |", "|---|---|---|---|"]
     for name, run in runs.items():
         for pair, found in run.get("comparisons", {}).items():
