@@ -49,7 +49,19 @@ def _must_be(kind: str, label: str):
     return AfterValidator(check)
 
 
+def _dataset_spec(value: str | None, info: ValidationInfo) -> str | None:
+    """`data.dataset`: an embedded dataset's name or a folder (`raylib.data.dataset`), checked like paths."""
+    from raylib.data.dataset import EMBEDDED
+
+    if value is None or value in EMBEDDED or not (info.context or {}).get("check_paths"):
+        return value
+    if not Path(value).expanduser().is_dir():
+        raise ValueError(f"dataset {value} is neither a folder nor an embedded dataset ({', '.join(EMBEDDED)})")
+    return value
+
+
 ExistingFile = Annotated[str, _must_be("file", "file")]
+DatasetSpec = Annotated[str, AfterValidator(_dataset_spec)]
 MovieLensFolder = Annotated[str, _must_be("folder", "MovieLens folder")]
 Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
 

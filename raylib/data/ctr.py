@@ -84,7 +84,9 @@ def release_year(title: str) -> str:
 def ctr_table_from_movielens(ml, like_threshold: float = 4.0, history_len: int = 10,
                              zip_prefix: int = 2) -> pa.Table:
     """Every rating becomes a sample in global time order (ties keep file order); its history is the user's
-    `history_len` most recent ratings before it. Age and zip follow `FeatureRules`."""
+    `history_len` most recent ratings before it. Age and zip follow `FeatureRules`. `ml` is any dataset
+    (`raylib.data.dataset.Dataset` too): a `label` column is the label where there is one, else rating >=
+    `like_threshold`; absent genres, titles or user fields are empty (the CRM still trains)."""
     rules = FeatureRules(age_buckets=True, zip_prefix=zip_prefix)
     from raylib.data.sequences import readable_title
 
@@ -94,9 +96,14 @@ def ctr_table_from_movielens(ml, like_threshold: float = 4.0, history_len: int =
     user_cols = {c: ml.users.column(c).to_pylist() if c in ml.users.column_names else [] for c in
                  ("age", "gender", "occupation", "zip_code")}
     items = {i: row for row, i in enumerate(ml.items.column("item_id").to_pylist())}
-    titles = [readable_title(t) for t in ml.items.column("title").to_pylist()]
-    genres = ml.items.column("genres").to_pylist()
-    uid, iid, rating, stamp = (inter.column(c).to_pylist() for c in ("user_id", "item_id", "rating", "timestamp"))
+    n_items = ml.items.num_rows
+    titles = ([readable_title(t) for t in ml.items.column("title").to_pylist()]
+              if "title" in ml.items.column_names else [""] * n_items)
+    genres = ml.items.column("genres").to_pylist() if "genres" in ml.items.column_names else [[]] * n_items
+    uid, iid, stamp = (inter.column(c).to_pylist() for c in ("user_id", "item_id", "timestamp"))
+    rating = inter.column("rating" if "rating" in inter.column_names else "label").to_pylist()
+    labels = (inter.column("label").to_pylist() if "label" in inter.column_names
+              else [int(r >= like_threshold) for r in rating])
     recent: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=history_len))
     rows: dict[str, list] = {c: [] for c in CTR_COLUMNS}
     for k in order:
@@ -118,7 +125,7 @@ def ctr_table_from_movielens(ml, like_threshold: float = 4.0, history_len: int =
         rows["history_items"].append([p[0] for p in past])
         rows["history_titles"].append([titles[items[p[0]]] for p in past])
         rows["history_ratings"].append([p[1] for p in past])
-        rows["label"].append(int(rating[k] >= like_threshold))
+        rows["label"].append(int(labels[k]))
         rows["timestamp"].append(stamp[k])
         if history_len:
             recent[u].append((i, float(rating[k])))
@@ -139,6 +146,16 @@ def split_by_time(table: pa.Table, fractions=(0.8, 0.1, 0.1)) -> tuple[pa.Table,
     n = len(order)
     cut1, cut2 = int(round(n * fractions[0])), int(round(n * (fractions[0] + fractions[1])))
     return tuple(table.take(pa.array(order[a:b])) for a, b in ((0, cut1), (cut1, cut2), (cut2, n)))
+
+
+def split_at(table: pa.Table, cutoffs: tuple[int, int]) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Train / valid / test by the periods `raylib.data.dataset.time_cutoffs` starts (the one split)."""
+    stamps = table.column("timestamp")
+    import pyarrow.compute as pc
+
+    return (table.filter(pc.less(stamps, cutoffs[0])),
+            table.filter(pc.and_(pc.greater_equal(stamps, cutoffs[0]), pc.less(stamps, cutoffs[1]))),
+            table.filter(pc.greater_equal(stamps, cutoffs[1])))
 
 
 def sample_rows(table: pa.Table, n: int, seed: int) -> pa.Table:
@@ -293,8 +310,19 @@ class CtrData:
 
 
 def load_ctr_data(cfg) -> CtrData:
-    """The three splits from MovieLens (built and time-split here) or from the user's three tables."""
-    if cfg.source == "movielens":
+    """The three splits from a dataset (`data.dataset`, cut at the one time split every method shares), from
+    MovieLens (built and time-split here) or from the user's three tables."""
+    if cfg.dataset:
+        from raylib.data.dataset import load_dataset, time_cutoffs
+
+        dataset = load_dataset(cfg.dataset)
+        if "rating" not in dataset.interactions.column_names:
+            dataset.require("interactions", ("label",), "CoReLLa (a like label, or a rating to threshold)")
+        table = ctr_table_from_movielens(dataset, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
+        train, valid, test = split_at(table, time_cutoffs(dataset.interactions.column("timestamp").to_numpy(),
+                                                          tuple(cfg.split_fractions)))
+        source = dataset.source
+    elif cfg.source == "movielens":
         from raylib.data.movielens import load_movielens
 
         ml = load_movielens(cfg.movielens_dir)

@@ -65,29 +65,17 @@ def _interactions(path: Path, sep: str, skip_header: bool, encoding: str = "lati
 
 
 def _load_recbole(folder: Path, name: str) -> MovieLens:
-    interactions = _interactions(folder / f"{name}.inter", "\t", skip_header=True, encoding="utf-8")
-    item_lines = _read_lines(folder / f"{name}.item", "utf-8")
-    header = [h.split(":")[0] for h in item_lines[0].split("\t")]
-    ids, titles, genres = [], [], []
-    for no, line in enumerate(item_lines[1:], start=2):
-        row = dict(zip(header, _split(folder / f"{name}.item", no, line, "\t", len(header))))
-        title, year = row["movie_title"].strip(), row.get("release_year", "").strip()
-        if title == "unkonwn":  # RecBole's typo (item 267, title and year); GroupLens' u.item: "unknown", no year
-            title, year = "unknown", ""
-        ids.append(row["item_id"])
-        titles.append(f"{title} ({year})" if year else title)
-        genres.append(row.get("class", "").split())
-    users_path = folder / f"{name}.user"
-    user_rows: dict[str, list[str]] = {k: [] for k in ("user_id", "age", "gender", "occupation", "zip_code")}
-    if users_path.is_file():
-        lines = _read_lines(users_path, "utf-8")
-        uheader = [h.split(":")[0] for h in lines[0].split("\t")]
-        for no, line in enumerate(lines[1:], start=2):
-            row = dict(zip(uheader, _split(users_path, no, line, "\t", len(uheader))))
-            for key in user_rows:
-                user_rows[key].append(row.get(key, ""))
-    items = pa.table({"item_id": ids, "title": titles, "genres": pa.array(genres, pa.list_(pa.string()))})
-    return MovieLens(interactions, items, pa.table(user_rows), str(folder))
+    """RecBole atomic files, through the one atomic-file reader of `raylib.data.dataset`."""
+    from raylib.data.dataset import load_dataset
+
+    data = load_dataset(folder)
+    for column in ("rating", "timestamp"):
+        data.require("interactions", (column,), "MovieLens")
+    inter = data.interactions.select(["user_id", "item_id", "rating", "timestamp"])
+    items = data.items.select(["item_id", "title", "genres"])
+    user_rows = {k: (data.users.column(k) if k in data.users.column_names else pa.array([""] * data.users.num_rows))
+                 for k in ("user_id", "age", "gender", "occupation", "zip_code")}
+    return MovieLens(inter, items, pa.table(user_rows), str(folder))
 
 
 def _load_raw_100k(folder: Path) -> MovieLens:

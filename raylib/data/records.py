@@ -39,26 +39,33 @@ class TallrecRecord:
 
 
 def build_tallrec_records(interactions: pa.Table, items: pa.Table, history_len: int = 10,
-                          like_threshold: float = 3.0, domain: str = "movie") -> list[TallrecRecord]:
+                          like_threshold: float = 3.0, domain: str = "movie",
+                          period: tuple[int, int] | None = None) -> list[TallrecRecord]:
     """One record per (user, position >= history_len): the previous `history_len` rated items, split by
     like/dislike, and the question about the item at that position. Users are sorted by id, interactions
-    by timestamp (ties keep file order, as a stable sort does)."""
+    by timestamp (ties keep file order, as a stable sort does). `period` = [start, end): only targets rated
+    then (a split of the one time split; the history may reach back before it)."""
     if history_len < 1:
         raise RaylibError(f"history_len must be at least 1, got {history_len}.")
     titles = dict(zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()))
     order = pc.sort_indices(interactions, sort_keys=[("timestamp", "ascending")])  # stable
     table = interactions.take(order)
     per_user: dict[str, list[tuple[str, float]]] = {}
-    for user, item, rating in zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist(),
-                                  table.column("rating").to_pylist()):
+    in_period: dict[str, list[bool]] = {}
+    start, end = period or (-2**63, 2**63 - 1)
+    for user, item, rating, stamp in zip(*(table.column(c).to_pylist()
+                                           for c in ("user_id", "item_id", "rating", "timestamp"))):
         if item not in titles:
             raise RaylibError(f"Interaction of user {user} names item {item!r}, which is not in the item file.")
         per_user.setdefault(user, []).append((item, rating))
+        in_period.setdefault(user, []).append(start <= stamp < end)
     instruction = tallrec_instruction(domain)
     records = []
     for user in sorted(per_user, key=lambda u: (len(u), u)):
         seq = per_user[user]
         for pos in range(history_len, len(seq)):
+            if not in_period[user][pos]:
+                continue
             history = seq[pos - history_len:pos]
             target, rating = seq[pos]
             liked = [titles[i] for i, r in history if r > like_threshold]

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raylib import RaylibError
+from raylib.data.dataset import time_cutoffs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +119,6 @@ def user_sequences(interactions: pa.Table, titles: dict[str, str]) -> dict[str, 
     return per_user
 
 
-def time_cutoffs(interactions: pa.Table, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[int, int]:
-    """Timestamps at which the validation and the test periods start (quantiles of all interaction times)."""
-    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise RaylibError(f"time fractions {fractions} must be non-negative and sum to 1.")
-    stamps = np.sort(interactions.column("timestamp").to_numpy())
-    n = len(stamps)
-    valid_at = int(stamps[min(n - 1, int(round(fractions[0] * n)))])
-    test_at = int(stamps[min(n - 1, int(round((fractions[0] + fractions[1]) * n)))])
-    return valid_at, test_at
-
-
 def build_windows(per_user: dict[str, list[tuple[str, int]]], history_len: int = 10,
                   min_history: int = 1) -> list[NextItemWindow]:
     """One window per (user, position >= min_history): up to `history_len` items before it -> the item."""
@@ -187,7 +177,7 @@ def build_sequence_data(interactions: pa.Table, items: pa.Table, history_len: in
     if readable:
         titles = {item: readable_title(title) for item, title in titles.items()}
     per_user = user_sequences(interactions, titles)
-    cutoffs = time_cutoffs(interactions, fractions)
+    cutoffs = time_cutoffs(interactions.column("timestamp").to_numpy(), fractions)
     train, valid, test = split_windows(build_windows(per_user, history_len), cutoffs)
     if not train:
         raise RaylibError("No training windows: every user needs at least two interactions before the "

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, TuneSettings
+from raylib.config import STRICT, DatasetSpec, TuneSettings
 from raylib.methods.tallrec.config import TallrecJobConfig
 
 
@@ -18,8 +18,11 @@ class DomainConfig:
     name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
     # "movielens": TALLRec records built from `data` (the embedded ML-100K unless data.movielens_dir);
     # "file": a TALLRec-format .json / .jsonl / .parquet a user brings.
-    source: Literal["movielens", "file"] = "movielens"
+    # "dataset": records of `dataset` (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
+    # "ml-100k"), split at the shared time split; a domain is a dataset.
+    source: Literal["movielens", "file", "dataset"] = "movielens"
     file: str | None = None
+    dataset: DatasetSpec | None = None
     # MovieLens only: the records whose target movie has one of these genres (none: every record). With several
     # MovieLens domains, a record belongs to the first domain listed whose genres it has: the domains are
     # disjoint, like the categories of RecCocktail's multi-domain setting.
@@ -27,6 +30,8 @@ class DomainConfig:
 
     @model_validator(mode="after")
     def _needs_file(self) -> "DomainConfig":
+        if (self.source == "dataset") != bool(self.dataset):
+            raise ValueError(f"domain {self.name!r}: `dataset` goes with source=dataset, and source=dataset needs it")
         if self.source == "file" and not self.file:
             raise ValueError(f"domain {self.name!r}: source=file needs `file` (a TALLRec-format records file)")
         if self.source == "file" and self.genres:
@@ -52,7 +57,8 @@ class MergeSettings:
 
 # TALLRec job fields RecCocktail does not read (its domains say where records come from; its test sets are the
 # warm / cold ones): a config that sets one is refused by name.
-IGNORED_FIELDS = {"skip_zero_shot": None, "data": ("source", "train_file", "valid_file", "test_file", "test_samples")}
+IGNORED_FIELDS = {"skip_zero_shot": None,
+                  "data": ("source", "train_file", "valid_file", "test_file", "test_samples", "dataset")}
 
 # The default domains: genres of the embedded MovieLens-100K, so the job runs on any clone. The benchmark's second
 # domain (books, ../shared) is in jobs/configs/bench_cocktail.yaml.

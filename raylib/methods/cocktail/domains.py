@@ -54,13 +54,18 @@ def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | Non
                 taken_genres: set[str] = frozenset()) -> DomainSplits:
     """The domain's records, split 1 - valid - test / valid / test (data.valid_fraction, data.test_fraction).
     `taken_genres`: genres of the MovieLens domains listed before this one (their records are not this one's)."""
+    if domain.source == "dataset":
+        return dataset_domain(domain, data, taken_genres)
     if domain.source == "movielens":
         from raylib.methods.tallrec.pipeline import movielens_records
 
         records, source = movielens_records(data)
         source = str(data.movielens_dir) if data.movielens_dir else "the embedded MovieLens-100K (recbole wheel)"
         if domain.genres:
-            records = of_genres(records, data, set(domain.genres), set(taken_genres))
+            from raylib.data.movielens import load_movielens
+
+            items = load_movielens(data.movielens_dir).items
+            records = of_genres(records, items, set(domain.genres), set(taken_genres))
             source += f", target genres {domain.genres}"
     else:
         path = Path(domain.file).expanduser()
@@ -86,16 +91,31 @@ def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | Non
     return DomainSplits(domain.name, train, valid, test, source, split)
 
 
-def of_genres(records: list[TallrecRecord], data: DataConfig, genres: set[str],
-              taken: set[str]) -> list[TallrecRecord]:
-    """The records whose target movie has one of `genres` and none of `taken` (an earlier domain's)."""
-    from raylib.data.movielens import load_movielens
+def dataset_domain(domain: DomainConfig, data: DataConfig, taken_genres: set[str] = frozenset()) -> DomainSplits:
+    """A domain that is a dataset: its records in the periods of the shared time split (the genre filter as
+    for MovieLens, where its items have genres)."""
+    from raylib.data.dataset import load_dataset
+    from raylib.methods.tallrec.pipeline import dataset_records
 
-    items = load_movielens(data.movielens_dir).items
+    splits = dataset_records(dataclasses.replace(data, dataset=domain.dataset), domain.name)
+    source = str(domain.dataset)
+    if domain.genres:
+        dataset = load_dataset(domain.dataset)
+        dataset.require("items", ("genres",), f"domain {domain.name!r} (its `genres`)")
+        splits = tuple(of_genres(s, dataset.items, set(domain.genres), set(taken_genres)) for s in splits)
+        source += f", target genres {domain.genres}"
+    if not all(splits):
+        raise RaylibError(f"domain {domain.name!r}: dataset {source} leaves an empty train, valid or test period.")
+    return DomainSplits(domain.name, *splits, source, "time")
+
+
+def of_genres(records: list[TallrecRecord], items, genres: set[str], taken: set[str]) -> list[TallrecRecord]:
+    """The records whose target item (in `items`, a table with genres) has one of `genres` and none of `taken`
+    (an earlier domain's)."""
     known = {g for row in items.column("genres").to_pylist() for g in row}
     unknown = sorted(genres - known)
     if unknown:
-        raise RaylibError(f"genres {unknown} are not MovieLens genres; it has {sorted(known)}.")
+        raise RaylibError(f"genres {unknown} are not genres of the items; they have {sorted(known)}.")
     item_genres = dict(zip(items.column("item_id").to_pylist(), (set(g) for g in items.column("genres").to_pylist())))
     return [r for r in records if item_genres.get(r.item_id, set()) & genres
             and not item_genres.get(r.item_id, set()) & taken]

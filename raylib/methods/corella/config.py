@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, comma_list, ExistingFile, MovieLensFolder, TrainJob, TuneSettings
+from raylib.config import STRICT, comma_list, DatasetSpec, ExistingFile, MovieLensFolder, TrainJob, TuneSettings
 
 
 @dataclass(config=STRICT)
@@ -21,6 +21,9 @@ class CtrDataConfig:
     train_file: ExistingFile | None = None
     valid_file: ExistingFile | None = None
     test_file: ExistingFile | None = None
+    # One dataset for every method (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
+    # "ml-100k"): its interactions cut at the shared time split; when given it replaces `source` and its files.
+    dataset: DatasetSpec | None = None
     # CoReLLa Sec. 4.1 (MovieLens): ratings >= 4 are positive; samples split 8:1:1 by global timestamp.
     like_threshold: float = 4.0
     split_fractions: Annotated[list[float], BeforeValidator(comma_list), Field(min_length=3, max_length=3)] = \
@@ -38,6 +41,8 @@ class CtrDataConfig:
 
     @model_validator(mode="after")
     def _consistent(self) -> "CtrDataConfig":
+        if self.dataset and (self.source != "movielens" or self.movielens_dir):
+            raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
         if self.source == "files" and not (self.train_file and self.valid_file and self.test_file):
             raise ValueError("source=files needs train_file, valid_file and test_file (CTR tables)")
         if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) <= 0:

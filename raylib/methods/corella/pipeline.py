@@ -219,7 +219,11 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     from (the benchmark's ablation shares stage 1 with the main run)."""
     start = time.time()
     output = _output(job)
-    views = prepare_views(job, load_ctr_data(job.data))
+    data = load_ctr_data(job.data)
+    if not any(data.train.column("title").to_pylist()):  # before any training: the LLM reads titles
+        raise RaylibError(f"Dataset {data.source}: CoReLLa's LLM needs column ['title'] in its items, which it "
+                          "lacks; the CRM alone trains without it (`raylib.methods.corella.pipeline.train_crm`).")
+    views = prepare_views(job, data)
     print(f"[corella] {len(views.crm_train)} train / {len(views.crm_valid)} valid / {len(views.full_test)} test "
           f"samples from {views.source}; vocabulary {views.vocab.fingerprint()[:12]}", flush=True)
     crm_dir = crm_dir or train_crm(job, views)

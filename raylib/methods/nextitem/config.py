@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, comma_list, ExistingFile, MovieLensFolder, Dtype, TrainJob, TuneSettings
+from raylib.config import STRICT, comma_list, DatasetSpec, ExistingFile, MovieLensFolder, Dtype, TrainJob, TuneSettings
 from raylib.prompts import GENREC_INSTRUCTIONS
 
 
@@ -21,6 +21,9 @@ class SequenceDataConfig:
     movielens_dir: MovieLensFolder | None = None
     interactions_file: ExistingFile | None = None
     items_file: ExistingFile | None = None
+    # One dataset for every method (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
+    # "ml-100k"); when given it replaces `source` and its files.
+    dataset: DatasetSpec | None = None
     # BIGRec Sec. 4.1: the 10 most recent items form the history.
     history_len: int = Field(10, ge=1)
     # Global time split of all interactions (train / valid / test periods), by the target's timestamp.
@@ -40,6 +43,8 @@ class SequenceDataConfig:
 
     @model_validator(mode="after")
     def _consistent(self) -> "SequenceDataConfig":
+        if self.dataset and (self.source != "movielens" or self.movielens_dir):
+            raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
         if self.source == "files" and not (self.interactions_file and self.items_file):
             raise ValueError("source=files needs interactions_file and items_file (CSV or Parquet)")
         if abs(sum(self.time_fractions) - 1.0) > 1e-6 or min(self.time_fractions) <= 0:

@@ -34,7 +34,13 @@ KS = (1, 3, 5, 10, 20)
 # ------------------------------------------------------------------ data
 def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
     """All training windows (SASRec and the LLM sample draw from them), seeded samples of valid / test."""
-    if cfg.source == "movielens":
+    if cfg.dataset:
+        from raylib.data.dataset import load_dataset
+
+        dataset = load_dataset(cfg.dataset)
+        dataset.require("items", ("title",), "BIGRec / GenRec (the LLM writes titles)")
+        interactions, items, source = dataset.interactions, dataset.items, dataset.source
+    elif cfg.source == "movielens":
         from raylib.data.movielens import load_movielens
 
         ml = load_movielens(cfg.movielens_dir)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, ExistingFile, MovieLensFolder, Dtype, TrainJob
+from raylib.config import STRICT, DatasetSpec, ExistingFile, MovieLensFolder, Dtype, TrainJob
 
 
 @dataclass(config=STRICT)
@@ -20,6 +20,10 @@ class DataConfig:
     train_file: ExistingFile | None = None
     valid_file: ExistingFile | None = None
     test_file: ExistingFile | None = None
+    # One dataset for every method (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
+    # "ml-100k"): records whose target falls in each period of the shared time split (not split by user); when
+    # given it replaces `source` and its files.
+    dataset: DatasetSpec | None = None
     # TALLRec Sec. 4.1: ratings > 3 are "like"; 10 most recent rated items form the history.
     like_threshold: float = 3.0
     history_len: int = Field(10, ge=1)
@@ -38,6 +42,8 @@ class DataConfig:
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":
+        if self.dataset and (self.source != "movielens" or self.movielens_dir):
+            raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
         if self.source == "files" and not self.train_file:
             raise ValueError("source=files needs train_file (TALLRec-format .json/.jsonl/.parquet)")
         if self.valid_fraction + self.test_fraction >= 1.0:

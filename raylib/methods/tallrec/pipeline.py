@@ -54,9 +54,28 @@ def movielens_records(data: DataConfig) -> tuple[list[TallrecRecord], str]:
     return records, ml.source
 
 
+def dataset_records(data: DataConfig, domain: str = "movie") -> tuple[list[TallrecRecord], ...]:
+    """Train / valid / test records of a dataset (`data.dataset`): targets rated in each period of the one time
+    split, histories reaching back across it. A `label` column is the answer where there is no rating."""
+    from raylib.data.dataset import load_dataset, time_cutoffs
+
+    dataset = load_dataset(data.dataset)
+    dataset.require("items", ("title",), "TALLRec (its prompts are titles)")
+    inter, threshold = dataset.interactions, data.like_threshold
+    if "rating" not in inter.column_names:
+        dataset.require("interactions", ("label",), "TALLRec (a like label, or a rating to threshold)")
+        inter, threshold = inter.append_column("rating", inter.column("label").cast("float64")), 0.5
+    valid_at, test_at = time_cutoffs(inter.column("timestamp").to_numpy())
+    return tuple(build_tallrec_records(inter, dataset.items, data.history_len, threshold, domain, period)
+                 for period in ((-2**63, valid_at), (valid_at, test_at), (test_at, 2**63 - 1)))
+
+
 def load_tallrec_data(data: DataConfig) -> TallrecData:
-    """Train (few-shot sample), validation and test records, from MovieLens or from the user's files."""
-    if data.source == "movielens":
+    """Train (few-shot sample), validation and test records, from a dataset, MovieLens or the user's files."""
+    if data.dataset:
+        pool, valid, test = dataset_records(data)
+        source = data.dataset
+    elif data.source == "movielens":
         records, source = movielens_records(data)
         pool, valid, test = split_by_user(records, data.valid_fraction, data.test_fraction, data.seed)
     elif data.source == "files":
@@ -75,6 +94,9 @@ def load_tallrec_data(data: DataConfig) -> TallrecData:
         if data.source == "files":
             raise RaylibError(f"data.valid_file {data.valid_file} holds only records answered {only!r}; "
                               f"validation AUC needs both answers, so add records answered {other!r}.")
+        if data.dataset:
+            raise RaylibError(f"Dataset {data.dataset}: the validation period has only records answered {only!r}; "
+                              "validation AUC needs both answers.")
         raise RaylibError(f"The validation users (data.valid_fraction={data.valid_fraction}) have only records "
                           f"answered {only!r}; validation AUC needs both answers, so raise data.valid_fraction.")
     return TallrecData(
