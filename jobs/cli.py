@@ -135,8 +135,20 @@ def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
     """`raylib train <name>` / `raylib bench <name>` (and their `python -m jobs.<...>` aliases)."""
     table = METHODS if kind == "train" else BENCHES
     entry = table[name]
-    return job_main(_load(entry.config), f"jobs/configs/{entry.recipe}", argv,
-                    lambda config: print("\n" + _shown(entry, _load(entry.run)(config))),
+
+    def run(config) -> None:
+        from raylib import tracking
+        from raylib.config import to_dict
+
+        # the job's MLflow run: its config as params; its training stages and Tune trials become its children
+        with tracking.job_run(getattr(config, "tracking", None), config.output_dir, f"{kind} {name}",
+                              to_dict(config)) as tracked:
+            report = _load(entry.run)(config)
+            if tracked:
+                tracking.log_report(tracked, report, Path(config.output_dir))
+        print("\n" + _shown(entry, report))
+
+    return job_main(_load(entry.config), f"jobs/configs/{entry.recipe}", argv, run,
                     description=f"raylib {kind} {name}: {entry.about}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -150,6 +151,19 @@ class InferenceResources:
     cpus: int = Field(0, ge=0)
 
 
+def _tracking_default() -> bool:
+    return os.environ.get("RAYLIB_TRACKING", "on").lower() not in ("0", "off", "false", "no")
+
+
+@dataclass(config=STRICT)
+class TrackingSettings:
+    """MLflow tracking (`raylib.tracking`): on by default, a local SQLite store under the job's output_dir."""
+    enabled: bool = Field(default_factory=_tracking_default)  # `RAYLIB_TRACKING=off` makes false the default
+    # None: sqlite:///<output_dir>/mlflow.db. Any MLflow tracking URI works (sqlite:///..., http://host:5000).
+    tracking_uri: str | None = None
+    experiment: str = Field("raylib", min_length=1)
+
+
 @dataclass(config=STRICT)
 class TrainJob:
     """What every training job has; the trainer reads model, lora and train."""
@@ -160,6 +174,7 @@ class TrainJob:
     output_dir: str = Field("runs/job", min_length=1)
     # Address of a running Ray cluster ("auto" under `ray job submit`); None starts a local Ray.
     ray_address: str | None = None
+    tracking: TrackingSettings = dataclasses.field(default_factory=TrackingSettings)
 
 
 @dataclass(config=STRICT)

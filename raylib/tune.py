@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from raylib import RaylibError
+from raylib import RaylibError, tracking
 from raylib.assets import PROJECT_DIR
 from raylib.config import TuneSettings
 from raylib.runtime import verbose
@@ -135,7 +135,7 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
                     num_samples=missing, reuse_actors=True),
                 run_config=tune.RunConfig(storage_path=str(output_dir / "tune"), name=study_name, verbose=0,
-                                          log_to_file=True),
+                                          log_to_file=True, callbacks=tracking.tune_callbacks(study_name)),
             )
             results = tuner.fit()
         if not any(r.metrics and metric in r.metrics for r in results):

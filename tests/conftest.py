@@ -19,6 +19,8 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAYLIB_LOCAL_GPUS", "2")
+# MLflow tracking off unless a test turns it on (`tracking.enabled`): a store costs seconds to create.
+os.environ.setdefault("RAYLIB_TRACKING", "off")
 LOAD_LOG = Path(tempfile.gettempdir()) / f"raylib-test-loads-{os.getpid()}.jsonl"
 os.environ["RAYLIB_LOAD_LOG"] = str(LOAD_LOG)
 

@@ -12,11 +12,11 @@ from raylib.model import load_model
 from raylib.methods.tallrec.pipeline import train_tallrec
 
 
-def tiny_job(model_dir, out, **train):
+def tiny_job(model_dir, out, tracking=False, **train):
     settings = {"epochs": 2, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3, "eval_batch_size": 8,
                 "patience": 0, "cpus_per_worker": 1, **train}
-    return from_dict(TallrecJobConfig, {"model": {"name": str(model_dir), "dtype": "fp32"},
-                                        "output_dir": str(out), "train": settings})
+    return from_dict(TallrecJobConfig, {"model": {"name": str(model_dir), "dtype": "fp32"}, "output_dir": str(out),
+                                        "train": settings, "tracking": {"enabled": tracking}})
 
 
 def logits_with(model_dir, adapter_dir, input_ids):
@@ -52,13 +52,16 @@ def test_zero3_lora_adapter_on_two_workers_reloads_and_changes_logits(ray_sessio
 
 def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_records, tmp_path):
     """Checkpoints kept at a pyarrow filesystem URI (as s3://... or gs://... would be) resume as a folder does; and
-    a run made before the tasks moved (its fingerprint naming the task by its old module path) resumes too."""
+    a run made before the tasks moved (its fingerprint naming the task by its old module path) resumes too. The
+    MLflow run (`raylib.tracking`) has the settings as params, a point per epoch from rank 0, the adapter as an
+    artifact, and the resumed run continues it."""
     from raylib.train.driver import finished_result
     from raylib.methods.tallrec.task import TallrecTask
 
     train, valid = movie_records["train"][:8], movie_records["valid"][:8]
     storage = f"file://{tmp_path / 'storage'}"
-    first = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage), train, valid)
+    first = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=1, storage_path=storage),
+                          train, valid)
     assert first.state.epoch == 1
     assert list((tmp_path / "storage" / "train").glob("checkpoint_*/manifest_rank0.json"))
     assert not (tmp_path / "run" / "ray").exists()
@@ -73,12 +76,23 @@ def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_r
     same = tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage)
     assert finished_result(TallrecTask, same, train, valid) is not None  # finished: not trained again
 
-    second = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", epochs=2, storage_path=storage), train, valid)
+    second = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=2, storage_path=storage),
+                           train, valid)
     assert second.state.epoch == 2
     assert second.state.history[0] == first.state.history[0]  # epoch 1 came from the checkpoint, not a rerun
     assert second.state.global_step == 2 * first.state.global_step
     summary = json.loads((second.published_dir / "training_summary.json").read_text())
     assert summary["epochs_run"] == 2
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("raylib").experiment_id])  # one run, continued
+    assert run.data.params["train.learning_rate"] == "0.005" and run.data.params["task"] == "tallrec"
+    auc = client.get_metric_history(run.info.run_id, "val_auc")
+    assert [m.step for m in auc] == [1, 2] and [m.value for m in auc] == [h["val_auc"] for h in second.state.history]
+    assert run.data.metrics["best_epoch"] in (1, 2) and run.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "adapter")} >= {"adapter/adapter_model.safetensors"}
 
 
 def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_dir, movie_records, tmp_path):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from raylib import RaylibError
+from raylib import RaylibError, tracking
 from raylib.config import TrainJob, to_dict
 from raylib.train.checkpoint import (TrainerState, claim_output_dir, current_fingerprint, data_digest,
                                      run_fingerprint)
@@ -110,6 +110,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
     output = Path(job.output_dir).expanduser().resolve()
     _claim(job, fingerprint)
     (output / FINISHED_FILE).unlink(missing_ok=True)
+    run = _tracked(task_cls, job, output, fingerprint)
     ensure_ray(job.ray_address)
     storage = storage_path(job)
     check_shared(storage)  # several nodes and a node-local folder: stop now, not at the first checkpoint
@@ -125,7 +126,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
         train_loop_per_worker,
         train_loop_config={"task": task_cls, "job": to_dict(job), "train_rows": staged_train.rows,
                            "threads_per_worker": _threads_per_worker(job),
-                           "after_step": after_step},
+                           "after_step": after_step, "tracking": dataclasses.asdict(run) if run else None},
         datasets=datasets,
         dataset_config=dataset_config,
         # NCCL where GPU workers see CUDA, gloo otherwise (CPU workers; logical GPUs on a CPU machine)
@@ -144,6 +145,8 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
     start = time.time()
     result = trainer.fit()
     if result.error is not None:
+        if run:
+            tracking.close(run, "FAILED")
         raise result.error
     if result.checkpoint is None:
         raise RuntimeError("Training reported no checkpoint.")
@@ -156,4 +159,18 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
     (output / FINISHED_FILE).write_text(json.dumps(
         {"fingerprint": fingerprint, "run_length": _run_length(job), "published": str(published),
          "state": dataclasses.asdict(state), "metrics": outcome.metrics}, indent=1, default=str))
+    if run:
+        tracking.log_metrics(run, {"best_metric": state.best_metric, "best_epoch": state.best_epoch,
+                                   "optimizer_steps": state.global_step, "wall_time_s": outcome.wall_time_s})
+        tracking.log_artifacts(run, published)
+        tracking.close(run)
     return outcome
+
+
+def _tracked(task_cls, job: TrainJob, output: Path, fingerprint: dict[str, Any]) -> tracking.Run | None:
+    """This stage's MLflow run (`raylib.tracking`): its fingerprinted settings and run length as params."""
+    if job.train.fresh_start:
+        (output / tracking.STAGE_RUN_FILE).unlink(missing_ok=True)
+    params = {**{k: v for k, v in fingerprint.items() if k != "records"}, "records_sha1": fingerprint["records"],
+              "run_length": _run_length(job)}
+    return tracking.stage_run(job.tracking, output, f"train {task_cls.task_id}", params)

@@ -88,6 +88,7 @@ class WorkerRun:
         self.job = from_dict(self.task_cls.config_cls, loop_config["job"])
         self.cfg = self.job.train
         self.after_step = loop_config.get("after_step")  # a hook (the scale benchmark's fault drill), or None
+        self.track = lambda record, epoch: None  # rank 0 logs each epoch to the stage's MLflow run, if any
         # A GPU worker that sees no CUDA (Ray started with logical GPUs on a CPU machine) trains on its CPU.
         self.use_cuda = self.cfg.use_gpu and torch.cuda.is_available()
         _setup_environment(self.use_cuda)
@@ -103,6 +104,10 @@ class WorkerRun:
         context = ray.train.get_context()
         quiet_libraries()  # after Ray Train configured this worker's loggers
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        if self.rank == 0 and self.loop_config.get("tracking"):
+            from raylib.tracking import worker_logger
+
+            self.track = worker_logger(self.loop_config["tracking"])
         if self.use_cuda:
             self.device = ray.train.torch.get_device()
             torch.cuda.set_device(self.device)
@@ -287,6 +292,8 @@ class WorkerRun:
             state.bad_epochs += 1
         state.epoch, state.step_in_epoch, state.epoch_losses, state.epoch_tokens = epoch + 1, 0, [], 0
         state.history.append(record)
+        if self.rank == 0:
+            self.track(record, epoch + 1)
         stop = self.should_stop()
         state.finished = stop
         shown = f", val {task.metric} {record[f'val_{task.metric}']:.4f}" if f"val_{task.metric}" in record else ""
