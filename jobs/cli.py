@@ -141,7 +141,8 @@ def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
         from raylib.config import to_dict
 
         # the job's MLflow run: its config as params; its training stages and Tune trials become its children
-        with tracking.job_run(getattr(config, "tracking", None), config.output_dir, f"{kind} {name}",
+        with tracking.job_run(getattr(config, "tracking", None), config.output_dir,
+                              name if kind == "train" else f"bench {name}",
                               to_dict(config)) as tracked:
             report = _load(entry.run)(config)
             if tracked:

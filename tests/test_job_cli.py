@@ -52,7 +52,7 @@ def test_other_jobs_check_their_config_too(tmp_path, job, overrides, message):
 def test_a_run_prints_a_screenful(tiny_model_dir, tmp_path):
     done, _ = run_job("--config", "jobs/configs/tallrec_cpu.yaml", f"model.name={tiny_model_dir}",
                       "data.train_samples=8", "data.valid_samples=8", "data.test_samples=16", "train.epochs=2",
-                      f"output_dir={tmp_path / 'out'}", timeout=600)
+                      f"output_dir={tmp_path / 'out'}", "tracking.enabled=true", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = done.stdout + done.stderr
     # With a second local Ray on the host (this test session's), Ray Train's placement-group cleaner cannot tell
@@ -64,5 +64,14 @@ def test_a_run_prints_a_screenful(tiny_model_dir, tmp_path):
     assert "[tallrec] data from" in text and "[train] epoch 2: train loss" in text and "val auc" in text
     assert "zero-shot" in text and "tuned" in text and "adapter:" in text
     for noise in ("TrainingReport(", "Checkpoint successfully created", "Requesting resources", "core_worker",
-                  "FutureWarning", "built successfully", "Started a local Ray instance"):
+                  "FutureWarning", "built successfully", "Started a local Ray instance", "mlflow", "alembic"):
         assert noise not in text
+    # MLflow: the job's run (its config, its report) with the training stage as its child
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("raylib").experiment_id])}
+    job, stage = runs["tallrec"], runs["tallrec training"]
+    assert stage.data.tags["mlflow.parentRunId"] == job.info.run_id and "val_auc" in stage.data.metrics
+    assert job.data.params["data.train_samples"] == "8" and "tuned.auc" in job.data.metrics
+    assert "report.json" in {a.path for a in client.list_artifacts(job.info.run_id)}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from raylib import RaylibError
-from raylib.config import TuneSettings
+from raylib.config import TrackingSettings, TuneSettings
 from raylib.tune import edges, search, space_from_config
 
 SPACE = {"x": {"type": "uniform", "low": -4.0, "high": 4.0}}
@@ -44,10 +44,18 @@ def test_search_finds_the_optimum_and_resumes_the_persisted_study(ray_session, t
     rerun = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=12, seed=0),
                    output_dir=tmp_path, study_name="quadratic", constants=constants)
     assert rerun["trials"] == 0 and rerun["best_params"] == first["best_params"]
-    # a larger one extends the study; its trials are all in the SQLite file, the answer is the best of them
-    again = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=16, seed=1),
-                   output_dir=tmp_path, study_name="quadratic", constants=constants)
+    # a larger one extends the study; its trials are all in the SQLite file, the answer is the best of them.
+    # Inside a tracked job, each new trial is an MLflow child run of the job's run (Ray Tune's MLflow callback).
+    from raylib import tracking
+
+    with tracking.job_run(TrackingSettings(enabled=True), tmp_path / "job", "a job", {"x": 1}) as job:
+        again = search(closeness, SPACE, metric="score", mode="max", settings=TuneSettings(num_samples=16, seed=1),
+                       output_dir=tmp_path, study_name="quadratic", constants=constants)
     assert again["trials"] == 4 and again["study_trials"] == 16
+    from mlflow.tracking import MlflowClient
+
+    trials = MlflowClient(job.uri).search_runs([job.experiment_id], f"tags.mlflow.parentRunId = '{job.run_id}'")
+    assert len(trials) == 4 and all("score" in t.data.metrics and "x" in t.data.params for t in trials)
     study = optuna.load_study(study_name="quadratic", storage=f"sqlite:///{tmp_path / 'tune' / 'optuna.db'}")
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 16
     assert again["best_value"] == pytest.approx(study.best_value) and again["best_value"] >= first["best_value"]

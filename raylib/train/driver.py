@@ -173,4 +173,4 @@ def _tracked(task_cls, job: TrainJob, output: Path, fingerprint: dict[str, Any])
         (output / tracking.STAGE_RUN_FILE).unlink(missing_ok=True)
     params = {**{k: v for k, v in fingerprint.items() if k != "records"}, "records_sha1": fingerprint["records"],
               "run_length": _run_length(job)}
-    return tracking.stage_run(job.tracking, output, f"train {task_cls.task_id}", params)
+    return tracking.stage_run(job.tracking, output, f"{task_cls.task_id} training", params)
