@@ -81,7 +81,7 @@ def release_year(title: str) -> str:
     return match.group(1) if match else ""
 
 
-def ctr_table_from_movielens(ml, like_threshold: float = 4.0, history_len: int = 10,
+def ctr_table_of(ml, like_threshold: float = 4.0, history_len: int = 10,
                              zip_prefix: int = 2) -> pa.Table:
     """Every rating becomes a sample in global time order (ties keep file order); its history is the user's
     `history_len` most recent ratings before it. Age and zip follow `FeatureRules`. `ml` is any dataset
@@ -318,7 +318,7 @@ def load_ctr_data(cfg) -> CtrData:
         dataset = load_dataset(cfg.dataset)
         if "rating" not in dataset.interactions.column_names:
             dataset.require("interactions", ("label",), "CoReLLa (a like label, or a rating to threshold)")
-        table = ctr_table_from_movielens(dataset, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
+        table = ctr_table_of(dataset, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
         train, valid, test = split_at(table, time_cutoffs(dataset.interactions.column("timestamp").to_numpy(),
                                                           tuple(cfg.split_fractions)))
         source = dataset.source
@@ -326,7 +326,7 @@ def load_ctr_data(cfg) -> CtrData:
         from raylib.data.movielens import load_movielens
 
         ml = load_movielens(cfg.movielens_dir)
-        table = ctr_table_from_movielens(ml, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
+        table = ctr_table_of(ml, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
         train, valid, test = split_by_time(table, tuple(cfg.split_fractions))
         source = ml.source
     else:
