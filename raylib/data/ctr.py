@@ -81,8 +81,7 @@ def release_year(title: str) -> str:
     return match.group(1) if match else ""
 
 
-def ctr_table_of(ml, like_threshold: float = 4.0, history_len: int = 10,
-                             zip_prefix: int = 2) -> pa.Table:
+def ctr_table_of(ml, like_threshold: float = 4.0, history_len: int = 10, zip_prefix: int = 2) -> pa.Table:
     """Every rating becomes a sample in global time order (ties keep file order); its history is the user's
     `history_len` most recent ratings before it. Age and zip follow `FeatureRules`. `ml` is any dataset
     (`raylib.data.dataset.Dataset` too): a `label` column is the label where there is one, else rating >=
