@@ -326,9 +326,10 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
                                                targets["test"], seen=seen["test"])
     gamma = {k: v["best_params"]["gamma"] for k, v in gammas.items()}
     # NDCG on the validation windows (never test) is what a recipe is chosen by (issue 21, item 8)
-    valid = {"bigrec": metrics_of(target_ranks(distances["valid"], targets["valid"], seen=seen["valid"]))}
+    valid_ranks = target_ranks(distances["valid"], targets["valid"], seen=seen["valid"])
     report = finish_report(job, "bigrec", data, ranks, beams["test"], result, start, gamma=gamma,
-                           gamma_search=gammas, valid_metrics=valid)
+                           gamma_search=gammas, valid_metrics={"bigrec": metrics_of(valid_ranks)},
+                           valid_ranks={"bigrec": np.asarray(valid_ranks).tolist()})
     publish_for_serving(job, data, catalogue_emb, result.published_dir, gamma["pop"], report["metrics"])
     return report
 
