@@ -278,3 +278,13 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+# Fields added to a config section after caches keyed on it were written, with the default that changes nothing:
+# `key_dict` leaves them out at that default, so stages cached before they existed are still found.
+KEY_NEUTRAL = {"dataset": None}
+
+
+def key_dict(section: Any) -> dict[str, Any]:
+    """A config section as a cache key: `to_dict` less the `KEY_NEUTRAL` fields at their neutral default."""
+    return {k: v for k, v in to_dict(section).items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}

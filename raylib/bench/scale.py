@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, to_dict
+from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, to_dict, key_dict
 from raylib.methods.tallrec.config import DataConfig, EvalConfig
 from raylib.assets import PROJECT_DIR
 
@@ -110,7 +110,7 @@ def _job(config: BenchScaleConfig, name: str, **train: Any):
     from raylib.methods.tallrec.config import TallrecJobConfig
 
     return from_dict(TallrecJobConfig, {
-        "model": to_dict(config.model), "lora": to_dict(config.lora), "data": to_dict(config.data),
+        "model": to_dict(config.model), "lora": to_dict(config.lora), "data": key_dict(config.data),
         "eval": to_dict(config.eval), "train": {**to_dict(config.train), **train},
         "output_dir": str(Path(config.work_dir).resolve() / name), "skip_zero_shot": True})
 

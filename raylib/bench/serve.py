@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, to_dict
+from raylib.config import STRICT, to_dict, key_dict
 from raylib.methods.corella.config import CtrDataConfig
 from raylib.assets import PROJECT_DIR
 
@@ -200,7 +200,7 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
     samples, labels, records = fixed_test_subset(config, routing.vocab_hash)
     folder = Path(config.output_dir).expanduser().resolve() / "phases"
     key = {"crm": routing.crm_hash, "adapter": routing.adapter_hash, "threshold": routing.threshold,
-           "data": to_dict(config.data)}
+           "data": key_dict(config.data)}
     url = f"http://127.0.0.1:{config.port}"
     report: dict[str, Any] = {"test_samples": len(samples), "threshold": routing.threshold}
     path = Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report

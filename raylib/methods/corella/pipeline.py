@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from raylib import RaylibError
-from raylib.config import from_dict, to_dict
+from raylib.config import from_dict, to_dict, key_dict
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
 from raylib.data.ctr import CtrData, CtrVocab, load_ctr_data, sample_rows
 from raylib.metrics import binary_report
@@ -235,7 +235,7 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     # Scores on fixed seeded subsets (the LLM is the expensive part); cached under the models' hashes.
     valid, test = views.valid, views.test
     key = {"crm": file_sha1(final_crm / "model.safetensors"), "adapter": file_sha1(adapter / "adapter_model.safetensors"),
-           "data": to_dict(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
+           "data": key_dict(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
     from raylib import placement
 
     where = placement.for_job(job)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from raylib import RaylibError
-from raylib.config import to_dict
+from raylib.config import to_dict, key_dict
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
 from raylib.data.sequences import (NextItemWindow, SequenceData, build_sequence_data, held_out_validation,
                                     sample_windows)
@@ -300,7 +300,7 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
           f"{len(data.catalogue)} catalogue items, from {data.source}", flush=True)
     result = train_llm(BigrecTask, job, data, "bigrec")
     key = {"adapter": adapter_key(result.published_dir), "generation": to_dict(job.generation),
-           "data": to_dict(job.data)}
+           "data": key_dict(job.data)}
     beams = generate_beams(job, str(result.published_dir),
                            {s: title_records(getattr(data, s), data, "bigrec") for s in ("valid", "test")}, key,
                            output / "stages", [BigrecTask.answer(t) for t in data.catalogue.titles])
@@ -365,7 +365,7 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
           f"{job.num_templates} templates, {job.generation.num_beams} beams", flush=True)
     result = train_llm(GenrecTask, job, data, "genrec", job.num_templates)
     key = {"adapter": adapter_key(result.published_dir), "generation": to_dict(job.generation),
-           "data": to_dict(job.data), "templates": job.num_templates}
+           "data": key_dict(job.data), "templates": job.num_templates}
     test_records = title_records(data.test, data, "genrec", job.num_templates, job.data.seed + 2)
     beams = generate_beams(job, str(result.published_dir), {"test": test_records}, key, output / "stages",
                            [GenrecTask.answer(t) for t in data.catalogue.titles])["test"]
