@@ -204,7 +204,3 @@ def time_cutoffs(timestamps, fractions=TIME_FRACTIONS) -> tuple[int, int]:
     valid_at = int(stamps[min(n - 1, int(round(fractions[0] * n)))])
     test_at = int(stamps[min(n - 1, int(round((fractions[0] + fractions[1]) * n)))])
     return valid_at, test_at
-
-
-def period_of(timestamp: int, cutoffs: tuple[int, int]) -> str:
-    return "train" if timestamp < cutoffs[0] else "valid" if timestamp < cutoffs[1] else "test"
