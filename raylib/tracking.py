@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from pydantic.dataclasses import dataclass
 
+from raylib import RaylibError
 from raylib.config import TrackingSettings
 
 RUN_FILE = "mlflow_run.json"  # a job's run id, in its output_dir
@@ -176,7 +177,12 @@ def job_run(settings: TrackingSettings | None, folder: str | Path, name: str,
         finally:
             _ACTIVE.pop()
         return
-    run = open_run(settings, folder, name, params, parent)
+    try:
+        run = open_run(settings, folder, name, params, parent)
+    except Exception as err:  # noqa: BLE001 - an unreachable or malformed store: one line, before any work
+        raise RaylibError(f"tracking: cannot open an MLflow run in {store_uri(settings, folder)} "
+                          f"({str(err).splitlines()[0][:160]}); fix tracking.tracking_uri or set "
+                          "tracking.enabled=false.") from None
     _ACTIVE.append(run)
     try:
         yield run

@@ -95,3 +95,13 @@ def test_an_optimum_at_the_edge_of_its_range_is_named():
 def test_a_bad_space_is_one_clear_error(spec, message):
     with pytest.raises(RaylibError, match=message):
         space_from_config(spec)
+
+
+def test_a_tracking_store_that_cannot_be_opened_is_one_line_before_any_work(tmp_path):
+    from raylib import tracking
+
+    ran = []
+    with pytest.raises(RaylibError, match=r"tracking: cannot open an MLflow run in bogus://x .*tracking.enabled=false"):
+        with tracking.job_run(TrackingSettings(enabled=True, tracking_uri="bogus://x"), tmp_path, "a job", {}):
+            ran.append(True)
+    assert not ran
