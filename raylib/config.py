@@ -280,11 +280,13 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-# Fields added to a config section after caches keyed on it were written, with the default that changes nothing:
-# `key_dict` leaves them out at that default, so stages cached before they existed are still found.
-KEY_NEUTRAL = {"dataset": None}
+# Fields added to a config section after caches keyed on it were written, with the values that change nothing:
+# `key_dict` leaves them out at those values, so stages cached before they existed are still found. A section
+# whose view of a dataset is the same whichever way it is named may widen this (its own `KEY_NEUTRAL`).
+KEY_NEUTRAL: dict[str, tuple] = {"dataset": (None,)}
 
 
 def key_dict(section: Any) -> dict[str, Any]:
-    """A config section as a cache key: `to_dict` less the `KEY_NEUTRAL` fields at their neutral default."""
-    return {k: v for k, v in to_dict(section).items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
+    """A config section as a cache key: `to_dict` less the `KEY_NEUTRAL` fields at a neutral value."""
+    neutral = getattr(section, "KEY_NEUTRAL", KEY_NEUTRAL)
+    return {k: v for k, v in to_dict(section).items() if not (k in neutral and v in neutral[k])}

@@ -1,0 +1,464 @@
+"""The leaderboard (issue 22): every method on one dataset and its one time split, side by side.
+
+A client of the method jobs. Each runs from its recipe (`recipes`: the CPU recipes by default) with
+`data.dataset` set to the leaderboard's dataset, in `<output_dir>/<method>`, and keeps its outcome in
+`<output_dir>/stages/`, so a rerun finishes in seconds:
+  preference   one seeded sample of the test period's preference records (TALLRec's view: the `test_samples` it
+               scores) scored by every model: the base LLM zero-shot, TALLRec, RecCocktail's entropy-merged adapter,
+               CoReLLa's CRM, LLM and routed system, and DCNv2 alone (CoReLLa's stage 1); CoReLLa's models read
+               the CTR rows of the same (user, item) pairs. AUC, LogLoss, accuracy.
+  ranking      BIGRec (+ popularity, + SASRec), GenRec, popularity and SASRec on the same test windows, full
+               ranking (the BIGRec benchmark's runs: `ranking_dir` shares their trained models and beams).
+Each row: the mean, its 95% bootstrap interval, and the paired bootstrap difference to the best baseline
+(zero-shot or DCNv2; popularity or SASRec); training time (the seconds of its optimizer steps), inference time on
+the test items, tokens/s and the recipe. Writes `report` as JSON, PNG and Markdown. Inside a tracked job (MLflow)
+each method is a child run of the leaderboard's run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from raylib import RaylibError
+from raylib.assets import PROJECT_DIR
+from raylib.config import STRICT, DatasetSpec, TrackingSettings, from_dict, to_dict
+from raylib.stages import cached_stage
+
+PREFERENCE = ("zero_shot", "tallrec", "cocktail", "corella_crm", "corella_llm", "corella_routed", "dcnv2")
+PREFERENCE_BASELINES = ("zero_shot", "dcnv2")
+RANKING = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec", "genrec_grounded")
+RANKING_BASELINES = ("popularity", "sasrec")
+SHARED_BOOKS = PROJECT_DIR.parent / "shared" / "data" / "tallrec" / "book" / "valid.json"
+
+
+@dataclass(config=STRICT)
+class BenchLeaderboardConfig:
+    dataset: DatasetSpec = "ml-100k"
+    model_name: str = Field("smollm2-135m", min_length=1)  # every method's model.name (a name or a folder)
+    # The preference test sample: TALLRec's view of the test period, seeded (0 = every record).
+    test_samples: int = Field(500, ge=0)
+    seed: int = 42
+    # Each method's recipe (a file under jobs/configs or a path) and the changes the leaderboard makes to it.
+    recipes: dict[str, str] = dataclasses.field(default_factory=lambda: {
+        "tallrec": "tallrec_cpu.yaml", "corella": "corella_cpu.yaml", "cocktail": "cocktail_cpu.yaml",
+        "nextitem": "bench_bigrec.yaml"})
+    changes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # RecCocktail's second domain for the base spirit (TALLRec-format records); absent = the base spirit learns
+    # the target dataset alone (the job says so).
+    second_domain: str | None = str(SHARED_BOOKS)
+    # The BIGRec benchmark's runs (`raylib.bench.nextitem`) the ranking rows take: BIGRec's recipe chosen on
+    # validation (docs/nextitem.md) and GenRec as its authors run it.
+    bigrec_run: str = "response_lr3e-3"
+    genrec_run: str = "authors"
+    ranking_dir: str | None = None  # None: <output_dir>/nextitem
+    parts: list[str] = dataclasses.field(default_factory=lambda: ["preference", "ranking"])
+    bootstrap_rounds: int = Field(2000, ge=100)
+    output_dir: str = Field("runs/leaderboard", min_length=1)
+    report: str = "reports/leaderboard.json"
+    ray_address: str | None = None
+    tracking: TrackingSettings = dataclasses.field(default_factory=TrackingSettings)
+
+
+# ------------------------------------------------------------------ the method jobs
+def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def method_job(config: BenchLeaderboardConfig, method: str, cls: type, imposed: dict[str, Any]):
+    """The method's recipe, then what the leaderboard imposes (dataset, folder, model), then `changes[method]`."""
+    recipe = Path(config.recipes[method])
+    path = recipe if recipe.is_file() else PROJECT_DIR / "jobs" / "configs" / recipe
+    if not path.is_file():
+        raise RaylibError(f"leaderboard: recipes.{method}: no file {recipe} (nor jobs/configs/{recipe}).")
+    values = yaml.safe_load(path.read_text()) or {}
+    values = {k: v for k, v in values.items() if k != "report"}
+    values = _merge(values, {"model": {"name": config.model_name}, "ray_address": config.ray_address,
+                             "tracking": to_dict(config.tracking),
+                             "output_dir": str(_out(config) / method), **imposed})
+    return from_dict(cls, _merge(values, config.changes.get(method, {})), where=f"leaderboard {method} ({path.name})")
+
+
+def _out(config: BenchLeaderboardConfig) -> Path:
+    return Path(config.output_dir).expanduser().resolve()
+
+
+def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """`run(job)` as a child MLflow run of the leaderboard's, its outcome kept under the job's whole config."""
+    from raylib import tracking
+
+    def compute() -> dict[str, Any]:
+        start = time.time()
+        with tracking.job_run(job.tracking, job.output_dir, f"leaderboard {name}", to_dict(job)) as tracked:
+            report = run(job)
+            if tracked:
+                tracking.log_report(tracked, report, Path(job.output_dir))
+        return {"report": _jsonable(report), "job_s": time.time() - start}
+
+    key = {"job": to_dict(job), "dataset": _dataset_key(config)}
+    return cached_stage(_out(config) / "stages" / f"{name}.json", key, compute)
+
+
+def _dataset_key(config: BenchLeaderboardConfig) -> str:
+    from raylib.data.dataset import load_dataset
+
+    return load_dataset(config.dataset).fingerprint()
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def training(*folders: str | Path) -> dict[str, float | None]:
+    """Seconds in optimizer steps and mean training tokens/s of finished trainer runs (their `finished.json`)."""
+    seconds, rates = 0.0, []
+    for folder in folders:
+        path = Path(folder) / "finished.json"
+        if not path.is_file():
+            return {"train_s": None, "train_tokens_per_s": None}
+        state = json.loads(path.read_text())["state"]
+        seconds += float(sum(state.get("step_times", [])))
+        rates += [h["train_tokens_per_s"] for h in state.get("history", []) if h.get("train_tokens_per_s")]
+    return {"train_s": seconds, "train_tokens_per_s": float(np.mean(rates)) if rates else None}
+
+
+# ------------------------------------------------------------------ preference prediction
+def preference_scores(config: BenchLeaderboardConfig) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(the test sample: user, item, label; per row: probabilities and costs)."""
+    from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.tallrec.config import TallrecJobConfig
+    from raylib.methods.tallrec.pipeline import run_tallrec
+
+    data = {"dataset": config.dataset, "test_samples": config.test_samples, "seed": config.seed}
+    tallrec = method_job(config, "tallrec", TallrecJobConfig, {"data": data})
+    outcome = run_method(config, "tallrec", tallrec, run_tallrec)
+    scored = json.loads(Path(outcome["report"]["test_scores"]).read_text())
+    sample = {k: scored[k] for k in ("user_id", "item_id", "label")}
+    report = outcome["report"]
+    costs = training(tallrec.output_dir)
+    rows = {"zero_shot": _row(scored["zero_shot"], report["zero_shot"], {"train_s": 0.0}, "the base model"),
+            "tallrec": _row(scored["tuned"], report["tuned"], costs, config.recipes["tallrec"])}
+    rows.update(cocktail_rows(config, tallrec, sample, CocktailJobConfig))
+    rows.update(corella_rows(config, sample, CorellaJobConfig))
+    return sample, rows
+
+
+def _row(probs: list[float], scored: dict[str, Any], costs: dict[str, Any], recipe: str) -> dict[str, Any]:
+    return {"probabilities": list(probs), "infer_s": scored.get("seconds"),
+            "infer_tokens_per_s": scored.get("approx_tokens_per_s"), **costs, "recipe": recipe}
+
+
+def cocktail_rows(config: BenchLeaderboardConfig, tallrec_job, sample, cls) -> dict[str, dict[str, Any]]:
+    """RecCocktail with the dataset as its target domain (its test period = TALLRec's) and `second_domain`."""
+    from raylib.methods.cocktail.pipeline import run_cocktail
+    from raylib.methods.tallrec.pipeline import load_tallrec_data, score_on_ray
+    from raylib.train.checkpoint import adapter_sha1
+
+    domains = [{"name": "movie", "source": "dataset", "dataset": config.dataset}]
+    second = Path(config.second_domain).expanduser() if config.second_domain else None
+    if second is not None and second.is_file():
+        domains.append({"name": "book", "source": "file", "file": str(second)})
+    else:
+        print(f"[leaderboard] RecCocktail: no second domain ({config.second_domain or 'none given'}): the base "
+              "spirit learns the target dataset alone", flush=True)
+    job = method_job(config, "cocktail", cls, {"domains": domains, "target": "movie"})
+    outcome = run_method(config, "cocktail", job, run_cocktail)
+    adapter = Path(job.output_dir) / job.target / outcome["report"]["adapters"]["entropy"]
+    records = load_tallrec_data(tallrec_job.data).test
+    _same_sample(records, sample, "RecCocktail")
+    key = {"adapter": adapter_sha1(adapter), "sample": sample, "eval": to_dict(job.eval)}
+    scored = cached_stage(_out(config) / "stages" / "cocktail_scores.json", key,
+                          lambda: score_on_ray(job, records, str(adapter)))
+    folders = [Path(job.output_dir) / "base_spirit", Path(job.output_dir) / job.target / "ingredient",
+               Path(job.output_dir) / job.target / "entropy_merge"]
+    return {"cocktail": _row(scored["probabilities"], scored, training(*folders), config.recipes["cocktail"])}
+
+
+def _same_sample(records, sample: dict[str, Any], who: str) -> None:
+    if [r.user_id for r in records] != sample["user_id"] or [r.item_id for r in records] != sample["item_id"]:
+        raise RaylibError(f"leaderboard: {who} would score other test records than TALLRec's sample.")
+
+
+def corella_rows(config: BenchLeaderboardConfig, sample, cls) -> dict[str, dict[str, Any]]:
+    """CoReLLa's final CRM, LLM and routed system, and its stage-1 DCNv2 alone, on the CTR rows of the sample's
+    (user, item) pairs (the same interactions, with the CRM's features)."""
+    from raylib.data.ctr import load_ctr_data
+    from raylib.methods.corella.pipeline import run_corella
+    from raylib.stages import file_sha1
+
+    job = method_job(config, "corella", cls, {"data": {"dataset": config.dataset}})
+    outcome = run_method(config, "corella", job, run_corella)
+    artifacts = Path(outcome["report"]["artifacts"])
+    stage1 = Path(outcome["report"]["stages"]["crm"])
+    test = load_ctr_data(job.data).test
+    index = {}
+    for row, pair in enumerate(zip(test.column("user_id").to_pylist(), test.column("item_id").to_pylist())):
+        index.setdefault(pair, row)
+    missing = [p for p in zip(sample["user_id"], sample["item_id"]) if p not in index]
+    if missing:
+        raise RaylibError(f"leaderboard: {len(missing)} test pairs have no CoReLLa sample, e.g. {missing[0]}.")
+    rows = test.take([index[p] for p in zip(sample["user_id"], sample["item_id"])])
+    key = {"crm": file_sha1(artifacts / "crm" / "model.safetensors"), "stage1": file_sha1(stage1 / "model.safetensors"),
+           "adapter": file_sha1(artifacts / "adapter" / "adapter_model.safetensors"), "sample": sample,
+           "model": to_dict(job.model)}
+    scored = cached_stage(_out(config) / "stages" / "corella_scores.json", key,
+                          lambda: _score_corella(job, artifacts, stage1, rows))
+    agree = float(np.mean(np.array(scored["labels"]) == np.array(sample["label"])))
+    if agree < 1.0:
+        print(f"[leaderboard] CoReLLa's CTR labels agree with TALLRec's on {agree:.1%} of the sample "
+              "(the ratings' thresholds differ); every row is scored against TALLRec's labels", flush=True)
+    out = _out(config) / "corella"
+    every_stage = training(out / "stage1-crm", out / "stage2-joint", out / "stage3-llm")
+    recipe = config.recipes["corella"]
+    return {
+        "corella_crm": _row(scored["crm"], {"seconds": scored["crm_seconds"]}, every_stage, recipe),
+        "corella_llm": _row(scored["llm"], {"seconds": scored["llm_seconds"]}, every_stage, recipe),
+        "corella_routed": {**_row(scored["routed"], {"seconds": scored["routed_seconds"]}, every_stage, recipe),
+                           "llm_share": float(np.mean(scored["mask"])), "threshold": scored["threshold"]},
+        "dcnv2": _row(scored["dcnv2"], {"seconds": scored["dcnv2_seconds"]}, training(out / "stage1-crm"),
+                      f"{recipe} (stage 1 alone)"),
+    }
+
+
+def _score_corella(job, artifacts: Path, stage1: Path, rows) -> dict[str, Any]:
+    """Both of CoReLLa's models and the routed system in one placed actor (as the job scores them), DCNv2 alone
+    in a placed task; the driver loads no weights."""
+    from raylib import placement
+    from raylib.data.ctr import CtrVocab
+    from raylib.methods.corella.crm import VOCAB_FILE
+    from raylib.methods.corella.pipeline import RoutedScorer, check_artifacts, crm_scores_of
+
+    routing = check_artifacts(artifacts)
+    records = CtrVocab.load(artifacts / "crm" / VOCAB_FILE).records(rows, with_text=True)
+    where = placement.for_job(job)
+    scorer = placement.start(RoutedScorer, artifacts / "crm", artifacts / "adapter", job, routing.threshold,
+                             placement=where)
+    try:
+        both = scorer.call("both_scores", records)
+        routed = scorer.call("routed_timed", records, routing.threshold)
+    finally:
+        scorer.close()
+    start = time.perf_counter()
+    dcnv2 = placement.run(crm_scores_of, str(stage1), CtrVocab.load(stage1 / VOCAB_FILE).records(rows),
+                          placement=where)
+    return {**both, "routed": routed["probs"], "mask": routed["mask"], "routed_seconds": routed["seconds"],
+            "threshold": routing.threshold, "dcnv2": np.asarray(dcnv2).tolist(),
+            "dcnv2_seconds": time.perf_counter() - start, "labels": [r["label"] for r in records]}
+
+
+# ------------------------------------------------------------------ next-item ranking
+def ranking_ranks(config: BenchLeaderboardConfig) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(the test windows, per row: each window's rank of its target and costs), from the BIGRec benchmark's
+    runs on this dataset."""
+    from raylib.bench.nextitem import BenchNextItemConfig, run_jobs
+    from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
+    from raylib.methods.nextitem.pipeline import load_sequence_data, run_bigrec, run_genrec
+
+    folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
+    bench = method_job(config, "nextitem", BenchNextItemConfig, {"data": {"dataset": config.dataset},
+                                                                 "output_dir": str(folder)})
+    if config.bigrec_run not in bench.bigrec_runs or config.genrec_run not in bench.genrec_runs:
+        raise RaylibError(f"leaderboard: bigrec_run {config.bigrec_run!r} / genrec_run {config.genrec_run!r} must "
+                          f"be runs of the BIGRec benchmark ({sorted(bench.bigrec_runs)} / {sorted(bench.genrec_runs)}).")
+    data = load_sequence_data(bench.data)
+    (_, bigrec), = run_jobs(bench, "bigrec", BigrecJobConfig, {config.bigrec_run: bench.bigrec_runs[config.bigrec_run]})
+    (_, genrec), = run_jobs(bench, "genrec", GenrecJobConfig, {config.genrec_run: bench.genrec_runs[config.genrec_run]},
+                            num_templates=bench.num_templates, baselines=False,
+                            generation={"num_beams": bench.genrec_num_beams})
+    recipe = f"{config.recipes['nextitem']}"
+    b = run_method(config, "bigrec", bigrec, lambda job: run_bigrec(job, data))["report"]
+    g = run_method(config, "genrec", genrec, lambda job: run_genrec(job, data))["report"]
+    llm_b, llm_g = training(bigrec.output_dir), training(genrec.output_dir)
+    sasrec = training(Path(bigrec.output_dir) / "sasrec-heldout")
+    cost = {"popularity": {"train_s": 0.0}, "sasrec": sasrec, "bigrec": llm_b, "bigrec_pop": llm_b,
+            "bigrec_cf": {"train_s": _plus(llm_b["train_s"], sasrec["train_s"]),
+                          "train_tokens_per_s": llm_b["train_tokens_per_s"]},
+            "genrec": llm_g, "genrec_grounded": llm_g}
+    ranks = {**{k: b["ranks"][k] for k in ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf")},
+             "genrec": g["ranks"]["genrec_exact"], "genrec_grounded": g["ranks"]["genrec_grounded"]}
+    runs = {"bigrec": f"bigrec/{config.bigrec_run}", "genrec": f"genrec/{config.genrec_run}"}
+    rows = {name: {"ranks": r, **cost[name], "recipe": f"{recipe} ({runs.get(name.split('_')[0], name)})"}
+            for name, r in ranks.items()}
+    windows = {"test_windows": len(data.test), "catalogue_items": len(data.catalogue)}
+    return windows, rows
+
+
+def _plus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
+
+
+# ------------------------------------------------------------------ the table
+def preference_table(sample: dict[str, Any], rows: dict[str, dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """AUC / LogLoss / accuracy per row, the AUC's bootstrap interval, and each row minus the best baseline."""
+    from raylib.metrics import auc, binary_report, paired_bootstrap
+
+    labels = np.asarray(sample["label"])
+    table = {name: {**binary_report(labels, np.asarray(row["probabilities"])),
+                    **{k: v for k, v in row.items() if k != "probabilities"}} for name, row in rows.items()}
+    best = max((b for b in PREFERENCE_BASELINES if b in table), key=lambda b: table[b]["auc"], default=None)
+    for name, row in table.items():
+        probs = np.asarray(rows[name]["probabilities"])
+        row["auc_ci"] = _interval(labels, probs, rounds)
+        if best and name != best:
+            found = paired_bootstrap(probs, np.asarray(rows[best]["probabilities"]), auc, labels, rounds)
+            row["vs_best_baseline"] = {"baseline": best, "auc_diff": found["diff"], "ci": found["ci"]}
+    return table
+
+
+def _interval(labels: np.ndarray, probs: np.ndarray, rounds: int) -> list[float]:
+    """The AUC's 95% percentile interval over `rounds` resamples of the test records."""
+    from raylib.metrics import auc
+
+    rng, values = np.random.default_rng(0), []
+    for _ in range(rounds):
+        index = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[index])) == 2:
+            values.append(auc(labels[index], probs[index]))
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def ranking_table(rows: dict[str, dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """NDCG@K / HR@K per row, NDCG@10's bootstrap interval, and each row minus the best baseline."""
+    from raylib.metrics import ndcg_gains, paired_bootstrap, ranking_report
+
+    table = {name: {**ranking_report(row["ranks"]), **{k: v for k, v in row.items() if k != "ranks"}}
+             for name, row in rows.items()}
+    best = max((b for b in RANKING_BASELINES if b in table), key=lambda b: table[b]["ndcg@10"], default=None)
+    for name, row in table.items():
+        gains = ndcg_gains(rows[name]["ranks"], 10)
+        rng = np.random.default_rng(0)
+        means = [gains[rng.integers(0, len(gains), len(gains))].mean() for _ in range(rounds)]
+        row["ndcg@10_ci"] = [float(v) for v in np.percentile(means, [2.5, 97.5])]
+        if best and name != best:
+            found = paired_bootstrap(gains, ndcg_gains(rows[best]["ranks"], 10), rounds=rounds)
+            row["vs_best_baseline"] = {"baseline": best, "ndcg@10_diff": found["diff"], "ci": found["ci"]}
+    return table
+
+
+# ------------------------------------------------------------------ the benchmark
+def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
+    from raylib.data.dataset import load_dataset, time_cutoffs
+
+    from raylib.config import ModelConfig
+    from raylib.model import check_model_available
+
+    start = time.time()
+    unknown = sorted(set(config.parts) - {"preference", "ranking"})
+    if unknown:
+        raise RaylibError(f"leaderboard: parts {unknown} are not parts (preference, ranking).")
+    check_model_available(ModelConfig(name=config.model_name))
+    dataset = load_dataset(config.dataset)
+    stamps = dataset.interactions.column("timestamp").to_numpy()
+    cutoffs = time_cutoffs(stamps)
+    report: dict[str, Any] = {
+        "dataset": config.dataset, "source": dataset.source, "model": config.model_name,
+        "command": "python -m jobs.leaderboard",
+        "split": {"kind": "time", "fractions": [0.8, 0.1, 0.1], "valid_from": int(cutoffs[0]),
+                  "test_from": int(cutoffs[1]), "interactions": dataset.interactions.num_rows},
+        "recipes": dict(config.recipes)}
+    path = _report_path(config)
+    if "preference" in config.parts:
+        sample, rows = preference_scores(config)
+        report["preference"] = preference_table(sample, rows, config.bootstrap_rounds)
+        report["split"]["preference_test_records"] = len(sample["label"])
+        report["split"]["preference_positive_share"] = float(np.mean(sample["label"]))
+        save(report, path)
+    if "ranking" in config.parts:
+        windows, rows = ranking_ranks(config)
+        report["ranking"] = ranking_table(rows, config.bootstrap_rounds)
+        report["split"].update(windows)
+        save(report, path)
+    report["wall_time_s"] = time.time() - start
+    report["report_path"] = str(save(report, path))
+    return report
+
+
+def _report_path(config: BenchLeaderboardConfig) -> Path:
+    path = Path(config.report)
+    return path if path.is_absolute() else PROJECT_DIR / path
+
+
+def save(report: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str))
+    path.with_suffix(".md").write_text(markdown(report))
+    plot(report, path.with_suffix(".png"))
+    return path
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Leaderboard: {report['dataset']} ({report['model']})", "",
+             f"One time split: validation from {report['split']['valid_from']}, test from "
+             f"{report['split']['test_from']} (unix seconds). Command: `{report['command']}`.", ""]
+    if "preference" in report:
+        lines += [f"## Preference prediction ({report['split']['preference_test_records']} test records)", "",
+                  "| row | AUC | 95% interval | vs best baseline (paired) | LogLoss | train s | infer s | recipe |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, row in report["preference"].items():
+            versus = row.get("vs_best_baseline")
+            shown = (f"{versus['auc_diff']:+.4f} [{versus['ci'][0]:+.4f}, {versus['ci'][1]:+.4f}] vs "
+                     f"{versus['baseline']}" if versus else "best baseline")
+            lines.append(f"| {name} | {row['auc']:.4f} | [{row['auc_ci'][0]:.4f}, {row['auc_ci'][1]:.4f}] | {shown} | "
+                         f"{row['logloss']:.4f} | {_seconds(row.get('train_s'))} | {_seconds(row.get('infer_s'))} | "
+                         f"{row['recipe']} |")
+        lines.append("")
+    if "ranking" in report:
+        lines += [f"## Next-item ranking ({report['split']['test_windows']} test windows, "
+                  f"{report['split']['catalogue_items']} items, full ranking)", "",
+                  "| row | NDCG@10 | 95% interval | vs best baseline (paired) | HR@10 | train s | recipe |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, row in report["ranking"].items():
+            versus = row.get("vs_best_baseline")
+            shown = (f"{versus['ndcg@10_diff']:+.4f} [{versus['ci'][0]:+.4f}, {versus['ci'][1]:+.4f}] vs "
+                     f"{versus['baseline']}" if versus else "best baseline")
+            lines.append(f"| {name} | {row['ndcg@10']:.4f} | [{row['ndcg@10_ci'][0]:.4f}, {row['ndcg@10_ci'][1]:.4f}] "
+                         f"| {shown} | {row['hr@10']:.4f} | {_seconds(row.get('train_s'))} | {row['recipe']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, m) for k, m in (("preference", "auc"), ("ranking", "ndcg@10")) if k in report]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+    baselines = set(PREFERENCE_BASELINES) | set(RANKING_BASELINES)
+    for ax, (part, metric) in zip(axes[0], panels):
+        rows = report[part]
+        names = list(rows)
+        values = [rows[n][metric] for n in names]
+        low = [v - rows[n][f"{metric}_ci"][0] for n, v in zip(names, values)]
+        high = [rows[n][f"{metric}_ci"][1] - v for n, v in zip(names, values)]
+        colors = ["#999999" if n in baselines else "#3b75af" for n in names]
+        ax.barh(names, values, xerr=[low, high], color=colors, capsize=3)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{metric.upper()} (95% bootstrap interval; grey = baseline)")
+        ax.set_title(part)
+        if metric == "auc":
+            ax.axvline(0.5, color="black", lw=0.8, ls=":")
+            ax.set_xlim(0.3, 1.0)
+    fig.suptitle(f"{report['dataset']}, {report['model']}: one time split", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
