@@ -21,6 +21,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAYLIB_LOCAL_GPUS", "2")
 # MLflow tracking off unless a test turns it on (`tracking.enabled`): a store costs seconds to create.
 os.environ.setdefault("RAYLIB_TRACKING", "off")
+# Ray Train's controller polls its workers every 2 s by default: each tiny run ended up to 2 s after its last
+# step (about 28 runs in the suite). Its Prometheus metrics have no reader here.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 LOAD_LOG = Path(tempfile.gettempdir()) / f"raylib-test-loads-{os.getpid()}.jsonl"
 os.environ["RAYLIB_LOAD_LOG"] = str(LOAD_LOG)
 

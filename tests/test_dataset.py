@@ -135,3 +135,18 @@ def test_a_recCocktail_domain_is_a_dataset(embedded_and_csv):
     assert {r.item_id for r in splits.train + splits.test} <= dramas
     with pytest.raises(RaylibError, match="`dataset` goes with source=dataset"):
         from_dict(DomainConfig, {"name": "movie", "source": "dataset"})
+
+
+def test_the_embedded_movielens_named_as_a_dataset_is_the_default_source_for_next_item_caches():
+    """`data.dataset: ml-100k` and the default source give the very same windows, so they share one cache key
+    (the leaderboard finds the BIGRec benchmark's beams); CTR samples split differently and keep their own."""
+    from raylib.config import key_dict
+    from raylib.methods.corella.config import CtrDataConfig
+    from raylib.methods.nextitem.config import SequenceDataConfig
+    from raylib.methods.nextitem.pipeline import load_sequence_data
+
+    named, default = (from_dict(SequenceDataConfig, v) for v in ({"dataset": "ml-100k"}, {}))
+    assert key_dict(named) == key_dict(default)
+    a, b = load_sequence_data(named), load_sequence_data(default)
+    assert (a.train, a.valid, a.test, a.catalogue.titles) == (b.train, b.valid, b.test, b.catalogue.titles)
+    assert key_dict(from_dict(CtrDataConfig, {"dataset": "ml-100k"})) != key_dict(from_dict(CtrDataConfig, {}))

@@ -175,7 +175,7 @@ def cocktail_rows(config: BenchLeaderboardConfig, tallrec_job, sample, cls) -> d
               "spirit learns the target dataset alone", flush=True)
     job = method_job(config, "cocktail", cls, {"domains": domains, "target": "movie"})
     outcome = run_method(config, "cocktail", job, run_cocktail)
-    adapter = Path(job.output_dir) / job.target / outcome["report"]["adapters"]["entropy"]
+    adapter = Path(job.output_dir) / outcome["report"]["adapters"]["entropy"]
     records = load_tallrec_data(tallrec_job.data).test
     _same_sample(records, sample, "RecCocktail")
     key = {"adapter": adapter_sha1(adapter), "sample": sample, "eval": to_dict(job.eval)}
