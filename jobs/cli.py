@@ -175,10 +175,11 @@ def recipes() -> list[tuple[str, str, str]]:
 
 
 def list_everything() -> str:
+    names = max(len(name) for name in (*METHODS, *BENCHES)) + 2
     lines = ["methods (raylib train <method>):"]
-    lines += [f"  {name:<10}{entry.about}" for name, entry in METHODS.items()]
+    lines += [f"  {name:<{names}}{entry.about}" for name, entry in METHODS.items()]
     lines += ["benchmarks (raylib bench <name>):"]
-    lines += [f"  {name:<10}{entry.about}" for name, entry in BENCHES.items()]
+    lines += [f"  {name:<{names}}{entry.about}" for name, entry in BENCHES.items()]
     lines += ["recipes (jobs/configs; each file's first line says what it is):"]
     width = max(len(f) for f, _, _ in recipes())
     lines += [f"  {f:<{width}}  {command}" for f, _, command in recipes()]

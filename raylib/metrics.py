@@ -1,5 +1,6 @@
-"""Metrics. Binary (TALLRec / CoReLLa): AUC, LogLoss, accuracy, computed by scikit-learn. Ranking (one true item
-per query, e.g. BIGRec-style next-item recommendation): HR@K and NDCG@K from the true item's rank."""
+"""Metrics. Binary (TALLRec / CoReLLa): AUC (Mann-Whitney, equal to scikit-learn's), LogLoss and accuracy (by
+scikit-learn). Ranking (one true item per query, e.g. BIGRec-style next-item recommendation): HR@K and NDCG@K
+from the true item's rank."""
 
 from __future__ import annotations
 
@@ -21,13 +22,18 @@ def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auc(labels, scores) -> float:
-    """ROC AUC (scikit-learn's roc_auc_score; tied scores count one half)."""
+    """ROC AUC as the Mann-Whitney statistic: the chance a liked record outscores a disliked one, tied scores
+    counting one half (what scikit-learn's roc_auc_score gives, a test checks; ~20x faster on a few hundred
+    records, which the bootstrap intervals call thousands of times)."""
     y, s = _check(labels, scores)
     if y.min() == y.max():
         raise RaylibError("AUC needs both positive and negative labels.")
-    from sklearn import metrics as skm  # imported when used: a GPU box for `jobs.gpu_check` may lack it
+    from scipy.stats import rankdata  # scikit-learn's own dependency
 
-    return float(skm.roc_auc_score(y, s))
+    positives = int(y.sum())
+    negatives = y.size - positives
+    rank_sum = float(rankdata(s)[y == 1].sum())  # mid-ranks: ties count one half
+    return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
 
 
 def log_loss(labels, probabilities, eps: float = 1e-7) -> float:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -74,12 +75,14 @@ def local_cluster():
     address = f"http://127.0.0.1:{dashboard}"
     nodes = []
     deadline = time.time() + 300  # a busy 2-core machine can take minutes to start a head
-    while time.time() < deadline:
-        probe = subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", address], env=env,
-                               capture_output=True, text=True)
-        if probe.returncode == 0:
-            break
-        time.sleep(2)
+    while time.time() < deadline:  # the dashboard answers (a `ray job list` per probe cost seconds of start-up)
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(1)
     else:
         _stop(head)
         pytest.fail("the local Ray head did not come up within 300 s")
@@ -129,13 +132,19 @@ def test_ray_job_submit_runs_a_gpu_job_whose_weights_load_only_on_the_gpu_node(l
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in done.stderr + done.stdout:
             break
-        time.sleep(10)
+        time.sleep(3)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr).lower()
     report = json.loads((out / "report.json").read_text())
     assert report["data"] == {"source": str(tmp_path / "train.jsonl.json"), "train": 8, "train_pool": 8,
                               "valid": 8, "test": 16}
     assert {"auc", "logloss", "accuracy"} <= set(report["tuned"]) and "zero_shot" in report
+    # a logical GPU runs on the CPU, so the dtype rule scored in fp32
+    assert report["tuned"]["device"] == "cpu" and report["tuned"]["eval_dtype"] == "float32"
+    from jobs.cli import report_table  # `raylib report <output_dir>`: the finished run's table again
+
+    table = report_table(str(out))
+    assert "zero-shot" in table and "tuned" in table and f"{report['tuned']['auc']:.4f}" in table
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     loads = read_load_log(load_log)
     assert len(loads) >= 3  # training, zero-shot and tuned scoring

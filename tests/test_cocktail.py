@@ -226,48 +226,5 @@ def test_the_tune_search_sees_validation_labels_only(tiny_model_dir, adapters, t
     assert seen["names"] == MixedLora(load_two(base_model(tiny_model_dir), *adapters)).names
 
 
-def test_cocktail_job_end_to_end(ray_session, tiny_model_dir, tmp_path, movie_records, loads):
-    """Base spirit on two domains, ingredient on one, entropy merge through the trainer, Tune on validation,
-    warm / cold AUC of every variant; the published mixes load with PEFT. As a GPU job on the session's logical
-    GPUs: training, the Tune trials, folding and scoring all loaded weights in Ray processes holding a GPU id."""
-    from peft import PeftModel
-
-    from raylib.methods.cocktail.pipeline import VARIANTS, run_cocktail
-    from raylib.config import from_dict
-    from raylib.methods.cocktail.config import CocktailJobConfig
-    from raylib.data.records import write_records
-
-    # a second domain: the same kind of records under another name (the mechanics, not the quality)
-    write_records(movie_records["train"] + movie_records["test"], tmp_path / "film.json")
-    job = from_dict(CocktailJobConfig, {
-        "model": {"name": str(tiny_model_dir), "dtype": "fp32"}, "lora": {"r": 4, "alpha": 8},
-        "domains": [{"name": "movie"}, {"name": "film", "source": "file", "file": str(tmp_path / "film.json")}],
-        "target": "movie", "base_samples": 12, "warm_cold_samples": 10,
-        "data": {"train_samples": 12, "valid_samples": 8, "max_length": 256},
-        "train": {"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 1e-3, "patience": 0,
-                  "cpus_per_worker": 1, "eval_batch_size": 8, "use_gpu": True},
-        "merge": {"unlabelled_prompts": 8, "held_out_prompts": 4, "epochs": 1, "batch_size": 4},
-        "tune": {"num_samples": 1, "max_concurrent": 1}, "eval": {"batch_size": 8}, "inference": {"gpus": 0.5},
-        "output_dir": str(tmp_path / "run")})
-    report = run_cocktail(job)
-    loads.assert_all_on_gpu_workers({"llm"})
-    assert report["target_domain"] == "movie"
-    for split in ("warm", "cold", "valid"):
-        assert set(report[split]) == set(VARIANTS) and all(0.0 <= v <= 1.0 for v in report[split].values())
-    assert report["records"]["warm"] and report["records"]["cold"]
-    # each of the paper's claims (a mix vs a part, on warm or cold-start records) with a paired interval
-    assert "warm/entropy_vs_ingredient" in report["comparisons"] and "cold/entropy_vs_base" in report["comparisons"]
-    for found in report["comparisons"].values():
-        assert found["ci"][0] <= found["diff"] <= found["ci"][1]
-    assert len(report["entropy_merge"]["history"]) == 1 and report["tune"]["trials"] == 1
-    for name in ("average", "entropy", "tune"):
-        PeftModel.from_pretrained(base_model(tiny_model_dir), tmp_path / "run" / report["adapters"][name])
-    # another target of the same domains finds the base spirit finished: it is reused, not trained again
-    from raylib.methods.cocktail.pipeline import base_spirit_inputs, load_domains
-    from raylib.config import to_dict
-    from raylib.methods.tallrec.task import TallrecTask
-    from raylib.train.driver import finished_result
-
-    other = from_dict(CocktailJobConfig, {**to_dict(job), "target": "film"})
-    stage, train, valid = base_spirit_inputs(other, load_domains(other))
-    assert finished_result(TallrecTask, stage, train, valid) is not None
+# The whole job (two domains, both LoRAs, the entropy merge, Tune, every variant scored, the mixes published and
+# the base spirit reused) runs inside the leaderboard on a synthetic dataset: tests/test_leaderboard.py.

@@ -233,7 +233,7 @@ def tiny_corella_job(model_dir, out, tables, **extra):
                         "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8},
               "crm": {"epochs": 2, "batch_size": 512}, "align": {"pairs": [[-1, -1], [1, 0]]},
               "stages": {"joint_samples": 16, "llm_samples": 16, "valid_samples": 16},
-              "tune": {"num_samples": 4}, **extra}
+              "tune": {"num_samples": 2}, "routing": {"bootstrap_rounds": 100}, **extra}
     return from_dict(CorellaJobConfig, values)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from raylib.config import from_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
 from raylib.prompts import GENREC_INSTRUCTIONS, answer_text, bigrec_prompt, genrec_prompt
@@ -96,37 +94,8 @@ def tiny_job(cls, model_dir, out, **extra):
     return from_dict(cls, values)
 
 
-def test_bigrec_job_end_to_end(ray_session, tiny_model_dir, tmp_path, loads):
-    """SFT on Ray Train, beams, grounding over all 1682 items, SASRec, popularity, gamma searched by Ray Tune; as
-    a GPU job on the session's logical GPUs: every step that loads weights (LLM training, beams, embeddings,
-    SASRec training and scoring) ran in a Ray process holding a GPU id, none in the driver."""
-    from raylib.methods.nextitem.pipeline import run_bigrec
-
-    job = tiny_job(BigrecJobConfig, tiny_model_dir, tmp_path / "bigrec", inference={"gpus": 0.5},
-                   train={"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
-                          "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8, "use_gpu": True})
-    report = run_bigrec(job)
-    loads.assert_all_on_gpu_workers({"llm", "sasrec"})
-    assert report["catalogue_items"] == 1682 and report["test_windows"] == 12
-    assert set(report["metrics"]) == {"popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf"}
-    for metrics in report["metrics"].values():
-        assert 0.0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= metrics["hr@20"] <= 1.0
-    assert set(report["gamma"]) == {"pop", "cf"}
-    # the recipe is judged on the validation windows, never on test
-    assert 0.0 <= report["valid_metrics"]["bigrec"]["ndcg@10"] <= report["valid_metrics"]["bigrec"]["hr@10"] <= 1.0
-    assert job.grounding.gamma_low <= report["gamma"]["pop"] <= job.grounding.gamma_high
-    saved = json.loads((tmp_path / "bigrec" / "report.json").read_text())
-    assert saved["metrics"] == report["metrics"]
-    assert (tmp_path / "bigrec" / "adapter" / "adapter_model.safetensors").is_file()
-    # the generated garbage of a random model still grounds: every test window got a rank
-    assert len(report["ranks"]["bigrec"]) == 12 and 0.0 <= report["generation"]["not_a_title_share"] <= 1.0
-    # published for `POST /recommend`: the adapter, the catalogue and its embeddings, the tuned gamma
-    from raylib.methods.nextitem.recommender import Recommender
-
-    served = Recommender(tmp_path / "bigrec" / "recommender")
-    assert served.config.gamma == report["gamma"]["pop"] and len(served.item_embeddings) == 1682
-    top = served.recommend("bigrec", served.catalogue.item_ids[:3], k=5)
-    assert len(top["items"]) == 5 and top["gamma"] == report["gamma"]["pop"]
+# BIGRec's whole job (SFT, beams, grounding, SASRec, popularity, gamma by Ray Tune, published for serving, every
+# step on a GPU worker) runs inside the leaderboard on a synthetic dataset: tests/test_leaderboard.py.
 
 
 def test_genrec_job_exact_and_grounded(ray_session, tiny_model_dir, tmp_path, loads):

@@ -84,29 +84,8 @@ def test_an_actor_keeps_its_model_between_calls(ray_session, tiny_model_dir, loa
     assert len(loads.assert_all_on_gpu_workers({"llm"})) == 1  # loaded once, in the actor
 
 
-def test_a_gpu_tallrec_job_loads_weights_only_in_gpu_workers(ray_session, tiny_model_dir, movie_records,
-                                                             tmp_path, loads):
-    """Training (Ray Train workers), zero-shot and tuned scoring (Ray tasks) all hold a GPU id; the driver
-    loaded nothing."""
-    from raylib.data import write_records
-    from raylib.methods.tallrec.pipeline import run_tallrec
-
-    for split, n in (("train", 8), ("valid", 8), ("test", 16)):
-        write_records(movie_records[split][:n], tmp_path / f"{split}.json")
-    job = from_dict(TallrecJobConfig, {
-        "model": {"name": str(tiny_model_dir)}, "output_dir": str(tmp_path / "out"),
-        "data": {"source": "files", "train_file": str(tmp_path / "train.json"),
-                 "valid_file": str(tmp_path / "valid.json"), "test_file": str(tmp_path / "test.json")},
-        "train": {"epochs": 1, "batch_size": 4, "micro_batch_size": 4, "use_gpu": True, "cpus_per_worker": 1},
-        "inference": {"gpus": 0.5}})
-    report = run_tallrec(job)
-    assert report["tuned"]["device"] == "cpu" and report["tuned"]["eval_dtype"] == "float32"
-    records = loads.assert_all_on_gpu_workers({"llm"})
-    assert len(records) >= 3  # training, zero-shot scoring, tuned scoring
-    from jobs.cli import report_table  # `raylib report <output_dir>`: the finished run's table again
-
-    table = report_table(str(tmp_path / "out"))
-    assert "zero-shot" in table and "tuned" in table and f"{report['tuned']['auc']:.4f}" in table
+# A TALLRec GPU job on logical GPUs (training and both scorings hold a GPU id, the driver loads nothing) runs in
+# tests/test_cluster.py (through `ray job submit`, on a second node) and in tests/test_leaderboard.py.
 
 
 def _refuse() -> None:

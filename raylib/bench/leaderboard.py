@@ -277,6 +277,8 @@ def ranking_ranks(config: BenchLeaderboardConfig) -> tuple[dict[str, Any], dict[
     (_, genrec), = run_jobs(bench, "genrec", GenrecJobConfig, {config.genrec_run: bench.genrec_runs[config.genrec_run]},
                             num_templates=bench.num_templates, baselines=False,
                             generation={"num_beams": bench.genrec_num_beams})
+    # the benchmark's run jobs leave `tracking` at its default: the leaderboard's decides
+    bigrec, genrec = (dataclasses.replace(job, tracking=bench.tracking) for job in (bigrec, genrec))
     recipe = f"{config.recipes['nextitem']}"
     b = run_method(config, "bigrec", bigrec, lambda job: run_bigrec(job, data))["report"]
     g = run_method(config, "genrec", genrec, lambda job: run_genrec(job, data))["report"]
@@ -382,7 +384,41 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
         save(report, path)
     report["wall_time_s"] = time.time() - start
     report["report_path"] = str(save(report, path))
+    log_rows(config, report)
     return report
+
+
+# Which method's MLflow run shows which row's figures (its main row first, logged as plain `auc`, `ndcg_at_10`...)
+ROWS_OF_RUN = {"tallrec": ("tallrec", "zero_shot"), "cocktail": ("cocktail",),
+               "corella": ("corella_routed", "corella_crm", "corella_llm", "dcnv2"),
+               "bigrec": ("bigrec", "bigrec_pop", "bigrec_cf", "popularity", "sasrec"),
+               "genrec": ("genrec", "genrec_grounded")}
+
+
+def log_rows(config: BenchLeaderboardConfig, report: dict[str, Any]) -> None:
+    """Each method's child run gets its leaderboard rows as metrics (its main row's under the plain names, so
+    MLflow's compare view lines the methods up on `auc` / `ndcg_at_10`)."""
+    from raylib import tracking
+
+    if not config.tracking.enabled:
+        return
+    rows = {**report.get("preference", {}), **report.get("ranking", {})}
+    for method, names in ROWS_OF_RUN.items():
+        saved = _method_folder(config, method) / tracking.RUN_FILE
+        if not saved.is_file() or names[0] not in rows:
+            continue
+        run = tracking.Run(**json.loads(saved.read_text()))
+        shown = {k: v for k, v in rows[names[0]].items() if k in ("auc", "logloss", "accuracy", "ndcg@10", "hr@10")}
+        tracking.log_metrics(run, {**shown, **{f"{n}.{k}": v for n in names if n in rows
+                                               for k, v in rows[n].items() if not k.endswith("_ci")}})
+
+
+def _method_folder(config: BenchLeaderboardConfig, method: str) -> Path:
+    if method in ("bigrec", "genrec"):
+        folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
+        run = config.bigrec_run if method == "bigrec" else config.genrec_run
+        return folder / f"{method}-{run}"
+    return _out(config) / method
 
 
 def _report_path(config: BenchLeaderboardConfig) -> Path:
@@ -403,34 +439,31 @@ def _seconds(value: float | None) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    split = report["split"]
     lines = [f"# Leaderboard: {report['dataset']} ({report['model']})", "",
-             f"One time split: validation from {report['split']['valid_from']}, test from "
-             f"{report['split']['test_from']} (unix seconds). Command: `{report['command']}`.", ""]
+             f"One time split: validation from {split['valid_from']}, test from {split['test_from']} (unix seconds). "
+             f"Command: `{report['command']}`.", ""]
     if "preference" in report:
-        lines += [f"## Preference prediction ({report['split']['preference_test_records']} test records)", "",
-                  "| row | AUC | 95% interval | vs best baseline (paired) | LogLoss | train s | infer s | recipe |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, row in report["preference"].items():
-            versus = row.get("vs_best_baseline")
-            shown = (f"{versus['auc_diff']:+.4f} [{versus['ci'][0]:+.4f}, {versus['ci'][1]:+.4f}] vs "
-                     f"{versus['baseline']}" if versus else "best baseline")
-            lines.append(f"| {name} | {row['auc']:.4f} | [{row['auc_ci'][0]:.4f}, {row['auc_ci'][1]:.4f}] | {shown} | "
-                         f"{row['logloss']:.4f} | {_seconds(row.get('train_s'))} | {_seconds(row.get('infer_s'))} | "
-                         f"{row['recipe']} |")
-        lines.append("")
+        lines += [f"## Preference prediction ({split['preference_test_records']} test records)", "",
+                  *_table(report["preference"], ("auc", "AUC"), ("logloss", "LogLoss")), ""]
     if "ranking" in report:
-        lines += [f"## Next-item ranking ({report['split']['test_windows']} test windows, "
-                  f"{report['split']['catalogue_items']} items, full ranking)", "",
-                  "| row | NDCG@10 | 95% interval | vs best baseline (paired) | HR@10 | train s | recipe |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, row in report["ranking"].items():
-            versus = row.get("vs_best_baseline")
-            shown = (f"{versus['ndcg@10_diff']:+.4f} [{versus['ci'][0]:+.4f}, {versus['ci'][1]:+.4f}] vs "
-                     f"{versus['baseline']}" if versus else "best baseline")
-            lines.append(f"| {name} | {row['ndcg@10']:.4f} | [{row['ndcg@10_ci'][0]:.4f}, {row['ndcg@10_ci'][1]:.4f}] "
-                         f"| {shown} | {row['hr@10']:.4f} | {_seconds(row.get('train_s'))} | {row['recipe']} |")
-        lines.append("")
+        lines += [f"## Next-item ranking ({split['test_windows']} test windows, {split['catalogue_items']} items, "
+                  "full ranking)", "", *_table(report["ranking"], ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10")), ""]
     return "\n".join(lines)
+
+
+def _table(rows: dict[str, dict[str, Any]], metric: tuple[str, str], other: tuple[str, str]) -> list[str]:
+    (key, label), (other_key, other_label) = metric, other
+    lines = [f"| row | {label} | 95% interval | vs best baseline (paired) | {other_label} | train s | infer s | recipe |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        versus = row.get("vs_best_baseline")
+        shown = (f"{versus[f'{key}_diff']:+.4f} [{versus['ci'][0]:+.4f}, {versus['ci'][1]:+.4f}] vs "
+                 f"{versus['baseline']}" if versus else "best baseline")
+        low, high = row[f"{key}_ci"]
+        lines.append(f"| {name} | {row[key]:.4f} | [{low:.4f}, {high:.4f}] | {shown} | {row[other_key]:.4f} | "
+                     f"{_seconds(row.get('train_s'))} | {_seconds(row.get('infer_s'))} | {row['recipe']} |")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
