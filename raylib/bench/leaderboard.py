@@ -435,7 +435,7 @@ def save(report: dict[str, Any], path: Path) -> Path:
 
 
 def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
+    return "n/a" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
 def markdown(report: dict[str, Any]) -> str:
