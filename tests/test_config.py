@@ -41,6 +41,7 @@ def test_shipped_configs_load():
 
     from raylib.bench.tallrec import BenchTallrecConfig
     from raylib.bench.cocktail import BenchCocktailConfig
+    from raylib.bench.leaderboard import BenchLeaderboardConfig
     from raylib.bench.corella import BenchCorellaConfig
     from raylib.bench.nextitem import BenchNextItemConfig
     from raylib.bench.placement import BenchPlacementConfig
@@ -56,7 +57,8 @@ def test_shipped_configs_load():
                "genrec_cpu": GenrecJobConfig, "bench_bigrec": BenchNextItemConfig, "corella": CorellaJobConfig,
                "corella_cpu": CorellaJobConfig, "bench_corella": BenchCorellaConfig, "cocktail": CocktailJobConfig,
                "bench_cocktail": BenchCocktailConfig, "bench_serve": BenchServeConfig, "bench_scale": BenchScaleConfig,
-               "bench_placement": BenchPlacementConfig}
+               "bench_placement": BenchPlacementConfig, "cocktail_cpu": CocktailJobConfig,
+               "bench_leaderboard": BenchLeaderboardConfig}
     shipped = {p.stem for p in Path("jobs/configs").glob("*.yaml")}
     assert shipped == set(classes), f"a config without its class here: {shipped ^ set(classes)}"
     for name, cls in classes.items():
