@@ -209,10 +209,16 @@ def tune_callbacks(search_name: str) -> list:
         return []
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+    class TrialLogger(MLflowLoggerCallback):
+        """Ray Tune's MLflow logger, with metric names MLflow accepts (a trial's "ndcg@10" -> "ndcg_at_10")."""
+
+        def log_trial_result(self, iteration, trial, result):
+            super().log_trial_result(iteration, trial, {_metric_name(k): v for k, v in result.items()})
+
     run = _ACTIVE[-1]
     experiment = _client(run.uri).get_experiment(run.experiment_id).name
-    return [MLflowLoggerCallback(tracking_uri=run.uri, experiment_name=experiment,
-                                 tags={"mlflow.parentRunId": run.run_id, "search": search_name})]
+    return [TrialLogger(tracking_uri=run.uri, experiment_name=experiment,
+                        tags={"mlflow.parentRunId": run.run_id, "search": search_name})]
 
 
 def worker_logger(run: dict[str, str] | None):

@@ -20,8 +20,9 @@ SPACE = {"x": {"type": "uniform", "low": -4.0, "high": 4.0}}
 
 
 def closeness(params, target=None):
-    """A stand-in objective: minus the squared distance of x to a point given as a (numpy) constant."""
-    return {"score": -float((params["x"] - target[0]) ** 2), "x": params["x"]}
+    """A stand-in objective: minus the squared distance of x to a point given as a (numpy) constant (and a metric
+    named as ranking metrics are, which MLflow only takes renamed)."""
+    return {"score": -float((params["x"] - target[0]) ** 2), "x": params["x"], "hit@1": float(abs(params["x"]) < 1)}
 
 
 def test_search_finds_the_optimum_and_resumes_the_persisted_study(ray_session, tmp_path):
@@ -56,6 +57,7 @@ def test_search_finds_the_optimum_and_resumes_the_persisted_study(ray_session, t
 
     trials = MlflowClient(job.uri).search_runs([job.experiment_id], f"tags.mlflow.parentRunId = '{job.run_id}'")
     assert len(trials) == 4 and all("score" in t.data.metrics and "x" in t.data.params for t in trials)
+    assert all("hit_at_1" in t.data.metrics for t in trials)  # "hit@1", as MLflow names it (`tracking._metric_name`)
     study = optuna.load_study(study_name="quadratic", storage=f"sqlite:///{tmp_path / 'tune' / 'optuna.db'}")
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 16
     assert again["best_value"] == pytest.approx(study.best_value) and again["best_value"] >= first["best_value"]
