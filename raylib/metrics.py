@@ -96,6 +96,36 @@ def ndcg_gains(ranks, k: int) -> np.ndarray:
     return np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)
 
 
+def _resamples(n: int, labels: np.ndarray | None, rounds: int, seed: int):
+    """`rounds` resamples (indices, with replacement) of n items; with `labels`, those holding one label only are
+    skipped (an AUC needs both)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        index = rng.integers(0, n, n)
+        if labels is None or len(np.unique(labels[index])) == 2:
+            yield index
+
+
+def _interval(values: list[float], level: float) -> list[float]:
+    tail = 100 * (1 - level) / 2
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
+
+
+def _statistic(statistic, labels: np.ndarray | None):
+    """statistic of (values, index): of the values alone, or of (labels, values) such as `auc`."""
+    return lambda v, i: statistic(v[i]) if labels is None else statistic(labels[i], v[i])
+
+
+def bootstrap_interval(values, statistic=np.mean, labels=None, rounds: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> list[float]:
+    """statistic(values)'s `level` percentile interval over `rounds` resamples of the items: per-item values (e.g.
+    `ndcg_gains`) with `statistic=np.mean`, or per-item scores with `labels` and a statistic such as `auc`."""
+    a = np.asarray(values, dtype=np.float64)
+    y = None if labels is None else np.asarray(labels)
+    stat = _statistic(statistic, y)
+    return _interval([stat(a, index) for index in _resamples(len(a), y, rounds, seed)], level)
+
+
 def paired_bootstrap(a, b, statistic=np.mean, labels=None, rounds: int = 2000, seed: int = 0,
                      level: float = 0.95) -> dict[str, float | list[float]]:
     """statistic(a) - statistic(b) on the same test items, with its `level` percentile interval over `rounds`
@@ -106,19 +136,8 @@ def paired_bootstrap(a, b, statistic=np.mean, labels=None, rounds: int = 2000, s
     if a.shape != b.shape or a.size == 0:
         raise RaylibError(f"paired values must have one shape and at least one item (got {a.shape}, {b.shape}).")
     y = None if labels is None else np.asarray(labels)
-
-    def stat(values, index):
-        return statistic(values[index]) if y is None else statistic(y[index], values[index])
-
-    rng = np.random.default_rng(seed)
+    stat = _statistic(statistic, y)
     everything = np.arange(len(a))
-    diffs = []
-    for _ in range(rounds):
-        index = rng.integers(0, len(a), len(a))
-        if y is not None and len(np.unique(y[index])) < 2:
-            continue  # an AUC needs both labels in the resample
-        diffs.append(stat(a, index) - stat(b, index))
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(diffs, [tail, 100 - tail])
-    return {"diff": float(stat(a, everything) - stat(b, everything)), "ci": [float(low), float(high)],
+    diffs = [stat(a, index) - stat(b, index) for index in _resamples(len(a), y, rounds, seed)]
+    return {"diff": float(stat(a, everything) - stat(b, everything)), "ci": _interval(diffs, level),
             "rounds": len(diffs)}

@@ -106,14 +106,10 @@ def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[An
                 tracking.log_report(tracked, report, Path(job.output_dir))
         return {"report": _jsonable(report), "job_s": time.time() - start}
 
-    key = {"job": to_dict(job), "dataset": _dataset_key(config)}
+    from raylib.data.dataset import dataset_fingerprint
+
+    key = {"job": to_dict(job), "dataset": dataset_fingerprint(config.dataset)}
     return cached_stage(_out(config) / "stages" / f"{name}.json", key, compute)
-
-
-def _dataset_key(config: BenchLeaderboardConfig) -> str:
-    from raylib.data.dataset import load_dataset
-
-    return load_dataset(config.dataset).fingerprint()
 
 
 def _jsonable(value: Any) -> Any:
@@ -176,11 +172,14 @@ def cocktail_rows(config: BenchLeaderboardConfig, tallrec_job, sample, cls) -> d
     job = method_job(config, "cocktail", cls, {"domains": domains, "target": "movie"})
     outcome = run_method(config, "cocktail", job, run_cocktail)
     adapter = Path(job.output_dir) / outcome["report"]["adapters"]["entropy"]
-    records = load_tallrec_data(tallrec_job.data).test
-    _same_sample(records, sample, "RecCocktail")
+
+    def score() -> dict[str, Any]:
+        records = load_tallrec_data(tallrec_job.data).test  # builds every record: only when not kept
+        _same_sample(records, sample, "RecCocktail")
+        return score_on_ray(job, records, str(adapter))
+
     key = {"adapter": adapter_sha1(adapter), "sample": sample, "eval": to_dict(job.eval)}
-    scored = cached_stage(_out(config) / "stages" / "cocktail_scores.json", key,
-                          lambda: score_on_ray(job, records, str(adapter)))
+    scored = cached_stage(_out(config) / "stages" / "cocktail_scores.json", key, score)
     folders = [Path(job.output_dir) / "base_spirit", Path(job.output_dir) / job.target / "ingredient",
                Path(job.output_dir) / job.target / "entropy_merge"]
     return {"cocktail": _row(scored["probabilities"], scored, training(*folders), config.recipes["cocktail"])}
@@ -279,7 +278,7 @@ def ranking_ranks(config: BenchLeaderboardConfig) -> tuple[dict[str, Any], dict[
                             generation={"num_beams": bench.genrec_num_beams})
     # the benchmark's run jobs leave `tracking` at its default: the leaderboard's decides
     bigrec, genrec = (dataclasses.replace(job, tracking=bench.tracking) for job in (bigrec, genrec))
-    recipe = f"{config.recipes['nextitem']}"
+    recipe = config.recipes["nextitem"]
     b = run_method(config, "bigrec", bigrec, lambda job: run_bigrec(job, data))["report"]
     g = run_method(config, "genrec", genrec, lambda job: run_genrec(job, data))["report"]
     llm_b, llm_g = training(bigrec.output_dir), training(genrec.output_dir)
@@ -304,7 +303,7 @@ def _plus(a: float | None, b: float | None) -> float | None:
 # ------------------------------------------------------------------ the table
 def preference_table(sample: dict[str, Any], rows: dict[str, dict[str, Any]], rounds: int) -> dict[str, Any]:
     """AUC / LogLoss / accuracy per row, the AUC's bootstrap interval, and each row minus the best baseline."""
-    from raylib.metrics import auc, binary_report, paired_bootstrap
+    from raylib.metrics import auc, binary_report, bootstrap_interval, paired_bootstrap
 
     labels = np.asarray(sample["label"])
     table = {name: {**binary_report(labels, np.asarray(row["probabilities"])),
@@ -312,37 +311,23 @@ def preference_table(sample: dict[str, Any], rows: dict[str, dict[str, Any]], ro
     best = max((b for b in PREFERENCE_BASELINES if b in table), key=lambda b: table[b]["auc"], default=None)
     for name, row in table.items():
         probs = np.asarray(rows[name]["probabilities"])
-        row["auc_ci"] = _interval(labels, probs, rounds)
+        row["auc_ci"] = bootstrap_interval(probs, auc, labels, rounds)
         if best and name != best:
             found = paired_bootstrap(probs, np.asarray(rows[best]["probabilities"]), auc, labels, rounds)
             row["vs_best_baseline"] = {"baseline": best, "auc_diff": found["diff"], "ci": found["ci"]}
     return table
 
 
-def _interval(labels: np.ndarray, probs: np.ndarray, rounds: int) -> list[float]:
-    """The AUC's 95% percentile interval over `rounds` resamples of the test records."""
-    from raylib.metrics import auc
-
-    rng, values = np.random.default_rng(0), []
-    for _ in range(rounds):
-        index = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[index])) == 2:
-            values.append(auc(labels[index], probs[index]))
-    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
-
-
 def ranking_table(rows: dict[str, dict[str, Any]], rounds: int) -> dict[str, Any]:
     """NDCG@K / HR@K per row, NDCG@10's bootstrap interval, and each row minus the best baseline."""
-    from raylib.metrics import ndcg_gains, paired_bootstrap, ranking_report
+    from raylib.metrics import bootstrap_interval, ndcg_gains, paired_bootstrap, ranking_report
 
     table = {name: {**ranking_report(row["ranks"]), **{k: v for k, v in row.items() if k != "ranks"}}
              for name, row in rows.items()}
     best = max((b for b in RANKING_BASELINES if b in table), key=lambda b: table[b]["ndcg@10"], default=None)
     for name, row in table.items():
         gains = ndcg_gains(rows[name]["ranks"], 10)
-        rng = np.random.default_rng(0)
-        means = [gains[rng.integers(0, len(gains), len(gains))].mean() for _ in range(rounds)]
-        row["ndcg@10_ci"] = [float(v) for v in np.percentile(means, [2.5, 97.5])]
+        row["ndcg@10_ci"] = bootstrap_interval(gains, rounds=rounds)
         if best and name != best:
             found = paired_bootstrap(gains, ndcg_gains(rows[best]["ranks"], 10), rounds=rounds)
             row["vs_best_baseline"] = {"baseline": best, "ndcg@10_diff": found["diff"], "ci": found["ci"]}
@@ -351,6 +336,7 @@ def ranking_table(rows: dict[str, dict[str, Any]], rounds: int) -> dict[str, Any
 
 # ------------------------------------------------------------------ the benchmark
 def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
+    from raylib.bench.nextitem import shown_source
     from raylib.data.dataset import load_dataset, time_cutoffs
 
     from raylib.config import ModelConfig
@@ -365,7 +351,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     stamps = dataset.interactions.column("timestamp").to_numpy()
     cutoffs = time_cutoffs(stamps)
     report: dict[str, Any] = {
-        "dataset": config.dataset, "source": dataset.source, "model": config.model_name,
+        "dataset": config.dataset, "source": shown_source(dataset.source), "model": config.model_name,
         "command": "python -m jobs.leaderboard",
         "split": {"kind": "time", "fractions": [0.8, 0.1, 0.1], "valid_from": int(cutoffs[0]),
                   "test_from": int(cutoffs[1]), "interactions": dataset.interactions.num_rows},

@@ -184,7 +184,7 @@ def _merge_metrics(report: dict[str, Any], metrics: dict[str, dict[str, float]])
             report.setdefault(key, {})[method] = value
 
 
-def _shown_source(source: str) -> str:
+def shown_source(source: str) -> str:
     """The data folder as the report shows it: the embedded wheel by name, else relative to the project."""
     if "recbole/dataset_example" in source:
         return "embedded: recbole==1.2.1 wheel, recbole/dataset_example/ml-100k"
@@ -330,7 +330,7 @@ def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
                    "dtype": config.model.dtype, "grounding_pooling": config.grounding.pooling})
     data = load_sequence_data(config.data)
     report["test_windows"] = len(data.test)
-    report["data"] = {"source": _shown_source(data.source), "train_windows": len(data.train), "valid_windows": len(data.valid),
+    report["data"] = {"source": shown_source(data.source), "train_windows": len(data.train), "valid_windows": len(data.valid),
                       "catalogue_items": len(data.catalogue), "llm_train_samples": config.data.train_samples}
     bigrec_adapter = None
     if "grounding" in config.parts and Path(config.catalogue_file).is_file():

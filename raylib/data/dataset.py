@@ -52,14 +52,6 @@ class Dataset:
             raise RaylibError(f"Dataset {self.source}: {needed_by} needs column(s) {missing} in its {table}, "
                               f"which has {have}.")
 
-    def fingerprint(self) -> str:
-        """sha1 of the files' bytes: keys caches of views built from this dataset."""
-        digest = hashlib.sha1()
-        for path in self.files:
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-        return digest.hexdigest()[:16]
-
 
 def dataset_files(spec: str | Path) -> tuple[Path, list[Path]]:
     """The folder a dataset spec names and the files read there, without parsing them."""
@@ -81,6 +73,15 @@ def dataset_files(spec: str | Path) -> tuple[Path, list[Path]]:
         raise RaylibError(f"Dataset {folder}: expected RecBole atomic files (<name>.inter, <name>.item) or tables "
                           f"interactions and items ({'/'.join(TABLE_SUFFIXES)}).")
     return folder, [f for f in files if f is not None]
+
+
+def dataset_fingerprint(spec: str | Path) -> str:
+    """sha1 of a dataset's files (names and bytes), without parsing them: keys caches of views built from it."""
+    digest = hashlib.sha1()
+    for path in dataset_files(spec)[1]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _table_file(folder: Path, name: str) -> Path | None:
