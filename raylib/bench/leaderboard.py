@@ -94,6 +94,39 @@ def _out(config: BenchLeaderboardConfig) -> Path:
     return Path(config.output_dir).expanduser().resolve()
 
 
+def jobs_of(config: BenchLeaderboardConfig) -> dict[str, Any]:
+    """Every method's job config, built (and so checked) before any of them runs: a bad recipe or change is one
+    line before the first training."""
+    from raylib.bench.nextitem import BenchNextItemConfig
+    from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.tallrec.config import TallrecJobConfig
+
+    jobs: dict[str, Any] = {}
+    if "preference" in config.parts:
+        data = {"dataset": config.dataset, "test_samples": config.test_samples, "seed": config.seed}
+        jobs["tallrec"] = method_job(config, "tallrec", TallrecJobConfig, {"data": data})
+        domains = [{"name": "movie", "source": "dataset", "dataset": config.dataset}]
+        second = Path(config.second_domain).expanduser() if config.second_domain else None
+        if second is not None and second.is_file():
+            domains.append({"name": "book", "source": "file", "file": str(second)})
+        else:
+            print(f"[leaderboard] RecCocktail: no second domain ({config.second_domain or 'none given'}): the base "
+                  "spirit learns the target dataset alone", flush=True)
+        jobs["cocktail"] = method_job(config, "cocktail", CocktailJobConfig, {"domains": domains, "target": "movie"})
+        jobs["corella"] = method_job(config, "corella", CorellaJobConfig, {"data": {"dataset": config.dataset}})
+    if "ranking" in config.parts:
+        folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
+        bench = method_job(config, "nextitem", BenchNextItemConfig, {"data": {"dataset": config.dataset},
+                                                                     "output_dir": str(folder)})
+        if config.bigrec_run not in bench.bigrec_runs or config.genrec_run not in bench.genrec_runs:
+            raise RaylibError(f"leaderboard: bigrec_run {config.bigrec_run!r} / genrec_run {config.genrec_run!r} "
+                              f"must be runs of the BIGRec benchmark ({sorted(bench.bigrec_runs)} / "
+                              f"{sorted(bench.genrec_runs)}).")
+        jobs["nextitem"] = bench
+    return jobs
+
+
 def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """`run(job)` as a child MLflow run of the leaderboard's, its outcome kept under the job's whole config."""
     from raylib import tracking
@@ -130,15 +163,11 @@ def training(*folders: str | Path) -> dict[str, float | None]:
 
 
 # ------------------------------------------------------------------ preference prediction
-def preference_scores(config: BenchLeaderboardConfig) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def preference_scores(config: BenchLeaderboardConfig, jobs: dict[str, Any]):
     """(the test sample: user, item, label; per row: probabilities and costs)."""
-    from raylib.methods.cocktail.config import CocktailJobConfig
-    from raylib.methods.corella.config import CorellaJobConfig
-    from raylib.methods.tallrec.config import TallrecJobConfig
     from raylib.methods.tallrec.pipeline import run_tallrec
 
-    data = {"dataset": config.dataset, "test_samples": config.test_samples, "seed": config.seed}
-    tallrec = method_job(config, "tallrec", TallrecJobConfig, {"data": data})
+    tallrec = jobs["tallrec"]
     outcome = run_method(config, "tallrec", tallrec, run_tallrec)
     scored = json.loads(Path(outcome["report"]["test_scores"]).read_text())
     sample = {k: scored[k] for k in ("user_id", "item_id", "label")}
@@ -146,8 +175,8 @@ def preference_scores(config: BenchLeaderboardConfig) -> tuple[dict[str, Any], d
     costs = training(tallrec.output_dir)
     rows = {"zero_shot": _row(scored["zero_shot"], report["zero_shot"], {"train_s": 0.0}, "the base model"),
             "tallrec": _row(scored["tuned"], report["tuned"], costs, config.recipes["tallrec"])}
-    rows.update(cocktail_rows(config, tallrec, sample, CocktailJobConfig))
-    rows.update(corella_rows(config, sample, CorellaJobConfig))
+    rows.update(cocktail_rows(config, jobs["cocktail"], tallrec, sample))
+    rows.update(corella_rows(config, jobs["corella"], sample))
     return sample, rows
 
 
@@ -156,20 +185,12 @@ def _row(probs: list[float], scored: dict[str, Any], costs: dict[str, Any], reci
             "infer_tokens_per_s": scored.get("approx_tokens_per_s"), **costs, "recipe": recipe}
 
 
-def cocktail_rows(config: BenchLeaderboardConfig, tallrec_job, sample, cls) -> dict[str, dict[str, Any]]:
+def cocktail_rows(config: BenchLeaderboardConfig, job, tallrec_job, sample) -> dict[str, dict[str, Any]]:
     """RecCocktail with the dataset as its target domain (its test period = TALLRec's) and `second_domain`."""
     from raylib.methods.cocktail.pipeline import run_cocktail
     from raylib.methods.tallrec.pipeline import load_tallrec_data, score_on_ray
     from raylib.train.checkpoint import adapter_sha1
 
-    domains = [{"name": "movie", "source": "dataset", "dataset": config.dataset}]
-    second = Path(config.second_domain).expanduser() if config.second_domain else None
-    if second is not None and second.is_file():
-        domains.append({"name": "book", "source": "file", "file": str(second)})
-    else:
-        print(f"[leaderboard] RecCocktail: no second domain ({config.second_domain or 'none given'}): the base "
-              "spirit learns the target dataset alone", flush=True)
-    job = method_job(config, "cocktail", cls, {"domains": domains, "target": "movie"})
     outcome = run_method(config, "cocktail", job, run_cocktail)
     adapter = Path(job.output_dir) / outcome["report"]["adapters"]["entropy"]
 
@@ -190,14 +211,13 @@ def _same_sample(records, sample: dict[str, Any], who: str) -> None:
         raise RaylibError(f"leaderboard: {who} would score other test records than TALLRec's sample.")
 
 
-def corella_rows(config: BenchLeaderboardConfig, sample, cls) -> dict[str, dict[str, Any]]:
+def corella_rows(config: BenchLeaderboardConfig, job, sample) -> dict[str, dict[str, Any]]:
     """CoReLLa's final CRM, LLM and routed system, and its stage-1 DCNv2 alone, on the CTR rows of the sample's
     (user, item) pairs (the same interactions, with the CRM's features)."""
     from raylib.data.ctr import load_ctr_data
     from raylib.methods.corella.pipeline import run_corella
     from raylib.stages import file_sha1
 
-    job = method_job(config, "corella", cls, {"data": {"dataset": config.dataset}})
     outcome = run_method(config, "corella", job, run_corella)
     artifacts = Path(outcome["report"]["artifacts"])
     stage1 = Path(outcome["report"]["stages"]["crm"])
@@ -258,19 +278,13 @@ def _score_corella(job, artifacts: Path, stage1: Path, rows) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ next-item ranking
-def ranking_ranks(config: BenchLeaderboardConfig) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def ranking_ranks(config: BenchLeaderboardConfig, bench) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(the test windows, per row: each window's rank of its target and costs), from the BIGRec benchmark's
     runs on this dataset."""
-    from raylib.bench.nextitem import BenchNextItemConfig, run_jobs
+    from raylib.bench.nextitem import run_jobs
     from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
     from raylib.methods.nextitem.pipeline import load_sequence_data, run_bigrec, run_genrec
 
-    folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
-    bench = method_job(config, "nextitem", BenchNextItemConfig, {"data": {"dataset": config.dataset},
-                                                                 "output_dir": str(folder)})
-    if config.bigrec_run not in bench.bigrec_runs or config.genrec_run not in bench.genrec_runs:
-        raise RaylibError(f"leaderboard: bigrec_run {config.bigrec_run!r} / genrec_run {config.genrec_run!r} must "
-                          f"be runs of the BIGRec benchmark ({sorted(bench.bigrec_runs)} / {sorted(bench.genrec_runs)}).")
     data = load_sequence_data(bench.data)
     (_, bigrec), = run_jobs(bench, "bigrec", BigrecJobConfig, {config.bigrec_run: bench.bigrec_runs[config.bigrec_run]})
     (_, genrec), = run_jobs(bench, "genrec", GenrecJobConfig, {config.genrec_run: bench.genrec_runs[config.genrec_run]},
@@ -347,6 +361,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     if unknown:
         raise RaylibError(f"leaderboard: parts {unknown} are not parts (preference, ranking).")
     check_model_available(ModelConfig(name=config.model_name))
+    jobs = jobs_of(config)
     dataset = load_dataset(config.dataset)
     stamps = dataset.interactions.column("timestamp").to_numpy()
     cutoffs = time_cutoffs(stamps)
@@ -358,13 +373,13 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
         "recipes": dict(config.recipes)}
     path = _report_path(config)
     if "preference" in config.parts:
-        sample, rows = preference_scores(config)
+        sample, rows = preference_scores(config, jobs)
         report["preference"] = preference_table(sample, rows, config.bootstrap_rounds)
         report["split"]["preference_test_records"] = len(sample["label"])
         report["split"]["preference_positive_share"] = float(np.mean(sample["label"]))
         save(report, path)
     if "ranking" in config.parts:
-        windows, rows = ranking_ranks(config)
+        windows, rows = ranking_ranks(config, jobs["nextitem"])
         report["ranking"] = ranking_table(rows, config.bootstrap_rounds)
         report["split"].update(windows)
         save(report, path)
