@@ -87,6 +87,9 @@ BENCHES = {
     "leaderboard": Entry("every method on one dataset and one time split: preference AUC and next-item NDCG",
                          "raylib.bench.leaderboard:BenchLeaderboardConfig", "bench_leaderboard.yaml",
                          "raylib.bench.leaderboard:run_bench", "raylib.bench.leaderboard:markdown"),
+    "scale-data": Entry("each method's data steps to its first optimizer step, 0.1 M to 25 M interactions",
+                        "raylib.bench.data_scale:BenchScaleDataConfig", "bench_scale_data.yaml",
+                        "raylib.bench.data_scale:run_bench", "raylib.bench.data_scale:headline_json"),
     "placement": Entry("where CPU scoring runs: the driver, an all-core task, a 1-CPU task",
                        "raylib.bench.placement:BenchPlacementConfig", "bench_placement.yaml",
                        "raylib.bench.placement:run_bench",
@@ -164,7 +167,7 @@ def recipes() -> list[tuple[str, str, str]]:
         first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
         stem = path.stem
         if stem.startswith("bench_"):
-            name = stem[len("bench_"):]
+            name = stem[len("bench_"):].replace("_", "-")
             command = f"raylib bench {name}" if name in BENCHES else ""
         else:
             name = stem.split("_")[0].split("-")[0]

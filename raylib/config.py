@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
                       ValidationInfo, model_validator)
 from pydantic.dataclasses import dataclass
 
@@ -149,6 +149,19 @@ class InferenceResources:
     # CPUs per step (and math threads, on a CPU); 0 = on CPU jobs every core of the node, on GPU jobs
     # train.cpus_per_worker (at least 1).
     cpus: int = Field(0, ge=0)
+    # Batch inference over many rows (scoring a whole split, beams, catalogue embeddings: `raylib.batch`) runs
+    # in a Ray Data pool of actors, each with the resources above: a number of actors, [min, max] for a pool
+    # that grows and shrinks with the work, or 0 = one per GPU of the cluster on GPU jobs, one on CPU jobs.
+    actors: int | list[int] = 0
+
+    @field_validator("actors")
+    @classmethod
+    def _pool(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, list) and (len(value) != 2 or not 1 <= value[0] <= value[1]):
+            raise ValueError(f"give [min, max] with 1 <= min <= max (got {value})")
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"give 0 (one per GPU) or a number of actors (got {value})")
+        return value
 
 
 def _tracking_default() -> bool:

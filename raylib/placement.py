@@ -185,7 +185,7 @@ def start(cls: type, *args, placement: Placement, **kwargs) -> Placed:
 
 
 # ------------------------------------------------------------------ what the workers really have
-_BACKEND: dict[str, str] = {}  # asked once per driver process
+_BACKEND: dict[str, str] = {}  # asked once per driver process (the backend, resolved dtypes)
 
 
 def _cuda_here() -> bool:
@@ -208,6 +208,26 @@ def process_group_backend(use_gpu: bool, address: str | None = None) -> str:
         nccl = torch.distributed.is_available() and torch.distributed.is_nccl_available()
         _BACKEND["gpu"] = "nccl" if has_cuda and nccl else "gloo"
     return _BACKEND["gpu"]
+
+
+def _dtype_here(requested: str) -> str:
+    return str(choose_dtype(requested))
+
+
+def dtype_there(requested: str, placement: Placement) -> str:
+    """The dtype `requested` resolves to where `placement`'s steps run (a GPU's bf16 or fp16, a CPU's fp32), as
+    `str(torch dtype)`: asked once of a task holding a sliver of a GPU when the steps ask for GPUs."""
+    if placement.gpus <= 0:
+        return str(choose_dtype(requested, "cpu"))
+    key = f"dtype:{requested}"
+    if key not in _BACKEND:
+        import ray
+
+        from raylib.runtime import ensure_ray
+
+        ensure_ray(placement.address)
+        _BACKEND[key] = ray.get(ray.remote(_dtype_here).options(num_cpus=0, num_gpus=0.01).remote(requested))
+    return _BACKEND[key]
 
 
 # ------------------------------------------------------------------ instrumentation

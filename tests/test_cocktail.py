@@ -180,9 +180,12 @@ def test_the_two_adapters_learn_from_disjoint_users_and_cold_means_neither_saw_i
     users = [{r.user_id for r in part} for part in (pools.base, pools.ingredient, pools.unlabelled)]
     assert all(users) and not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
     _, base_train, _ = base_spirit_inputs(job, domains)
-    ingredient = sample_records(pools.ingredient, job.data.train_samples, job.data.seed)
-    assert not {id(r) for r in base_train} & {id(r) for r in ingredient}
-    assert {r.user_id for r in base_train if r in domains["action"].train} <= users[0]
+    ingredient = list(sample_records(pools.ingredient, job.data.train_samples, job.data.seed))
+    pairs = lambda records: {(r.user_id, r.item_id) for r in records}  # noqa: E731
+    assert not pairs(base_train) & pairs(ingredient)
+    action = domains["action"].train  # records as columns: their items without making any text
+    action_items = set(action.timelines.item_ids[action.items])
+    assert {r.user_id for r in base_train if r.item_id in action_items} <= users[0]
     warm, cold = warm_cold(domains["action"].test, ingredient + base_train, 0, 0)
     seen = " ".join(r.input for r in ingredient + base_train)
     assert cold and all(target_text(r) not in seen for r in cold)

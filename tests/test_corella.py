@@ -34,25 +34,25 @@ def test_ctr_samples_from_movielens(ctr):
     data, vocab = ctr
     assert (data.train.num_rows, data.valid.num_rows, data.test.num_rows) == (80000, 10000, 10000)
     # split by global time: every training sample precedes every validation sample, which precede the test's
-    assert max(data.train.column("timestamp").to_pylist()) <= min(data.valid.column("timestamp").to_pylist())
-    assert max(data.valid.column("timestamp").to_pylist()) <= min(data.test.column("timestamp").to_pylist())
-    rows = data.train.slice(40000, 200).to_pylist()
+    assert data.train.timestamps.max() <= data.valid.timestamps.min()
+    assert data.valid.timestamps.max() <= data.test.timestamps.min()
+    rows = data.train.slice(40000, 40200).table().to_pylist()  # samples are columns; rows read as strings
     for row in rows:
         assert len(row["history_items"]) == len(row["history_titles"]) == len(row["history_ratings"]) <= 10
         assert row["label"] in (0, 1) and row["age"] in {"1", "18", "25", "35", "45", "50", "56"}
     # the history holds only ratings the user gave BEFORE the sample
     by_user = {}
-    for row in data.train.to_pylist()[:20000]:
+    for row in data.train.slice(0, 20000).table().to_pylist():
         assert row["history_items"] == [i for i, _ in by_user.get(row["user_id"], [])][-10:]
         by_user.setdefault(row["user_id"], []).append((row["item_id"], row["timestamp"]))
 
 
 def test_vocabulary_comes_from_training_only_and_unknowns_map_to_oov(ctr):
     data, vocab = ctr
-    new_users = set(data.test.column("user_id").to_pylist()) - set(data.train.column("user_id").to_pylist())
+    new_users = set(data.test.user_ids()) - set(data.train.user_ids())
     assert new_users  # the time split brings users the training split never saw
     records = vocab.records(data.test)
-    user = {r["user_id"]: rec["fields"][0] for r, rec in zip(data.test.to_pylist(), records)}
+    user = {u: rec["fields"][0] for u, rec in zip(data.test.user_ids(), records)}
     assert all(user[u] == OOV for u in new_users)
     assert all(index >= 2 for values in vocab.fields.values() for index in values.values())
     assert CtrVocab.build(data.train).fingerprint() == vocab.fingerprint()
@@ -60,7 +60,7 @@ def test_vocabulary_comes_from_training_only_and_unknowns_map_to_oov(ctr):
 
 def test_bad_ctr_tables_are_named(ctr, tmp_path):
     data, _ = ctr
-    table = data.train.slice(0, 20)
+    table = data.train.slice(0, 20).table()
     with pytest.raises(RaylibError, match=r"lacks column\(s\) \['genres'\]"):
         check_ctr_table(table.drop(["genres"]), "mine.parquet")
     ratings = table.column("history_ratings").to_pylist()
@@ -220,7 +220,7 @@ def _tables(ctr, folder):
     paths = {}
     for split, table, n in (("train", data.train, 3000), ("valid", data.valid, 300), ("test", data.test, 300)):
         paths[split] = folder / f"{split}.parquet"
-        pq.write_table(sample_rows(table, n, 1), paths[split])
+        pq.write_table(sample_rows(table, n, 1).table(), paths[split])
     return paths
 
 

@@ -65,8 +65,8 @@ def test_recbole_files_and_the_same_tables_in_csv_give_identical_views_for_every
         windows = load_sequence_data(from_dict(SequenceDataConfig, {"dataset": spec}))
         ctr = load_ctr_data(from_dict(CtrDataConfig, {"dataset": spec}))
         records = load_tallrec_data(from_dict(DataConfig, {"dataset": spec, "train_samples": 0}))
-        views[spec] = (windows.train, windows.test, windows.catalogue.titles, ctr.train, ctr.test,
-                       records.train, records.test)
+        views[spec] = (list(windows.train), list(windows.test), windows.catalogue.titles, ctr.train.table(),
+                       ctr.test.table(), records.train, list(records.test))
     for a, b in zip(*views.values()):
         assert a == b if isinstance(a, list) else a.equals(b)
 
@@ -83,8 +83,8 @@ def test_every_method_cuts_time_at_the_same_points(embedded_and_csv):
     windows = load_sequence_data(from_dict(SequenceDataConfig, {"dataset": atomic.source, "test_samples": 0}))
     ctr = load_ctr_data(from_dict(CtrDataConfig, {"dataset": atomic.source}))
     assert windows.cutoffs == (valid_at, test_at)
-    assert min(w.timestamp for w in windows.test) == min(ctr.test.column("timestamp").to_pylist()) >= test_at
-    assert max(ctr.train.column("timestamp").to_pylist()) < valid_at
+    assert windows.test.timestamps.min() == ctr.test.timestamps.min() >= test_at
+    assert ctr.train.timestamps.max() < valid_at
 
 
 def test_a_dataset_without_titles_names_the_column_and_still_gives_the_crm_its_samples(tmp_path):
@@ -106,7 +106,7 @@ def test_a_dataset_without_titles_names_the_column_and_still_gives_the_crm_its_s
         assert "\n" not in str(err.value)
     ctr = load_ctr_data(from_dict(CtrDataConfig, {"dataset": str(tmp_path)}))
     assert ctr.train.num_rows + ctr.valid.num_rows + ctr.test.num_rows == 360
-    assert set(ctr.train.column("label").to_pylist()) == {0, 1} and not any(ctr.train.column("title").to_pylist())
+    assert set(ctr.train.labels) == {0, 1} and not any(ctr.train.texts()["title"])
 
 
 def test_a_dataset_names_what_is_wrong_in_one_line(tmp_path):
@@ -132,7 +132,7 @@ def test_a_recCocktail_domain_is_a_dataset(embedded_and_csv):
     assert splits.split == "time" and splits.train and splits.valid and splits.test
     dramas = {i for i, g in zip(atomic.items.column("item_id").to_pylist(), atomic.items.column("genres").to_pylist())
               if "Drama" in g}
-    assert {r.item_id for r in splits.train + splits.test} <= dramas
+    assert {r.item_id for r in [*splits.train, *splits.test]} <= dramas
     with pytest.raises(RaylibError, match="`dataset` goes with source=dataset"):
         from_dict(DomainConfig, {"name": "movie", "source": "dataset"})
 

@@ -109,13 +109,35 @@ def test_genrec_exact_match_ranks():
 
 
 def test_genrec_grounded_beam_ranks():
-    # 5 items. Beams 0 and 1 ground to item 2, beam 2 to item 4; beam 0's order is 2, 0, 3, 1, 4.
-    beams = torch.tensor([[0.5, 3.0, 0.1, 0.7, 4.0],
-                          [0.9, 0.8, 0.2, 0.9, 0.9],
-                          [5.0, 5.0, 5.0, 5.0, 1.0]])
+    # 5 items on a line; beam 0 at 0.0 and beam 1 at 0.15 ground to item 2, beam 2 at 3.9 to item 4; by beam 0's
+    # distance the items are 2, 0, 3, 1, 4.
+    items = torch.tensor([[0.5], [3.0], [0.1], [0.7], [4.0]])
+    beams = torch.tensor([[0.0], [0.15], [3.9]])
     # the ranked list: grounded items in beam order without repeats [2, 4], then the rest by beam 0 [0, 3, 1]
-    assert beam_ranks([beams] * 5, [2, 4, 0, 3, 1]).tolist() == [1, 2, 3, 4, 5]
-    assert beam_ranks([beams[:1]], [4]).tolist() == [5]  # one beam: plain grounding of that beam
+    assert beam_ranks([beams] * 5, items, [2, 4, 0, 3, 1]).tolist() == [1, 2, 3, 4, 5]
+    assert beam_ranks([beams[:1]], items, [4]).tolist() == [5]  # one beam: plain grounding of that beam
+
+
+def test_chunked_grounding_ranks_as_the_whole_matrix_does():
+    """Chunks of items (memory bounded by the chunk) give the ranks and top-k of the whole distance matrix, with
+    re-weighting by a shared or a per-query signal, seen items taken out, and duplicate items tied exactly."""
+    from raylib.methods.nextitem.grounding import grounded_ranks, nearest_items
+
+    rng = np.random.default_rng(0)
+    items = torch.tensor(rng.normal(size=(3000, 16)), dtype=torch.float32)
+    items[7] = items[5]  # a duplicate title: the same vector
+    queries = torch.tensor(rng.normal(size=(40, 16)), dtype=torch.float32)
+    targets = rng.integers(0, 3000, 40)
+    targets[:2] = (5, 7)
+    seen = [set(rng.integers(0, 3000, 5).tolist()) for _ in range(40)]
+    whole = l2_distances(queries, items)
+    for signal in (None, rng.random(3000), rng.random((40, 3000))):
+        for gamma in (0.0, 1.3):
+            scores = whole if signal is None else reweight(whole, signal, gamma)
+            expected = target_ranks(scores, targets, seen=seen)
+            assert (grounded_ranks(queries, items, targets, seen, signal, gamma, chunk=512) == expected).all()
+            top, _ = nearest_items(queries, items, 3, signal=signal, gamma=gamma, chunk=700)
+            assert (top == np.argsort(np.asarray(scores), 1, kind="stable")[:, :3]).all()
 
 
 def test_seen_items_are_taken_out_of_every_ranking_alike():
@@ -123,10 +145,9 @@ def test_seen_items_are_taken_out_of_every_ranking_alike():
     scores = np.array([[0.3, 0.1, 0.1, 0.5]] * 2)  # lower is better
     assert target_ranks(scores, [0, 3], seen=[{1}, {1, 2}]).tolist() == [2, 2]  # items 1 and 2 no longer ahead
     assert popularity_ranks(np.array([5.0, 9.0, 9.0, 1.0]), [0, 3], seen=[{1}, {1, 2}]).tolist() == [2, 2]
-    beams = torch.tensor([[0.5, 3.0, 0.1, 0.7, 4.0],
-                          [5.0, 5.0, 5.0, 5.0, 1.0]])
+    items, beams = torch.tensor([[0.5], [3.0], [0.1], [0.7], [4.0]]), torch.tensor([[0.0], [3.9]])
     # item 2 (the first beam's) is seen: the list is [4], then the rest by beam 0 without item 2: [0, 3, 1]
-    assert beam_ranks([beams] * 3, [4, 0, 1], seen=[{2}] * 3).tolist() == [1, 2, 4]
+    assert beam_ranks([beams] * 3, items, [4, 0, 1], seen=[{2}] * 3).tolist() == [1, 2, 4]
     texts = [['"Dune (1984)"', "Alien (1979)"]]
     assert exact_match_ranks(texts, ["Alien (1979)"], 7, seen_titles=[{"Dune (1984)"}]).tolist() == [1]
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from raylib.methods.nextitem.config import SasrecSettings
-from raylib.data.sequences import Catalogue, NextItemWindow
+from raylib.data.sequences import Catalogue, Windows, user_sequences
 from raylib.metrics import ranking_report
 from raylib.methods.nextitem.sasrec import SASRec, history_tensor, load_sasrec, sasrec_scores, train_sasrec, window_records
 
@@ -24,15 +25,18 @@ def test_scores_every_item_and_an_empty_history_stays_finite():
         assert scores.shape == (3, 7) and torch.isfinite(scores).all()
 
 
-def successor_windows(n_items: int, count: int, seed: int) -> list[NextItemWindow]:
-    """Item i is always followed by item i + 1 (mod n): 1-5 consecutive items, then the next one."""
+def successor_windows(n_items: int, count: int, seed: int) -> Windows:
+    """Item i is always followed by item i + 1 (mod n): each user has 1-5 consecutive items, then the next one,
+    the target of the user's one window."""
     rng = np.random.default_rng(seed)
-    windows = []
+    rows = []
     for user in range(count):
         start, length = int(rng.integers(n_items)), int(rng.integers(1, 6))
-        items = [str((start + k) % n_items) for k in range(length + 1)]
-        windows.append(NextItemWindow(f"u{seed}-{user}", tuple(items[:-1]), items[-1], timestamp=user))
-    return windows
+        rows += [(f"u{seed}-{user}", str((start + k) % n_items), k) for k in range(length + 1)]
+    users, items, stamps = zip(*rows)
+    timelines = user_sequences(pa.table({"user_id": users, "item_id": items, "timestamp": pa.array(stamps, pa.int64())}),
+                               {str(i): str(i) for i in range(n_items)})
+    return Windows(timelines, timelines.offsets[1:] - 1, history_len=10)  # each user's last item is the target
 
 
 def test_learns_through_ray_train_and_the_published_model_reloads(ray_session, tmp_path):

@@ -25,8 +25,13 @@ def worker_shards(tmp_path, records, world):
     train = stage(records, tmp_path / "data", "train")
     valid = stage(records[:5], tmp_path / "data", "valid")
     named, config = datasets(train, valid, world)
-    # What Ray Train does with them: `configure` gives every worker its iterators; the worker reads them.
-    return [(read_rows(its["train"]), read_rows(its["valid"])[1]) for its in config.configure(named, world, None, None)]
+    # What Ray Train does with them: `configure` gives every worker its iterators; the worker reads them (as
+    # Arrow: rows become Python dicts only a batch at a time, `ShardRows`).
+    shards = []
+    for its in config.configure(named, world, None, None):
+        rows, table = read_rows(its["train"])
+        shards.append(((rows.tolist(), table.to_pylist()), read_rows(its["valid"])[1].to_pylist()))
+    return shards
 
 
 def test_workers_get_disjoint_shards_that_cover_every_record(ray_session, tmp_path):
@@ -53,6 +58,26 @@ def test_one_worker_gets_the_batches_it_got_before_ray_data(ray_session, tmp_pat
         sampler = EpochSampler(plan, len(records), seed=42)
         sampler.set_epoch(epoch)
         assert [records[i] for i in sampler] == [RECORDS[i] for i in before]
+
+
+def test_a_worker_encodes_its_rows_a_batch_at_a_time(ray_session, tmp_path):
+    """The task's `encode` sees the rows of the batch the loader asks for, never the whole shard."""
+    from torch.utils.data import DataLoader
+
+    from raylib.train.data import ShardRows
+
+    seen = []
+
+    def encode(records):
+        seen.append(len(records))
+        return [r["label"] for r in records]
+
+    [((_, _), _)] = worker_shards(tmp_path, RECORDS, world=1)
+    rows = ShardRows(pa.Table.from_pylist(RECORDS), encode)
+    batches = list(DataLoader(rows, batch_size=4, sampler=range(len(RECORDS)), collate_fn=list))
+    assert [b for batch in batches for b in batch] == [r["label"] for r in RECORDS]
+    assert max(seen) == 4 and len(seen) == len(batches)
+    assert list(rows) == [r["label"] for r in RECORDS] and rows.take([3, 1]) == [RECORDS[3]["label"], RECORDS[1]["label"]]
 
 
 def test_a_parquet_file_a_user_brings_is_staged_and_bad_records_are_named(ray_session, tmp_path):

@@ -46,7 +46,7 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
     from raylib.methods.cocktail.pipeline import load_domains
     from raylib.data.records import sample_records
 
-    records = sample_records(load_domains(job)[job.target].test, config.timing_records, job.data.seed + 11)
+    records = list(sample_records(load_domains(job)[job.target].test, config.timing_records, job.data.seed + 11))
     key = {"folded": adapter_sha1(folded), "single": adapter_sha1(ingredient_dir), "n": len(records)}
     print(f"[bench_cocktail] inference time on {len(records)} records ...", flush=True)
     from raylib import placement

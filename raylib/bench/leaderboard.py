@@ -223,7 +223,7 @@ def corella_rows(config: BenchLeaderboardConfig, job, sample) -> dict[str, dict[
     stage1 = Path(outcome["report"]["stages"]["crm"])
     test = load_ctr_data(job.data).test
     index = {}
-    for row, pair in enumerate(zip(test.column("user_id").to_pylist(), test.column("item_id").to_pylist())):
+    for row, pair in enumerate(zip(test.user_ids().tolist(), test.item_ids().tolist())):
         index.setdefault(pair, row)
     missing = [p for p in zip(sample["user_id"], sample["item_id"]) if p not in index]
     if missing:

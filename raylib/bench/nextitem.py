@@ -194,9 +194,8 @@ def shown_source(source: str) -> str:
 
 def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
     """Embedding throughput (titles/s), the cached second run, and ms per query to rank the whole catalogue."""
-    from raylib.methods.nextitem.grounding import l2_distances, target_ranks
+    from raylib.methods.nextitem.grounding import catalogue_embeddings, embed_texts, grounded_ranks
     from raylib.methods.nextitem.pipeline import load_for_inference
-    from raylib.methods.nextitem.grounding import catalogue_embeddings, embed_texts
 
     path = Path(config.catalogue_file)
     titles = [line.split("\t")[0].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -225,7 +224,7 @@ def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
     query_emb = embed_texts(model, tokenizer, queries, job.grounding.batch_size, progress=False, pooling=pooling)
     embed_s = time.perf_counter() - start
     start = time.perf_counter()
-    ranks = target_ranks(l2_distances(query_emb, items), list(picks))
+    ranks = grounded_ranks(query_emb, items, list(picks))
     ground_s = time.perf_counter() - start
     return {"catalogue_titles": len(titles), "catalogue_embed_s": first, "catalogue_titles_per_s": len(titles) / first,
             "cached_second_run_s": second, "second_run_computed": bool(computed_again),
@@ -238,7 +237,7 @@ def grounding_at_scale(config: BenchNextItemConfig) -> dict[str, Any]:
 def pooling_check(config: BenchNextItemConfig, titles: list[str]) -> dict[str, float]:
     """How well each pooling finds a title from its lowercased spelling (HR@1 over the whole catalogue): a
     floor for grounding, which must find a title from a generated near-copy."""
-    from raylib.methods.nextitem.grounding import embed_texts, l2_distances, target_ranks
+    from raylib.methods.nextitem.grounding import embed_texts, grounded_ranks
     from raylib.methods.nextitem.pipeline import load_for_inference
 
     model, tokenizer = load_for_inference(_job(BigrecJobConfig, config, "pooling"), None)
@@ -246,7 +245,7 @@ def pooling_check(config: BenchNextItemConfig, titles: list[str]) -> dict[str, f
     for pooling in ("last", "mean"):
         items = embed_texts(model, tokenizer, titles, 64, progress=False, pooling=pooling)
         queries = embed_texts(model, tokenizer, [t.lower() for t in titles], 64, progress=False, pooling=pooling)
-        ranks = target_ranks(l2_distances(queries, items), list(range(len(titles))))
+        ranks = grounded_ranks(queries, items, list(range(len(titles))))
         out[f"{pooling}_lowercased_title_hr@1"] = float(np.mean(ranks == 1))
     return out
 

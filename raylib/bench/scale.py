@@ -240,7 +240,7 @@ class KillOnce:
     step: int
     marker: str
 
-    def __call__(self, global_step: int, rank: int) -> None:
+    def __call__(self, global_step: int, rank: int, **_) -> None:
         if rank == 0 and global_step == self.step and not Path(self.marker).exists():
             Path(self.marker).write_text(str(global_step))
             print(f"[train] fault drill: SIGKILL after optimizer step {global_step}", flush=True)
@@ -303,7 +303,7 @@ def driver_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str
     killed_after = checkpointed_steps()[-1] if checkpointed_steps() else 0
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    _kill_session_leftovers(first.pid)
+    kill_session_leftovers(first.pid)
     time.sleep(3)
     print("[bench] driver fault drill: the same command again", flush=True)
     second = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=3600)
@@ -316,7 +316,7 @@ def driver_fault(config: BenchScaleConfig, unbroken: dict[str, Any]) -> dict[str
             "final_loss_diff": abs(finished["history"][-1]["train_loss"] - unbroken["train_loss"][-1])}
 
 
-def _kill_session_leftovers(sid: int) -> None:
+def kill_session_leftovers(sid: int) -> None:
     """Ray processes the killed job started in its session (raylet, GCS, workers), if any outlived it."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

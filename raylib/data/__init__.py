@@ -1,12 +1,12 @@
-"""Data: raw interaction files -> Arrow tables -> TALLRec records -> few-shot samples."""
+"""Data: raw interaction files -> Arrow tables -> users' timelines (columns) -> each method's view (TALLRec
+records, next-item windows, CTR samples), text made only for the rows a job reads."""
 
 from raylib.data.movielens import MovieLens, load_movielens, movielens_files
 from raylib.data.records import (
-    RECORDS_BUILDER_VERSION,
+    RecordRows,
     TallrecRecord,
     build_tallrec_records,
     read_records,
-    records_cache_key,
     records_from_table,
     records_to_table,
     sample_records,
@@ -16,7 +16,7 @@ from raylib.data.records import (
 )
 
 __all__ = [
-    "MovieLens", "load_movielens", "movielens_files", "RECORDS_BUILDER_VERSION", "TallrecRecord",
-    "build_tallrec_records", "read_records", "records_cache_key", "records_from_table", "records_to_table",
-    "sample_records", "split_by_user", "stratified_sample", "write_records",
+    "MovieLens", "load_movielens", "movielens_files", "RecordRows", "TallrecRecord", "build_tallrec_records",
+    "read_records", "records_from_table", "records_to_table", "sample_records", "split_by_user",
+    "stratified_sample", "write_records",
 ]

@@ -8,7 +8,11 @@ A CTR table has the columns of `CTR_COLUMNS` (a user's own Parquet/CSV table nee
   history_items, history_titles, history_ratings       the user's most recent rated items before this sample,
                                                        oldest first (ids pooled by the CRM, titles for the LLM)
   label (0/1), timestamp (int)
-MovieLens tables are built in global time order and split 8:1:1 by timestamp (`split_by_time`).
+Samples built from a dataset are columns (`CtrColumns`): row numbers into the users' timelines
+(`raylib.data.timelines`) with user fields kept per user and item fields per item, so a split of millions of
+ratings costs a few integers a sample; the strings above are made only for the rows read as text, and the CRM's
+field indices are written to Parquet chunk by chunk (`write_encoded`). A table a user brings is `CtrTable`, with
+the same methods. MovieLens samples are built in global time order and split 8:1:1 by timestamp (`split_by_time`).
 
 Vocabularies (`CtrVocab`): per field, the training split's values map to 2, 3, ...; any value the training
 split never had (a new user, item, zip, ...) maps to 1, the out-of-vocabulary bucket (never a crash); 0 is
@@ -17,7 +21,6 @@ padding of the multi-valued fields. A vocabulary's hash ties a CRM, its routing 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
@@ -30,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from raylib import RaylibError
+from raylib.data.timelines import TimelineRows, Timelines, build_timelines, list_offsets, ranges, unique_items
 
 SINGLE_FIELDS = ("user_id", "item_id", "age", "gender", "occupation", "zip", "year")
 LIST_FIELDS = ("genres", "history_items", "history_titles", "history_ratings")
@@ -81,54 +85,245 @@ def release_year(title: str) -> str:
     return match.group(1) if match else ""
 
 
-def ctr_table_of(ml, like_threshold: float = 4.0, history_len: int = 10, zip_prefix: int = 2) -> pa.Table:
+class CtrColumns(TimelineRows):
+    """CTR samples of a dataset as columns: the timeline row of each sample (`at`, in global time order, ties in
+    file order; `raylib.data.timelines`), its history the `history_len` rows before it of the same user. User
+    fields are kept per user, item fields per item, so a sample costs a few integers; its strings (ids, titles,
+    history) are made only for the rows `table` or `records(..., with_text=True)` is asked for."""
+
+    def __init__(self, timelines: Timelines, at: np.ndarray, labels: np.ndarray, user_fields: dict[str, np.ndarray],
+                 item_fields: dict[str, np.ndarray], genres: list[list[str]], history_len: int):
+        super().__init__(timelines, at)
+        self.history_len, self.flat_labels = history_len, labels  # labels per timeline row
+        self.user_fields, self.item_fields, self.genres = user_fields, item_fields, genres
+        self.codes_by_vocab: dict[str, dict] = {}  # shared by every subset: `codes`
+
+    def subset(self, at: np.ndarray) -> "CtrColumns":
+        subset = CtrColumns(self.timelines, at, self.flat_labels, self.user_fields, self.item_fields, self.genres,
+                            self.history_len)
+        subset.codes_by_vocab = self.codes_by_vocab
+        return subset
+
+    def row(self, at: int) -> dict[str, Any]:
+        return self.subset(np.array([at])).table().to_pylist()[0]
+
+    def take(self, rows) -> "CtrColumns":
+        return self[rows if isinstance(rows, slice) else np.asarray(rows)]
+
+    def slice(self, start: int, stop: int | None = None) -> "CtrColumns":
+        return self[start:stop]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.at)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.flat_labels[self.at].astype(np.int64)
+
+    def user_ids(self) -> np.ndarray:
+        return self.timelines.user_ids[self.users]
+
+    def item_ids(self) -> np.ndarray:
+        return self.timelines.item_ids[self.items]
+
+    def history_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every history's timeline rows, concatenated; each history's length)."""
+        return ranges(self.timelines.history_starts(self.at, self.history_len), self.at)
+
+    def table(self) -> pa.Table:
+        """These samples as the string CTR table (`CTR_COLUMNS`): for the rows a job reads as text."""
+        t, users, items = self.timelines, self.users, self.items
+        rows, lengths = self.history_rows()
+        titles = self.item_fields["title"]
+        return _typed({
+            "user_id": self.user_ids().tolist(), "item_id": self.item_ids().tolist(),
+            **{f: self.user_fields[f][users].tolist() for f in ("age", "gender", "occupation", "zip")},
+            "year": self.item_fields["year"][items].tolist(), "genres": [self.genres[i] for i in items],
+            "title": titles[items].tolist(),
+            "history_items": _lists(t.item_ids[t.items[rows]], lengths),
+            "history_titles": _lists(titles[t.items[rows]], lengths),
+            "history_ratings": _lists(t.ratings[rows], lengths),
+            "label": self.labels.tolist(), "timestamp": self.timestamps.tolist()})
+
+    def codes(self, vocab: "CtrVocab") -> dict[str, Any]:
+        """The vocabulary's index of every user's and item's fields and of every timeline row's rating, made once
+        per vocabulary (per user and per item, not per sample) and shared by every subset of these samples."""
+        key = vocab.fingerprint()
+        if key not in self.codes_by_vocab:
+            f, t = vocab.fields, self.timelines
+            per = lambda field, values: np.array([f[field].get(v, OOV) for v in values], dtype=np.int32)  # noqa: E731
+            codes = {"user_id": per("user_id", t.user_ids), "item_id": per("item_id", t.item_ids),
+                     "year": per("year", self.item_fields["year"])}
+            codes.update({field: per(field, self.user_fields[field]) for field in ("age", "gender", "occupation",
+                                                                                   "zip")})
+            genre_lengths = np.array([len(g) for g in self.genres], dtype=np.int64)
+            codes["genres"] = (per("genres", [g for gs in self.genres for g in gs]),
+                               np.concatenate([[0], np.cumsum(genre_lengths)]))
+            distinct, which = np.unique(t.ratings, return_inverse=True)
+            codes["rating"] = per("rating", [_rating_key(r) for r in distinct])[which.ravel()]
+            self.codes_by_vocab = {key: codes}
+        return self.codes_by_vocab[key]
+
+    def vocab_values(self) -> dict[str, list[str]]:
+        """Per vocabulary field, the distinct values these samples show (`CtrVocab.build`)."""
+        users, items = np.unique(self.users), np.unique(self.items)
+        values = {"user_id": self.timelines.user_ids[users].tolist(),
+                  "item_id": self.timelines.item_ids[items].tolist()}
+        values.update({f: self.user_fields[f][users].tolist() for f in ("age", "gender", "occupation", "zip")})
+        values["year"] = self.item_fields["year"][items].tolist()
+        values["genres"] = [g for i in items for g in self.genres[i]]
+        n = len(self.timelines) + 1  # rows in some sample's history: +1 where a history starts, -1 where it ends
+        starts = self.timelines.history_starts(self.at, self.history_len)
+        in_history = np.cumsum(np.bincount(starts, minlength=n) - np.bincount(self.at, minlength=n))[:-1] > 0
+        values["rating"] = [_rating_key(r) for r in np.unique(self.timelines.ratings[in_history])]
+        return values
+
+    def encoded(self, vocab: "CtrVocab") -> pa.Table:
+        """Field indices as the CRM reads them (the columns of `CtrVocab.records`), made with NumPy."""
+        codes = self.codes(vocab)
+        users, items = self.users, self.items
+        fields = np.stack([codes["user_id"][users], codes["item_id"][items], codes["age"][users],
+                           codes["gender"][users], codes["occupation"][users], codes["zip"][users],
+                           codes["year"][items]], axis=1).astype(np.int32)
+        genre_values, genre_offsets = codes["genres"]
+        index, lengths = ranges(genre_offsets[items], genre_offsets[items + 1])
+        rows, history_lengths = self.history_rows()
+        history_offsets = pa.array(list_offsets(history_lengths))
+        return pa.table({
+            "fields": pa.FixedSizeListArray.from_arrays(pa.array(fields.ravel()), len(SINGLE_FIELDS)),
+            "genres": pa.ListArray.from_arrays(pa.array(list_offsets(lengths)), pa.array(genre_values[index])),
+            "history": pa.ListArray.from_arrays(history_offsets,
+                                                pa.array(codes["item_id"][self.timelines.items[rows]])),
+            "history_ratings": pa.ListArray.from_arrays(history_offsets, pa.array(codes["rating"][rows])),
+            "label": pa.array(self.labels)})
+
+    def texts(self) -> dict[str, list]:
+        """What the LLM reads of each sample: its title, its history's titles and ratings."""
+        t, (rows, lengths) = self.timelines, self.history_rows()
+        titles = self.item_fields["title"]
+        return {"title": titles[self.items].tolist(), "history_titles": _lists(titles[t.items[rows]], lengths),
+                "history_scores": _lists(t.ratings[rows], lengths)}
+
+
+def _lists(values: np.ndarray, lengths: np.ndarray) -> list[list]:
+    """`values` cut into consecutive Python lists of these lengths."""
+    ends = np.cumsum(lengths)
+    return [values[end - n:end].tolist() for end, n in zip(ends, lengths)]
+
+
+class CtrTable:
+    """CTR samples a user brings (or a request holds) as the string CTR table: the same interface as
+    `CtrColumns`, each method over the table's own columns."""
+
+    def __init__(self, table: pa.Table):
+        self.data = table
+
+    def take(self, rows) -> "CtrTable":
+        rows = np.arange(self.num_rows)[rows] if isinstance(rows, slice) else np.asarray(rows)
+        return CtrTable(self.data.take(pa.array(rows, pa.int64())))
+
+    def slice(self, start: int, stop: int | None = None) -> "CtrTable":
+        return self.take(slice(start, stop))
+
+    @property
+    def num_rows(self) -> int:
+        return self.data.num_rows
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.data.column("label").to_numpy(), dtype=np.int64)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return np.asarray(self.data.column("timestamp").to_numpy(), dtype=np.int64)
+
+    def user_ids(self) -> np.ndarray:
+        return np.array(self.data.column("user_id").to_pylist(), dtype=object)
+
+    def item_ids(self) -> np.ndarray:
+        return np.array(self.data.column("item_id").to_pylist(), dtype=object)
+
+    def table(self) -> pa.Table:
+        return self.data
+
+    def vocab_values(self) -> dict[str, list[str]]:
+        values = {f: self.data.column(f).to_pylist() for f in SINGLE_FIELDS}
+        values["genres"] = [g for gs in self.data.column("genres").to_pylist() for g in gs]
+        values["rating"] = [_rating_key(r) for rs in self.data.column("history_ratings").to_pylist() for r in rs]
+        return values
+
+    def encoded(self, vocab: "CtrVocab") -> pa.Table:
+        return pa.Table.from_pylist(vocab.records(self.data))
+
+    def texts(self) -> dict[str, list]:
+        return {"title": self.data.column("title").to_pylist(),
+                "history_titles": self.data.column("history_titles").to_pylist(),
+                "history_scores": self.data.column("history_ratings").to_pylist()}
+
+
+CtrSamples = CtrColumns | CtrTable
+CHUNK_SAMPLES = 1 << 20  # samples per Parquet row group when a split is written encoded
+
+
+def write_encoded(samples: CtrSamples, vocab: "CtrVocab", path: Path) -> Path:
+    """The samples' field indices (`encoded`) to one Parquet file, a chunk of samples at a time (what the CRM
+    trains on: a large split never sits in memory as one table, let alone as Python objects)."""
+    from raylib.data.tables import write_batches
+    from raylib.data.timelines import chunks
+
+    return write_batches(path, (samples.slice(a, b).encoded(vocab) for a, b in chunks(samples.num_rows,
+                                                                                       CHUNK_SAMPLES)))
+
+
+def ctr_samples_of(ml, like_threshold: float = 4.0, history_len: int = 10, zip_prefix: int = 2) -> CtrColumns:
     """Every rating becomes a sample in global time order (ties keep file order); its history is the user's
     `history_len` most recent ratings before it. Age and zip follow `FeatureRules`. `ml` is any dataset
     (`raylib.data.dataset.Dataset` too): a `label` column is the label where there is one, else rating >=
     `like_threshold`; absent genres, titles or user fields are empty (the CRM still trains)."""
-    rules = FeatureRules(age_buckets=True, zip_prefix=zip_prefix)
     from raylib.data.sequences import readable_title
 
-    inter = ml.interactions
-    order = np.argsort(np.asarray(inter.column("timestamp")), kind="stable")
-    users = {u: row for row, u in enumerate(ml.users.column("user_id").to_pylist())} if ml.users.num_rows else {}
-    user_cols = {c: ml.users.column(c).to_pylist() if c in ml.users.column_names else [] for c in
-                 ("age", "gender", "occupation", "zip_code")}
-    items = {i: row for row, i in enumerate(ml.items.column("item_id").to_pylist())}
-    n_items = ml.items.num_rows
-    titles = ([readable_title(t) for t in ml.items.column("title").to_pylist()]
-              if "title" in ml.items.column_names else [""] * n_items)
-    genres = ml.items.column("genres").to_pylist() if "genres" in ml.items.column_names else [[]] * n_items
-    uid, iid, stamp = (inter.column(c).to_pylist() for c in ("user_id", "item_id", "timestamp"))
-    rating = inter.column("rating" if "rating" in inter.column_names else "label").to_pylist()
-    labels = (inter.column("label").to_pylist() if "label" in inter.column_names
-              else [int(r >= like_threshold) for r in rating])
-    recent: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=history_len))
-    rows: dict[str, list] = {c: [] for c in CTR_COLUMNS}
-    for k in order:
-        u, i = uid[k], iid[k]
-        if i not in items:
-            raise RaylibError(f"{ml.source}: rating {k + 1} names item {i!r}, which is not in the item file.")
-        urow, irow = users.get(u), items[i]
-        user = {c: (user_cols[c][urow] if urow is not None and user_cols[c] else "") for c in user_cols}
-        past = list(recent[u]) if history_len else []
-        rows["user_id"].append(u)
-        rows["item_id"].append(i)
-        rows["age"].append(rules.age(user["age"]))
-        rows["gender"].append(user["gender"])
-        rows["occupation"].append(user["occupation"])
-        rows["zip"].append(rules.zip(user["zip_code"]))
-        rows["year"].append(release_year(titles[irow]))
-        rows["genres"].append(genres[irow])
-        rows["title"].append(titles[irow])
-        rows["history_items"].append([p[0] for p in past])
-        rows["history_titles"].append([titles[items[p[0]]] for p in past])
-        rows["history_ratings"].append([p[1] for p in past])
-        rows["label"].append(int(labels[k]))
-        rows["timestamp"].append(stamp[k])
-        if history_len:
-            recent[u].append((i, float(rating[k])))
-    return _typed(rows)
+    rules = FeatureRules(age_buckets=True, zip_prefix=zip_prefix)
+    inter, items = ml.interactions, ml.items
+    item_ids, last_row = unique_items(items.column("item_id"))
+    raw_titles = items.column("title").to_pylist() if "title" in items.column_names else [""] * items.num_rows
+    titles = np.array([readable_title(raw_titles[row]) for row in last_row], dtype=object)
+    genres = (items.column("genres").to_pylist() if "genres" in items.column_names else [[]] * items.num_rows)
+    rating = inter.column("rating" if "rating" in inter.column_names else "label").cast(pa.float64())
+
+    def unknown(row: int) -> str:
+        return (f"{ml.source}: rating {row + 1} names item {inter.column('item_id')[row].as_py()!r}, which is not "
+                "in the item file.")
+
+    timelines = build_timelines(pa.table({"user_id": inter.column("user_id"), "item_id": inter.column("item_id"),
+                                          "timestamp": inter.column("timestamp"), "rating": rating}),
+                                item_ids, unknown)
+    if "label" in inter.column_names:
+        labels = np.asarray(inter.column("label").to_numpy(), dtype=np.int64)[timelines.rows]
+    else:
+        labels = (timelines.ratings >= like_threshold).astype(np.int64)
+    at = np.lexsort((timelines.rows, timelines.timestamps))  # global time order, ties in file order
+    return CtrColumns(timelines, at, labels, _user_fields(ml.users, timelines.user_ids, rules),
+                      {"title": titles, "year": np.array([release_year(t) for t in titles], dtype=object)},
+                      [list(genres[row]) for row in last_row], history_len if history_len > 0 else 0)
+
+
+def _user_fields(users: pa.Table, user_ids: np.ndarray, rules: FeatureRules) -> dict[str, np.ndarray]:
+    """age, gender, occupation, zip of each timeline user, as the rules make them ("" where unknown)."""
+    row_of = {u: row for row, u in enumerate(users.column("user_id").to_pylist())} if users.num_rows else {}
+    raw = {c: users.column(c).to_pylist() if c in users.column_names else None
+           for c in ("age", "gender", "occupation", "zip_code")}
+    rows = [row_of.get(u) for u in user_ids]
+    value = lambda c, row: raw[c][row] if row is not None and raw[c] else ""  # noqa: E731
+    return {"age": np.array([rules.age(value("age", r)) for r in rows], dtype=object),
+            "gender": np.array([value("gender", r) for r in rows], dtype=object),
+            "occupation": np.array([value("occupation", r) for r in rows], dtype=object),
+            "zip": np.array([rules.zip(value("zip_code", r)) for r in rows], dtype=object)}
+
+
+def ctr_table_of(ml, like_threshold: float = 4.0, history_len: int = 10, zip_prefix: int = 2) -> pa.Table:
+    """Every sample of `ctr_samples_of` as the string CTR table (small datasets; large ones stay columns)."""
+    return ctr_samples_of(ml, like_threshold, history_len, zip_prefix).table()
 
 
 def _typed(rows: dict[str, list]) -> pa.Table:
@@ -139,30 +334,29 @@ def _typed(rows: dict[str, list]) -> pa.Table:
     return pa.table({c: pa.array(rows[c], types[c]) for c in CTR_COLUMNS})
 
 
-def split_by_time(table: pa.Table, fractions=(0.8, 0.1, 0.1)) -> tuple[pa.Table, pa.Table, pa.Table]:
+def split_by_time(samples: CtrSamples, fractions=(0.8, 0.1, 0.1)) -> tuple[CtrSamples, CtrSamples, CtrSamples]:
     """Train / valid / test by global timestamp: the first 80% of samples in time, the next 10%, the last 10%."""
-    order = np.argsort(np.asarray(table.column("timestamp")), kind="stable")
+    order = np.argsort(samples.timestamps, kind="stable")
     n = len(order)
     cut1, cut2 = int(round(n * fractions[0])), int(round(n * (fractions[0] + fractions[1])))
-    return tuple(table.take(pa.array(order[a:b])) for a, b in ((0, cut1), (cut1, cut2), (cut2, n)))
+    return tuple(samples.take(order[a:b]) for a, b in ((0, cut1), (cut1, cut2), (cut2, n)))
 
 
-def split_at(table: pa.Table, cutoffs: tuple[int, int]) -> tuple[pa.Table, pa.Table, pa.Table]:
+def split_at(samples: CtrSamples, cutoffs: tuple[int, int]) -> tuple[CtrSamples, CtrSamples, CtrSamples]:
     """Train / valid / test by the periods `raylib.data.dataset.time_cutoffs` starts (the one split)."""
-    stamps = table.column("timestamp")
-    import pyarrow.compute as pc
-
-    return (table.filter(pc.less(stamps, cutoffs[0])),
-            table.filter(pc.and_(pc.greater_equal(stamps, cutoffs[0]), pc.less(stamps, cutoffs[1]))),
-            table.filter(pc.greater_equal(stamps, cutoffs[1])))
+    stamps = samples.timestamps
+    return (samples.take(np.flatnonzero(stamps < cutoffs[0])),
+            samples.take(np.flatnonzero((stamps >= cutoffs[0]) & (stamps < cutoffs[1]))),
+            samples.take(np.flatnonzero(stamps >= cutoffs[1])))
 
 
-def sample_rows(table: pa.Table, n: int, seed: int) -> pa.Table:
-    """A fixed seeded subset of `n` rows in their original order (all rows when n is 0 or too large)."""
-    if n <= 0 or n >= table.num_rows:
-        return table
-    keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, n, replace=False))
-    return table.take(pa.array(keep))
+def sample_rows(samples, n: int, seed: int):
+    """A fixed seeded subset of `n` rows in their original order (all rows when n is 0 or too large); samples or
+    a string CTR table."""
+    if n <= 0 or n >= samples.num_rows:
+        return samples
+    keep = np.sort(np.random.default_rng(seed).choice(samples.num_rows, n, replace=False))
+    return samples.take(pa.array(keep)) if isinstance(samples, pa.Table) else samples.take(keep)
 
 
 def check_ctr_table(table: pa.Table, where: str) -> pa.Table:
@@ -243,15 +437,11 @@ class CtrVocab:
     features: FeatureRules = dataclasses.field(default_factory=FeatureRules)
 
     @classmethod
-    def build(cls, train: pa.Table, features: FeatureRules | None = None) -> "CtrVocab":
-        fields = {}
-        for field in SINGLE_FIELDS + ("genres",):
-            values = train.column(field).to_pylist()
-            if field == "genres":
-                values = [g for gs in values for g in gs]
-            fields[field] = {v: i + 2 for i, v in enumerate(sorted(set(values)))}
-        ratings = {_rating_key(r) for rs in train.column("history_ratings").to_pylist() for r in rs}
-        fields["rating"] = {v: i + 2 for i, v in enumerate(sorted(ratings))}
+    def build(cls, train: "CtrSamples | pa.Table", features: FeatureRules | None = None) -> "CtrVocab":
+        """From the training split's samples (or a string CTR table)."""
+        values = (CtrTable(train) if isinstance(train, pa.Table) else train).vocab_values()
+        fields = {field: {v: i + 2 for i, v in enumerate(sorted(set(values[field])))}
+                  for field in SINGLE_FIELDS + ("genres", "rating")}
         return cls(fields, features or FeatureRules())
 
     @property
@@ -268,8 +458,16 @@ class CtrVocab:
     def fingerprint(self) -> str:
         return hashlib.sha1(json.dumps(self.fields, sort_keys=True).encode()).hexdigest()
 
-    def records(self, table: pa.Table, with_text: bool = False) -> list[dict[str, Any]]:
-        """Rows -> plain-dict samples: field indices (OOV = 1), label, and for the LLM the texts."""
+    def records(self, table: "CtrSamples | pa.Table", with_text: bool = False) -> list[dict[str, Any]]:
+        """Rows -> plain-dict samples: field indices (OOV = 1), label, and for the LLM the texts. For the rows a
+        job reads one by one (samples, requests); a whole split goes to the CRM as `write_encoded` Parquet."""
+        if not isinstance(table, pa.Table):
+            out = table.encoded(self).to_pylist()
+            if with_text:
+                texts = table.texts()
+                for k, record in enumerate(out):
+                    record.update({name: values[k] for name, values in texts.items()})
+            return out
         columns = {c: table.column(c).to_pylist() for c in CTR_COLUMNS}
         item = self.fields["item_id"]
         genre, rating = self.fields["genres"], self.fields["rating"]
@@ -301,9 +499,9 @@ class CtrVocab:
 
 @dataclasses.dataclass
 class CtrData:
-    train: pa.Table
-    valid: pa.Table
-    test: pa.Table
+    train: CtrSamples
+    valid: CtrSamples
+    test: CtrSamples
     source: str
     features: FeatureRules = dataclasses.field(default_factory=FeatureRules)
 
@@ -317,23 +515,23 @@ def load_ctr_data(cfg) -> CtrData:
         dataset = load_dataset(cfg.dataset)
         if "rating" not in dataset.interactions.column_names:
             dataset.require("interactions", ("label",), "CoReLLa (a like label, or a rating to threshold)")
-        table = ctr_table_of(dataset, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
-        train, valid, test = split_at(table, time_cutoffs(dataset.interactions.column("timestamp").to_numpy(),
+        samples = ctr_samples_of(dataset, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
+        train, valid, test = split_at(samples, time_cutoffs(dataset.interactions.column("timestamp").to_numpy(),
                                                           tuple(cfg.split_fractions)))
         source = dataset.source
     elif cfg.source == "movielens":
         from raylib.data.movielens import load_movielens
 
         ml = load_movielens(cfg.movielens_dir)
-        table = ctr_table_of(ml, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
-        train, valid, test = split_by_time(table, tuple(cfg.split_fractions))
+        samples = ctr_samples_of(ml, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
+        train, valid, test = split_by_time(samples, tuple(cfg.split_fractions))
         source = ml.source
     else:
-        train, valid, test = (read_ctr_table(p) for p in (cfg.train_file, cfg.valid_file, cfg.test_file))
+        train, valid, test = (CtrTable(read_ctr_table(p)) for p in (cfg.train_file, cfg.valid_file, cfg.test_file))
         source = str(cfg.train_file)
     for name, split in (("training", train), ("validation", valid), ("test", test)):
         if split.num_rows == 0:
             raise RaylibError(f"The {name} split holds no samples.")
-        if len(set(split.column("label").to_pylist())) < 2:
+        if len(np.unique(split.labels)) < 2:
             raise RaylibError(f"The {name} split has only one label: AUC needs likes and dislikes.")
     return CtrData(train, valid, test, source, FeatureRules.for_data(cfg))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raylib import RaylibError
 
@@ -112,9 +113,44 @@ def _by_role(files: list[Path], roles: tuple[str, ...]) -> list[Path | None]:
 
 def read_atomic(path: Path | None) -> pa.Table | None:
     """A RecBole atomic file: tab-separated, a `field:type` header; `float` fields become float64, every other
-    type stays a string (token_seq / float_seq fields as their space-separated text)."""
+    type stays a string (token_seq / float_seq fields as their space-separated text). Read by Arrow's CSV
+    reader (MovieLens-25M's 25 M lines in seconds); a file it cannot take is read again line by line, which
+    names the line at fault."""
     if path is None:
         return None
+    import pyarrow.csv as pacsv
+
+    with open(path, encoding="utf-8") as f:
+        first = f.readline().rstrip("\r\n")
+    header = [h.split(":") for h in first.split("\t")] if first.strip() else []
+    if not header:
+        return _read_atomic_lines(path)
+    names = [name for name, *_ in header]
+    try:
+        table = pacsv.read_csv(
+            path, read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(names))], skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False),
+            convert_options=pacsv.ConvertOptions(column_types={f"c{i}": pa.string() for i in range(len(names))},
+                                                 strings_can_be_null=False))
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return _read_atomic_lines(path)
+    out = {}
+    for k, (name, *kind) in enumerate(header):
+        column = table.column(k)
+        if kind and kind[0] == "float":
+            blank = pc.equal(pc.utf8_trim_whitespace(column), "")
+            try:
+                out[name] = pc.if_else(blank, pa.scalar(None, pa.float64()),
+                                       pc.cast(pc.if_else(blank, "0", column), pa.float64()))
+            except pa.ArrowInvalid:
+                return _read_atomic_lines(path)
+        else:
+            out[name] = column
+    return pa.table(out)
+
+
+def _read_atomic_lines(path: Path) -> pa.Table:
+    """`read_atomic`, line by line in Python: slower, and every problem names its line."""
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
         raise RaylibError(f"Dataset file {path} is empty.")

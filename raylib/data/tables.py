@@ -47,3 +47,29 @@ def read_table(path: str | Path, required: tuple[str, ...] = (),
             raise RaylibError(f"Data file {path}: every timestamp must be a number.")
         table = table.set_column(table.column_names.index("timestamp"), "timestamp", stamps.cast(pa.int64()))
     return table
+
+
+def write_batches(path: str | Path, batches) -> Path:
+    """Record batches (or tables) to one Parquet file, written as they come (a view of many rows never sits in
+    memory whole), to a temporary name first and renamed: a killed write leaves no file that looks finished."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    writer = None
+    try:
+        for batch in batches:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            if writer is None:
+                writer = pq.ParquetWriter(str(tmp), table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise RaylibError(f"{path}: no rows to write.")
+    os.replace(tmp, path)
+    return path

@@ -77,9 +77,11 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.shard_size, generator=g).tolist()
+        order = torch.randperm(self.shard_size, generator=g)
         total = self.plan.samples_per_rank
-        return iter((order * math.ceil(total / len(order)))[self.skip:total])
+        order = order.repeat(math.ceil(total / len(order)))[self.skip:total]
+        # handed out a block at a time: a shard of millions of rows is never a list of millions of ints
+        return (int(i) for block in order.split(1 << 16) for i in block.tolist())
 
     def __len__(self) -> int:
         return self.plan.samples_per_rank - self.skip

@@ -6,15 +6,18 @@ user brings, streamed batch by batch), each row numbered in a `_row` column, and
 (`datasets=`). Shards are strided by row number (`_row % world == rank`), so they are disjoint, cover every row,
 differ in size by at most one and are the same on every run: a resumed run sees the same rows, and one worker
 sees exactly the rows (and, through `EpochSampler`, the batches) it saw when the records were passed inline.
-Validation rows are not split: every worker reads them all and `sharded_map` divides the work.
+Validation rows are not split: every worker reads them all and `sharded_map` divides the work. A worker keeps
+its rows as Arrow and the task encodes them a batch at a time (`ShardRows`): what a worker holds grows with the
+bytes of its shard, not with a Python object per row.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -145,19 +148,52 @@ def quiet_ray_data() -> None:
     from ray.data import DataContext
 
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled. ..."
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # "Dataset ... execution finished in ..." 
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.enable_operator_progress_bars = False
     context.print_on_execution_start = False
 
 
-def read_rows(iterator) -> tuple[list[int], list[dict[str, Any]]]:
-    """A worker's rows in row order: (row numbers, records without the `_row` column)."""
+def read_rows(iterator) -> tuple[np.ndarray, pa.Table]:
+    """A worker's rows in row order, as Arrow: (row numbers, the records' columns without `_row`). Ray Data's
+    batches are concatenated as Arrow, never turned into Python objects here (`ShardRows` does that a batch at a
+    time)."""
     quiet_ray_data()
-    batches = list(iterator.iter_batches(batch_format="pyarrow", batch_size=None))
-    if not batches or sum(b.num_rows for b in batches) == 0:
-        return [], []
+    batches = [b for b in iterator.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+    if not batches:
+        return np.empty(0, dtype=np.int64), pa.table({})
     table = pa.concat_tables(batches)
-    table = table.sort_by(ROW)
-    rows = table[ROW].to_pylist()
-    return rows, table.drop_columns([ROW]).to_pylist()
+    rows = np.asarray(table[ROW].to_numpy(), dtype=np.int64)
+    if (np.diff(rows) < 0).any():  # a shard is read in row order: sorting (a copy of the shard) is rarely needed
+        table = table.sort_by(ROW)
+        rows = np.asarray(table[ROW].to_numpy(), dtype=np.int64)
+    return rows, table.drop_columns([ROW])
+
+
+class ShardRows:
+    """A worker's rows, kept as an Arrow table and encoded by the task when read: a micro-batch (or a validation
+    batch) at a time, so a shard of millions of rows never becomes millions of Python objects. A torch
+    `DataLoader` fetches a batch's indices at once through `__getitems__`."""
+
+    def __init__(self, table: pa.Table, encode: Callable[[list[dict[str, Any]]], list]):
+        self.table, self.encode = table, encode
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.take([index])[0]
+
+    def __iter__(self):
+        for start in range(0, len(self), BATCH_ROWS):
+            yield from self.take(np.arange(start, min(len(self), start + BATCH_ROWS)))
+
+    def __getitems__(self, indices: list[int]) -> list:
+        return self.take(indices)
+
+    def take(self, indices) -> list:
+        """The encoded items of these rows, in this order."""
+        return self.encode(self.table.take(pa.array(np.asarray(indices, dtype=np.int64))).to_pylist())

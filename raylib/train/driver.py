@@ -80,11 +80,12 @@ def _finished(job: TrainJob, fingerprint: dict[str, Any]) -> TrainResult | None:
 
 
 def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
-          after_step: Callable[[int, int], None] | None = None) -> TrainResult:
+          after_step: Callable[..., None] | None = None) -> TrainResult:
     """Train `task_cls` on Ray Train workers (DeepSpeed ZeRO inside) and publish its best state. The data are
     lists of records or Parquet files/folders of them; either way the workers read them through Ray Data.
-    `after_step(global_step, rank)` runs on every worker after each optimizer step (a hook: the scale
-    benchmark's fault drill kills a worker there)."""
+    `after_step(global_step, rank, rows=, read_s=)` runs on every worker after each optimizer step, told the
+    worker's training rows and the seconds it took to read them (a hook: the scale benchmark's fault drill kills a
+    worker there, the data-scale benchmark stops at the first step)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 

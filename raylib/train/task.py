@@ -37,7 +37,8 @@ class Task(Protocol):
         """Every trainable part in ONE module (DeepSpeed wraps it: parts outside would not be all-reduced)."""
 
     def encode(self, records: list[dict[str, Any]], split: str) -> list:
-        """Records (plain dicts, as they travel to workers) -> items; split is "train" or "valid"."""
+        """Records (plain dicts) -> items, one each; split is "train" or "valid". The loop calls it a batch at a
+        time, on the rows it is about to use (a worker keeps its shard as Arrow, `raylib.train.data.ShardRows`)."""
 
     def collate(self, items: list) -> dict[str, torch.Tensor]: ...
 
@@ -85,9 +86,11 @@ def sharded_map(items: Sequence, fn: Callable[[list], list], batch_size: int, ct
     mine = [min(i, n - 1) for i in range(ctx.rank, per_rank * ctx.world, ctx.world)][:per_rank]
     if sort_key is not None:  # similar lengths together: less padding
         mine.sort(key=lambda i: sort_key(items[i]))
+    # rows a worker keeps as Arrow (`raylib.train.data.ShardRows`) are encoded a batch at a time
+    fetch = items.take if hasattr(items, "take") else (lambda index: [items[i] for i in index])
     values: list = []
     for start in range(0, per_rank, batch_size):
-        values.extend(fn([items[i] for i in mine[start:start + batch_size]]))
+        values.extend(fn(fetch(mine[start:start + batch_size])))
     gathered: list[Any] = [(mine, values)]
     if ctx.world > 1:
         gathered = [None] * ctx.world

@@ -126,12 +126,14 @@ class WorkerRun:
         from torch.utils.data import DataLoader
 
         from raylib.train.batching import EpochSampler, batch_plan
-        from raylib.train.data import read_rows
+        from raylib.train.data import ShardRows, read_rows
 
-        self.rows, train_records = read_rows(ray.train.get_dataset_shard("train"))
-        _, valid_records = read_rows(ray.train.get_dataset_shard("valid"))
-        self.train_set = self.task.encode(train_records, "train")
-        self.valid_set = self.task.encode(valid_records, "valid")
+        start = time.perf_counter()
+        self.rows, train_rows = read_rows(ray.train.get_dataset_shard("train"))
+        _, valid_rows = read_rows(ray.train.get_dataset_shard("valid"))
+        self.read_s = time.perf_counter() - start  # this worker's rows from the object store, as Arrow
+        self.train_set = ShardRows(train_rows, lambda records: self.task.encode(records, "train"))
+        self.valid_set = ShardRows(valid_rows, lambda records: self.task.encode(records, "valid"))
         self.plan = batch_plan(self.cfg, self.loop_config["train_rows"], self.world)
         self.sampler = EpochSampler(self.plan, len(self.train_set), self.cfg.seed)
         # Its own generator: a DataLoader draws a seed from the global RNG at every `iter()`, which would shift
@@ -260,7 +262,7 @@ class WorkerRun:
             _log(self.rank, f"step {state.global_step}/{self.total_steps} loss {loss.item():.4f} "
                             f"lr {self.scheduler.get_last_lr()[0]:.2e}{speed}")
         if self.after_step is not None:
-            self.after_step(state.global_step, self.rank)
+            self.after_step(state.global_step, self.rank, rows=len(self.rows), read_s=self.read_s)
         if cfg.max_steps > 0 and state.global_step >= cfg.max_steps:
             return True
         every = cfg.checkpoint_every_steps

@@ -22,15 +22,17 @@ import numpy as np
 from raylib import RaylibError
 from raylib.methods.cocktail.config import DomainConfig
 from raylib.methods.tallrec.config import DataConfig
-from raylib.data.records import TallrecRecord, read_records, sample_records, split_by_user, stratified_sample
+from raylib.data.records import (RecordRows, Records, TallrecRecord, pick, read_records, sample_records, split_by_user,
+                                 stratified_sample, user_groups)
+from raylib.prompts import quote_item
 
 
 @dataclasses.dataclass
 class DomainSplits:
     name: str
-    train: list[TallrecRecord]  # the whole training pool
-    valid: list[TallrecRecord]
-    test: list[TallrecRecord]
+    train: Records  # the whole training pool
+    valid: Records
+    test: Records
     source: str
     split: str  # "user" or "record"
 
@@ -76,7 +78,7 @@ def load_domain(domain: DomainConfig, data: DataConfig, project_root: Path | Non
         records, source = read_records(path), str(domain.file)
     if not records:
         raise RaylibError(f"domain {domain.name!r}: {source} holds no records.")
-    if all(r.user_id for r in records):
+    if names_users(records):
         train, valid, test = split_by_user(records, data.valid_fraction, data.test_fraction, data.seed)
         split = "user"
     else:
@@ -109,7 +111,12 @@ def dataset_domain(domain: DomainConfig, data: DataConfig, taken_genres: set[str
     return DomainSplits(domain.name, *splits, source, "time")
 
 
-def of_genres(records: list[TallrecRecord], items, genres: set[str], taken: set[str]) -> list[TallrecRecord]:
+def names_users(records: Records) -> bool:
+    """Whether every record names its user (records built from interactions always do)."""
+    return isinstance(records, RecordRows) or all(r.user_id for r in records)
+
+
+def of_genres(records: Records, items, genres: set[str], taken: set[str]) -> Records:
     """The records whose target item (in `items`, a table with genres) has one of `genres` and none of `taken`
     (an earlier domain's)."""
     known = {g for row in items.column("genres").to_pylist() for g in row}
@@ -117,28 +124,34 @@ def of_genres(records: list[TallrecRecord], items, genres: set[str], taken: set[
     if unknown:
         raise RaylibError(f"genres {unknown} are not genres of the items; they have {sorted(known)}.")
     item_genres = dict(zip(items.column("item_id").to_pylist(), (set(g) for g in items.column("genres").to_pylist())))
-    return [r for r in records if item_genres.get(r.item_id, set()) & genres
-            and not item_genres.get(r.item_id, set()) & taken]
+    wanted = lambda item: bool(item_genres.get(item, set()) & genres) and not item_genres.get(item, set()) & taken  # noqa: E731
+    if isinstance(records, RecordRows):  # decided once per item, not per record
+        item_ids = records.timelines.item_ids
+        keep = np.array([wanted(item) for item in item_ids], dtype=bool)
+        return records[keep[records.items]]
+    return [r for r in records if wanted(r.item_id)]
 
 
 @dataclasses.dataclass
 class Pools:
     """A domain's training pool in three disjoint parts (`three_pools`)."""
-    base: list[TallrecRecord]  # the base spirit samples these
-    ingredient: list[TallrecRecord]  # the ingredient samples these (target domain)
-    unlabelled: list[TallrecRecord]  # the entropy merge's unlabelled prompts (target domain)
+    base: Records  # the base spirit samples these
+    ingredient: Records  # the ingredient samples these (target domain)
+    unlabelled: Records  # the entropy merge's unlabelled prompts (target domain)
 
 
-def three_pools(records: list[TallrecRecord], seed: int) -> Pools:
+def three_pools(records: Records, seed: int) -> Pools:
     """Thirds of the training pool, by user when every record names one (no user in two parts), else by record."""
-    by_user = all(r.user_id for r in records)
-    keys = sorted({r.user_id for r in records}) if by_user else list(range(len(records)))
-    order = np.random.default_rng(seed).permutation(len(keys))
-    part = {keys[i]: rank * 3 // len(keys) for rank, i in enumerate(order)}
-    parts: list[list[TallrecRecord]] = [[], [], []]
-    for i, r in enumerate(records):
-        parts[part[r.user_id if by_user else i]].append(r)
-    return Pools(*parts)
+    if names_users(records):
+        users = len(np.unique(records.users)) if isinstance(records, RecordRows) else \
+            len({r.user_id for r in records})
+        # the k-th user of the shuffled order goes to part k * 3 // users
+        part = user_groups(records, list(np.bincount(np.arange(users) * 3 // max(users, 1), minlength=3)), seed)
+    else:
+        order = np.random.default_rng(seed).permutation(len(records))
+        part = np.empty(len(records), dtype=np.int64)
+        part[order] = np.arange(len(records)) * 3 // len(records)
+    return Pools(*(pick(records, np.flatnonzero(part == k)) for k in range(3)))
 
 
 def mixture(domains: list[DomainSplits], per_domain: int, seed: int) -> list[TallrecRecord]:
@@ -150,11 +163,15 @@ def mixture(domains: list[DomainSplits], per_domain: int, seed: int) -> list[Tal
     return [out[i] for i in order]
 
 
-def warm_cold(test: list[TallrecRecord], train: list[TallrecRecord], n: int,
-              seed: int) -> tuple[list[TallrecRecord], list[TallrecRecord]]:
+def warm_cold(test: Records, train: list[TallrecRecord], n: int, seed: int) -> tuple[Records, Records]:
     """(warm, cold) test records, each a label-stratified sample of at most `n` (0 = all): cold ones' target
     items appear nowhere in `train` (neither as targets nor in histories)."""
     seen = " ".join(r.input for r in train)
+    if isinstance(test, RecordRows):  # decided once per item, as the item's quoted title reads in the prompts
+        titles = test.titles
+        warm_item = np.array([quote_item(str(title)) in seen for title in titles], dtype=bool)
+        is_warm = warm_item[test.items]
+        return stratified_sample(test[is_warm], n, seed), stratified_sample(test[~is_warm], n, seed)
     warm, cold = [], []
     for record in test:
         (warm if target_text(record) in seen else cold).append(record)

@@ -17,6 +17,7 @@ placed by `raylib.placement`, so the driver loads none.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -192,6 +193,46 @@ def base_spirit_inputs(job: CocktailJobConfig, domains: dict[str, DomainSplits])
     return _stage_job(job, Path(job.output_dir).expanduser().resolve() / "base_spirit"), train, valid
 
 
+@dataclasses.dataclass
+class CocktailInputs:
+    """Every data set of a RecCocktail run, made before any training (`cocktail_inputs`)."""
+    base_job: TallrecJobConfig
+    base_train: list[TallrecRecord]
+    base_valid: list[TallrecRecord]
+    pools: Any  # the target's training pool in three parts (`three_pools`)
+    ingredient_train: list[TallrecRecord]
+    valid: list[TallrecRecord]
+    prompts: list[TallrecRecord]  # the entropy merge's unlabelled prompts
+    held_out: list[TallrecRecord]  # and its held-out ones
+    warm: list[TallrecRecord]
+    cold: list[TallrecRecord]
+
+
+def cocktail_inputs(job: CocktailJobConfig, domains: dict[str, DomainSplits]) -> CocktailInputs:
+    """The base spirit's records, the target's disjoint pools and samples (records with their text; the pools
+    and splits stay columns where built from interactions), the unlabelled prompts and the warm / cold test
+    records. Bad or too small inputs stop here, before any training."""
+    seed, target = job.data.seed, domains[job.target]
+    base_job, base_train, base_valid = base_spirit_inputs(job, domains)
+    pools = three_pools(target.train, seed)  # base spirit / ingredient / unlabelled: disjoint parts
+    ingredient_train = list(sample_records(pools.ingredient, job.data.train_samples, seed))
+    valid = list(stratified_sample(target.valid, job.data.valid_samples, seed))
+    unlabelled = list(sample_records(pools.unlabelled, job.merge.unlabelled_prompts + job.merge.held_out_prompts,
+                                     seed + 7))
+    if len(unlabelled) < 2:
+        raise RaylibError(f"No unlabelled {job.target} prompts for the entropy merge: the third of the training "
+                          f"pool kept for them has {len(pools.unlabelled)} records (bring more records).")
+    # cold start: target items neither adapter trained on
+    warm, cold = (list(part) for part in warm_cold(target.test, ingredient_train + base_train,
+                                                   job.warm_cold_samples, seed))
+    if not warm or not cold:
+        raise RaylibError(f"The {job.target} test split has {len(warm)} warm and {len(cold)} cold-start records; "
+                          "both are needed (more test users: data.test_fraction).")
+    return CocktailInputs(base_job, base_train, base_valid, pools, ingredient_train, valid,
+                          unlabelled[:job.merge.unlabelled_prompts], unlabelled[job.merge.unlabelled_prompts:],
+                          warm, cold)
+
+
 def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None = None) -> dict[str, Any]:
     from raylib.methods.cocktail.task import EntropyMergeTask, read_published
     from raylib.methods.tallrec.task import TallrecTask
@@ -208,20 +249,10 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
               f"records (split by {d.split}), from {d.source}", flush=True)
 
     # every data set first: bad or too small inputs stop here, before any training
-    base_job, base_train, base_valid = base_spirit_inputs(job, domains)
-    pools = three_pools(target.train, seed)  # base spirit / ingredient / unlabelled: disjoint parts
-    ingredient_train = sample_records(pools.ingredient, job.data.train_samples, seed)
-    valid = stratified_sample(target.valid, job.data.valid_samples, seed)
-    unlabelled = sample_records(pools.unlabelled, job.merge.unlabelled_prompts + job.merge.held_out_prompts, seed + 7)
-    if len(unlabelled) < 2:
-        raise RaylibError(f"No unlabelled {job.target} prompts for the entropy merge: the third of the training "
-                          f"pool kept for them has {len(pools.unlabelled)} records (bring more records).")
-    prompts, held_out = unlabelled[:job.merge.unlabelled_prompts], unlabelled[job.merge.unlabelled_prompts:]
-    # cold start: target items neither adapter trained on
-    warm, cold = warm_cold(target.test, ingredient_train + base_train, job.warm_cold_samples, seed)
-    if not warm or not cold:
-        raise RaylibError(f"The {job.target} test split has {len(warm)} warm and {len(cold)} cold-start records; "
-                          "both are needed (more test users: data.test_fraction).")
+    inputs = cocktail_inputs(job, domains)
+    base_job, base_train, base_valid = inputs.base_job, inputs.base_train, inputs.base_valid
+    pools, ingredient_train, valid = inputs.pools, inputs.ingredient_train, inputs.valid
+    prompts, held_out, warm, cold = inputs.prompts, inputs.held_out, inputs.warm, inputs.cold
 
     # 1. the base spirit: every domain, target-independent
     print(f"[cocktail] base spirit: {len(base_train)} records from {sorted(domains)} ...", flush=True)

@@ -30,13 +30,14 @@ import numpy as np
 from raylib import RaylibError
 from raylib.config import from_dict, to_dict, key_dict
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
-from raylib.data.ctr import CtrData, CtrVocab, load_ctr_data, sample_rows
+from raylib.data.ctr import CtrData, CtrSamples, CtrVocab, load_ctr_data, sample_rows, write_encoded
 from raylib.metrics import binary_report
 from raylib.stages import cached_stage, file_sha1
 from raylib.methods.corella.routing import (MAX_ENTROPY, ROUTING_FILE, RoutingConfig, combine, entropy, routing_decision,
                                             split_for_decision, to_llm, tune_threshold)
 
 METHODS = ("crm", "llm", "routed")
+VIEWS_DIR = "views"  # a stage's training and validation samples as Parquet, under its output_dir
 
 
 def _output(job) -> Path:
@@ -46,19 +47,20 @@ def _output(job) -> Path:
 # ------------------------------------------------------------------ the data, encoded once
 @dataclass(frozen=True)
 class CorellaViews:
-    """Every view of the job's data a stage reads, encoded once by `prepare_views` and handed down: the
-    stages, the scoring and the report take records and never go back to the tables."""
+    """Every view of the job's data a stage reads, made once by `prepare_views` and handed down: the stages, the
+    scoring and the report never go back to the tables. The whole splits stay columns (`CtrSamples`: the CRM
+    reads them as Parquet, written a chunk at a time); the samples the LLM reads are records with their text."""
 
     vocab: CtrVocab
     source: str
-    crm_train: list[dict[str, Any]]  # stage 1: the whole training split (field ids only)
-    crm_valid: list[dict[str, Any]]  # stage 1's per-epoch validation: the whole validation split
+    crm_train: CtrSamples  # stage 1: the whole training split
+    crm_valid: CtrSamples  # stage 1's per-epoch validation: the whole validation split
     joint_train: list[dict[str, Any]]  # stage 2: a random training subset, with texts for the LLM
     llm_train: list[dict[str, Any]]  # stage 3: another subset, disjoint from stage 2's
     stage_valid: list[dict[str, Any]]  # stages 2 and 3: the per-epoch validation sample
     valid: list[dict[str, Any]]  # the threshold search: a fixed validation sample both models score
     test: list[dict[str, Any]]  # the report: a fixed test sample both models score
-    full_test: list[dict[str, Any]]  # the CRM alone on the whole test split
+    full_test: CtrSamples  # the CRM alone on the whole test split
 
 
 def prepare_views(job: CorellaJobConfig, data: CtrData) -> CorellaViews:
@@ -69,37 +71,47 @@ def prepare_views(job: CorellaJobConfig, data: CtrData) -> CorellaViews:
     joint = np.sort(order[:min(s.joint_samples, n)])
     rest = order[min(s.joint_samples, n):]
     llm = np.sort(rest[:s.llm_samples]) if len(rest) else joint  # a tiny table: reuse the joint subset
-    texts = lambda table: vocab.records(table, with_text=True)  # noqa: E731
+    texts = lambda samples: vocab.records(samples, with_text=True)  # noqa: E731
     return CorellaViews(
-        vocab=vocab, source=data.source,
-        crm_train=vocab.records(data.train), crm_valid=vocab.records(data.valid),
+        vocab=vocab, source=data.source, crm_train=data.train, crm_valid=data.valid,
         joint_train=texts(data.train.take(joint)), llm_train=texts(data.train.take(llm)),
         stage_valid=texts(sample_rows(data.valid, s.valid_samples, job.data.seed + 1)),
         valid=texts(sample_rows(data.valid, job.data.valid_samples, job.data.seed + 2)),
         test=texts(sample_rows(data.test, job.data.test_samples, job.data.seed + 3)),
-        full_test=vocab.records(data.test))
+        full_test=data.test)
 
 
 # ------------------------------------------------------------------ stage 1: the CRM alone
-def train_crm(job: CorellaJobConfig, views: CorellaViews) -> Path:
-    """DCNv2 on the whole training split through the shared Ray Train loop. The trainer's choice for a model
-    this small (well under a million parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain
-    data parallelism (gradients all-reduced, nothing partitioned). Returns the CRM folder with its vocabulary."""
-    from raylib.methods.corella.crm import CrmTask, crm_shape
-    from raylib.train.driver import train
+def crm_stage(job: CorellaJobConfig, views: CorellaViews) -> tuple[CrmJobConfig, Path, Path]:
+    """Stage 1's job and its training and validation samples as Parquet (field indices, written a chunk at a
+    time under the stage's output_dir). The trainer's choice for a model this small (well under a million
+    parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain data parallelism (gradients
+    all-reduced, nothing partitioned)."""
+    from raylib.methods.corella.crm import crm_shape
 
     s = job.crm
-    shape = crm_shape(s, views.vocab)
     stage = from_dict(CrmJobConfig, {
-        "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": shape,
+        "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": crm_shape(s, views.vocab),
         "output_dir": str(_output(job) / "stage1-crm"), "ray_address": job.ray_address,
         "train": {"learning_rate": s.learning_rate, "batch_size": s.batch_size, "micro_batch_size": s.batch_size,
                   "epochs": s.epochs, "patience": s.patience, "weight_decay": s.weight_decay, "zero_stage": 0,
                   "num_workers": s.num_workers, "eval_batch_size": 4096, "seed": job.train.seed,
                   "fresh_start": job.train.fresh_start, "use_gpu": job.train.use_gpu,
                   "max_failures": job.train.max_failures}}, where="CRM stage")
-    print(f"[corella] stage 1: DCNv2 on {len(views.crm_train)} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
-    result = train(CrmTask, stage, views.crm_train, views.crm_valid)
+    encoded = Path(stage.output_dir) / VIEWS_DIR
+    return (stage, write_encoded(views.crm_train, views.vocab, encoded / "train.parquet"),
+            write_encoded(views.crm_valid, views.vocab, encoded / "valid.parquet"))
+
+
+def train_crm(job: CorellaJobConfig, views: CorellaViews) -> Path:
+    """DCNv2 on the whole training split through the shared Ray Train loop (`crm_stage`). Returns the CRM folder
+    with its vocabulary."""
+    from raylib.methods.corella.crm import CrmTask
+    from raylib.train.driver import train
+
+    stage, train_path, valid_path = crm_stage(job, views)
+    print(f"[corella] stage 1: DCNv2 on {views.crm_train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
+    result = train(CrmTask, stage, train_path, valid_path)
     return attach_vocab(Path(result.published_dir), views.vocab)
 
 
@@ -213,6 +225,33 @@ def crm_scores_of(crm_dir: str, records: list[dict[str, Any]]) -> np.ndarray:
     return crm_probabilities(load_crm(crm_dir)[0], records)
 
 
+@dataclass(frozen=True)
+class CrmScorer:
+    """What each scoring actor builds (`raylib.batch`): a published CRM, then P(like) of a batch of encoded
+    samples (`write_encoded`'s columns)."""
+    crm_dir: str
+
+    def __call__(self):
+        from raylib.methods.corella.crm import crm_probabilities, load_crm
+
+        crm = load_crm(self.crm_dir)[0]
+        return lambda batch: {"p_like": crm_probabilities(crm, batch.to_pylist())}
+
+
+def crm_scores_of_split(job: CorellaJobConfig, crm_dir: Path, vocab: CtrVocab, samples: CtrSamples) -> np.ndarray:
+    """P(like) of a whole split by a published CRM, in a Ray Data pool of placed actors (`raylib.batch`): the
+    split's field indices are made and written a chunk at a time, so neither side holds it as Python objects."""
+    from raylib import placement
+    from raylib.batch import map_rows
+    from raylib.data.timelines import chunks
+
+    encoded = (samples.slice(a, b).encoded(vocab) for a, b in chunks(samples.num_rows, 1 << 16))
+    out = map_rows(CrmScorer(str(crm_dir)), encoded, _output(job) / "inference" / "crm",
+                   {"crm": file_sha1(Path(crm_dir) / "model.safetensors")}, placement.for_job(job),
+                   job.inference.actors, batch_rows=1 << 14, desc="CRM scoring")
+    return np.asarray(out.column("p_like").to_numpy())
+
+
 # ------------------------------------------------------------------ the pipeline
 def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str, Any]:
     """All stages, the threshold search, the test report and the artifacts. `crm_dir`: a stage-1 CRM to start
@@ -220,11 +259,12 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     start = time.time()
     output = _output(job)
     data = load_ctr_data(job.data)
-    if not any(data.train.column("title").to_pylist()):  # before any training: the LLM reads titles
+    if not any(data.train.slice(0, 1000).texts()["title"]):  # before any training: the LLM reads titles
         raise RaylibError(f"Dataset {data.source}: CoReLLa's LLM needs column ['title'] in its items, which it "
                           "lacks; the CRM alone trains without it (`raylib.methods.corella.pipeline.train_crm`).")
     views = prepare_views(job, data)
-    print(f"[corella] {len(views.crm_train)} train / {len(views.crm_valid)} valid / {len(views.full_test)} test "
+    print(f"[corella] {views.crm_train.num_rows} train / {views.crm_valid.num_rows} valid / "
+          f"{views.full_test.num_rows} test "
           f"samples from {views.source}; vocabulary {views.vocab.fingerprint()[:12]}", flush=True)
     crm_dir = crm_dir or train_crm(job, views)
     joint_dir = train_llm_stage(job, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
@@ -266,8 +306,8 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
         "test_samples": len(test), "valid_samples": len(valid),
         "metrics": {"crm": binary_report(test_labels, crm_test), "llm": binary_report(test_labels, llm_test),
                     "routed": binary_report(test_labels, routed_probs)},
-        "crm_full_test": binary_report([r["label"] for r in full_test],
-                                       placement.run(crm_scores_of, str(final_crm), full_test, placement=where)),
+        "crm_full_test": binary_report(full_test.labels, crm_scores_of_split(job, final_crm, views.vocab,
+                                                                             full_test)),
         "llm_share": float(mask.mean()), "threshold": threshold, "threshold_search": found,
         "routing": "on" if found["decision"]["route"] else "off (CRM only)",
         "seconds_per_1000": {"crm": per_1000(test_scores["crm_seconds"]), "llm": per_1000(test_scores["llm_seconds"]),

@@ -69,40 +69,154 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, progre
     return torch.stack(rows)[torch.tensor([position[text] for text in texts])]
 
 
-def catalogue_embeddings(model, tokenizer, titles: list[str], model_key: str, catalogue_key: str,
-                         cache_dir: Path | None = None, batch_size: int = 64,
-                         pooling: str = "last") -> tuple[torch.Tensor, bool]:
-    """Every catalogue title's embedding, computed once per (model, catalogue) and cached as safetensors in
-    `<cache_dir or <cache>/grounding>/<sha1(model_key|catalogue_key)[:16]>.safetensors`.
-    Returns (embeddings [n, hidden] float32, computed_now)."""
-    from safetensors.torch import load_file, save_file
-
+def catalogue_cache(cache_dir: Path | None, model_key: str, catalogue_key: str, pooling: str) -> Path:
+    """Where one (model, catalogue, pooling)'s title embeddings are cached:
+    `<cache_dir or <cache>/grounding>/<sha1(model_key|catalogue_key|pooling)[:16]>.safetensors`."""
     from raylib.assets import cache_root
 
     folder = Path(cache_dir).expanduser() if cache_dir else cache_root() / "grounding"
-    name = hashlib.sha1(f"{model_key}|{catalogue_key}|{pooling}".encode()).hexdigest()[:16]
-    path = folder / f"{name}.safetensors"
-    if path.is_file():
-        cached = load_file(str(path))["embeddings"]
-        if cached.shape[0] == len(titles):  # else a stale file under a reused key: compute afresh
-            return cached, False
-    embeddings = embed_texts(model, tokenizer, titles, batch_size, progress=True, pooling=pooling)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{name}.tmp{os.getpid()}"
-    save_file({"embeddings": embeddings.contiguous()}, str(tmp),
-              metadata={"model": model_key, "catalogue": catalogue_key, "items": str(len(titles)),
-                        "pooling": pooling})
+    return folder / f"{hashlib.sha1(f'{model_key}|{catalogue_key}|{pooling}'.encode()).hexdigest()[:16]}.safetensors"
+
+
+def read_cached(path: Path, items: int) -> torch.Tensor | None:
+    """The cached embeddings, or None (absent, or a stale file of another size under a reused key)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    cached = load_file(str(path))["embeddings"]
+    return cached if cached.shape[0] == items else None
+
+
+def write_cached(path: Path, embeddings: torch.Tensor, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}")
+    save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)  # atomic: a half-written file is never read as a finished one
+
+
+def catalogue_embeddings(model, tokenizer, titles: list[str], model_key: str, catalogue_key: str,
+                         cache_dir: Path | None = None, batch_size: int = 64,
+                         pooling: str = "last") -> tuple[torch.Tensor, bool]:
+    """Every catalogue title's embedding with the model in this process, computed once per (model, catalogue)
+    and cached (`catalogue_cache`). Returns (embeddings [n, hidden] float32, computed_now). Jobs embed a
+    catalogue in a pool of actors instead (`raylib.methods.nextitem.pipeline.catalogue_embedding`)."""
+    path = catalogue_cache(cache_dir, model_key, catalogue_key, pooling)
+    cached = read_cached(path, len(titles))
+    if cached is not None:
+        return cached, False
+    embeddings = embed_texts(model, tokenizer, titles, batch_size, progress=True, pooling=pooling)
+    write_cached(path, embeddings, {"model": model_key, "catalogue": catalogue_key, "items": str(len(titles)),
+                                    "pooling": pooling})
     return embeddings, True
 
 
 # ------------------------------------------------------------------ distances and re-weighting
+CHUNK_ITEMS = 1 << 16  # catalogue items per step of the chunked grounding: memory [queries, chunk], not [., catalogue]
+
+
 def l2_distances(queries: torch.Tensor, items: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """[q, n] float32 L2 distances, one batched `torch.cdist` per chunk of `chunk` queries."""
+    """[q, n] float32 L2 distances, one batched `torch.cdist` per chunk of `chunk` queries. The whole matrix: for
+    a few queries (a validation sample); `grounded_ranks` and `nearest_items` ground any number of queries
+    against any catalogue in memory bounded by a chunk."""
     queries, items = torch.as_tensor(queries).float(), torch.as_tensor(items).float()
     if len(queries) == 0:
         return torch.empty((0, len(items)), dtype=torch.float32)
     return torch.cat([torch.cdist(queries[i:i + chunk], items) for i in range(0, len(queries), chunk)])
+
+
+class ChunkedScores:
+    """What ranks the catalogue for each query (lower is better), a chunk of items at a time: the L2 distance to
+    the query, or BIGRec's re-weighted score `minmax(d) * (1 + minmax(W))^-gamma` (Eq. 4, `reweight`) when a
+    signal W is given. Memory [queries, chunk] however large the catalogue. The per-query minimum and maximum
+    that normalise d take one pass over the catalogue first, which also keeps each query's distance to its own
+    `targets` item as that chunk computed it (so every value compared comes from the same computation, and
+    duplicate titles still tie exactly)."""
+
+    def __init__(self, queries, items, targets=None, signal=None, gamma: float = 0.0, chunk: int = CHUNK_ITEMS):
+        self.queries, self.items = torch.as_tensor(queries).float(), torch.as_tensor(items).float()
+        self.chunk, n = chunk, len(self.queries)
+        self.weights = None  # [1 or queries, items]: (1 + minmax(W))^-gamma
+        if signal is not None:
+            w = torch.atleast_2d(torch.as_tensor(_numpy(signal).astype(np.float64)))
+            if w.shape[-1] != len(self.items) or w.shape[0] not in (1, n):
+                raise RaylibError(f"The re-weighting signal has shape {tuple(w.shape)} for {n} queries and "
+                                  f"{len(self.items)} items: give one value per item, or one row per query.")
+            low, high = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
+            self.weights = torch.pow(1.0 + (w - low) / torch.where(high > low, high - low, 1.0), -float(gamma))
+        self.low = torch.full((n,), float("inf"), dtype=torch.float64)
+        self.high, self.own = torch.full_like(self.low, -float("inf")), torch.zeros_like(self.low)
+        if targets is None and self.weights is None:
+            return  # plain distances need no first pass
+        targets = None if targets is None else torch.as_tensor(np.asarray(targets, dtype=np.int64))
+        rows = torch.arange(n)
+        for start, d in self._distances():
+            self.low, self.high = torch.minimum(self.low, d.min(1).values), torch.maximum(self.high, d.max(1).values)
+            if targets is not None:
+                inside = (targets >= start) & (targets < start + d.shape[1])
+                self.own[inside] = d[rows[inside], targets[inside] - start]
+        self.span = torch.where(self.high > self.low, self.high - self.low, torch.ones_like(self.high))
+        if targets is not None:
+            self.own = self._scored(self.own.unsqueeze(1), targets.unsqueeze(1)).squeeze(1)
+
+    def _distances(self):
+        for start in range(0, len(self.items), self.chunk):
+            yield start, torch.cdist(self.queries, self.items[start:start + self.chunk]).double()
+
+    def _scored(self, d: torch.Tensor, columns) -> torch.Tensor:
+        if self.weights is None:
+            return d
+        w = self.weights[0][columns] if len(self.weights) == 1 else self.weights.gather(1, columns)
+        return (d - self.low.unsqueeze(1)) / self.span.unsqueeze(1) * w
+
+    def chunks(self):
+        """(first item, scores [queries, items of the chunk]) for each chunk."""
+        for start, d in self._distances():
+            yield start, self._scored(d, torch.arange(start, start + d.shape[1]).expand(len(d), -1))
+
+
+def _chunk_mask(seen: "Seen", start: int, shape: tuple[int, int]) -> torch.Tensor:
+    """True where a query's `seen` item falls in the chunk of items starting at `start`."""
+    return torch.as_tensor(_seen_mask([{i - start for i in s if start <= i < start + shape[1]} for s in seen], shape))
+
+
+@torch.no_grad()
+def grounded_ranks(queries, items, targets, seen: "Seen" = None, signal=None, gamma: float = 0.0,
+                   chunk: int = CHUNK_ITEMS) -> np.ndarray:
+    """Rank of each query's target when the whole catalogue is ranked by L2 distance to the query (BIGRec step
+    2), re-weighted by `(1 + W)^-gamma` when `signal` is given: the ranks of `target_ranks(reweight(
+    l2_distances(...), ...))`, in memory bounded by a chunk of items (`ChunkedScores`)."""
+    if len(targets) != len(queries):
+        raise RaylibError(f"{len(targets)} targets for {len(queries)} queries: give one target per query.")
+    scores = ChunkedScores(queries, items, targets, signal, gamma, chunk)
+    better = torch.zeros(len(targets), dtype=torch.int64)
+    for start, score in scores.chunks():
+        ahead = score < scores.own.unsqueeze(1)
+        if seen is not None:
+            ahead &= ~_chunk_mask(seen, start, tuple(ahead.shape))
+        better += ahead.sum(1)
+    return (better + 1).numpy()
+
+
+@torch.no_grad()
+def nearest_items(queries, items, k: int = 1, exclude: "Seen" = None, signal=None, gamma: float = 0.0,
+                  chunk: int = CHUNK_ITEMS) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, scores) of each query's `k` best catalogue items, best first (`ChunkedScores`: distance, or
+    re-weighted), by a running top-k over chunks of items (memory [queries, chunk + k]); `exclude`: per query,
+    positions left out."""
+    scores = ChunkedScores(queries, items, signal=signal, gamma=gamma, chunk=chunk)
+    n = len(scores.queries)
+    best, best_at = torch.empty((n, 0), dtype=torch.float64), torch.empty((n, 0), dtype=torch.int64)
+    for start, score in scores.chunks():
+        if exclude is not None:
+            score = score.masked_fill(_chunk_mask(exclude, start, tuple(score.shape)), float("inf"))
+        merged = torch.cat([best, score], 1)
+        at = torch.cat([best_at, torch.arange(start, start + score.shape[1]).expand(n, -1)], 1)
+        top = torch.topk(merged, min(k, merged.shape[1]), dim=1, largest=False, sorted=True)
+        best, best_at = top.values, at.gather(1, top.indices)
+    return best_at.numpy(), best.numpy()
 
 
 def _numpy(x) -> np.ndarray:
@@ -170,22 +284,24 @@ def popularity_ranks(popularity, targets, seen: Seen = None) -> np.ndarray:
     return len(pop) - np.searchsorted(ascending, own, side="right") + 1  # 1 + items with a larger count
 
 
-def beam_ranks(beam_distances: list, targets, seen: Seen = None) -> np.ndarray:
+def beam_ranks(beam_embeddings: list, items, targets, seen: Seen = None, chunk: int = CHUNK_ITEMS) -> np.ndarray:
     """GenRec, grounded: each beam grounds to its nearest item; the ranked list is those items, deduplicated in
     beam order, then every other item by the FIRST beam's distance. Rank of each target in its list.
-    `beam_distances[i]` is [beams_i, n]: query i's beams (in beam order) against every item."""
-    ranks = []
-    for i, (dist, target) in enumerate(zip(beam_distances, targets, strict=True)):
-        d = np.atleast_2d(_numpy(dist))
+    `beam_embeddings[i]` is [beams_i, hidden]: query i's beams in beam order. Memory bounded by a chunk of items
+    (`nearest_items`, `grounded_ranks`)."""
+    beams = torch.cat([torch.as_tensor(b).float() for b in beam_embeddings])
+    nearest, _ = nearest_items(beams, items, 1, chunk=chunk)
+    cuts = np.cumsum([len(b) for b in beam_embeddings])[:-1]
+    grounded = []
+    for i, group in enumerate(np.split(nearest[:, 0], cuts)):
         skip = seen[i] if seen is not None else set()
-        grounded = [item for item in dict.fromkeys(int(j) for j in d.argmin(axis=1)) if item not in skip]
-        if int(target) in grounded:
-            ranks.append(grounded.index(int(target)) + 1)
-            continue
-        others = np.ones(d.shape[1], dtype=bool)
-        others[grounded + list(skip)] = False  # first beam's distances to the items no beam grounded to
-        ranks.append(len(grounded) + int((d[0][others] < d[0][target]).sum()) + 1)
-    return np.asarray(ranks, dtype=np.int64)
+        grounded.append([item for item in dict.fromkeys(int(j) for j in group) if item not in skip])
+    firsts = torch.stack([torch.as_tensor(b[0]).float() for b in beam_embeddings])
+    # the items no beam grounded to, by the first beam's distance: the grounded (and seen) ones taken out
+    others = [set(g) | (seen[i] if seen is not None else set()) for i, g in enumerate(grounded)]
+    rest = grounded_ranks(firsts, items, targets, seen=others, chunk=chunk)
+    return np.asarray([g.index(int(t)) + 1 if int(t) in g else len(g) + int(r)
+                       for g, t, r in zip(grounded, targets, rest)], dtype=np.int64)
 
 
 def normalise_title(text: str) -> str:

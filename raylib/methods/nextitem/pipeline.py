@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from raylib import RaylibError
 from raylib.config import to_dict, key_dict
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
-from raylib.data.sequences import (NextItemWindow, SequenceData, build_sequence_data, held_out_validation,
-                                    sample_windows)
+from raylib.data.sequences import SequenceData, Windows, build_sequence_data, held_out_validation, sample_windows
 from raylib.data.tables import read_table
 from raylib.metrics import ranking_report
 
@@ -51,36 +51,37 @@ def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
         source = str(cfg.interactions_file)
     data = build_sequence_data(interactions, items, cfg.history_len, tuple(cfg.time_fractions), source,
                                cfg.readable_titles)
-    if not data.valid or not data.test:
+    if not len(data.valid) or not len(data.test):
         raise RaylibError(f"The time split {cfg.time_fractions} leaves no validation or no test windows.")
     data.valid, data.valid_held = held_out_validation(data.valid, cfg.valid_samples, cfg.seed)
     data.test = sample_windows(data.test, cfg.test_samples, cfg.seed + 1)
     return data
 
 
-def title_records(windows: list[NextItemWindow], data: SequenceData, prompt: Literal["bigrec", "genrec"] = "bigrec",
+def title_records(windows: Windows, data: SequenceData, prompt: Literal["bigrec", "genrec"] = "bigrec",
                   num_templates: int = 1, seed: int = 0) -> list[dict[str, Any]]:
-    """Plain-dict records for the LLM task. BIGRec: its single prompt. GenRec: each record gets one of its first
-    `num_templates` paraphrased instructions, drawn with `seed`, in training and evaluation alike (GenRec's
-    training and test files mix them)."""
+    """Plain-dict records for the LLM task (made for the windows it reads: samples). BIGRec: its single prompt.
+    GenRec: each record gets one of its first `num_templates` paraphrased instructions, drawn with `seed`, in
+    training and evaluation alike (GenRec's training and test files mix them)."""
     from raylib.methods.nextitem.task import BIGREC_TEMPLATE
 
     rng = np.random.default_rng(seed)
+    titles = data.catalogue.titles
     records = []
-    for w in windows:
+    for history, target in zip(windows.histories(), windows.targets):
         template = BIGREC_TEMPLATE if prompt == "bigrec" else int(rng.integers(num_templates))
-        records.append({"history": [data.catalogue.title(i) for i in w.history],
-                        "target": data.catalogue.title(w.target), "template": template})
+        records.append({"history": [titles[i] for i in history], "target": titles[target], "template": template})
     return records
 
 
-def targets_of(windows: list[NextItemWindow], data: SequenceData) -> list[int]:
-    return [data.catalogue.position(w.target) for w in windows]
+def targets_of(windows: Windows, data: SequenceData) -> np.ndarray:
+    """Each window's target as a catalogue index."""
+    return windows.targets
 
 
-def seen_of(job: NextItemJobConfig, windows: list[NextItemWindow], data: SequenceData) -> list[set[int]] | None:
+def seen_of(job: NextItemJobConfig, windows: Windows, data: SequenceData) -> list[set[int]] | None:
     """Catalogue positions of each window's history when `exclude_seen` takes them out of the rankings."""
-    return [{data.catalogue.position(i) for i in w.history} for w in windows] if job.exclude_seen else None
+    return [set(history.tolist()) for history in windows.histories()] if job.exclude_seen else None
 
 
 # ------------------------------------------------------------------ generation and embeddings (Ray tasks)
@@ -103,7 +104,7 @@ def prompts_for(job: NextItemJobConfig, tokenizer, records: list[dict[str, Any]]
 
 
 class BeamSearcher:
-    """The tuned model, loaded once where it is placed (a Ray actor); the beams of one split's records per call."""
+    """The tuned model, loaded once where it is placed; the beams of a list of records per call."""
 
     def __init__(self, job: NextItemJobConfig, adapter_dir: str | None, answers: list[str] | None = None):
         from raylib.generation import TokenTrie
@@ -112,55 +113,112 @@ class BeamSearcher:
         self.model, self.tokenizer = load_for_inference(job, adapter_dir)
         self.allowed = TokenTrie.of_answers(self.tokenizer, answers) if answers else None
 
-    def beams(self, records: list[dict[str, Any]], desc: str) -> list[list[str]]:
+    def beams(self, records: list[dict[str, Any]], desc: str = "beam search", progress: bool = True) -> list[list[str]]:
         from raylib.generation import beam_search
 
         g = self.job.generation
         return beam_search(self.model, self.tokenizer, prompts_for(self.job, self.tokenizer, records), g.num_beams,
-                           g.max_new_tokens, g.batch_size, desc=desc, allowed=self.allowed)
+                           g.max_new_tokens, g.batch_size, progress=progress, desc=desc, allowed=self.allowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamMaker:
+    """What each beam-search actor builds (`raylib.batch`): a `BeamSearcher`, then the beams of a batch of
+    title records."""
+    job: NextItemJobConfig
+    adapter_dir: str | None
+    answers: list[str] | None
+
+    def __call__(self):
+        searcher = BeamSearcher(self.job, self.adapter_dir, self.answers)
+        return lambda batch: {"beams": searcher.beams(batch.to_pylist(), progress=False)}
 
 
 def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dict[str, list[dict[str, Any]]],
                    key: dict[str, Any], folder: Path, answers: list[str] | None = None) -> dict[str, list[list[str]]]:
     """Beams per split (`records`: split -> records), each cached in `folder/beams_<split>.json` under `key` as
-    soon as it is done; the splits not cached yet come from one `BeamSearcher` actor (`raylib.placement`).
-    `answers`: the catalogue's answers, when `generation.constrained` restricts the beams to them."""
+    soon as it is done; the splits not cached yet go through a Ray Data pool of placed actors (`raylib.batch`:
+    `inference.actors` of them, resumable part by part). `answers`: the catalogue's answers, when
+    `generation.constrained` restricts the beams to them."""
+    import pyarrow as pa
+
     from raylib import placement
+    from raylib.batch import map_rows
     from raylib.stages import cached_value, keep
 
     suffix = "-constrained" if job.generation.constrained else ""  # both kinds of beams stay cached side by side
     files = {split: folder / f"beams_{split}{suffix}.json" for split in records}
     beams = {split: cached_value(files[split], key) for split in records}
-    missing = [split for split in records if beams[split] is None]
-    if missing:
-        allowed = answers if job.generation.constrained else None
-        with placement.start(BeamSearcher, job, adapter_dir, allowed, placement=placement.for_job(job)) as searcher:
-            for split in missing:
-                beams[split] = keep(files[split], key,
-                                    searcher.call("beams", records[split], f"beam search ({split})"))
+    make = BeamMaker(job, adapter_dir, answers if job.generation.constrained else None)
+    for split in [split for split in records if beams[split] is None]:
+        out = map_rows(make, pa.Table.from_pylist(records[split]), Path(job.output_dir).expanduser().resolve() /
+                       "inference" / "beams", key, placement.for_job(job), job.inference.actors,
+                       batch_rows=4 * job.generation.batch_size, desc=f"beam search ({split})")
+        beams[split] = keep(files[split], key, out.column("beams").to_pylist())
     return beams
 
 
-def embeddings_of(job: NextItemJobConfig, titles: list[str], catalogue_key: str, texts: list[list[str]]):
-    """(catalogue embeddings, [embeddings of each list of texts]) from the BASE model (BIGRec Sec. 3.2), loaded
-    once; the catalogue's are cached by model and catalogue (runs where it is placed)."""
-    from raylib.methods.nextitem.grounding import catalogue_embeddings, embed_texts
+@dataclasses.dataclass(frozen=True)
+class TitleEmbedder:
+    """What each embedding actor builds (`raylib.batch`): the BASE model (BIGRec Sec. 3.2), then the embeddings
+    of a batch of titles."""
+    job: NextItemJobConfig
+
+    def __call__(self):
+        from raylib.methods.nextitem.grounding import embed_texts
+
+        model, tokenizer = load_for_inference(self.job, None)
+        g = self.job.grounding
+        return lambda batch: {"embedding": embed_texts(model, tokenizer, batch.column("title").to_pylist(),
+                                                        g.batch_size, progress=False, pooling=g.pooling).numpy()}
+
+
+def catalogue_embedding(job: NextItemJobConfig, catalogue) -> torch.Tensor:
+    """Every catalogue title's embedding [items, hidden] (float32), cached by model, dtype, catalogue and
+    pooling (`grounding.catalogue_cache`); when not cached, the distinct titles are embedded by a Ray Data pool
+    of placed actors (`raylib.batch`, resumable part by part): duplicate titles get the very same vector."""
+    import pyarrow as pa
+
+    from raylib import placement
+    from raylib.batch import map_rows
+    from raylib.methods.nextitem.grounding import catalogue_cache, read_cached, write_cached
+
+    g, where = job.grounding, placement.for_job(job)
+    model_key = f"{job.model.name}|{placement.dtype_there(job.generation.dtype, where)}"
+    path = catalogue_cache(g.cache_dir, model_key, catalogue.fingerprint(), g.pooling)
+    cached = read_cached(path, len(catalogue))
+    if cached is not None:
+        return cached
+    distinct = list(dict.fromkeys(catalogue.titles))
+    out = map_rows(TitleEmbedder(job), pa.table({"title": distinct}), Path(job.output_dir).expanduser().resolve() /
+                   "inference" / "catalogue", {"model": model_key, "pooling": g.pooling}, where, job.inference.actors,
+                   batch_rows=16 * g.batch_size, desc="embedding the catalogue")
+    column = out.column("embedding").combine_chunks()
+    vectors = torch.from_numpy(column.flatten().to_numpy().reshape(len(distinct), -1).copy())
+    row = {title: k for k, title in enumerate(distinct)}
+    embeddings = vectors[torch.tensor([row[t] for t in catalogue.titles])]
+    write_cached(path, embeddings, {"model": model_key, "catalogue": catalogue.fingerprint(),
+                                    "items": str(len(catalogue)), "pooling": g.pooling})
+    return embeddings
+
+
+def texts_embedded(job: NextItemJobConfig, texts: list[list[str]]) -> list[torch.Tensor]:
+    """Embeddings of each list of generated texts by the BASE model (runs where it is placed)."""
+    from raylib.methods.nextitem.grounding import embed_texts
 
     model, tokenizer = load_for_inference(job, None)
     g = job.grounding
-    cache = Path(g.cache_dir).expanduser() if g.cache_dir else None
-    items, _ = catalogue_embeddings(model, tokenizer, titles, f"{job.model.name}|{model.dtype}", catalogue_key,
-                                    cache, g.batch_size, g.pooling)
-    return items, [embed_texts(model, tokenizer, t, g.batch_size, pooling=g.pooling) for t in texts]
+    return [embed_texts(model, tokenizer, t, g.batch_size, pooling=g.pooling) for t in texts]
 
 
 def embed(job: NextItemJobConfig, catalogue, texts: list[list[str]]):
-    """Last-token (or mean, `grounding.pooling`) embeddings of the catalogue's titles and of each list of
-    generated texts, in one Ray task (`raylib.placement`)."""
+    """(catalogue embeddings, [embeddings of each list of generated texts]): last-token (or mean,
+    `grounding.pooling`) embeddings by the base model; the catalogue's by a pool of actors
+    (`catalogue_embedding`), the generated texts' in one placed Ray task (`raylib.placement`)."""
     from raylib import placement
 
-    return placement.run(embeddings_of, job, list(catalogue.titles), catalogue.fingerprint(), texts,
-                         placement=placement.for_job(job))
+    return catalogue_embedding(job, catalogue), placement.run(texts_embedded, job, texts,
+                                                              placement=placement.for_job(job))
 
 
 # ------------------------------------------------------------------ stages that resume
@@ -274,13 +332,19 @@ def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
     return Baselines(ranks, cf_valid, cf_test)
 
 
+def llm_records(job: NextItemJobConfig, data: SequenceData, prompt: Literal["bigrec", "genrec"],
+                num_templates: int = 1) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The LLM's training records (a seeded sample of the training windows) and validation records."""
+    windows = sample_windows(data.train, job.data.train_samples, job.data.seed)
+    return (title_records(windows, data, prompt, num_templates, job.data.seed),
+            title_records(data.valid, data, prompt, num_templates, job.data.seed + 1))
+
+
 def train_llm(task_cls, job: NextItemJobConfig, data: SequenceData, prompt: Literal["bigrec", "genrec"],
               num_templates: int = 1):
     from raylib.train.driver import train
 
-    windows = sample_windows(data.train, job.data.train_samples, job.data.seed)
-    train_records = title_records(windows, data, prompt, num_templates, job.data.seed)
-    valid_records = title_records(data.valid, data, prompt, num_templates, job.data.seed + 1)
+    train_records, valid_records = llm_records(job, data, prompt, num_templates)
     print(f"[nextitem] LoRA SFT of the next title on {len(train_records)} windows (Ray Train + DeepSpeed) ...",
           flush=True)
     return train(task_cls, job, train_records, valid_records)
@@ -289,7 +353,7 @@ def train_llm(task_cls, job: NextItemJobConfig, data: SequenceData, prompt: Lite
 def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
                baselines: Baselines | None = None) -> dict[str, Any]:
     """BIGRec: SFT, top-beam grounding over the whole catalogue, popularity / CF re-weighting, baselines."""
-    from raylib.methods.nextitem.grounding import l2_distances, reweight, target_ranks
+    from raylib.methods.nextitem.grounding import grounded_ranks, l2_distances
     from raylib.prompts import answer_text
     from raylib.methods.nextitem.task import BigrecTask
 
@@ -307,10 +371,12 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
     # BIGRec grounds the top beam
     catalogue_emb, text_emb = embed(job, data.catalogue,
                                     [[answer_text(b[0]) for b in beams[s]] for s in ("valid", "test")])
-    distances = {s: l2_distances(e, catalogue_emb).numpy() for s, e in zip(("valid", "test"), text_emb)}
+    embedded = dict(zip(("valid", "test"), text_emb))
+    # the gamma search's trials re-rank the validation sample many times: its distances are kept whole
+    valid_distances = l2_distances(embedded["valid"], catalogue_emb).numpy()
     targets = {s: targets_of(getattr(data, s), data) for s in ("valid", "test")}
     seen = {s: seen_of(job, getattr(data, s), data) for s in ("valid", "test")}
-    ranks = {"bigrec": target_ranks(distances["test"], targets["test"], seen=seen["test"])}
+    ranks = {"bigrec": grounded_ranks(embedded["test"], catalogue_emb, targets["test"], seen=seen["test"])}
     gammas: dict[str, Any] = {}
     signals = {"pop": (data.catalogue.popularity, data.catalogue.popularity)}
     if job.baselines:
@@ -320,13 +386,13 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
     study = {**key, "exclude_seen": job.exclude_seen}  # a study per model, beams and ranking protocol
     run_key = hashlib.sha1(json.dumps(study, sort_keys=True, default=str).encode()).hexdigest()[:10]
     for name, (valid_signal, test_signal) in signals.items():
-        found = search_gamma(job, name, distances["valid"], valid_signal, targets["valid"], run_key, seen["valid"])
+        found = search_gamma(job, name, valid_distances, valid_signal, targets["valid"], run_key, seen["valid"])
         gammas[name] = found
-        ranks[f"bigrec_{name}"] = target_ranks(reweight(distances["test"], test_signal, found["best_params"]["gamma"]),
-                                               targets["test"], seen=seen["test"])
+        ranks[f"bigrec_{name}"] = grounded_ranks(embedded["test"], catalogue_emb, targets["test"], seen=seen["test"],
+                                                 signal=test_signal, gamma=found["best_params"]["gamma"])
     gamma = {k: v["best_params"]["gamma"] for k, v in gammas.items()}
     # NDCG on the validation windows (never test) is what a recipe is chosen by (issue 21, item 8)
-    valid_ranks = target_ranks(distances["valid"], targets["valid"], seen=seen["valid"])
+    valid_ranks = grounded_ranks(embedded["valid"], catalogue_emb, targets["valid"], seen=seen["valid"])
     report = finish_report(job, "bigrec", data, ranks, beams["test"], result, start, gamma=gamma,
                            gamma_search=gammas, valid_metrics={"bigrec": metrics_of(valid_ranks)},
                            valid_ranks={"bigrec": np.asarray(valid_ranks).tolist()})
@@ -354,7 +420,7 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
     """GenRec: template-paraphrased SFT, 10-beam search, exact-match and grounded ranks."""
     import torch
 
-    from raylib.methods.nextitem.grounding import beam_ranks, exact_match_ranks, l2_distances
+    from raylib.methods.nextitem.grounding import beam_ranks, exact_match_ranks
     from raylib.prompts import answer_text
     from raylib.methods.nextitem.task import GenrecTask
 
@@ -374,7 +440,6 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
     exact = exact_match_ranks(beams, [titles[t] for t in targets], len(data.catalogue) + 1,
                               [{titles[i] for i in items} for items in seen] if seen is not None else None)
     catalogue_emb, (beam_emb,) = embed(job, data.catalogue, [[answer_text(text) for b in beams for text in b]])
-    distances = l2_distances(beam_emb, catalogue_emb)  # every beam of every query in one batched operation
-    per_query = torch.split(distances, [len(b) for b in beams])
-    ranks = {"genrec_exact": exact, "genrec_grounded": beam_ranks(per_query, targets, seen)}
+    per_query = torch.split(beam_emb, [len(b) for b in beams])  # each query's beams, grounded chunk by chunk
+    ranks = {"genrec_exact": exact, "genrec_grounded": beam_ranks(per_query, catalogue_emb, targets, seen)}
     return finish_report(job, "genrec", data, ranks, beams, result, start)

@@ -179,7 +179,7 @@ class Recommender:
         import torch
 
         from raylib.generation import beam_search
-        from raylib.methods.nextitem.grounding import embed_texts, l2_distances, reweight
+        from raylib.methods.nextitem.grounding import embed_texts, nearest_items
         from raylib.prompts import answer_text
         from raylib.methods.nextitem.task import fitted_prompt
 
@@ -198,13 +198,12 @@ class Recommender:
         with self.model.disable_adapter(), torch.no_grad():  # grounding uses the BASE model (BIGRec Sec. 3.2)
             query = embed_texts(self.model.get_base_model(), self.tokenizer, [generated], progress=False,
                                 pooling=c.pooling)
-        distances = l2_distances(query, self.item_embeddings)
         gamma = c.gamma if gamma is None else gamma
-        scores = reweight(distances, self.catalogue.popularity, gamma)[0] if gamma else distances[0].numpy()
-        if exclude_history:
-            scores = scores.copy()
-            scores[[self.catalogue.index[i] for i in history]] = np.inf
-        top = np.argsort(scores, kind="stable")[:k]
+        # a running top-k over chunks of the catalogue: memory bounded by a chunk, whatever its size
+        top, scores = nearest_items(query, self.item_embeddings, k,
+                                    exclude=[{self.catalogue.index[i] for i in history}] if exclude_history else None,
+                                    signal=self.catalogue.popularity if gamma else None, gamma=gamma)
+        top, scores = top[0], dict(zip(top[0].tolist(), scores[0].tolist()))
         return {"generated": generated, "adapter": adapter_id, "gamma": gamma,
                 "items": [{"item_id": self.catalogue.item_ids[i], "title": self.catalogue.titles[i],
                            "score": float(scores[i])} for i in top]}

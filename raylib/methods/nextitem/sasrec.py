@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from raylib.config import to_dict
+from raylib.data.timelines import list_offsets, ranges
 from raylib.methods.nextitem.config import SasrecJobConfig
 from raylib.metrics import ranking_report
 from raylib.train.checkpoint import RUN_LENGTH_FIELDS
@@ -31,6 +33,7 @@ from raylib.train.whole_model import WholeModelCheckpoints
 
 
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+VIEWS_DIR = "views"  # the training and validation windows as Parquet, under the run's output_dir
 
 
 class SelfAttentionBlock(nn.Module):
@@ -92,11 +95,32 @@ class SASRec(nn.Module):
         return last @ self.item_embedding.weight[1:].T
 
 
+CHUNK_WINDOWS = 1 << 20  # windows per Parquet row group when the training windows are written
+
+
+def window_table(windows, history_len: int) -> pa.Table:
+    """Next-item windows as SASRec reads them: "history" (catalogue indices, oldest first, the last
+    `history_len`) and "target" (a catalogue index), made with NumPy from the windows' columns."""
+    starts = windows.history_starts(history_len)
+    index, lengths = ranges(starts, windows.at)
+    history = pa.ListArray.from_arrays(pa.array(list_offsets(lengths)), pa.array(windows.timelines.items[index]))
+    return pa.table({"history": history, "target": pa.array(windows.targets.astype(np.int32))})
+
+
 def window_records(windows, catalogue, history_len: int) -> list[dict]:
-    """Next-item windows -> plain dicts (they travel to the Ray workers): {"history": [catalogue indices, oldest
-    first, the last `history_len`], "target": catalogue index}."""
-    return [{"history": [catalogue.position(i) for i in w.history][-history_len:],
-             "target": catalogue.position(w.target)} for w in windows]
+    """Next-item windows -> plain dicts {"history": [...], "target": ...} (`window_table`), for the few windows
+    scored one by one (the sampled validation and test windows)."""
+    return window_table(windows, history_len).to_pylist()
+
+
+def write_window_records(windows, history_len: int, path: Path) -> Path:
+    """Every window's `window_table` row to one Parquet file, a chunk of windows at a time: the training windows
+    of a large dataset never sit in memory as one table, let alone as Python objects."""
+    from raylib.data.tables import write_batches
+    from raylib.data.timelines import chunks
+
+    return write_batches(path, (window_table(windows[a:b], history_len)
+                                for a, b in chunks(len(windows), CHUNK_WINDOWS)))
 
 
 def history_tensor(histories: list[list[int]], history_len: int) -> torch.Tensor:
@@ -142,15 +166,13 @@ def sasrec_scores(model: SASRec, records: list[dict], batch_size: int = 512) -> 
     return np.concatenate(out) if out else np.empty((0, model.hparams["num_items"]), np.float32)
 
 
-def train_sasrec(settings, train_windows, valid_windows, catalogue, output_dir: str | Path, history_len: int,
-                 ray_address: str | None = None, fresh_start: bool = False, use_gpu: bool = False) -> Path:
-    """Train SASRec on Ray Train workers through the shared loop; returns the published folder. A rerun with the
-    same `output_dir` resumes (or just returns) the same run. DeepSpeed runs ZeRO stage 0 (plain data parallel)
-    in fp32: a model this small has nothing worth partitioning. `batch_size` is the global batch."""
+def sasrec_stage(settings, train_windows, valid_windows, catalogue, output_dir: str | Path, history_len: int,
+                 ray_address: str | None = None, fresh_start: bool = False,
+                 use_gpu: bool = False) -> tuple[SasrecJobConfig, Path, Path]:
+    """SASRec's training job and its training and validation windows as Parquet (under `output_dir`, written a
+    chunk of windows at a time). DeepSpeed runs ZeRO stage 0 (plain data parallel) in fp32: a model this small
+    has nothing worth partitioning. `batch_size` is the global batch."""
     from raylib.config import from_dict
-    from raylib.methods.nextitem.config import SasrecJobConfig
-    from raylib.runtime import ensure_ray
-    from raylib.train.driver import train
 
     s = dataclasses.asdict(settings)
     job = from_dict(SasrecJobConfig, {
@@ -160,10 +182,22 @@ def train_sasrec(settings, train_windows, valid_windows, catalogue, output_dir: 
                   "micro_batch_size": s["batch_size"], "epochs": s["epochs"], "patience": s["patience"],
                   "weight_decay": s["weight_decay"], "zero_stage": 0, "num_workers": s["num_workers"],
                   "eval_batch_size": 512, "fresh_start": fresh_start, "use_gpu": use_gpu}}, where="SASRec job")
+    views = Path(output_dir).expanduser().resolve() / VIEWS_DIR
+    return (job, write_window_records(train_windows, history_len, views / "train.parquet"),
+            write_window_records(valid_windows, history_len, views / "valid.parquet"))
+
+
+def train_sasrec(settings, train_windows, valid_windows, catalogue, output_dir: str | Path, history_len: int,
+                 ray_address: str | None = None, fresh_start: bool = False, use_gpu: bool = False) -> Path:
+    """Train SASRec on Ray Train workers through the shared loop (`sasrec_stage`); returns the published folder.
+    A rerun with the same `output_dir` resumes (or just returns) the same run."""
+    from raylib.runtime import ensure_ray
+    from raylib.train.driver import train
+
+    job, train_path, valid_path = sasrec_stage(settings, train_windows, valid_windows, catalogue, output_dir,
+                                               history_len, ray_address, fresh_start, use_gpu)
     ensure_ray(ray_address)
-    result = train(SasrecTask, job, window_records(train_windows, catalogue, history_len),
-                   window_records(valid_windows, catalogue, history_len))
-    return result.published_dir
+    return train(SasrecTask, job, train_path, valid_path).published_dir
 
 
 # ------------------------------------------------------------------ training it (a task of raylib.train)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, DatasetSpec, ExistingFile, MovieLensFolder, Dtype, TrainJob
@@ -38,7 +38,16 @@ class DataConfig:
     seed: int = 42
     # TALLRec's cutoff_len; prompts longer than this lose whole history items (oldest first), never the question.
     max_length: int = Field(512, ge=16)
+    # No longer read: records are built as columns (seconds even at millions of interactions), not cached. Kept
+    # so that caches keyed by this section stay valid; a value is refused.
     cache_dir: str | None = None
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _no_cache(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("records are no longer cached (they are built as columns in seconds): remove it")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":

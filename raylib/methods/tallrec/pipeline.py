@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pyarrow.compute import sum as pa_sum
+
 from raylib import RaylibError
-from raylib.assets import cache_root
 from raylib.config import ModelConfig, to_dict
 from raylib.methods.tallrec.config import DataConfig, EvalConfig, TallrecJobConfig
-from raylib.data.movielens import load_movielens, movielens_files
+from raylib.data.movielens import load_movielens
 from raylib.data.records import (
-    TallrecRecord, build_tallrec_records, read_records, records_cache_key, records_from_table, records_to_table,
-    sample_records, split_by_user, stratified_sample,
+    RecordRows, TallrecRecord, build_tallrec_records, labels_of, read_records, records_to_table, sample_records,
+    split_by_user, stratified_sample,
 )
 from raylib.prompts import TALLREC_ANSWERS
 
@@ -30,31 +32,18 @@ from raylib.prompts import TALLREC_ANSWERS
 class TallrecData:
     train: list[TallrecRecord]
     valid: list[TallrecRecord]
-    test: list[TallrecRecord]
+    test: Sequence[TallrecRecord]  # as columns (`RecordRows`) when built from interactions: it may be large
     train_pool_size: int
     source: str
 
 
-def movielens_records(data: DataConfig) -> tuple[list[TallrecRecord], str]:
-    """Records built from MovieLens, cached as Parquet keyed by the source files' content, the builder version
-    and the builder settings (a loader or builder fix never serves stale records)."""
-    import pyarrow.parquet as pq
-
-    folder, files = movielens_files(data.movielens_dir)
-    key = records_cache_key(files, data.history_len, data.like_threshold)
-    cache = Path(data.cache_dir or cache_root() / "records") / f"tallrec-{key}.parquet"
-    if cache.is_file():
-        return records_from_table(pq.read_table(cache)), str(folder)
-    ml = load_movielens(folder)
-    records = build_tallrec_records(ml.interactions, ml.items, data.history_len, data.like_threshold)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    pq.write_table(records_to_table(records), tmp)
-    os.replace(tmp, cache)
-    return records, ml.source
+def movielens_records(data: DataConfig) -> tuple[RecordRows, str]:
+    """Records built from MovieLens, as columns (`RecordRows`: text is made only for the records a job reads)."""
+    ml = load_movielens(data.movielens_dir)
+    return build_tallrec_records(ml.interactions, ml.items, data.history_len, data.like_threshold), ml.source
 
 
-def dataset_records(data: DataConfig, domain: str = "movie") -> tuple[list[TallrecRecord], ...]:
+def dataset_records(data: DataConfig, domain: str = "movie") -> tuple[RecordRows, ...]:
     """Train / valid / test records of a dataset (`data.dataset`): targets rated in each period of the one time
     split, histories reaching back across it. A `label` column is the answer where there is no rating."""
     from raylib.data.dataset import load_dataset, time_cutoffs
@@ -87,7 +76,7 @@ def load_tallrec_data(data: DataConfig) -> TallrecData:
         source = data.train_file
     else:
         raise RaylibError(f"data.source={data.source!r} must be 'movielens' or 'files'.")
-    answers = {r.output for r in valid}
+    answers = {TALLREC_ANSWERS[1 - label] for label in np.unique(labels_of(valid))}
     if len(answers) == 1:  # validation AUC (early stopping) needs both labels: stop before any training
         only = answers.pop()
         other = TALLREC_ANSWERS[1] if only == TALLREC_ANSWERS[0] else TALLREC_ANSWERS[0]
@@ -100,8 +89,8 @@ def load_tallrec_data(data: DataConfig) -> TallrecData:
         raise RaylibError(f"The validation users (data.valid_fraction={data.valid_fraction}) have only records "
                           f"answered {only!r}; validation AUC needs both answers, so raise data.valid_fraction.")
     return TallrecData(
-        train=sample_records(pool, data.train_samples, data.seed),
-        valid=stratified_sample(valid, data.valid_samples, data.seed),
+        train=list(sample_records(pool, data.train_samples, data.seed)),
+        valid=list(stratified_sample(valid, data.valid_samples, data.seed)),
         test=sample_records(test, data.test_samples, data.seed),
         train_pool_size=len(pool), source=source,
     )
@@ -112,37 +101,89 @@ def score_records(model_cfg: ModelConfig, records: list[TallrecRecord], adapter_
     """Load the model (plus adapter) in this process and compute AUC / LogLoss / accuracy of P(Yes).
 
     The model is loaded in the evaluation dtype (`eval_cfg.dtype`, by the dtype rule), not in the training dtype
-    `model_cfg.dtype`; the report records it as "eval_dtype". Jobs call it through `score_on_ray`."""
-    from raylib.evaluate import yes_probabilities
+    `model_cfg.dtype`; the report records it as "eval_dtype". Jobs score through `score_on_ray` (an actor pool);
+    this is the one-process path (benchmarks compare where it runs)."""
     from raylib.metrics import binary_report
-    from raylib.model import load_tokenizer, load_with_adapter
-    from raylib.placement import choose_dtype, device as local_device, dtype_name
 
     eval_cfg = eval_cfg if eval_cfg is not None else EvalConfig()
-    device = local_device()
-    dtype = choose_dtype(eval_cfg.dtype, device)
-    tokenizer = load_tokenizer(model_cfg)
-    model = load_with_adapter(model_cfg, adapter_dir, device, dtype)
+    score = RecordScorer(model_cfg, adapter_dir, max_length, eval_cfg)()
     start = time.time()
-    probs = yes_probabilities(model, tokenizer, records, max_length, eval_cfg.batch_size, scoring=eval_cfg.scoring,
-                              prefix_cache=eval_cfg.prefix_cache)
+    out = score(records_to_table(list(records)))
     seconds = time.time() - start
-    report = binary_report([r.label for r in records], probs)
-    tokens = sum(len(tokenizer(r.input)["input_ids"]) for r in records[:50]) / max(1, min(50, len(records)))
-    report.update({"records": len(records), "seconds": seconds, "probabilities": probs.tolist(),
-                   "eval_dtype": dtype_name(dtype), "device": device.type, "scoring": eval_cfg.scoring,
-                   "prefix_cache": eval_cfg.prefix_cache, "batch_size": eval_cfg.batch_size,
-                   "approx_tokens_per_s": tokens * len(records) / max(seconds, 1e-9)})
+    report = binary_report([r.label for r in records], out["p_yes"])
+    report.update(_scoring_facts(eval_cfg, len(records), seconds, sum(out["tokens"]), out["dtype"][0],
+                                 out["device"][0]))
+    report["probabilities"] = np.asarray(out["p_yes"]).tolist()
     return report
 
 
-def score_on_ray(job: TallrecJobConfig, records: list[TallrecRecord], adapter_dir: str | None) -> dict[str, Any]:
-    """`score_records` with the job's `eval` settings (dtype, scoring, batch size, prefix cache) in a Ray task
-    placed by the job's config (`raylib.placement`). (`train.eval_batch_size` is in-training validation's.)"""
-    from raylib import placement
+def _scoring_facts(eval_cfg: EvalConfig, records: int, seconds: float, tokens: int, dtype: str,
+                   device: str) -> dict[str, Any]:
+    return {"records": records, "seconds": seconds, "eval_dtype": dtype, "device": device,
+            "scoring": eval_cfg.scoring, "prefix_cache": eval_cfg.prefix_cache, "batch_size": eval_cfg.batch_size,
+            "approx_tokens_per_s": tokens / max(seconds, 1e-9)}
 
-    return placement.run(score_records, job.model, records, adapter_dir, job.data.max_length, job.eval,
-                         placement=placement.for_job(job))
+
+@dataclasses.dataclass(frozen=True)
+class RecordScorer:
+    """What each scoring actor builds (`raylib.batch`): the model (plus adapter) in the evaluation dtype on its
+    device, then, per batch of records, P(Yes), the prompt's tokens, and the dtype and device it ran in."""
+    model: ModelConfig
+    adapter_dir: str | None
+    max_length: int
+    eval: EvalConfig
+
+    def __call__(self):
+        from raylib.data.records import records_from_table
+        from raylib.encoding import answer_token_ids
+        from raylib.evaluate import answer_probabilities, encode_all
+        from raylib.model import load_tokenizer, load_with_adapter
+        from raylib.placement import choose_dtype, device as local_device, dtype_name
+
+        here = local_device()
+        dtype = choose_dtype(self.eval.dtype, here)
+        tokenizer = load_tokenizer(self.model)
+        model = load_with_adapter(self.model, self.adapter_dir, here, dtype)
+
+        def score(batch) -> dict[str, Any]:
+            encoded = encode_all(tokenizer, records_from_table(batch), self.max_length)
+            probs = answer_probabilities(model, tokenizer, encoded, answer_token_ids(tokenizer), self.eval.batch_size,
+                                         progress=False, scoring=self.eval.scoring,
+                                         prefix_cache=self.eval.prefix_cache)
+            return {"p_yes": probs, "tokens": [len(e.input_ids) for e in encoded],
+                    "dtype": [dtype_name(dtype)] * len(encoded), "device": [here.type] * len(encoded)}
+
+        return score
+
+
+def record_tables(records: Sequence[TallrecRecord], chunk: int = 1 << 14):
+    """The records as tables a chunk at a time: the text of a large test split is made as it is written."""
+    for start in range(0, len(records), chunk):
+        yield records_to_table(list(records[start:start + chunk]))
+
+
+def score_on_ray(job: TallrecJobConfig, records: Sequence[TallrecRecord], adapter_dir: str | None) -> dict[str, Any]:
+    """`RecordScorer` over every record in a Ray Data pool of actors placed by the job's config (`raylib.batch`:
+    `inference.gpus` each, `inference.actors` of them), with the job's `eval` settings; resumable part by part
+    under `<output_dir>/inference/`. (`train.eval_batch_size` is in-training validation's.)"""
+    from raylib import placement
+    from raylib.batch import map_rows
+    from raylib.metrics import binary_report
+    from raylib.train.checkpoint import adapter_sha1
+
+    key = {"model": to_dict(job.model), "adapter": adapter_sha1(adapter_dir) if adapter_dir else None,
+           "max_length": job.data.max_length, "eval": to_dict(job.eval)}
+    out = map_rows(RecordScorer(job.model, adapter_dir, job.data.max_length, job.eval), record_tables(records),
+                   Path(job.output_dir).expanduser().resolve() / "inference" / "tallrec", key,
+                   placement.for_job(job), job.inference.actors, batch_rows=8 * job.eval.batch_size,
+                   desc="scoring")
+    probs = np.asarray(out.column("p_yes").to_numpy())
+    report = binary_report(labels_of(records), probs)
+    report.update(_scoring_facts(job.eval, len(records), float(pa_sum(out.column("_seconds"))),
+                                 int(pa_sum(out.column("tokens"))), out.column("dtype")[0].as_py(),
+                                 out.column("device")[0].as_py()))
+    report["probabilities"] = probs.tolist()
+    return report
 
 
 def check_inputs(job: TallrecJobConfig, data: TallrecData) -> None:
@@ -151,12 +192,20 @@ def check_inputs(job: TallrecJobConfig, data: TallrecData) -> None:
     from raylib.model import load_tokenizer
 
     tokenizer = load_tokenizer(job.model)  # resolves the name first: unknown names fail with one line
-    for split, records in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+    for split, records in (("train", data.train), ("valid", data.valid), ("test", one_per_item(data.test))):
         for i, record in enumerate(records):
             if split == "train":
                 encode_for_training(tokenizer, record, job.data.max_length, job.train.loss_on, f"{split} record {i}")
             else:
                 encode_for_scoring(tokenizer, record, job.data.max_length, f"{split} record {i}")
+
+
+def one_per_item(records: Sequence[TallrecRecord]) -> Sequence[TallrecRecord]:
+    """Records as columns: the first record of each target item. Whether a prompt fits depends on its question
+    (the target's title): once the question fits, history items are dropped until the prompt does."""
+    if not isinstance(records, RecordRows):
+        return records
+    return records[np.sort(np.unique(records.items, return_index=True)[1])]
 
 
 def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""Batch inference over every GPU of the cluster: rows -> Ray Data -> a pool of actors, each holding the model.
+
+`map_rows(make, rows, folder, placement, actors)` runs `make()` once in each actor of a Ray Data actor pool
+(`map_batches` with a callable class): it builds what scores (it loads the weights there, never in the
+driver), then each batch of rows goes through it (a pyarrow table in, a dict of columns out, one value per
+row). The actors ask for the job's placement (`raylib.placement`: `inference.gpus` GPUs each on GPU jobs,
+`inference.cpus` CPUs); `inference.actors` says how many: a number, [min, max] for a pool Ray Data grows and
+shrinks, or 0 for one per GPU of the cluster on GPU jobs (one on CPU jobs, holding every core).
+
+Resumable block by block: the rows are written once as Parquet parts of `part_rows` rows under
+`folder/input/`, and each part's output is written to `folder/output/` as soon as all its rows are scored; a
+rerun finds the folder again (it is named after the rows' bytes and what else the outputs depend on) and
+scores only the parts whose output is missing. The driver holds the outputs of the parts in flight, never the
+model.
+
+Where vLLM is installed and a GPU is present, `ray.data.llm` (vLLM engines in the same kind of actor pool) is
+the natural engine for generation at scale; it needs a GPU and is not used here (docs/scale.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raylib import RaylibError
+from raylib.placement import Placement
+
+ROW = "_row"
+PART_ROWS = 1 << 14  # rows per resumable part
+DONE = "input.json"  # written last when the input parts are complete
+
+
+def actor_pool(placement: Placement, actors: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(min, max) actors: as configured, or 0 = one per GPU the cluster has at `placement.gpus` each on GPU
+    jobs, one on CPU jobs."""
+    if isinstance(actors, (list, tuple)):
+        low, high = int(actors[0]), int(actors[1])
+    elif actors:
+        low = high = int(actors)
+    elif placement.gpus > 0:
+        import ray
+
+        low = high = max(1, int(ray.cluster_resources().get("GPU", 0) // placement.gpus))
+    else:
+        low = high = 1
+    if not 1 <= low <= high:
+        raise RaylibError(f"inference.actors {actors!r}: give a number >= 1, or [min, max] with 1 <= min <= max.")
+    return low, high
+
+
+class _Scorer:
+    """The callable class of the actor pool: `make()` once, then one call per batch of rows."""
+
+    def __init__(self, make: Callable[[], Callable[[pa.Table], dict[str, Any]]], threads: int):
+        import torch
+
+        from raylib.runtime import quiet_libraries
+
+        torch.set_num_threads(max(1, threads))
+        quiet_libraries()
+        self.score = make()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        start = time.perf_counter()
+        out = self.score(batch.drop_columns([ROW]))
+        seconds = (time.perf_counter() - start) / max(1, batch.num_rows)
+        return pa.table({ROW: batch.column(ROW), **{k: column_of(v) for k, v in out.items()},
+                         "_seconds": pa.array(np.full(batch.num_rows, seconds))})
+
+
+def _scorer_class(make, threads: int) -> type:
+    """`_Scorer` with its arguments built in: Ray Data then keeps no constructor arguments in the object store
+    (which an actor restarted after a failure could not find again)."""
+    class Scorer(_Scorer):
+        def __init__(self):
+            super().__init__(make, threads)
+
+    return Scorer
+
+
+def _no_restarts() -> dict[str, Any]:
+    """A failed part is scored again by a rerun, so the pool's actors are not restarted (Ray logs, at each
+    actor's start, that a restarted one might not find its constructor arguments again). Only where this Ray
+    still takes the argument (it is deprecated from 2.60)."""
+    import inspect
+
+    import ray.data
+
+    if "ray_remote_args_fn" not in inspect.signature(ray.data.Dataset.map_batches).parameters:
+        return {}
+    return {"ray_remote_args_fn": lambda: {"max_restarts": 0}}
+
+
+def column_of(values) -> pa.Array:
+    """An output column: a 2-D array becomes a fixed-size list per row (embeddings), anything else as given."""
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])
+    return pa.array(values)
+
+
+def _parts(rows: pa.Table | Iterable[pa.Table], part_rows: int) -> Iterator[pa.Table]:
+    """The rows (a table, or tables made a chunk at a time) cut into parts of `part_rows` rows."""
+    pending: list[pa.Table] = []
+    for table in [rows] if isinstance(rows, pa.Table) else rows:
+        pending.append(table)
+        while sum(t.num_rows for t in pending) >= part_rows:
+            whole = pa.concat_tables(pending)
+            yield whole.slice(0, part_rows)
+            pending = [whole.slice(part_rows)]
+    if sum(t.num_rows for t in pending) or not pending:
+        yield pa.concat_tables(pending) if pending else pa.table({})
+
+
+def stage(rows: pa.Table | Iterable[pa.Table], root: Path, key: dict[str, Any], part_rows: int) -> Path:
+    """Write the rows as numbered Parquet parts; the folder they land in is named after `key` and the parts'
+    bytes, so the same rows scored the same way find their earlier outputs, and nothing else does. A complete
+    folder of that name is reused as it is."""
+    root.mkdir(parents=True, exist_ok=True)
+    incoming = root / f".incoming-{os.getpid()}"
+    shutil.rmtree(incoming, ignore_errors=True)
+    (incoming / "input").mkdir(parents=True)
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode())
+    count = parts = 0
+    for parts, part in enumerate(_parts(rows, part_rows), start=1):
+        numbered = part.append_column(ROW, pa.array(np.arange(count, count + part.num_rows, dtype=np.int64)))
+        path = incoming / "input" / f"part-{parts - 1:05d}.parquet"
+        pq.write_table(numbered, path)
+        digest.update(path.read_bytes())
+        count += part.num_rows
+    folder = root / digest.hexdigest()[:16]
+    if (folder / DONE).is_file():
+        shutil.rmtree(incoming)
+        return folder
+    (incoming / DONE).write_text(json.dumps({"parts": parts, "rows": count, "part_rows": part_rows,
+                                             "key": key}, default=str))
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete staging of ours, under the same name
+    os.replace(incoming, folder)
+    return folder
+
+
+def _atomic_write(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def map_rows(make: Callable[[], Callable[[pa.Table], dict[str, Any]]], rows: pa.Table | Iterable[pa.Table],
+             root: Path, key: dict[str, Any], placement: Placement, actors: int | list[int] = 0,
+             batch_rows: int = 256, part_rows: int = PART_ROWS, desc: str = "batch inference") -> pa.Table:
+    """Every row through `make()`'s scorer in a Ray Data actor pool; the output columns (plus `_seconds`, each
+    row's share of its batch's scoring time) in the rows' order. `rows`: a table, or tables made a chunk at a
+    time (text for millions of rows never sits in memory whole). `key`: what else the outputs depend on (model,
+    adapter, settings). See the module docstring."""
+    import ray
+    import ray.data
+
+    from raylib.runtime import ensure_ray
+    from raylib.train.data import quiet_ray_data
+
+    ensure_ray(placement.address)
+    quiet_ray_data()
+    folder = stage(rows, Path(root), key, part_rows)
+    parts = json.loads((folder / DONE).read_text())["parts"]
+    (folder / "output").mkdir(exist_ok=True)
+    missing = [k for k in range(parts) if not (folder / "output" / f"part-{k:05d}.parquet").is_file()]
+    if missing:
+        low, high = actor_pool(placement, actors)
+        cpus = placement.resolved_cpus()
+        if placement.gpus <= 0 and high > 1:  # CPU actors share the node's cores
+            cpus = max(1, cpus // high)
+        sizes = {k: pq.ParquetFile(folder / "input" / f"part-{k:05d}.parquet").metadata.num_rows for k in missing}
+        read = ray.remote(num_cpus=0)(pq.read_table)  # a block per part, so that every actor gets work
+        dataset = ray.data.from_arrow_refs([read.remote(str(folder / "input" / f"part-{k:05d}.parquet"))
+                                            for k in missing])
+        scored = dataset.map_batches(_scorer_class(make, cpus), batch_size=batch_rows, batch_format="pyarrow",
+                                     compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+                                     num_cpus=cpus, num_gpus=placement.gpus or None, **_no_restarts())
+        _collect(scored, sizes, folder, part_rows, desc)
+    return pq.read_table(folder / "output").sort_by(ROW)
+
+
+def _collect(scored, sizes: dict[int, int], folder: Path, part_rows: int, desc: str) -> None:
+    """Write each part's output once all its rows have come back (the driver holds the parts in flight)."""
+    from tqdm.auto import tqdm
+
+    waiting: dict[int, list[pa.Table]] = {}
+    bar = tqdm(total=sum(sizes.values()), desc=desc, leave=False, unit="row")
+    for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+        part_of = np.asarray(batch.column(ROW).to_numpy()) // part_rows
+        for k in np.unique(part_of):
+            waiting.setdefault(int(k), []).append(batch.filter(pa.array(part_of == k)))
+            got = sum(t.num_rows for t in waiting[int(k)])
+            if got == sizes[int(k)]:
+                _atomic_write(pa.concat_tables(waiting.pop(int(k))).sort_by(ROW),
+                              folder / "output" / f"part-{int(k):05d}.parquet")
+        bar.update(batch.num_rows)
+    bar.close()
+    if waiting:
+        raise RuntimeError(f"batch inference in {folder}: parts {sorted(waiting)} came back incomplete")

@@ -1,0 +1,345 @@
+"""Data at scale: `raylib bench scale-data`, writes reports/data_scale.json + data_scale.png.
+
+Synthetic RecBole datasets in MovieLens-25M's shape (`raylib.bench.synthetic`; 0.1 M to 25 M interactions) go
+through each method's own data steps up to its first optimizer step:
+  tallrec   the records of the one time split, the few-shot sample and its prompts checked, then LoRA training
+  bigrec    every next-item window, the sampled windows' title records, then LoRA SFT
+  genrec    the same with GenRec's paraphrased templates
+  corella   every CTR sample, the vocabulary, the LLM's samples with text, the whole training split encoded to
+            Parquet, then DCNv2 (stage 1) on all of it
+  cocktail  the dataset as the target domain: records, the three pools, the samples, warm / cold test records,
+            then the base spirit's LoRA
+  sasrec    every training window to Parquet, then SASRec on all of them (BIGRec's CF baseline)
+Each (method, size) runs in its own process (`probe`), so its peak memory is its own: the driver's peak (the
+process's high-water mark when the first step is taken), the training worker's (its own at that step), the
+seconds of each data step, and the seconds from the start to the first optimizer step. The log-log slope of
+time and memory against interactions, from 1 M to the largest size, says how cost grows. A rerun keeps every
+(method, size) already measured with the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from raylib import RaylibError
+from raylib.assets import PROJECT_DIR
+from raylib.config import STRICT, to_dict
+
+METHODS = ("tallrec", "bigrec", "genrec", "corella", "cocktail", "sasrec")
+GIB = 1024 ** 3
+
+
+@dataclass(config=STRICT)
+class BenchScaleDataConfig:
+    sizes: list[int] = dataclasses.field(default_factory=lambda: [100_000, 1_000_000, 10_000_000, 25_000_000])
+    methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
+    seed: int = 0
+    probe_timeout_s: int = Field(3600, ge=60)
+    output_dir: str = "runs/bench_scale_data"  # the synthetic datasets and each probe's run folder
+    report: str = "reports/data_scale.json"
+
+
+# ---------------------------------------------------------------- one method's data steps (in the probe process)
+def _recipe(cls, recipe: str, dataset: str | None, work: Path, **changes) -> Any:
+    """A shipped CPU recipe on `dataset` (None: the recipe says where its data is), written under `work`."""
+    from raylib.config import from_dict, load_config
+
+    values = to_dict(load_config(cls, PROJECT_DIR / "jobs" / "configs" / recipe, []))
+    if dataset is not None:
+        values["data"]["dataset"] = dataset
+    values["output_dir"] = str(work)
+    for key, value in changes.items():
+        values[key] = value
+    return from_dict(cls, values)
+
+
+class Steps:
+    """Seconds of each named data step, in order."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable, *args):
+        start = time.perf_counter()
+        value = fn(*args)
+        self.seconds[name] = time.perf_counter() - start
+        return value
+
+
+def tallrec_inputs(dataset: str, work: Path, steps: Steps):
+    from raylib.methods.tallrec.config import TallrecJobConfig
+    from raylib.methods.tallrec.pipeline import check_inputs, load_tallrec_data
+    from raylib.methods.tallrec.task import TallrecTask
+
+    job = _recipe(TallrecJobConfig, "tallrec_cpu.yaml", dataset, work)
+    data = steps("records", load_tallrec_data, job.data)
+    steps("check_prompts", check_inputs, job, data)
+    return TallrecTask, job, data.train, data.valid
+
+
+def _nextitem_inputs(method: str, dataset: str, work: Path, steps: Steps):
+    from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
+    from raylib.methods.nextitem.pipeline import llm_records, load_sequence_data
+    from raylib.methods.nextitem.task import BigrecTask, GenrecTask
+
+    cls, task = (BigrecJobConfig, BigrecTask) if method == "bigrec" else (GenrecJobConfig, GenrecTask)
+    job = _recipe(cls, f"{method}_cpu.yaml", dataset, work)
+    data = steps("windows", load_sequence_data, job.data)
+    train, valid = steps("title_records", llm_records, job, data, method, getattr(job, "num_templates", 1))
+    return task, job, train, valid
+
+
+def bigrec_inputs(dataset: str, work: Path, steps: Steps):
+    return _nextitem_inputs("bigrec", dataset, work, steps)
+
+
+def genrec_inputs(dataset: str, work: Path, steps: Steps):
+    return _nextitem_inputs("genrec", dataset, work, steps)
+
+
+def sasrec_inputs(dataset: str, work: Path, steps: Steps):
+    from raylib.methods.nextitem.config import BigrecJobConfig
+    from raylib.methods.nextitem.pipeline import load_sequence_data
+    from raylib.methods.nextitem.sasrec import SasrecTask, sasrec_stage
+
+    job = _recipe(BigrecJobConfig, "bigrec_cpu.yaml", dataset, work)
+    data = steps("windows", load_sequence_data, job.data)
+    stage, train, valid = steps("windows_to_parquet", sasrec_stage, job.sasrec, data.train, data.valid_held,
+                                data.catalogue, work / "sasrec", job.data.history_len)
+    return SasrecTask, stage, train, valid
+
+
+def corella_inputs(dataset: str, work: Path, steps: Steps):
+    from raylib.data.ctr import load_ctr_data
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.corella.crm import CrmTask
+    from raylib.methods.corella.pipeline import crm_stage, prepare_views
+
+    job = _recipe(CorellaJobConfig, "corella_cpu.yaml", dataset, work)
+    data = steps("ctr_samples", load_ctr_data, job.data)
+    views = steps("vocabulary_and_samples", prepare_views, job, data)
+    stage, train, valid = steps("encoded_to_parquet", crm_stage, job, views)
+    return CrmTask, stage, train, valid
+
+
+def cocktail_inputs(dataset: str, work: Path, steps: Steps):
+    from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.methods.cocktail.pipeline import cocktail_inputs as inputs_of, load_domains
+    from raylib.methods.tallrec.task import TallrecTask
+
+    domain = {"name": "target", "source": "dataset", "dataset": dataset}
+    job = _recipe(CocktailJobConfig, "cocktail_cpu.yaml", None, work, domains=[domain], target="target")
+    domains = steps("domain_records", load_domains, job)
+    made = steps("pools_and_samples", inputs_of, job, domains)
+    return TallrecTask, made.base_job, made.base_train, made.base_valid
+
+
+INPUTS = {"tallrec": tallrec_inputs, "bigrec": bigrec_inputs, "genrec": genrec_inputs, "corella": corella_inputs,
+          "cocktail": cocktail_inputs, "sasrec": sasrec_inputs}
+
+
+class FirstStepReached(Exception):
+    """Raised by `StopAtFirstStep` in the training worker: the probe has what it measures."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StopAtFirstStep:
+    """A training hook (`raylib.train.train(after_step=...)`): after the first optimizer step, rank 0 writes the
+    time, its process's peak memory, its rows and the seconds it took to read them, and the run stops."""
+    path: str
+
+    def __call__(self, global_step: int, rank: int, rows: int = 0, read_s: float = 0.0) -> None:
+        if rank == 0:
+            Path(self.path).write_text(json.dumps({
+                "time": time.time(), "worker_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+                "worker_rows": rows, "worker_read_s": read_s}))
+        raise FirstStepReached(f"first optimizer step taken ({global_step})")
+
+
+def probe(method: str, dataset: str, work: str, result: str) -> None:
+    """In its own process: `method`'s data steps on `dataset`, then training up to the first optimizer step."""
+    from raylib.runtime import ensure_ray
+    from raylib.train.driver import train
+
+    start = time.time()
+    steps = Steps()
+    work_dir = Path(work)
+    task, job, train_data, valid_data = INPUTS[method](dataset, work_dir, steps)
+    prep = {"prep_s": time.time() - start, "steps_s": steps.seconds,
+            "driver_prep_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+            "start": start}
+    Path(result).write_text(json.dumps(prep))
+    ensure_ray(None)
+    first = work_dir / "first_step.json"
+    try:
+        train(task, job, train_data, valid_data, after_step=StopAtFirstStep(str(first)))
+    except Exception:  # noqa: BLE001  (the stop itself arrives as Ray Train's error)
+        if not first.is_file():
+            raise
+    step = json.loads(first.read_text())
+    Path(result).write_text(json.dumps({**prep, "first_step_s": step["time"] - start,
+                                        "worker_peak_gib": step["worker_peak_gib"],
+                                        "worker_rows": step["worker_rows"], "worker_read_s": step["worker_read_s"],
+                                        "driver_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                        * 1024 / GIB}))
+
+
+# ---------------------------------------------------------------- the benchmark (the parent process)
+def _path(config: BenchScaleDataConfig) -> Path:
+    return Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
+
+
+def _load(config: BenchScaleDataConfig) -> dict[str, Any]:
+    path = _path(config)
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return saved if saved.get("seed") == config.seed else {}
+
+
+def _save(config: BenchScaleDataConfig, report: dict[str, Any]) -> None:
+    path = _path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+
+
+def run_probe(config: BenchScaleDataConfig, method: str, size: int, dataset: Path) -> dict[str, Any]:
+    """`probe` in a fresh process (its own Ray), its output in `<work>/probe.log`; its whole session is ended
+    afterwards, so nothing of one probe outlives it."""
+    import shutil
+
+    import ray
+
+    from raylib.bench.scale import kill_session_leftovers
+
+    work = Path(config.output_dir).expanduser().resolve() / "runs" / f"{method}-{size}"
+    shutil.rmtree(work, ignore_errors=True)  # this benchmark's own scratch folder
+    work.mkdir(parents=True)
+    result = work / "result.json"
+    command = [sys.executable, "-m", "raylib.bench.data_scale", method, str(dataset), str(work), str(result)]
+    env = dict(os.environ)
+    if ray.is_initialized():  # the probe joins this benchmark's Ray: one Ray on the machine, started once
+        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    with open(work / "probe.log", "w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_DIR, start_new_session=True, stdout=log, stderr=log,
+                                   env=env)
+        try:
+            process.wait(timeout=config.probe_timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        finally:
+            kill_session_leftovers(process.pid)
+    measured = json.loads(result.read_text()) if result.is_file() else {}
+    if "first_step_s" not in measured:
+        tail = (work / "probe.log").read_text()[-2000:]
+        return {**measured, "error": f"exit {process.returncode}: {tail}"}
+    shutil.rmtree(work / "views", ignore_errors=True)
+    return measured
+
+
+def datasets(config: BenchScaleDataConfig) -> dict[int, Path]:
+    from raylib.bench.synthetic import write_synthetic
+
+    root = Path(config.output_dir).expanduser().resolve() / "datasets"
+    out = {}
+    for size in sorted(config.sizes):
+        print(f"[bench] synthetic dataset of {size:,} interactions ...", flush=True)
+        out[size] = write_synthetic(root / f"ml25m-shape-{size}", size, config.seed)
+    return out
+
+
+def slopes(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """log-log slope of prep time and driver memory against interactions, from 1 M to the largest size."""
+    import numpy as np
+
+    out = {}
+    for method, by_size in report["methods"].items():
+        points = sorted((int(s), m) for s, m in by_size.items() if "first_step_s" in m and int(s) >= 1_000_000)
+        if len(points) < 2:
+            continue
+        x = np.log([s for s, _ in points])
+        fit = lambda key: float(np.polyfit(x, np.log([max(m[key], 1e-9) for _, m in points]), 1)[0])  # noqa: E731
+        out[method] = {"time": fit("prep_s"), "memory": fit("driver_peak_gib")}
+    return out
+
+
+def run_bench(config: BenchScaleDataConfig) -> dict[str, Any]:
+    unknown = sorted(set(config.methods) - set(METHODS))
+    if unknown:
+        raise RaylibError(f"methods {unknown}: the benchmark knows {list(METHODS)}.")
+    report = _load(config) or {"seed": config.seed, "methods": {}}
+    report["sizes"] = sorted(config.sizes)
+    report["machine"] = {"cores": os.cpu_count(), "memory_gib": os.sysconf("SC_PHYS_PAGES") * os.sysconf(
+        "SC_PAGE_SIZE") / GIB}
+    for size, dataset in datasets(config).items():
+        for method in config.methods:
+            done = report["methods"].get(method, {}).get(str(size), {})
+            if "first_step_s" in done:
+                continue
+            print(f"[bench] {method} at {size:,} interactions ...", flush=True)
+            measured = run_probe(config, method, size, dataset)
+            report["methods"].setdefault(method, {})[str(size)] = measured
+            shown = ("error: " + measured["error"][-300:]) if "error" in measured else (
+                f"prep {measured['prep_s']:.1f} s, first step {measured['first_step_s']:.1f} s, driver "
+                f"{measured['driver_peak_gib']:.2f} GiB, worker {measured['worker_peak_gib']:.2f} GiB")
+            print(f"[bench]   {shown}", flush=True)
+            report["slope"] = slopes(report)
+            _save(config, report)
+    plot(report, _path(config).with_suffix(".png"))
+    return report
+
+
+def headline_json(report: dict[str, Any]) -> str:
+    largest = str(max(report["sizes"]))
+    return json.dumps({"sizes": report["sizes"], "slope": report.get("slope"),
+                       "at_largest": {m: {k: v.get(largest, {}).get(k) for k in ("prep_s", "driver_peak_gib",
+                                                                                "worker_peak_gib", "first_step_s")}
+                                      for m, v in report["methods"].items()}}, indent=1)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for method, by_size in report["methods"].items():
+        points = sorted((int(s), m) for s, m in by_size.items() if "first_step_s" in m)
+        if not points:
+            continue
+        sizes = [s for s, _ in points]
+        for ax, key in zip(axes, ("prep_s", "driver_peak_gib", "worker_peak_gib")):
+            ax.plot(sizes, [m[key] for _, m in points], marker="o", label=method)
+    titles = ("data preparation (s)", "driver peak memory (GiB)", "training worker peak memory (GiB)")
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("interactions")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].axhline(8, color="red", linestyle="--", linewidth=1, label="target: 8 GiB")
+    axes[0].axhline(600, color="red", linestyle="--", linewidth=1, label="target: 10 min")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Each method's data steps up to its first optimizer step (synthetic, MovieLens-25M's shape)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # the probe: python -m raylib.bench.data_scale <method> <dataset> <work> <result>
+    probe(*sys.argv[1:5])
