@@ -149,3 +149,53 @@ def test_ray_job_submit_runs_a_gpu_job_whose_weights_load_only_on_the_gpu_node(l
     loads = read_load_log(load_log)
     assert len(loads) >= 3  # training, zero-shot and tuned scoring
     assert all(r["node_id"] != head_id and r["gpu_ids"] for r in loads), loads
+
+
+SPREAD_SCRIPT = """
+import json, sys
+import ray
+from ray.cluster_utils import Cluster
+from raylib.config import from_dict
+from raylib.data import read_records
+from raylib.methods.tallrec.config import TallrecJobConfig
+from raylib.methods.tallrec.pipeline import score_on_ray
+
+model, records, out = sys.argv[1], read_records(sys.argv[2]), sys.argv[3]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
+for _ in range(2):
+    cluster.add_node(num_cpus=2, num_gpus=1)
+ray.init(address=cluster.address)
+scores = {}
+for actors in (0, 1):  # 0: one actor per GPU of the cluster
+    job = from_dict(TallrecJobConfig, {"model": {"name": model, "dtype": "fp32"}, "output_dir": f"{out}/{actors}",
+                                       "train": {"use_gpu": True, "cpus_per_worker": 1},
+                                       "inference": {"gpus": 1, "actors": actors}})
+    scores[actors] = score_on_ray(job, records, None)["probabilities"]
+print(json.dumps({"head": ray.get_runtime_context().get_node_id(), "scores": scores}))
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+def test_batch_scoring_runs_an_actor_on_every_gpu_node_and_none_on_the_head(tiny_model_dir, movie_records,
+                                                                           tmp_path):
+    """A `ray.cluster_utils.Cluster` (a CPU head, two worker nodes with a logical GPU each): TALLRec's scoring
+    pool has an actor on each GPU node (each loads the model once), none on the head, and scores as one actor
+    does."""
+    from raylib.data import write_records
+    from raylib.placement import read_load_log
+
+    records = write_records(movie_records["test"][:48], tmp_path / "test.json")
+    load_log = tmp_path / "loads.jsonl"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAYLIB_LOAD_LOG": str(load_log)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, str(tiny_model_dir), str(records), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    loads = read_load_log(load_log)
+    pool, single = loads[:2], loads[2:]
+    assert len(pool) == 2 and len(single) == 1, loads  # two actors, then one: each loaded the model once
+    assert {r["node_id"] for r in pool} == {r["node_id"] for r in loads} and len({r["node_id"] for r in pool}) == 2
+    assert all(r["gpu_ids"] and r["node_id"] != result["head"] for r in loads)
+    assert result["scores"]["0"] == pytest.approx(result["scores"]["1"], abs=1e-6)

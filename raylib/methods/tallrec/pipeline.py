@@ -55,8 +55,14 @@ def dataset_records(data: DataConfig, domain: str = "movie") -> tuple[RecordRows
         dataset.require("interactions", ("label",), "TALLRec (a like label, or a rating to threshold)")
         inter, threshold = inter.append_column("rating", inter.column("label").cast("float64")), 0.5
     valid_at, test_at = time_cutoffs(inter.column("timestamp").to_numpy())
-    return tuple(build_tallrec_records(inter, dataset.items, data.history_len, threshold, domain, period)
-                 for period in ((-2**63, valid_at), (valid_at, test_at), (test_at, 2**63 - 1)))
+    records = build_tallrec_records(inter, dataset.items, data.history_len, threshold, domain)
+    stamps = records.timestamps  # each period's records: targets rated then, histories reaching back across it
+    periods = records[stamps < valid_at], records[(stamps >= valid_at) & (stamps < test_at)], records[stamps >= test_at]
+    for name, period in zip(("training", "validation", "test"), periods):
+        if not len(period):
+            raise RaylibError(f"Dataset {data.dataset}: no record has its target in the {name} period (every record "
+                              f"needs history_len={data.history_len} earlier interactions of its user).")
+    return periods
 
 
 def load_tallrec_data(data: DataConfig) -> TallrecData:
