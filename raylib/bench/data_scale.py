@@ -13,8 +13,13 @@ through each method's own data steps up to its first optimizer step:
 Each (method, size) runs in its own process (`probe`), so its peak memory is its own: the driver's peak (the
 process's high-water mark when the first step is taken), the training worker's (its own at that step), the
 seconds of each data step, and the seconds from the start to the first optimizer step. The log-log slope of
-time and memory against interactions, from 1 M to the largest size, says how cost grows. A rerun keeps every
-(method, size) already measured with the same settings.
+time and memory against interactions, from 1 M to the largest size, says how cost grows; the rows a training
+worker reads per second (`training_rows_per_s`) come from the same runs. Then:
+  grounding   BIGRec's grounding against random catalogues of 10 K, 100 K and 1 M items (each in a fresh
+              process): ms per query for the target's rank (plain and re-weighted) and a top-10, and the memory
+              it took beyond the catalogue's own embeddings
+  inference   TALLRec scoring through the Ray Data actor pool with 1 and 2 actors: rows per second
+A rerun keeps every part already measured with the same settings.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pydantic.dataclasses import dataclass
 
 from raylib import RaylibError
 from raylib.assets import PROJECT_DIR
-from raylib.config import STRICT, to_dict
+from raylib.config import STRICT, ModelConfig, to_dict
 
 METHODS = ("tallrec", "bigrec", "genrec", "corella", "cocktail", "sasrec")
 GIB = 1024 ** 3
@@ -45,6 +50,13 @@ GIB = 1024 ** 3
 class BenchScaleDataConfig:
     sizes: list[int] = dataclasses.field(default_factory=lambda: [100_000, 1_000_000, 10_000_000, 25_000_000])
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
+    # grounding: catalogue sizes, queries per size, the embedding width (SmolLM2-135M's hidden size)
+    grounding_items: list[int] = dataclasses.field(default_factory=lambda: [10_000, 100_000, 1_000_000])
+    grounding_queries: int = Field(200, ge=1)
+    hidden_size: int = Field(576, ge=1)
+    # batch inference: TALLRec records of the embedded MovieLens-100K scored by the embedded model, 1 and 2 actors
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    inference_records: int = Field(256, ge=8)
     seed: int = 0
     probe_timeout_s: int = Field(3600, ge=60)
     output_dir: str = "runs/bench_scale_data"  # the synthetic datasets and each probe's run folder
@@ -150,6 +162,15 @@ INPUTS = {"tallrec": tallrec_inputs, "bigrec": bigrec_inputs, "genrec": genrec_i
           "cocktail": cocktail_inputs, "sasrec": sasrec_inputs}
 
 
+def peak_gib() -> float:
+    """This process's peak resident memory (VmHWM): per process image, unlike `ru_maxrss`, which a process
+    started by fork + exec inherits from its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / GIB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+
+
 class FirstStepReached(Exception):
     """Raised by `StopAtFirstStep` in the training worker: the probe has what it measures."""
 
@@ -163,7 +184,7 @@ class StopAtFirstStep:
     def __call__(self, global_step: int, rank: int, rows: int = 0, read_s: float = 0.0) -> None:
         if rank == 0:
             Path(self.path).write_text(json.dumps({
-                "time": time.time(), "worker_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+                "time": time.time(), "worker_peak_gib": peak_gib(),
                 "worker_rows": rows, "worker_read_s": read_s}))
         raise FirstStepReached(f"first optimizer step taken ({global_step})")
 
@@ -178,7 +199,7 @@ def probe(method: str, dataset: str, work: str, result: str) -> None:
     work_dir = Path(work)
     task, job, train_data, valid_data = INPUTS[method](dataset, work_dir, steps)
     prep = {"prep_s": time.time() - start, "steps_s": steps.seconds,
-            "driver_prep_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+            "driver_prep_peak_gib": peak_gib(),
             "start": start}
     Path(result).write_text(json.dumps(prep))
     ensure_ray(None)
@@ -192,8 +213,7 @@ def probe(method: str, dataset: str, work: str, result: str) -> None:
     Path(result).write_text(json.dumps({**prep, "first_step_s": step["time"] - start,
                                         "worker_peak_gib": step["worker_peak_gib"],
                                         "worker_rows": step["worker_rows"], "worker_read_s": step["worker_read_s"],
-                                        "driver_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                        * 1024 / GIB}))
+                                        "driver_peak_gib": peak_gib()}))
 
 
 # ---------------------------------------------------------------- the benchmark (the parent process)
@@ -298,8 +318,88 @@ def run_bench(config: BenchScaleDataConfig) -> dict[str, Any]:
             print(f"[bench]   {shown}", flush=True)
             report["slope"] = slopes(report)
             _save(config, report)
+    report["training_rows_per_s"] = {m: {size: r["worker_rows"] / r["worker_read_s"] for size, r in by_size.items()
+                                         if r.get("worker_read_s")} for m, by_size in report["methods"].items()}
+    if report.get("grounding_config") != [config.grounding_items, config.grounding_queries, config.hidden_size]:
+        report["grounding"] = grounding(config)
+        report["grounding_config"] = [config.grounding_items, config.grounding_queries, config.hidden_size]
+    report["grounding_ms_per_query"] = {k: v["rank_ms_per_query"] for k, v in report["grounding"].items()}
+    _save(config, report)
+    if report.get("inference_config") != [to_dict(config.model), config.inference_records]:
+        report["inference"] = inference(config)
+        report["inference_config"] = [to_dict(config.model), config.inference_records]
+    report["inference_rows_per_s"] = {k: v["rows_per_s"] for k, v in report["inference"].items()}
+    _save(config, report)
     plot(report, _path(config).with_suffix(".png"))
     return report
+
+
+# ---------------------------------------------------------------- grounding and batch inference
+GROUNDING_SCRIPT = """
+import json, sys, time
+import numpy as np, torch
+from raylib.methods.nextitem.grounding import grounded_ranks, nearest_items
+items_n, queries_n, hidden, seed = map(int, sys.argv[1:5])
+rng = np.random.default_rng(seed)
+items = torch.from_numpy(rng.standard_normal((items_n, hidden), dtype=np.float32))
+targets = rng.integers(0, items_n, queries_n)
+queries = items[targets] + 0.3 * torch.from_numpy(rng.standard_normal((queries_n, hidden), dtype=np.float32))
+popularity = rng.random(items_n)
+from raylib.bench.data_scale import peak_gib
+base = peak_gib()
+out = {}
+for name, run in (("rank", lambda: grounded_ranks(queries, items, targets)),
+                  ("rank_reweighted", lambda: grounded_ranks(queries, items, targets, signal=popularity, gamma=1.0)),
+                  ("top10", lambda: nearest_items(queries, items, 10))):
+    start = time.perf_counter()
+    run()
+    out[name + "_ms_per_query"] = 1000 * (time.perf_counter() - start) / queries_n
+out["peak_mib_over_catalogue"] = (peak_gib() - base) * 1024
+out["catalogue_mib"] = items.numel() * 4 / 2 ** 20
+print(json.dumps(out))
+"""
+
+
+def grounding(config: BenchScaleDataConfig) -> dict[str, dict[str, float]]:
+    """BIGRec's grounding over random catalogues of `grounding_items` titles (ranks of the targets, plain and
+    re-weighted, and a top-10), each size in a fresh process: ms per query and the memory it took beyond the
+    catalogue's own embeddings (bounded by a chunk of items, `grounding.CHUNK_ITEMS`)."""
+    out = {}
+    for items in config.grounding_items:
+        done = subprocess.run([sys.executable, "-c", GROUNDING_SCRIPT, str(items), str(config.grounding_queries),
+                               str(config.hidden_size), str(config.seed)], capture_output=True, text=True,
+                              cwd=PROJECT_DIR, timeout=3600)
+        if done.returncode != 0:
+            raise RuntimeError(f"grounding at {items} items failed:\n{done.stderr[-2000:]}")
+        out[str(items)] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"[bench] grounding at {items:,} items: {out[str(items)]['rank_ms_per_query']:.2f} ms per query",
+              flush=True)
+    return out
+
+
+def inference(config: BenchScaleDataConfig) -> dict[str, dict[str, float]]:
+    """TALLRec scoring (`score_on_ray`: a Ray Data actor pool) of the same records with 1 and 2 actors on this
+    machine's cores (each actor 1 thread when there are two): rows per second, scoring alone and wall."""
+    import shutil
+
+    from raylib.config import from_dict
+    from raylib.methods.tallrec.config import DataConfig, TallrecJobConfig
+    from raylib.methods.tallrec.pipeline import load_tallrec_data, score_on_ray
+
+    records = load_tallrec_data(DataConfig(test_samples=config.inference_records)).test
+    out = {}
+    for actors in (1, 2):
+        work = Path(config.output_dir).expanduser().resolve() / "inference" / str(actors)
+        shutil.rmtree(work, ignore_errors=True)  # this benchmark's own scratch folder: measure a cold pool
+        job = from_dict(TallrecJobConfig, {"model": to_dict(config.model), "output_dir": str(work),
+                                           "inference": {"actors": actors}})
+        start = time.perf_counter()
+        scored = score_on_ray(job, records, None)
+        wall = time.perf_counter() - start
+        out[str(actors)] = {"rows": len(records), "wall_s": wall, "rows_per_s": len(records) / wall,
+                            "scoring_cpu_s": scored["seconds"], "auc": scored["auc"]}
+        print(f"[bench] TALLRec scoring with {actors} actor(s): {len(records) / wall:.1f} rows/s", flush=True)
+    return out
 
 
 def headline_json(report: dict[str, Any]) -> str:
@@ -316,7 +416,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     for method, by_size in report["methods"].items():
         points = sorted((int(s), m) for s, m in by_size.items() if "first_step_s" in m)
         if not points:
@@ -325,7 +425,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for ax, key in zip(axes, ("prep_s", "driver_peak_gib", "worker_peak_gib")):
             ax.plot(sizes, [m[key] for _, m in points], marker="o", label=method)
     titles = ("data preparation (s)", "driver peak memory (GiB)", "training worker peak memory (GiB)")
-    for ax, title in zip(axes, titles):
+    for ax, title in zip(axes[:3], titles):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("interactions")
@@ -334,6 +434,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[1].axhline(8, color="red", linestyle="--", linewidth=1, label="target: 8 GiB")
     axes[0].axhline(600, color="red", linestyle="--", linewidth=1, label="target: 10 min")
     axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    grounded = sorted((int(k), v) for k, v in report.get("grounding", {}).items())
+    if grounded:
+        ax = axes[3]
+        for key, label in (("rank_ms_per_query", "rank of the target"),
+                           ("rank_reweighted_ms_per_query", "re-weighted rank"), ("top10_ms_per_query", "top-10")):
+            ax.plot([n for n, _ in grounded], [v[key] for _, v in grounded], marker="o", label=label)
+        ax.axhline(10, color="red", linestyle="--", linewidth=1, label="target: 10 ms")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("catalogue items")
+        ax.set_title("grounding, ms per query (chunked)", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
     fig.suptitle("Each method's data steps up to its first optimizer step (synthetic, MovieLens-25M's shape)",
                  fontsize=10)
     fig.tight_layout()

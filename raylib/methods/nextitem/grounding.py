@@ -187,9 +187,14 @@ def grounded_ranks(queries, items, targets, seen: "Seen" = None, signal=None, ga
                    chunk: int = CHUNK_ITEMS) -> np.ndarray:
     """Rank of each query's target when the whole catalogue is ranked by L2 distance to the query (BIGRec step
     2), re-weighted by `(1 + W)^-gamma` when `signal` is given: the ranks of `target_ranks(reweight(
-    l2_distances(...), ...))`, in memory bounded by a chunk of items (`ChunkedScores`)."""
+    l2_distances(...), ...))`, in memory bounded by a chunk of items (`ChunkedScores`). Plain distances take
+    one pass over the catalogue (`_ranks_in_one_pass`), re-weighted ones two."""
     if len(targets) != len(queries):
         raise RaylibError(f"{len(targets)} targets for {len(queries)} queries: give one target per query.")
+    if signal is None:
+        ranks = _ranks_in_one_pass(queries, items, targets, seen, chunk)
+        if ranks is not None:
+            return ranks
     scores = ChunkedScores(queries, items, targets, signal, gamma, chunk)
     better = torch.zeros(len(targets), dtype=torch.int64)
     for start, score in scores.chunks():
@@ -198,6 +203,41 @@ def grounded_ranks(queries, items, targets, seen: "Seen" = None, signal=None, ga
             ahead &= ~_chunk_mask(seen, start, tuple(ahead.shape))
         better += ahead.sum(1)
     return (better + 1).numpy()
+
+
+def _ranks_in_one_pass(queries, items, targets, seen: "Seen", chunk: int) -> np.ndarray | None:
+    """Plain L2 ranks in one pass: each query's distance to its target is first estimated directly; items
+    clearly nearer than that are counted as the chunks go by, and the few within a narrow band of it are kept
+    and compared, at the end, with the target's distance as its own chunk computed it (so ties stay exact).
+    None when an estimate missed its band (numerical trouble): the caller then takes two passes."""
+    queries, items = torch.as_tensor(queries).float(), torch.as_tensor(items).float()
+    targets = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    rows = torch.arange(len(queries))
+    estimate = (queries - items[targets]).norm(dim=1)
+    # cdist computes |q|^2 + |x|^2 - 2 q.x: its error grows with the norms (and dominates near distance 0)
+    band = 1e-3 * estimate + (1e-5 * (queries.square().sum(1) + items[targets].square().sum(1))).sqrt() + 1e-6
+    low, high = (estimate - band).unsqueeze(1), (estimate + band).unsqueeze(1)
+    below = torch.zeros(len(queries), dtype=torch.int64)
+    own = torch.full((len(queries),), float("nan"))
+    near_rows, near_values = [], []
+    for start in range(0, len(items), chunk):
+        d = torch.cdist(queries, items[start:start + chunk])
+        counted = ~_chunk_mask(seen, start, tuple(d.shape)) if seen is not None else None
+        nearer, close = d < low, (d >= low) & (d <= high)
+        if counted is not None:
+            nearer, close = nearer & counted, close & counted
+        below += nearer.sum(1)
+        inside = (targets >= start) & (targets < start + d.shape[1])
+        own[inside] = d[rows[inside], targets[inside] - start]
+        close[rows[inside], targets[inside] - start] = False  # the target itself is never ahead of itself
+        r, c = close.nonzero(as_tuple=True)
+        near_rows.append(r)
+        near_values.append(d[r, c])
+    if not ((own - estimate).abs() <= band).all():
+        return None
+    r, v = torch.cat(near_rows), torch.cat(near_values)
+    ahead_in_band = torch.bincount(r[v < own[r]], minlength=len(queries))
+    return (below + ahead_in_band + 1).numpy()
 
 
 @torch.no_grad()
