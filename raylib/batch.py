@@ -5,7 +5,9 @@
 driver), then each batch of rows goes through it (a pyarrow table in, a dict of columns out, one value per
 row). The actors ask for the job's placement (`raylib.placement`: `inference.gpus` GPUs each on GPU jobs,
 `inference.cpus` CPUs); `inference.actors` says how many: a number, [min, max] for a pool Ray Data grows and
-shrinks, or 0 for one per GPU of the cluster on GPU jobs (one on CPU jobs, holding every core).
+shrinks, or 0 for one per GPU of the cluster on GPU jobs (one on CPU jobs, holding every core). Rows that fit
+one part, for a pool of one, go through the same scorer in one placed task instead (Ray Data's start-up costs
+seconds that a few hundred rows do not repay).
 
 Resumable block by block: the rows are written once as Parquet parts of `part_rows` rows under
 `folder/input/`, and each part's output is written to `folder/output/` as soon as all its rows are scored; a
@@ -100,6 +102,13 @@ def _no_restarts() -> dict[str, Any]:
     return {"ray_remote_args_fn": lambda: {"max_restarts": 0}}
 
 
+def _score_part(make, path: str) -> pa.Table:
+    """One part through `make()`'s scorer in this process (a placed task: `placement.run` sets its threads)."""
+    import torch
+
+    return _Scorer(make, torch.get_num_threads())(pq.read_table(path))
+
+
 def column_of(values) -> pa.Array:
     """An output column: a 2-D array becomes a fixed-size list per row (embeddings), anything else as given."""
     if isinstance(values, np.ndarray) and values.ndim == 2:
@@ -132,7 +141,7 @@ def stage(rows: pa.Table | Iterable[pa.Table], root: Path, key: dict[str, Any], 
     count = parts = 0
     for parts, part in enumerate(_parts(rows, part_rows), start=1):
         numbered = part.append_column(ROW, pa.array(np.arange(count, count + part.num_rows, dtype=np.int64)))
-        path = incoming / "input" / f"part-{parts - 1:05d}.parquet"
+        path = _part(incoming, "input", parts - 1)
         pq.write_table(numbered, path)
         digest.update(path.read_bytes())
         count += part.num_rows
@@ -160,9 +169,6 @@ def map_rows(make: Callable[[], Callable[[pa.Table], dict[str, Any]]], rows: pa.
     row's share of its batch's scoring time) in the rows' order. `rows`: a table, or tables made a chunk at a
     time (text for millions of rows never sits in memory whole). `key`: what else the outputs depend on (model,
     adapter, settings). See the module docstring."""
-    import ray
-    import ray.data
-
     from raylib.runtime import ensure_ray
     from raylib.train.data import quiet_ray_data
 
@@ -171,21 +177,38 @@ def map_rows(make: Callable[[], Callable[[pa.Table], dict[str, Any]]], rows: pa.
     folder = stage(rows, Path(root), key, part_rows)
     parts = json.loads((folder / DONE).read_text())["parts"]
     (folder / "output").mkdir(exist_ok=True)
-    missing = [k for k in range(parts) if not (folder / "output" / f"part-{k:05d}.parquet").is_file()]
-    if missing:
-        low, high = actor_pool(placement, actors)
-        cpus = placement.resolved_cpus()
-        if placement.gpus <= 0 and high > 1:  # CPU actors share the node's cores
-            cpus = max(1, cpus // high)
-        sizes = {k: pq.ParquetFile(folder / "input" / f"part-{k:05d}.parquet").metadata.num_rows for k in missing}
-        read = ray.remote(num_cpus=0)(pq.read_table)  # a block per part, so that every actor gets work
-        dataset = ray.data.from_arrow_refs([read.remote(str(folder / "input" / f"part-{k:05d}.parquet"))
-                                            for k in missing])
-        scored = dataset.map_batches(_scorer_class(make, cpus), batch_size=batch_rows, batch_format="pyarrow",
-                                     compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
-                                     num_cpus=cpus, num_gpus=placement.gpus or None, **_no_restarts())
-        _collect(scored, sizes, folder, part_rows, desc)
+    missing = [k for k in range(parts) if not _part(folder, "output", k).is_file()]
+    low, high = actor_pool(placement, actors) if missing else (1, 1)
+    if len(missing) == 1 and high == 1:  # one part for one actor: a placed task, without Ray Data's start-up
+        from raylib.placement import run
+
+        _atomic_write(run(_score_part, make, str(_part(folder, "input", missing[0])), placement=placement),
+                      _part(folder, "output", missing[0]))
+    elif missing:
+        _score_in_pool(make, folder, missing, placement, (low, high), batch_rows, part_rows, desc)
     return pq.read_table(folder / "output").sort_by(ROW)
+
+
+def _part(folder: Path, kind: str, k: int) -> Path:
+    return folder / kind / f"part-{k:05d}.parquet"
+
+
+def _score_in_pool(make, folder: Path, missing: list[int], placement: Placement, pool: tuple[int, int],
+                   batch_rows: int, part_rows: int, desc: str) -> None:
+    """The missing parts through a Ray Data pool of `pool` = (min, max) actors, a block per part."""
+    import ray
+    import ray.data
+
+    cpus = placement.resolved_cpus()
+    if placement.gpus <= 0 and pool[1] > 1:  # CPU actors share the node's cores
+        cpus = max(1, cpus // pool[1])
+    sizes = {k: pq.ParquetFile(_part(folder, "input", k)).metadata.num_rows for k in missing}
+    read = ray.remote(num_cpus=0)(pq.read_table)  # a block per part, so that every actor gets work
+    dataset = ray.data.from_arrow_refs([read.remote(str(_part(folder, "input", k))) for k in missing])
+    scored = dataset.map_batches(_scorer_class(make, cpus), batch_size=batch_rows, batch_format="pyarrow",
+                                 compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
+                                 num_cpus=cpus, num_gpus=placement.gpus or None, **_no_restarts())
+    _collect(scored, sizes, folder, part_rows, desc)
 
 
 def _collect(scored, sizes: dict[int, int], folder: Path, part_rows: int, desc: str) -> None:
@@ -200,8 +223,7 @@ def _collect(scored, sizes: dict[int, int], folder: Path, part_rows: int, desc: 
             waiting.setdefault(int(k), []).append(batch.filter(pa.array(part_of == k)))
             got = sum(t.num_rows for t in waiting[int(k)])
             if got == sizes[int(k)]:
-                _atomic_write(pa.concat_tables(waiting.pop(int(k))).sort_by(ROW),
-                              folder / "output" / f"part-{int(k):05d}.parquet")
+                _atomic_write(pa.concat_tables(waiting.pop(int(k))).sort_by(ROW), _part(folder, "output", int(k)))
         bar.update(batch.num_rows)
     bar.close()
     if waiting:

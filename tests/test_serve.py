@@ -40,7 +40,7 @@ def make_artifacts(folder, model_dir):
                   crm_hash=sha(folder / "crm" / "model.safetensors"),
                   adapter_hash=sha(folder / "adapter" / "adapter_model.safetensors"),
                   model=str(model_dir)).save(folder / "routing.json")
-    return data.test.slice(0, 24).drop(["label", "timestamp"]).to_pylist()
+    return data.test.slice(0, 24).table().drop(["label", "timestamp"]).to_pylist()
 
 
 def make_recommender(folder, model_dir):

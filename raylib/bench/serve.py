@@ -142,7 +142,7 @@ def fixed_test_subset(config: BenchServeConfig, vocab_hash: str) -> tuple[list[d
     from raylib.data.ctr import load_ctr_data, sample_rows
 
     data = load_ctr_data(config.data)
-    table = sample_rows(data.test, config.data.test_samples, config.data.seed + 3)
+    table = sample_rows(data.test, config.data.test_samples, config.data.seed + 3).table()
     _, vocab = load_crm(Path(config.artifacts) / "crm", expect_vocab=vocab_hash)
     labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64)
     return table.drop(["label", "timestamp"]).to_pylist(), labels, vocab.records(table, with_text=True)

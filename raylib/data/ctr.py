@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raylib import RaylibError
 from raylib.data.timelines import TimelineRows, Timelines, build_timelines, list_offsets, ranges, unique_items
@@ -107,6 +108,9 @@ class CtrColumns(TimelineRows):
     def row(self, at: int) -> dict[str, Any]:
         return self.subset(np.array([at])).table().to_pylist()[0]
 
+    def settings(self) -> tuple:
+        return (id(self.flat_labels), self.history_len)
+
     def take(self, rows) -> "CtrColumns":
         return self[rows if isinstance(rows, slice) else np.asarray(rows)]
 
@@ -162,7 +166,8 @@ class CtrColumns(TimelineRows):
                                np.concatenate([[0], np.cumsum(genre_lengths)]))
             distinct, which = np.unique(t.ratings, return_inverse=True)
             codes["rating"] = per("rating", [_rating_key(r) for r in distinct])[which.ravel()]
-            self.codes_by_vocab = {key: codes}
+            self.codes_by_vocab.clear()  # in place: every subset shares this dict (one vocabulary kept)
+            self.codes_by_vocab[key] = codes
         return self.codes_by_vocab[key]
 
     def vocab_values(self) -> dict[str, list[str]]:
@@ -254,7 +259,25 @@ class CtrTable:
         return values
 
     def encoded(self, vocab: "CtrVocab") -> pa.Table:
-        return pa.Table.from_pylist(vocab.records(self.data))
+        """Field indices as the CRM reads them, by Arrow lookups over the table's columns (no Python per row)."""
+        t = self.data
+        fields = np.stack([vocab.lookup(f, t.column(f)) for f in SINGLE_FIELDS], axis=1).astype(np.int32)
+        ratings = t.column("history_ratings").combine_chunks()
+        distinct, which = np.unique(np.asarray(ratings.flatten().to_numpy(zero_copy_only=False)),
+                                    return_inverse=True)
+        rating_codes = vocab.lookup("rating", pa.array([_rating_key(r) for r in distinct], pa.string()))
+
+        def listed(column: str, values: np.ndarray) -> pa.ListArray:
+            lists = t.column(column).combine_chunks()
+            return pa.ListArray.from_arrays(lists.offsets, pa.array(values, pa.int32()))
+
+        return pa.table({
+            "fields": pa.FixedSizeListArray.from_arrays(pa.array(fields.ravel()), len(SINGLE_FIELDS)),
+            "genres": listed("genres", vocab.lookup("genres", t.column("genres").combine_chunks().flatten())),
+            "history": listed("history_items", vocab.lookup("item_id",
+                                                            t.column("history_items").combine_chunks().flatten())),
+            "history_ratings": listed("history_ratings", rating_codes[which.ravel()]),
+            "label": t.column("label").cast(pa.int64())})
 
     def texts(self) -> dict[str, list]:
         return {"title": self.data.column("title").to_pylist(),
@@ -372,17 +395,24 @@ def check_ctr_table(table: pa.Table, where: str) -> pa.Table:
         if nulls:
             row = table.column(column).to_pylist().index(None)
             raise RaylibError(f"{where} row {row}: {column} is missing (null/NaN).")
-    labels = table.column("label").to_pylist()
-    for row, label in enumerate(labels):
-        if label not in (0, 1):
-            raise RaylibError(f"{where} row {row}: label must be 0 or 1 (got {label!r}).")
-    lists = zip(*(table.column(c).to_pylist() for c in ("history_items", "history_titles", "history_ratings")))
-    for row, (ids, titles, ratings) in enumerate(lists):
-        if not len(ids) == len(titles) == len(ratings):
-            raise RaylibError(f"{where} row {row}: history_items, history_titles and history_ratings differ in "
-                              f"length ({len(ids)}, {len(titles)}, {len(ratings)}).")
-        if any(r is None or not math.isfinite(r) for r in ratings):
-            raise RaylibError(f"{where} row {row}: history_ratings holds NaN or inf ({ratings}).")
+    labels = table.column("label")
+    wrong = np.flatnonzero(~np.asarray(pc.is_in(labels, value_set=pa.array([0, 1], labels.type)).to_numpy(
+        zero_copy_only=False)))
+    if len(wrong):
+        raise RaylibError(f"{where} row {wrong[0]}: label must be 0 or 1 (got {labels[int(wrong[0])].as_py()!r}).")
+    lengths = [np.asarray(pc.list_value_length(table.column(c)).to_numpy(zero_copy_only=False))
+               for c in ("history_items", "history_titles", "history_ratings")]
+    differ = np.flatnonzero((lengths[0] != lengths[1]) | (lengths[0] != lengths[2]))
+    if len(differ):
+        row = int(differ[0])
+        raise RaylibError(f"{where} row {row}: history_items, history_titles and history_ratings differ in "
+                          f"length ({lengths[0][row]}, {lengths[1][row]}, {lengths[2][row]}).")
+    ratings = table.column("history_ratings").combine_chunks()
+    values = ratings.flatten()
+    bad = np.flatnonzero(~np.asarray(pc.is_finite(values).fill_null(False).to_numpy(zero_copy_only=False)))
+    if len(bad):
+        row = int(np.asarray(pc.list_parent_indices(ratings).to_numpy())[bad[0]])
+        raise RaylibError(f"{where} row {row}: history_ratings holds NaN or inf ({ratings[row].as_py()}).")
     return table
 
 
@@ -461,28 +491,21 @@ class CtrVocab:
     def records(self, table: "CtrSamples | pa.Table", with_text: bool = False) -> list[dict[str, Any]]:
         """Rows -> plain-dict samples: field indices (OOV = 1), label, and for the LLM the texts. For the rows a
         job reads one by one (samples, requests); a whole split goes to the CRM as `write_encoded` Parquet."""
-        if not isinstance(table, pa.Table):
-            out = table.encoded(self).to_pylist()
-            if with_text:
-                texts = table.texts()
-                for k, record in enumerate(out):
-                    record.update({name: values[k] for name, values in texts.items()})
-            return out
-        columns = {c: table.column(c).to_pylist() for c in CTR_COLUMNS}
-        item = self.fields["item_id"]
-        genre, rating = self.fields["genres"], self.fields["rating"]
-        out = []
-        for row in range(table.num_rows):
-            record = {"fields": [self.fields[f].get(columns[f][row], OOV) for f in SINGLE_FIELDS],
-                      "genres": [genre.get(g, OOV) for g in columns["genres"][row]],
-                      "history": [item.get(i, OOV) for i in columns["history_items"][row]],
-                      "history_ratings": [rating.get(_rating_key(r), OOV) for r in columns["history_ratings"][row]],
-                      "label": int(columns["label"][row])}
-            if with_text:
-                record.update(title=columns["title"][row], history_titles=columns["history_titles"][row],
-                              history_scores=columns["history_ratings"][row])
-            out.append(record)
+        samples = CtrTable(table) if isinstance(table, pa.Table) else table
+        out = samples.encoded(self).to_pylist()
+        if with_text:
+            texts = samples.texts()
+            for k, record in enumerate(out):
+                record.update({name: values[k] for name, values in texts.items()})
         return out
+
+    def lookup(self, field: str, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Each value's index in `field`'s vocabulary (OOV for a value training never had), by one Arrow lookup."""
+        index = self.fields[field]
+        keys, codes = pa.array(list(index), pa.string()), np.fromiter(index.values(), np.int32, len(index))
+        position = pc.index_in(values.cast(pa.string()), value_set=keys)
+        found = np.asarray(position.fill_null(-1).to_numpy(zero_copy_only=False)).astype(np.int64)
+        return np.where(found >= 0, codes[np.maximum(found, 0)] if len(codes) else OOV, OOV).astype(np.int32)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({"fields": self.fields, "hash": self.fingerprint(),

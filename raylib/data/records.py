@@ -48,6 +48,9 @@ class RecordRows(TimelineRows):
     def subset(self, at: np.ndarray) -> "RecordRows":
         return RecordRows(self.timelines, at, self.titles, self.history_len, self.like_threshold, self.domain)
 
+    def settings(self) -> tuple:
+        return (id(self.titles), self.history_len, self.like_threshold, self.domain)
+
     def row(self, at: int) -> TallrecRecord:
         t, start = self.timelines, at - self.history_len
         history, ratings = self.titles[t.items[start:at]], t.ratings[start:at]

@@ -48,6 +48,9 @@ class Windows(TimelineRows):
     def subset(self, at: np.ndarray) -> "Windows":
         return Windows(self.timelines, at, self.history_len)
 
+    def settings(self) -> tuple:
+        return (self.history_len,)
+
     def row(self, at: int) -> NextItemWindow:
         t = self.timelines
         user = int(t.user_of([at])[0])

@@ -132,12 +132,14 @@ class TimelineRows(Sequence):
             return self.row(int(self.at[key]))
         return self.subset(self.at[key])
 
+    def settings(self) -> tuple:
+        """What besides the rows makes a row's object (a history length, a threshold): equal views share it."""
+        return ()
+
     def __eq__(self, other) -> bool:
-        if type(other) is type(self) and other.timelines is self.timelines and vars(other).keys() == vars(self).keys():
-            same = all(v is getattr(other, k) or (isinstance(v, (int, float, str)) and v == getattr(other, k))
-                       for k, v in vars(self).items() if k not in ("at", "timelines"))
-            if same:
-                return np.array_equal(other.at, self.at)
+        """The same rows of the same view; or, against anything else, the same row objects in the same order."""
+        if type(other) is type(self) and other.timelines is self.timelines and other.settings() == self.settings():
+            return np.array_equal(other.at, self.at)
         return isinstance(other, (TimelineRows, list, tuple)) and list(self) == list(other)
 
     def __repr__(self) -> str:
