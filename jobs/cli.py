@@ -89,7 +89,7 @@ BENCHES = {
                          "raylib.bench.leaderboard:run_bench", "raylib.bench.leaderboard:markdown"),
     "scale-data": Entry("each method's data steps to its first optimizer step, 0.1 M to 25 M interactions",
                         "raylib.bench.data_scale:BenchScaleDataConfig", "bench_scale_data.yaml",
-                        "raylib.bench.data_scale:run_bench", "raylib.bench.data_scale:headline_json"),
+                        "raylib.bench.data_scale:run_bench", "raylib.bench.data_scale:markdown"),
     "placement": Entry("where CPU scoring runs: the driver, an all-core task, a 1-CPU task",
                        "raylib.bench.placement:BenchPlacementConfig", "bench_placement.yaml",
                        "raylib.bench.placement:run_bench",

@@ -102,11 +102,17 @@ def _no_restarts() -> dict[str, Any]:
     return {"ray_remote_args_fn": lambda: {"max_restarts": 0}}
 
 
-def _score_part(make, path: str) -> pa.Table:
-    """One part through `make()`'s scorer in this process (a placed task: `placement.run` sets its threads)."""
+def _score_part(make, path: str, batch_rows: int, desc: str) -> pa.Table:
+    """One part through `make()`'s scorer in this process (a placed task: `placement.run` sets its threads), in
+    the batches a pool's actor would take, with a progress bar (the driver draws it)."""
     import torch
 
-    return _Scorer(make, torch.get_num_threads())(pq.read_table(path))
+    from raylib.runtime import progress
+
+    rows = pq.read_table(path)
+    scorer = _Scorer(make, torch.get_num_threads())
+    return pa.concat_tables([scorer(rows.slice(start, batch_rows))
+                             for start in progress(range(0, rows.num_rows, batch_rows), desc)])
 
 
 def column_of(values) -> pa.Array:
@@ -182,8 +188,8 @@ def map_rows(make: Callable[[], Callable[[pa.Table], dict[str, Any]]], rows: pa.
     if len(missing) == 1 and high == 1:  # one part for one actor: a placed task, without Ray Data's start-up
         from raylib.placement import run
 
-        _atomic_write(run(_score_part, make, str(_part(folder, "input", missing[0])), placement=placement),
-                      _part(folder, "output", missing[0]))
+        _atomic_write(run(_score_part, make, str(_part(folder, "input", missing[0])), batch_rows, desc,
+                          placement=placement), _part(folder, "output", missing[0]))
     elif missing:
         _score_in_pool(make, folder, missing, placement, (low, high), batch_rows, part_rows, desc)
     return pq.read_table(folder / "output").sort_by(ROW)

@@ -161,9 +161,21 @@ from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.methods.tallrec.pipeline import score_on_ray
 
 model, records, out = sys.argv[1], read_records(sys.argv[2]), sys.argv[3]
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
+
+
+def free_ports():  # the session's own Ray runs beside this cluster: no node may take a default port
+    import socket
+    ports = {}
+    for name in ("dashboard_agent_listen_port", "metrics_agent_port", "metrics_export_port", "runtime_env_agent_port"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports[name] = s.getsockname()[1]
+    return {**ports, "include_dashboard": False}
+
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0, **free_ports()})
 for _ in range(2):
-    cluster.add_node(num_cpus=2, num_gpus=1)
+    cluster.add_node(num_cpus=2, num_gpus=1, **free_ports())
 ray.init(address=cluster.address)
 scores = {}
 for actors in (0, 1):  # 0: one actor per GPU of the cluster

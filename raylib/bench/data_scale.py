@@ -402,12 +402,32 @@ def inference(config: BenchScaleDataConfig) -> dict[str, dict[str, float]]:
     return out
 
 
-def headline_json(report: dict[str, Any]) -> str:
-    largest = str(max(report["sizes"]))
-    return json.dumps({"sizes": report["sizes"], "slope": report.get("slope"),
-                       "at_largest": {m: {k: v.get(largest, {}).get(k) for k in ("prep_s", "driver_peak_gib",
-                                                                                "worker_peak_gib", "first_step_s")}
-                                      for m, v in report["methods"].items()}}, indent=1)
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables: per method and size, and the grounding and inference figures."""
+    sizes = [str(s) for s in report["sizes"]]
+    lines = ["| method | " + " | ".join(f"{int(s):,}" for s in sizes) + " | slope time / memory |",
+             "|---|" + "---|" * (len(sizes) + 1)]
+    for method, by_size in report["methods"].items():
+        cells = []
+        for size in sizes:
+            m = by_size.get(size, {})
+            cells.append("error" if "error" in m else "" if not m else
+                         f"{m['prep_s']:.1f} s / {m['first_step_s']:.0f} s, {m['driver_peak_gib']:.2f} / "
+                         f"{m['worker_peak_gib']:.2f} GiB")
+        slope = report.get("slope", {}).get(method)
+        shown = f"{slope['time']:.2f} / {slope['memory']:.2f}" if slope else ""
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {shown} |")
+    if report.get("grounding"):
+        lines += ["", "| catalogue items | rank (ms/query) | re-weighted rank | top-10 | memory beyond the "
+                      "catalogue (MiB) |", "|---|---|---|---|---|"]
+        for items, g in sorted(report["grounding"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {int(items):,} | {g['rank_ms_per_query']:.2f} | {g['rank_reweighted_ms_per_query']:.2f}"
+                         f" | {g['top10_ms_per_query']:.2f} | {g['peak_mib_over_catalogue']:.0f} |")
+    if report.get("inference"):
+        lines += ["", "| actors | rows | wall (s) | rows/s |", "|---|---|---|---|"]
+        for actors, r in sorted(report["inference"].items()):
+            lines.append(f"| {actors} | {r['rows']} | {r['wall_s']:.1f} | {r['rows_per_s']:.1f} |")
+    return "\n".join(lines)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
