@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -195,6 +196,13 @@ def map_rows(make: Callable[[], Callable[[pa.Table], dict[str, Any]]], rows: pa.
     return pq.read_table(folder / "output").sort_by(ROW)
 
 
+def _blocks(path: str, rows: int):
+    """A part's rows in blocks of `rows` (a Ray task with one return value per block)."""
+    table = pq.read_table(path)
+    blocks = [table.slice(start, rows) for start in range(0, table.num_rows, rows)] or [table]
+    return blocks if len(blocks) > 1 else blocks[0]
+
+
 def _part(folder: Path, kind: str, k: int) -> Path:
     return folder / kind / f"part-{k:05d}.parquet"
 
@@ -209,11 +217,18 @@ def _score_in_pool(make, folder: Path, missing: list[int], placement: Placement,
     if placement.gpus <= 0 and pool[1] > 1:  # CPU actors share the node's cores
         cpus = max(1, cpus // pool[1])
     sizes = {k: pq.ParquetFile(_part(folder, "input", k)).metadata.num_rows for k in missing}
-    read = ray.remote(num_cpus=0)(pq.read_table)  # a block per part, so that every actor gets work
-    dataset = ray.data.from_arrow_refs([read.remote(str(_part(folder, "input", k))) for k in missing])
-    scored = dataset.map_batches(_scorer_class(make, cpus), batch_size=batch_rows, batch_format="pyarrow",
-                                 compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
-                                 num_cpus=cpus, num_gpus=placement.gpus or None, **_no_restarts())
+    read = ray.remote(num_cpus=0)(_blocks)  # blocks of a batch each, read where Ray puts the task: every actor
+    refs = []                               # of the pool gets work, and no row passes through the driver
+    for k in missing:
+        count = max(1, -(-sizes[k] // batch_rows))
+        made = read.options(num_returns=count).remote(str(_part(folder, "input", k)), batch_rows)
+        refs += made if count > 1 else [made]
+    dataset = ray.data.from_arrow_refs(refs)
+    with warnings.catch_warnings():  # Ray warns of its own deprecation of the argument `_no_restarts` passes
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scored = dataset.map_batches(_scorer_class(make, cpus), batch_size=batch_rows, batch_format="pyarrow",
+                                     compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
+                                     num_cpus=cpus, num_gpus=placement.gpus or None, **_no_restarts())
     _collect(scored, sizes, folder, part_rows, desc)
 
 
