@@ -5,9 +5,9 @@
 driver), then each batch of rows goes through it (a pyarrow table in, a dict of columns out, one value per
 row). The actors ask for the job's placement (`raylib.placement`: `inference.gpus` GPUs each on GPU jobs,
 `inference.cpus` CPUs); `inference.actors` says how many: a number, [min, max] for a pool Ray Data grows and
-shrinks, or 0 for one per GPU of the cluster on GPU jobs (one on CPU jobs, holding every core). Rows that fit
-one part, for a pool of one, go through the same scorer in one placed task instead (Ray Data's start-up costs
-seconds that a few hundred rows do not repay).
+shrinks, or 0 for one per GPU of the cluster on GPU jobs (one on CPU jobs, holding every core), and never more
+actors than parts to score: an actor's start (loading the model) pays off over a part's rows. With one actor
+the parts go through the same scorer in one placed task instead (Ray Data's start-up costs seconds).
 
 Resumable block by block: the rows are written once as Parquet parts of `part_rows` rows under
 `folder/input/`, and each part's output is written to `folder/output/` as soon as all its rows are scored; a
@@ -35,10 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raylib import RaylibError
-from raylib.placement import Placement
+from raylib.placement import Placement, get
 
 ROW = "_row"
-PART_ROWS = 1 << 14  # rows per resumable part
+PART_ROWS = 1 << 14  # rows per resumable part (and per actor at least: see `map_rows`)
 DONE = "input.json"  # written last when the input parts are complete
 
 
@@ -103,17 +103,31 @@ def _no_restarts() -> dict[str, Any]:
     return {"ray_remote_args_fn": lambda: {"max_restarts": 0}}
 
 
-def _score_part(make, path: str, batch_rows: int, desc: str) -> pa.Table:
-    """One part through `make()`'s scorer in this process (a placed task: `placement.run` sets its threads), in
-    the batches a pool's actor would take, with a progress bar (the driver draws it)."""
-    import torch
-
+def _score_parts(make, paths: list[str], batch_rows: int, desc: str, threads: int):
+    """In one placed task: `make()`'s scorer over each part, in the batches a pool's actor would take, with a
+    progress bar (the driver draws it); each part's output is yielded as soon as it is scored."""
     from raylib.runtime import progress
 
-    rows = pq.read_table(path)
-    scorer = _Scorer(make, torch.get_num_threads())
-    return pa.concat_tables([scorer(rows.slice(start, batch_rows))
-                             for start in progress(range(0, rows.num_rows, batch_rows), desc)])
+    scorer = _Scorer(make, threads)
+    for path in paths:
+        rows = pq.read_table(path)
+        yield pa.concat_tables([scorer(rows.slice(start, batch_rows))
+                                for start in progress(range(0, rows.num_rows, batch_rows), desc)])
+
+
+def _score_in_task(make, folder: Path, missing: list[int], placement: Placement, batch_rows: int,
+                   desc: str) -> None:
+    """The missing parts through one placed Ray task (a streaming generator: each part's output is written as
+    it comes, so a rerun after a kill scores only what is left). A task, not an actor: Ray reuses a warm worker
+    process for it, which saves the seconds of imports an actor's fresh process costs."""
+    import ray
+
+    options = placement.ray_options()
+    task = ray.remote(_score_parts).options(**options, num_returns="streaming", max_retries=0)
+    outputs = task.remote(make, [str(_part(folder, "input", k)) for k in missing], batch_rows, desc,
+                          int(options["num_cpus"]))
+    for k, ref in zip(missing, outputs):
+        _atomic_write(get(ref), _part(folder, "output", k))
 
 
 def column_of(values) -> pa.Array:
@@ -171,7 +185,7 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
 
 def map_rows(make: Callable[[], Callable[[pa.Table], dict[str, Any]]], rows: pa.Table | Iterable[pa.Table],
              root: Path, key: dict[str, Any], placement: Placement, actors: int | list[int] = 0,
-             batch_rows: int = 256, part_rows: int = PART_ROWS, desc: str = "batch inference") -> pa.Table:
+             batch_rows: int = 256, part_rows: int | None = None, desc: str = "batch inference") -> pa.Table:
     """Every row through `make()`'s scorer in a Ray Data actor pool; the output columns (plus `_seconds`, each
     row's share of its batch's scoring time) in the rows' order. `rows`: a table, or tables made a chunk at a
     time (text for millions of rows never sits in memory whole). `key`: what else the outputs depend on (model,
@@ -181,16 +195,17 @@ def map_rows(make: Callable[[], Callable[[pa.Table], dict[str, Any]]], rows: pa.
 
     ensure_ray(placement.address)
     quiet_ray_data()
+    part_rows = part_rows or PART_ROWS
     folder = stage(rows, Path(root), key, part_rows)
     parts = json.loads((folder / DONE).read_text())["parts"]
     (folder / "output").mkdir(exist_ok=True)
     missing = [k for k in range(parts) if not _part(folder, "output", k).is_file()]
     low, high = actor_pool(placement, actors) if missing else (1, 1)
-    if len(missing) == 1 and high == 1:  # one part for one actor: a placed task, without Ray Data's start-up
-        from raylib.placement import run
-
-        _atomic_write(run(_score_part, make, str(_part(folder, "input", missing[0])), batch_rows, desc,
-                          placement=placement), _part(folder, "output", missing[0]))
+    # An actor's start (loading the model) pays off over a part's rows: no more actors than parts to score.
+    high = min(high, max(1, len(missing)))
+    low = min(low, high)
+    if missing and high == 1:  # one scorer: a placed task, without Ray Data's start-up
+        _score_in_task(make, folder, missing, placement, batch_rows, desc)
     elif missing:
         _score_in_pool(make, folder, missing, placement, (low, high), batch_rows, part_rows, desc)
     return pq.read_table(folder / "output").sort_by(ROW)

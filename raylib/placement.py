@@ -110,7 +110,7 @@ def _call(fn: Callable, threads: int, args: tuple, kwargs: dict) -> Any:
     return fn(*args, **kwargs)
 
 
-def _get(ref) -> Any:
+def get(ref) -> Any:
     """`ray.get(ref)`; a user error raised inside (RaylibError) comes back as itself, one line, not a traceback."""
     import ray
 
@@ -131,7 +131,7 @@ def run(fn: Callable, *args, placement: Placement, **kwargs) -> Any:
     ensure_ray(placement.address)
     options = placement.ray_options()
     task = ray.remote(_call).options(**options, name=getattr(fn, "__name__", "step"), max_retries=0)
-    return _get(task.remote(fn, int(options["num_cpus"]), args, kwargs))
+    return get(task.remote(fn, int(options["num_cpus"]), args, kwargs))
 
 
 class _Host:
@@ -155,7 +155,7 @@ class Placed:
         self.actor = actor
 
     def call(self, method: str, *args, **kwargs) -> Any:
-        return _get(self.actor.call.remote(method, args, kwargs))
+        return get(self.actor.call.remote(method, args, kwargs))
 
     def close(self) -> None:
         import ray

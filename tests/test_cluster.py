@@ -155,12 +155,14 @@ SPREAD_SCRIPT = """
 import json, sys
 import ray
 from ray.cluster_utils import Cluster
+import raylib.batch
 from raylib.config import from_dict
 from raylib.data import read_records
 from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.methods.tallrec.pipeline import score_on_ray
 
 model, records, out = sys.argv[1], read_records(sys.argv[2]), sys.argv[3]
+raylib.batch.PART_ROWS = 16  # three parts of the 48 records: enough work for an actor on each GPU node
 
 
 def free_ports():  # the session's own Ray runs beside this cluster: no node may take a default port

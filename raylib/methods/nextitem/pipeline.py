@@ -149,12 +149,15 @@ def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dic
     suffix = "-constrained" if job.generation.constrained else ""  # both kinds of beams stay cached side by side
     files = {split: folder / f"beams_{split}{suffix}.json" for split in records}
     beams = {split: cached_value(files[split], key) for split in records}
-    make = BeamMaker(job, adapter_dir, answers if job.generation.constrained else None)
-    for split in [split for split in records if beams[split] is None]:
-        out = map_rows(make, pa.Table.from_pylist(records[split]), Path(job.output_dir).expanduser().resolve() /
-                       "inference" / "beams", key, placement.for_job(job), job.inference.actors,
-                       batch_rows=4 * job.generation.batch_size, desc=f"beam search ({split})")
-        beams[split] = keep(files[split], key, out.column("beams").to_pylist())
+    missing = [split for split in records if beams[split] is None]
+    if missing:  # every missing split in one pass of the pool (the model loaded once per actor)
+        rows = [r for split in missing for r in records[split]]
+        out = map_rows(BeamMaker(job, adapter_dir, answers if job.generation.constrained else None),
+                       pa.Table.from_pylist(rows), Path(job.output_dir).expanduser().resolve() / "inference" / "beams",
+                       key, placement.for_job(job), job.inference.actors, batch_rows=4 * job.generation.batch_size,
+                       desc=f"beam search ({', '.join(missing)})").column("beams").to_pylist()
+        for split in missing:
+            beams[split], out = keep(files[split], key, out[:len(records[split])]), out[len(records[split]):]
     return beams
 
 
