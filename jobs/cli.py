@@ -145,11 +145,13 @@ def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
     def run(config) -> None:
         from raylib import tracking
         from raylib.config import to_dict
+        from raylib.stages import folder_in_use
 
-        # the job's MLflow run: its config as params; its training stages and Tune trials become its children
-        with tracking.job_run(getattr(config, "tracking", None), config.output_dir,
-                              name if kind == "train" else f"bench {name}",
-                              to_dict(config)) as tracked:
+        # one job per output_dir at a time; the job's MLflow run: its config as params; its training stages and
+        # Tune trials become its children
+        tracked_run = tracking.job_run(getattr(config, "tracking", None), config.output_dir,
+                                       name if kind == "train" else f"bench {name}", to_dict(config))
+        with folder_in_use(config.output_dir), tracked_run as tracked:
             report = _load(entry.run)(config)
             if tracked:
                 tracking.log_report(tracked, report, Path(config.output_dir))

@@ -80,13 +80,31 @@ def embedded_model_dir() -> Path:
     return target
 
 
-def prebuild_deepspeed_cpu_ops() -> None:
-    """Compile DeepSpeed's CPU shared-memory comm op once into the cache (~100 s cold, then instant)."""
+JIT_GUARD = ".raylib-load.lock"  # under TORCH_EXTENSIONS_DIR: held (flock) by whoever loads a JIT op
+
+
+def load_deepspeed_cpu_ops() -> None:
+    """DeepSpeed's CPU shared-memory comm op, compiled once into the cache (~100 s cold, then instant) and loaded
+    into this process (DeepSpeed keeps it: its engine does not load it again).
+
+    torch's JIT loader takes a lock file (`<TORCH_EXTENSIONS_DIR>/<op>/lock`) to load even a built op; a process
+    killed while it holds the file (Ctrl-C, a timeout, a killed worker) leaves it behind, and every later loader
+    waits on it forever at 0% CPU, printing nothing. Here every load holds an `flock` on `JIT_GUARD`, which the
+    kernel releases when its holder dies: a JIT lock file found while holding it belongs to no live loader of
+    this project, and is removed before loading."""
+    import fcntl
+
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
+    root = Path(os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions")))
     from deepspeed.accelerator import get_accelerator
 
-    if get_accelerator().device_name() == "cpu":
+    if get_accelerator().device_name() != "cpu":
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / JIT_GUARD, "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # released by the kernel if this process dies holding it
+        for stale in root.glob("*/lock"):
+            stale.unlink(missing_ok=True)
         get_accelerator().create_op_builder("ShareMemCommBuilder").load()
 
 
@@ -94,7 +112,7 @@ def prepare_embedded_default() -> None:
     """Everything the offline default needs, done once: model conversion and DeepSpeed's CPU op."""
     embedded_model_dir()
     embedded_movielens_dir()
-    prebuild_deepspeed_cpu_ops()
+    load_deepspeed_cpu_ops()
 
 
 if __name__ == "__main__":

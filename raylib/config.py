@@ -11,6 +11,7 @@ only those sections. Each method's own sections live with the method (`raylib/me
 from __future__ import annotations
 
 import dataclasses
+import re
 import functools
 import os
 import typing
@@ -291,6 +292,26 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+
+
+def redacted(value: Any) -> Any:
+    """`value` (a config dict, a list, a string) with the credentials of every URL in it hidden
+    (`postgresql://user:secret@host/db` -> `postgresql://***@host/db`): what goes into reports and MLflow."""
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redacted(v) for v in value]
+    if isinstance(value, str):
+        return _CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", value)
+    return value
+
+
+def shown_config(config: Any) -> dict[str, Any]:
+    """A config as reports and MLflow show it: `to_dict` with URL credentials hidden (`redacted`)."""
+    return redacted(to_dict(config))
 
 
 # Fields added to a config section after caches keyed on it were written, with the values that change nothing:

@@ -27,7 +27,8 @@ from typing import Any, Iterator
 from pydantic.dataclasses import dataclass
 
 from raylib import RaylibError
-from raylib.config import TrackingSettings
+from raylib.config import TrackingSettings, redacted
+from raylib.stages import read_json, write_json
 
 RUN_FILE = "mlflow_run.json"  # a job's run id, in its output_dir
 STAGE_RUN_FILE = "mlflow_train_run.json"  # a training stage's, in the stage's output_dir (may be the job's)
@@ -76,8 +77,8 @@ def open_run(settings: TrackingSettings, folder: str | Path, name: str, params: 
     uri = parent.uri if parent else store_uri(settings, folder)
     client = _client(uri)
     saved = folder / run_file
-    if saved.is_file():
-        kept = json.loads(saved.read_text())
+    kept = read_json(saved)  # None when there is none or it was cut short: a new run then
+    if isinstance(kept, dict):
         if kept.get("uri") == uri and _exists(client, kept.get("run_id")):
             client.update_run(kept["run_id"], status="RUNNING")
             return Run(uri, kept["run_id"], kept["experiment_id"])
@@ -87,8 +88,7 @@ def open_run(settings: TrackingSettings, folder: str | Path, name: str, params: 
     run = client.create_run(experiment, run_name=name, tags=tags)
     run_id = run.info.run_id
     log_params(Run(uri, run_id, experiment), params)
-    folder.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps({"uri": uri, "run_id": run_id, "experiment_id": experiment}))
+    write_json(saved, {"uri": uri, "run_id": run_id, "experiment_id": experiment})
     return Run(uri, run_id, experiment)
 
 
@@ -117,7 +117,7 @@ def log_params(run: Run, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
     shown = [Param(k, json.dumps(v, default=str)[:6000] if not isinstance(v, str) else v[:6000])
-             for k, v in flatten(params).items()]
+             for k, v in flatten(redacted(params)).items()]  # no URL's credentials in MLflow
     client = _client(run.uri)
     for start in range(0, len(shown), 100):  # MLflow's batch limit
         client.log_batch(run.run_id, params=shown[start:start + 100])

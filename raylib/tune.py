@@ -104,11 +104,12 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
     The study persists (`settings.storage`, default `output_dir/tune/optuna.db`) and `settings.num_samples` is its
     size: a run starts only the trials the study still lacks, at most `settings.max_concurrent` at a time, each
     with `resources` (default half a CPU: the objective is meant to be light). So a killed search resumes, a
-    finished one answers at once with the same params, and a larger `num_samples` extends it. Returns a
+    finished one answers at once with the same params, and a larger `num_samples` extends it. The study is the
+    same only for the same search: its name carries a digest of everything the trials' values depend on (the
+    objective, the space, the metric and mode, every constant: data, budgets, settings), so a changed budget,
+    range or data starts a new study instead of answering with values that no longer hold. Returns a
     JSON-serialisable summary: the study's best params and value, which of them lie at an edge of their range
-    (`at_edge`), the trials run now and in the whole study, where the study is stored. If the objective's data
-    change (another model, other splits), put a fingerprint of them in `study_name`, or the study answers with
-    values that no longer hold.
+    (`at_edge`), the trials run now and in the whole study, where the study is stored.
     """
     import optuna
     from ray import tune
@@ -119,6 +120,7 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
         raise RaylibError(f"mode must be 'max' or 'min' (got {mode!r}).")
     output_dir = Path(output_dir).expanduser().resolve()
     (output_dir / "tune").mkdir(parents=True, exist_ok=True)
+    study_name = f"{study_name}-{search_digest(objective, space, metric, mode, constants or {})}"
     url = settings.storage or f"sqlite:///{output_dir / 'tune' / 'optuna.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(url)
@@ -148,6 +150,39 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
             "best_value": float(best.value), "metric": metric, "mode": mode,
             "trials": max(missing, 0), "study_trials": len(_completed(study_name, storage)), "storage": _shown(url),
             "study_name": study_name, "seconds": round(time.time() - start, 3)}
+
+
+def search_digest(objective: Callable, space: dict[str, Any], metric: str, mode: str,
+                  constants: dict[str, Any]) -> str:
+    """sha1 (16 hex digits) of what a search's trial values depend on: the objective's name, the space, the
+    metric and mode, and every constant (arrays by dtype, shape and bytes)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha1()
+
+    def feed(value: Any) -> None:
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            digest.update(f"array{value.dtype}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                digest.update(f"key:{key}".encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple, set)):
+            items = sorted(value, key=repr) if isinstance(value, set) else value
+            digest.update(f"seq{len(items)}".encode())
+            for item in items:
+                feed(item)
+        else:
+            digest.update(repr(value).encode())
+
+    feed({"objective": f"{objective.__module__}.{objective.__qualname__}", "space": space, "metric": metric,
+          "mode": mode, "constants": constants})
+    return digest.hexdigest()[:16]
 
 
 def _completed(study_name: str, storage) -> list:

@@ -49,7 +49,7 @@ _YEAR = re.compile(r"\((\d{4})\)\s*$")
 def age_bucket(age: str) -> str:
     try:
         years = int(float(age))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or inf / nan: no age group
         return ""
     return str(max(b for b in AGE_BUCKETS if b <= max(years, 1)))
 

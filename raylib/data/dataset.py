@@ -99,6 +99,7 @@ def load_dataset(spec: str | Path) -> Dataset:
         from raylib.data.tables import read_table
 
         inter, items, users = (read_table(f) if f else None for f in _by_role(files, ("interactions", "items", "users")))
+        _check_items(items, files[1])
         items = _split_genres(items)
         if users is not None:  # a user's fields are categories: "007" stays "007"
             users = pa.table({c: users.column(c).cast(pa.string()) for c in users.column_names})
@@ -120,7 +121,7 @@ def read_atomic(path: Path | None) -> pa.Table | None:
         return None
     import pyarrow.csv as pacsv
 
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # the line reader names an encoding problem
         first = f.readline().rstrip("\r\n")
     header = [h.split(":") for h in first.split("\t")] if first.strip() else []
     if not header:
@@ -151,7 +152,11 @@ def read_atomic(path: Path | None) -> pa.Table | None:
 
 def _read_atomic_lines(path: Path) -> pa.Table:
     """`read_atomic`, line by line in Python: slower, and every problem names its line."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as err:
+        raise RaylibError(f"Dataset file {path} is not UTF-8 (byte {err.start}): RecBole atomic files are UTF-8; "
+                          "convert it (e.g. iconv -f latin1 -t utf-8).") from None
     if not lines:
         raise RaylibError(f"Dataset file {path} is empty.")
     header = [h.split(":") for h in lines[0].split("\t")]
@@ -189,10 +194,29 @@ def _interactions(table: pa.Table, path: Path) -> pa.Table:
         if column.null_count:
             raise RaylibError(f"Dataset file {path}: column {name} has {column.null_count} empty value(s).")
         try:
-            out[name] = column.cast(pa.float64()).cast(kind, safe=False) if name != "rating" else column.cast(kind)
+            values = column.cast(pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise RaylibError(f"Dataset file {path}: column {name} must hold numbers.") from None
+        _check_values(values, name, path)
+        out[name] = values.cast(kind, safe=False) if name != "rating" else values
     return pa.table(out)
+
+
+def _check_values(values: pa.ChunkedArray, name: str, path: Path) -> None:
+    """No value is silently turned into another: timestamps finite whole numbers within int64, ratings finite,
+    labels 0 or 1. The first bad row is named."""
+    numbers = np.asarray(values.to_numpy(), dtype=np.float64)
+    if name == "timestamp":
+        bad = ~np.isfinite(numbers) | (np.abs(numbers) >= 2.0 ** 63) | (numbers != np.floor(numbers))
+        rule = "a whole number of seconds"
+    elif name == "label":
+        bad, rule = ~np.isin(numbers, (0.0, 1.0)), "0 or 1"
+    else:
+        bad, rule = ~np.isfinite(numbers), "a finite number"
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise RaylibError(f"Dataset file {path}: {name} of interaction {row + 1} is {numbers[row]!r}; it must be "
+                          f"{rule}.")
 
 
 def _recbole_items(items: pa.Table | None, where: Path) -> pa.Table:
@@ -200,6 +224,7 @@ def _recbole_items(items: pa.Table | None, where: Path) -> pa.Table:
     item file's other fields as given."""
     if items is None:
         return pa.table({"item_id": pa.array([], pa.string())})
+    _check_items(items, where)
     columns = {"item_id": items.column("item_id")}
     title_field = next((f for f in TITLE_FIELDS if f in items.column_names), None)
     if title_field:
@@ -215,6 +240,18 @@ def _recbole_items(items: pa.Table | None, where: Path) -> pa.Table:
         if name not in columns and name not in (title_field, genre_field):
             columns[name] = items.column(name)
     return pa.table(columns)
+
+
+def _check_items(items: pa.Table, where: Path) -> None:
+    """An item table names every item once, in an `item_id` column."""
+    if "item_id" not in items.column_names:
+        raise RaylibError(f"Dataset file {where}: the items need an item_id column; it has {items.column_names}.")
+    ids = items.column("item_id").cast(pa.string())
+    counts = pc.value_counts(ids)
+    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if len(twice):
+        raise RaylibError(f"Dataset file {where}: item {twice[0].as_py()!r} is listed more than once; list every "
+                          "item once.")
 
 
 def _with_year(title: str, year: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from raylib import RaylibError
+from raylib.stages import read_json, write_json
 
 STATE_FILE = "trainer_state.json"
 ENGINE_DIR = "engine"
@@ -123,26 +124,27 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: bool, storage: str) -> bool:
-    """Make `output` this run's folder. True when the run's storage holds checkpoints of this same run (they
-    will be resumed); a different run's checkpoints are an error, or are discarded with `fresh_start`."""
-    from raylib.train.storage import discard, has_file_named
+def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: bool, storage: str, run: str) -> bool:
+    """Make `output` this run's folder. True when the run's folder under its storage (`run`) holds checkpoints of
+    this same run (they will be resumed); a different run's checkpoints are an error, or are discarded with
+    `fresh_start` (the run's own folder only: a storage path other runs share keeps theirs)."""
+    from raylib.train.storage import discard, has_file_named, mark
 
     marker = output / FINGERPRINT_FILE
     if fresh_start:
-        discard(storage)
+        default_layout = storage == str(output / "ray")  # inside an output_dir our run.json claims
+        discard(storage, run, ours=default_layout and marker.is_file())
         marker.unlink(missing_ok=True)
-    has_checkpoints = has_file_named(storage, STATE_FILE)
+    has_checkpoints = has_file_named(storage, run, STATE_FILE)
     if has_checkpoints:
-        old = current_fingerprint(json.loads(marker.read_text())) if marker.is_file() else {}
+        old = current_fingerprint(read_json(marker) or {})
         changes = _differences(old, fingerprint) if old else ["it was made by an older version (no run.json)"]
         if changes:
             raise RaylibError(f"output_dir {output} holds checkpoints of a different run ({'; '.join(changes)}): "
                               "use another output_dir, or add train.fresh_start=true to discard them.")
     output.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(fingerprint, indent=1, default=str))
-    os.replace(tmp, marker)
+    write_json(marker, fingerprint)
+    mark(storage, run, {"output_dir": str(output)})
     return has_checkpoints
 
 
@@ -195,6 +197,30 @@ def checkpoint_problem(folder: Path) -> str | None:
                 return f"{name} is missing"
             if path.stat().st_size != size:
                 return f"{name} has {path.stat().st_size} of its {size} bytes"
+    return None
+
+
+def complete_checkpoint_before(storage: str, run: str, latest: str) -> Path | None:
+    """A local copy of the newest complete checkpoint of the run other than `latest` (its path in storage), or
+    None. Ray names checkpoint folders by time (`checkpoint_<timestamp>`), so they sort oldest first."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    from raylib.train.storage import filesystem
+
+    fs, root = filesystem(storage)
+    base = f"{root.rstrip('/')}/{run}"
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return None
+    found = [i.path for i in fs.get_file_info(pafs.FileSelector(base)) if i.type == pafs.FileType.Directory
+             and i.base_name.startswith("checkpoint_") and i.path.rstrip("/") != str(latest).rstrip("/")]
+    for path in sorted(found, reverse=True):
+        local = Path(tempfile.mkdtemp(prefix="raylib-ckpt-")) / Path(path).name
+        pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        if checkpoint_problem(local) is None:
+            return local
+        shutil.rmtree(local.parent, ignore_errors=True)
     return None
 
 

@@ -2,9 +2,9 @@
 
 The data reaches the workers through Ray Data (`raylib.train.data`): staged as Parquet under
 `<output_dir>/data/`, one strided shard per worker. Re-running with the same output dir resumes: Ray Train V2
-restores the run named "train" under the storage path (`<output_dir>/ray` unless `train.storage_path` names
-another folder or a URI, `raylib.train.storage`) from its latest checkpoint, and the worker picks it up with
-`ray.train.get_checkpoint()`.
+restores the run's folder under the storage path (`<output_dir>/ray/train`, or a folder named after the
+output_dir under a shared `train.storage_path`: `raylib.train.storage.run_name`) from its latest checkpoint,
+and the worker picks it up with `ray.train.get_checkpoint()`.
 A run fingerprint (`<output_dir>/run.json`) makes sure it is the same run (`claim_output_dir`); once published,
 `finished.json` lets a rerun with the same settings return the result without starting Ray Train again.
 """
@@ -22,8 +22,10 @@ from raylib import RaylibError, tracking
 from raylib.config import TrainJob, to_dict
 from raylib.train.checkpoint import (TrainerState, claim_output_dir, current_fingerprint, data_digest,
                                      run_fingerprint)
-from raylib.train.storage import RUN_NAME, storage_path
+from raylib.train.storage import run_name, storage_path
 from raylib.runtime import verbose
+from raylib.stages import folder_in_use, read_json, write_json
+
 FINISHED_FILE = "finished.json"  # written after publishing: this run is done (`finished_result`)
 
 
@@ -55,7 +57,7 @@ def prepare_output_dir(task_cls, job: TrainJob, train_data: Data, valid_data: Da
 
 def _claim(job: TrainJob, fingerprint: dict[str, Any]) -> bool:
     output = Path(job.output_dir).expanduser().resolve()
-    return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job))
+    return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job), run_name(job))
 
 
 def _run_length(job: TrainJob) -> dict[str, int]:
@@ -70,9 +72,9 @@ def finished_result(task_cls, job: TrainJob, train_data: Data, valid_data: Data)
 
 def _finished(job: TrainJob, fingerprint: dict[str, Any]) -> TrainResult | None:
     path = Path(job.output_dir).expanduser().resolve() / FINISHED_FILE
-    if job.train.fresh_start or not path.is_file():
+    saved = None if job.train.fresh_start else read_json(path)
+    if not isinstance(saved, dict) or "state" not in saved:  # none, or cut short: train (or resume) again
         return None
-    saved = json.loads(path.read_text())
     if current_fingerprint(saved.get("fingerprint") or {}) != json.loads(json.dumps(fingerprint, default=str)) or \
             saved.get("run_length") != _run_length(job) or not Path(saved.get("published", "")).exists():
         return None
@@ -86,14 +88,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
     `after_step(global_step, rank, rows=, read_s=)` runs on every worker after each optimizer step, told the
     worker's training rows and the seconds it took to read them (a hook: the scale benchmark's fault drill kills a
     worker there, the data-scale benchmark stops at the first step)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from raylib.placement import process_group_backend
-    from raylib.runtime import ensure_ray
     import raylib.train.data as train_data_io
-    from raylib.train.storage import check_shared
-    from raylib.train.worker import train_loop_per_worker
 
     if isinstance(train_data, list) and not train_data:
         raise RaylibError("No training records: check the training data and its sample size.")
@@ -103,7 +98,21 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
         from raylib.plan import check_job_fits
 
         check_job_fits(job)  # a GPU config that cannot fit stops here, with the cheapest change that fits
-    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))  # hashes every record: once
+    with folder_in_use(job.output_dir):  # a second launch into this folder stops here with one line
+        return _train(task_cls, job, train_data, valid_data, after_step)
+
+
+def _train(task_cls, job: TrainJob, train_data: Data, valid_data: Data, after_step) -> TrainResult:
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raylib.placement import process_group_backend
+    from raylib.runtime import ensure_ray
+    import raylib.train.data as train_data_io
+    from raylib.train.storage import check_shared
+    from raylib.train.worker import train_loop_per_worker
+
+    fingerprint = run_fingerprint(task_cls, job, data_digest(train_data, valid_data))  # hashes the data once
     done = _finished(job, fingerprint)
     if done is not None:
         print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.published_dir}", flush=True)
@@ -135,7 +144,7 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
         scaling_config=ray.train.ScalingConfig(num_workers=job.train.num_workers, use_gpu=job.train.use_gpu,
                                                resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(
-            name=RUN_NAME,
+            name=run_name(job),
             storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=job.train.max_failures),
@@ -157,9 +166,9 @@ def train(task_cls, job: TrainJob, train_data: Data, valid_data: Data,
             "best_epoch": state.best_epoch, "best_metric": state.best_metric, "metric": task_cls.metric,
             "epochs_run": state.epoch, "optimizer_steps": state.global_step})
     outcome = TrainResult(published, state, dict(result.metrics or {}), time.time() - start)
-    (output / FINISHED_FILE).write_text(json.dumps(
-        {"fingerprint": fingerprint, "run_length": _run_length(job), "published": str(published),
-         "state": dataclasses.asdict(state), "metrics": outcome.metrics}, indent=1, default=str))
+    write_json(output / FINISHED_FILE, {"fingerprint": fingerprint, "run_length": _run_length(job),
+                                        "published": str(published), "state": dataclasses.asdict(state),
+                                        "metrics": outcome.metrics})
     if run:
         tracking.log_metrics(run, {"best_metric": state.best_metric, "best_epoch": state.best_epoch,
                                    "optimizer_steps": state.global_step, "wall_time_s": outcome.wall_time_s})

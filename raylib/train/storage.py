@@ -8,18 +8,31 @@ at the first report with a message about a missing marker file). `check_shared` 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from pathlib import Path
 
 from raylib import RaylibError
 
-RUN_NAME = "train"  # Ray Train's run folder under the storage path
+RUN_NAME = "train"  # Ray Train's run folder under the default storage path (`<output_dir>/ray`)
+RUN_MARKER = ".raylib-run.json"  # written by this project into each run folder it makes: what it may delete
 
 
 def storage_path(job) -> str:
     """The job's storage: `train.storage_path`, or `<output_dir>/ray`; plain paths made absolute."""
     chosen = job.train.storage_path or str(Path(job.output_dir).expanduser() / "ray")
     return chosen if is_uri(chosen) else str(Path(chosen).expanduser().resolve())
+
+
+def run_name(job) -> str:
+    """The run's own folder under its storage. Under the default `<output_dir>/ray`, "train"; under a
+    `train.storage_path` that many runs share (an NFS mount, an s3:// prefix), a name derived from the run's
+    output_dir (every stage of a pipeline has its own), so that no run resumes, or deletes, another's."""
+    if not job.train.storage_path:
+        return RUN_NAME
+    output = Path(job.output_dir).expanduser().resolve()
+    return f"{output.name}-{hashlib.sha1(str(output).encode()).hexdigest()[:16]}"
 
 
 def is_uri(path: str) -> bool:
@@ -38,23 +51,40 @@ def filesystem(storage: str):
         raise RaylibError(f"train.storage_path {storage!r}: pyarrow cannot open it ({e}).") from e
 
 
-def has_file_named(storage: str, name: str) -> bool:
-    """True when a file called `name` is anywhere under the run folder (a checkpoint's state file)."""
+def has_file_named(storage: str, run: str, name: str) -> bool:
+    """True when a file called `name` is anywhere under the run's folder (a checkpoint's state file)."""
     import pyarrow.fs as pafs
 
     fs, root = filesystem(storage)
-    base = f"{root.rstrip('/')}/{RUN_NAME}"
+    base = f"{root.rstrip('/')}/{run}"
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         return False
     return any(i.base_name == name for i in fs.get_file_info(pafs.FileSelector(base, recursive=True)))
 
 
-def discard(storage: str) -> None:
+def mark(storage: str, run: str, owner: dict[str, str]) -> None:
+    """Write `RUN_MARKER` into the run's folder: this project made it (and `discard` may delete it)."""
+    fs, root = filesystem(storage)
+    base = f"{root.rstrip('/')}/{run}"
+    fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(f"{base}/{RUN_MARKER}") as out:
+        out.write(json.dumps(owner).encode())
+
+
+def discard(storage: str, run: str, ours: bool = False) -> None:
+    """Delete the run's own folder under the storage (never the storage itself, nor another run's), and only
+    when this project made it: it holds `RUN_MARKER`, or the caller knows it is ours (`ours`: the default layout
+    inside an output_dir whose run.json says so). Anything else is refused with one line."""
     import pyarrow.fs as pafs
 
     fs, root = filesystem(storage)
-    if fs.get_file_info(root).type == pafs.FileType.Directory:
-        fs.delete_dir(root)
+    base = f"{root.rstrip('/')}/{run}"
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return
+    if not ours and fs.get_file_info(f"{base}/{RUN_MARKER}").type != pafs.FileType.File:
+        raise RaylibError(f"train.fresh_start: {base} holds no {RUN_MARKER}, so raylib did not make it (or an "
+                          "older raylib did); it is left alone: delete it yourself if it is this run's.")
+    fs.delete_dir(base)
 
 
 def check_shared(storage: str) -> None:

@@ -158,8 +158,16 @@ class WorkerRun:
             return
         self.restored = Path(self.checkpoint.to_directory())  # a local copy, read again after DeepSpeed starts
         problem = checkpoint_problem(self.restored)
-        if problem:
-            raise RuntimeError(f"The checkpoint to resume from is incomplete ({problem}).")
+        if problem:  # cut short (a kill mid-copy): the previous complete one (Ray keeps two), if there is one
+            from raylib.train.checkpoint import complete_checkpoint_before
+            from raylib.train.storage import run_name, storage_path
+
+            earlier = complete_checkpoint_before(storage_path(self.job), run_name(self.job), self.checkpoint.path)
+            if earlier is None:
+                raise RuntimeError(f"The checkpoint to resume from is incomplete ({problem}) and no earlier one "
+                                   "is complete.")
+            _log(self.rank, f"the latest checkpoint is incomplete ({problem}): resuming from {earlier.name}")
+            self.restored = earlier
         self.state = TrainerState.load(self.restored)
         self.task.restore(self.module, self.restored)
         self.best_state = self.task.read_best(self.restored)
@@ -169,6 +177,7 @@ class WorkerRun:
         run gets its optimizer moments, schedule and RNG back (when the number of workers is the same)."""
         import deepspeed  # noqa: E402  (after DS_ACCELERATOR is set)
 
+        from raylib.assets import load_deepspeed_cpu_ops
         from raylib.train.checkpoint import load_engine_state
         from raylib.train.deepspeed_config import deepspeed_config
 
@@ -178,6 +187,8 @@ class WorkerRun:
         optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, self.total_steps))
         with _quiet_stdout():  # DeepSpeed prints "... built successfully" on every start
+            if not self.use_cuda:  # its CPU comm op, loaded here where a stale JIT lock cannot hang us
+                load_deepspeed_cpu_ops()
             self.engine, _, _, _ = deepspeed.initialize(
                 model=module, optimizer=optimizer, lr_scheduler=self.scheduler,
                 config=deepspeed_config(cfg, trainable_dtype(module), self.plan))

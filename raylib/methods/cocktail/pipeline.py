@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import from_dict, to_dict
+from raylib.config import from_dict, shown_config, to_dict
 from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
 from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, three_pools, warm_cold
 from raylib.data.records import TallrecRecord, sample_records, stratified_sample
-from raylib.stages import cached_stage
+from raylib.stages import cached_stage, write_json
 from raylib.train.checkpoint import adapter_sha1
 from raylib.assets import PROJECT_DIR
 
@@ -328,7 +328,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
         "adapters": {v: str((folder / "adapters" / v).relative_to(output)) for v in weights},
         "wall_time_s": time.time() - start,
     }
-    (folder / "report.json").write_text(json.dumps({"config": to_dict(job), **report}, indent=1, default=str))
+    write_json(folder / "report.json", {"config": shown_config(job), **report})
     return report
 
 

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from raylib import RaylibError
-from raylib.config import from_dict, to_dict, key_dict
+from raylib.config import from_dict, key_dict, shown_config, to_dict
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
 from raylib.data.ctr import CtrData, CtrSamples, CtrVocab, load_ctr_data, sample_rows, write_encoded
 from raylib.metrics import binary_report
-from raylib.stages import cached_stage, file_sha1
+from raylib.stages import cached_stage, file_sha1, write_json
 from raylib.methods.corella.routing import (MAX_ENTROPY, ROUTING_FILE, RoutingConfig, combine, entropy, routing_decision,
                                             split_for_decision, to_llm, tune_threshold)
 
@@ -321,7 +321,7 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
         "wall_time_s": time.time() - start,
     }
     path = output / "report.json"
-    path.write_text(json.dumps({"config": to_dict(job), **report}, indent=1, default=str))
+    write_json(path, {"config": shown_config(job), **report})
     report["report_path"] = str(path)
     return report
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import to_dict, key_dict
+from raylib.config import key_dict, shown_config, to_dict
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
 from raylib.data.sequences import SequenceData, Windows, build_sequence_data, held_out_validation, sample_windows
 from raylib.data.tables import read_table
@@ -144,7 +144,7 @@ def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dic
 
     from raylib import placement
     from raylib.batch import map_rows
-    from raylib.stages import cached_value, keep
+    from raylib.stages import cached_value, keep, write_json
 
     suffix = "-constrained" if job.generation.constrained else ""  # both kinds of beams stay cached side by side
     files = {split: folder / f"beams_{split}{suffix}.json" for split in records}
@@ -275,7 +275,7 @@ def generation_stats(beams: list[list[str]], titles: set[str]) -> dict[str, floa
 def write_report(job: NextItemJobConfig, report: dict[str, Any]) -> Path:
     path = Path(job.output_dir).expanduser().resolve() / "report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config": to_dict(job), **report}, indent=1, default=str))
+    write_json(path, {"config": shown_config(job), **report})
     return path
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from pyarrow.compute import sum as pa_sum
 
 from raylib import RaylibError
-from raylib.config import ModelConfig, to_dict
+from raylib.stages import write_json
+from raylib.config import ModelConfig, shown_config, to_dict
 from raylib.methods.tallrec.config import DataConfig, EvalConfig, TallrecJobConfig
 from raylib.data.movielens import load_movielens
 from raylib.data.records import (
@@ -230,7 +231,7 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
     print(f"[tallrec] data from {data.source}: {len(data.train)} train (of {data.train_pool_size}), "
           f"{len(data.valid)} valid, {len(data.test)} test records", flush=True)
     test_scores: dict[str, list[float]] = {}  # P(Yes) of each test record, by scorer
-    report: dict[str, Any] = {"config": to_dict(job), "data": {
+    report: dict[str, Any] = {"config": shown_config(job), "data": {
         "source": data.source, "train": len(data.train), "train_pool": data.train_pool_size,
         "valid": len(data.valid), "test": len(data.test)}}
     if data.test and not job.skip_zero_shot:
@@ -255,7 +256,7 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
     path = Path(job.output_dir).expanduser().resolve() / "report.json"
     if test_scores:
         report["test_scores"] = str(write_test_scores(path.parent / TEST_SCORES, data.test, test_scores))
-    path.write_text(json.dumps(report, indent=1, default=str))
+    write_json(path, report)
     report["report_path"] = str(path)
     return report
 
