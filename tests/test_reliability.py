@@ -141,7 +141,7 @@ def test_url_credentials_never_reach_reports_or_mlflow_params():
 
 @pytest.mark.parametrize("line, said", [
     ("u1\ti1\t4\tnan", "timestamp of interaction 2 is nan; it must be a whole number"),
-    ("u1\ti1\t4\t1e30", "timestamp of interaction 2 is 1e+30"),
+    ("u1\ti1\t4\t1e30", r"timestamp of interaction 2 is 1e\+30"),
     ("u1\ti1\tnan\t7", "rating of interaction 2 is nan; it must be a finite number"),
 ])
 def test_values_that_would_be_silently_changed_are_named(tmp_path, line, said):
@@ -158,10 +158,11 @@ def test_labels_other_than_0_1_duplicate_items_and_other_encodings_are_one_line(
     from raylib.data.dataset import load_dataset
 
     (tmp_path / "d.inter").write_text("user_id:token\titem_id:token\tlabel:float\ttimestamp:float\nu\ti1\t2\t1\n")
-    (tmp_path / "d.item").write_text("item_id:token\ttitle:token_seq\ni1\tOne\ni1\tAgain\n")
+    (tmp_path / "d.item").write_text("item_id:token\ttitle:token_seq\ni1\tOne\n")
     with pytest.raises(RaylibError, match="label of interaction 1 is 2.0; it must be 0 or 1"):
         load_dataset(tmp_path)
     (tmp_path / "d.inter").write_text("user_id:token\titem_id:token\tlabel:float\ttimestamp:float\nu\ti1\t1\t1\n")
+    (tmp_path / "d.item").write_text("item_id:token\ttitle:token_seq\ni1\tOne\ni1\tAgain\n")
     with pytest.raises(RaylibError, match="item 'i1' is listed more than once"):
         load_dataset(tmp_path)
     (tmp_path / "d.item").write_bytes("item_id:token\ttitle:token_seq\ni1\tCit\xe9\n".encode("latin-1"))

@@ -56,14 +56,16 @@ def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_r
     MLflow run (`raylib.tracking`) has the settings as params, a point per epoch from rank 0, the adapter as an
     artifact, and the resumed run continues it."""
     from raylib.train.driver import finished_result
+    from raylib.train.storage import run_name
     from raylib.methods.tallrec.task import TallrecTask
 
     train, valid = movie_records["train"][:8], movie_records["valid"][:8]
     storage = f"file://{tmp_path / 'storage'}"
-    first = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=1, storage_path=storage),
-                          train, valid)
+    job = tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=1, storage_path=storage)
+    first = train_tallrec(job, train, valid)
     assert first.state.epoch == 1
-    assert list((tmp_path / "storage" / "train").glob("checkpoint_*/manifest_rank0.json"))
+    # under a storage path other runs may share, the run has its own folder, named after its output_dir
+    assert list((tmp_path / "storage" / run_name(job)).glob("checkpoint_*/manifest_rank0.json"))
     assert not (tmp_path / "run" / "ray").exists()
     for name, where in (("run.json", []), ("finished.json", ["fingerprint"])):  # as the code before the move wrote it
         saved = json.loads((tmp_path / "run" / name).read_text())

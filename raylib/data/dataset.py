@@ -215,8 +215,8 @@ def _check_values(values: pa.ChunkedArray, name: str, path: Path) -> None:
         bad, rule = ~np.isfinite(numbers), "a finite number"
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise RaylibError(f"Dataset file {path}: {name} of interaction {row + 1} is {numbers[row]!r}; it must be "
-                          f"{rule}.")
+        raise RaylibError(f"Dataset file {path}: {name} of interaction {row + 1} is {float(numbers[row])!r}; it "
+                          f"must be {rule}.")
 
 
 def _recbole_items(items: pa.Table | None, where: Path) -> pa.Table:

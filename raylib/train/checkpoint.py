@@ -217,6 +217,7 @@ def complete_checkpoint_before(storage: str, run: str, latest: str) -> Path | No
              and i.base_name.startswith("checkpoint_") and i.path.rstrip("/") != str(latest).rstrip("/")]
     for path in sorted(found, reverse=True):
         local = Path(tempfile.mkdtemp(prefix="raylib-ckpt-")) / Path(path).name
+        local.mkdir()
         pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
         if checkpoint_problem(local) is None:
             return local

@@ -27,6 +27,7 @@ from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
 from raylib.data.sequences import SequenceData, Windows, build_sequence_data, held_out_validation, sample_windows
 from raylib.data.tables import read_table
 from raylib.metrics import ranking_report
+from raylib.stages import write_json
 
 KS = (1, 3, 5, 10, 20)
 
@@ -144,7 +145,7 @@ def generate_beams(job: NextItemJobConfig, adapter_dir: str | None, records: dic
 
     from raylib import placement
     from raylib.batch import map_rows
-    from raylib.stages import cached_value, keep, write_json
+    from raylib.stages import cached_value, keep
 
     suffix = "-constrained" if job.generation.constrained else ""  # both kinds of beams stay cached side by side
     files = {split: folder / f"beams_{split}{suffix}.json" for split in records}
