@@ -73,6 +73,17 @@ def shorter_inputs(input_text: str) -> list[str]:
 LOSS_MODES = ("response", "answer_token", "all")
 
 
+def response_ids(tokenizer, prompt: str, response: str, prompt_ids: list[int] | None = None) -> list[int]:
+    """The response's tokens as they follow `prompt` in training: tokenized together with the prompt where the
+    prompt's own tokens come out unchanged (a SentencePiece tokenizer starts a text with a word-boundary token it
+    does not put after a newline), else alone (the tokenizer would merge across the boundary)."""
+    prompt_ids = prompt_ids if prompt_ids is not None else _ids(tokenizer, prompt)
+    full_ids = _ids(tokenizer, prompt + response)
+    if full_ids[:len(prompt_ids)] == prompt_ids:
+        return full_ids[len(prompt_ids):]
+    return tokenizer(response, add_special_tokens=False)["input_ids"]
+
+
 def encode_pair(tokenizer, prompt: str, response: str, loss_on: str = "response", label: int = 0) -> Encoded:
     """Prompt + response + EOS as one sequence. Labels cover the response (+ EOS), only its first token, or
     everything (`loss_on`); the prompt's own tokenization is kept even where the tokenizer would merge across
@@ -80,10 +91,7 @@ def encode_pair(tokenizer, prompt: str, response: str, loss_on: str = "response"
     if loss_on not in LOSS_MODES:
         raise RaylibError(f"train.loss_on={loss_on!r} must be one of {', '.join(LOSS_MODES)}.")
     prompt_ids = _ids(tokenizer, prompt)
-    full_ids = _ids(tokenizer, prompt + response)
-    if full_ids[: len(prompt_ids)] != prompt_ids:  # tokenizer merged across the boundary: keep them apart
-        full_ids = prompt_ids + tokenizer(response, add_special_tokens=False)["input_ids"]
-    full_ids = full_ids + [tokenizer.eos_token_id]
+    full_ids = prompt_ids + response_ids(tokenizer, prompt, response, prompt_ids) + [tokenizer.eos_token_id]
     n = len(prompt_ids)
     if loss_on == "all":  # every token but the first: nothing before it predicts it (in a left-padded batch
         labels = [IGNORE_INDEX] + full_ids[1:]  # a padding position would otherwise be made to)

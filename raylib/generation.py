@@ -140,10 +140,25 @@ class TokenTrie:
         self.first_child = (np.searchsorted(parent_of[1:], np.arange(count)) + 1).astype(np.int32)
 
     @classmethod
-    def of_answers(cls, tokenizer, answers: list[str]) -> "TokenTrie":
-        """Each answer tokenized as training tokenizes a response (no special tokens), then EOS."""
-        eos = tokenizer.eos_token_id
-        return cls([ids + [eos] for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]], eos)
+    def of_answers(cls, tokenizer, answers: list[str], prompt: str) -> "TokenTrie":
+        """Each answer tokenized as training tokenizes it after `prompt` (`encoding.response_ids`), then EOS. The
+        prompt's last line stands for it (every prompt ends in the same response header; what comes before a
+        newline does not change how the text after it is cut into tokens)."""
+        from raylib.encoding import _ids
+
+        context = prompt[prompt.rstrip("\n").rfind("\n") + 1:]
+        context_ids = _ids(tokenizer, context)
+        together = tokenizer([context + a for a in answers])["input_ids"]
+        alone = None
+        sequences = []
+        for k, ids in enumerate(together):
+            if ids[:len(context_ids)] == context_ids:
+                sequences.append(ids[len(context_ids):] + [tokenizer.eos_token_id])
+                continue
+            if alone is None:  # the tokenizer merged across the boundary somewhere: as `response_ids` does
+                alone = tokenizer(answers, add_special_tokens=False)["input_ids"]
+            sequences.append(alone[k] + [tokenizer.eos_token_id])
+        return cls(sequences, tokenizer.eos_token_id)
 
     def _children(self, node: int) -> tuple[int, int]:
         start = int(self.first_child[node])

@@ -32,6 +32,24 @@ def resolve_model_path(name: str) -> str:
     return name  # a Hugging Face hub id, downloaded (or read from the HF cache) by transformers
 
 
+def weights_digest(name: str) -> str | None:
+    """For a local model folder, sha1 (16 hex digits) of its config.json and of each weight file's name, size and
+    modification time: weights saved again in place under the same folder name are another model (run
+    fingerprints and the catalogue-embedding cache key on it). None for a hub id or the embedded model, whose
+    name says which weights they are."""
+    import hashlib
+
+    path = Path(name).expanduser()
+    if name == EMBEDDED_MODEL_NAME or not path.is_dir():
+        return None
+    digest = hashlib.sha1((path / "config.json").read_bytes() if (path / "config.json").is_file() else b"")
+    for weights in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".json")
+                          and p.name != "config.json"):
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
 def _hub_unreachable(timeout_s: float = 3.0) -> bool:
     """One quick connection attempt, so an offline machine learns in seconds, not after the hub client's
     retries (~30 s here)."""

@@ -72,7 +72,7 @@ def test_constrained_beams_spell_only_catalogue_answers(tiny_model_dir, tokenize
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     answers = ['"Alien (1979)"', '"Aliens (1986)"', '"Brazil (1985)"', '"Dune (1984)"', '"Heat (1995)"']
-    trie = TokenTrie.of_answers(tokenizer, answers)
+    trie = TokenTrie.of_answers(tokenizer, answers, bigrec_prompt([]))
     prompts = [bigrec_prompt(["Alien (1979)"]), bigrec_prompt(["Brazil (1985)", "Dune (1984)"])]
     free = beam_search(model, tokenizer, prompts, num_beams=4, max_new_tokens=6, batch_size=2, progress=False)
     assert not any(text in answers for beams in free for text in beams)
@@ -81,6 +81,42 @@ def test_constrained_beams_spell_only_catalogue_answers(tiny_model_dir, tokenize
     plain = [beam_search(model, tokenizer, [p], 4, 6, 1, progress=False, shared_prompt=False, allowed=trie)[0]
              for p in prompts]
     assert plain == constrained
+
+
+def sentencepiece_style_tokenizer():
+    """A LLaMA-1/2-style tokenizer built here (no download): text starts with a word-boundary mark "▁" (a space
+    made visible), which a text after a newline does not get."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    core.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Strip(" ", 1, 0)])
+    corpus = [bigrec_prompt(["Alien (1979)", "Heat (1995)"]) + f'"{t}"' for t in
+              ("Alien (1979)", "Aliens (1986)", "Brazil (1985)", "Dune (1984)", "Heat (1995)")] * 20
+    core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="</s>")
+
+
+def test_the_trie_spells_answers_as_training_tokenizes_them_after_the_prompt():
+    """With a SentencePiece-style tokenizer a title alone starts with "▁", after the prompt's newline it does not:
+    the trie must hold the tokens the tuned model learned to write, or constrained beams force one it never
+    emits."""
+    from raylib.encoding import encode_pair
+    from raylib.generation import TokenTrie
+
+    tokenizer = sentencepiece_style_tokenizer()
+    answers = ['"Alien (1979)"', '"Dune (1984)"']
+    prompt = bigrec_prompt(["Heat (1995)"])
+    trie = TokenTrie.of_answers(tokenizer, answers, bigrec_prompt([]))
+    for answer in answers:
+        trained = encode_pair(tokenizer, prompt, answer)
+        learned = trained.input_ids[len(trained.input_ids) - sum(1 for t in trained.labels if t != -100):]
+        alone = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        assert learned[0] != alone[0]  # the difference this test is about
+        for k in range(len(learned)):  # every learned token is allowed after the one before it
+            assert learned[k] in trie.next_tokens(learned[:k])
 
 
 def tiny_job(cls, model_dir, out, **extra):

@@ -195,3 +195,38 @@ def test_an_incomplete_latest_checkpoint_falls_back_to_the_previous_complete_one
     assert earlier is not None and earlier.name.startswith("checkpoint_2026-12-06_10") and not checkpoint_problem(earlier)
     (run / "checkpoint_2026-12-06_10-00-00.000001" / MANIFEST.format(rank=0)).unlink()
     assert complete_checkpoint_before(str(tmp_path / "storage"), "train", str(latest)) is None
+
+
+def test_caches_and_runs_key_on_content_and_the_resolved_dtype(tmp_path, tiny_model_dir):
+    """A data file replaced in place under its name is new data; weights saved again in a model folder are another
+    model; a run's fingerprint says the dtype "auto" resolved to (a CPU's fp32 run is not a GPU's bf16 one)."""
+    import shutil
+
+    from raylib.config import from_dict
+    from raylib.data.dataset import data_key
+    from raylib.methods.corella.config import CtrDataConfig
+    from raylib.methods.tallrec.config import TallrecJobConfig
+    from raylib.methods.tallrec.task import TallrecTask
+    from raylib.model import weights_digest
+    from raylib.train.checkpoint import current_fingerprint, run_fingerprint
+
+    files = {name: tmp_path / f"{name}.csv" for name in ("train", "valid", "test")}
+    for path in files.values():
+        path.write_text("a")
+    section = from_dict(CtrDataConfig, {"source": "files", **{f"{k}_file": str(p) for k, p in files.items()}})
+    before = data_key(section)
+    files["test"].write_text("b")  # same name, same path: other content
+    assert data_key(section) != before
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    digest = weights_digest(str(model))
+    weights = model / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # saved again
+    assert digest and weights_digest(str(model)) != digest and weights_digest("smollm2-135m") is None
+
+    job = from_dict(TallrecJobConfig, {"model": {"name": str(model)}, "output_dir": str(tmp_path / "run")})
+    made = run_fingerprint(TallrecTask, job, "records")
+    assert made["resolved_dtype"] == "torch.float32" and made["model"]["weights"] == weights_digest(str(model))
+    older = {k: v for k, v in made.items() if k != "resolved_dtype"}  # written before the dtype was kept
+    assert current_fingerprint(older)["resolved_dtype"] == "torch.float32"

@@ -78,11 +78,34 @@ def dataset_files(spec: str | Path) -> tuple[Path, list[Path]]:
 
 def dataset_fingerprint(spec: str | Path) -> str:
     """sha1 of a dataset's files (names and bytes), without parsing them: keys caches of views built from it."""
+    return files_fingerprint(dataset_files(spec)[1])
+
+
+def files_fingerprint(paths: list[Path]) -> str:
+    """sha1 (16 hex digits) of files' names and bytes, read a block at a time."""
     digest = hashlib.sha1()
-    for path in dataset_files(spec)[1]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for path in paths:
+        digest.update(Path(path).name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def data_key(section) -> dict:
+    """A data config section as a cache key: its settings (`key_dict`) and the fingerprint of the files it reads
+    (a dataset, a MovieLens folder, a user's files), so a file replaced in place under the same name is new data."""
+    from raylib.config import key_dict, to_dict
+    from raylib.data.movielens import movielens_files
+
+    values = to_dict(section)
+    files: list[Path] = []
+    if values.get("dataset"):
+        files = dataset_files(values["dataset"])[1]
+    elif values.get("source") in ("movielens", None) and "movielens_dir" in values:
+        files = movielens_files(values["movielens_dir"])[1]
+    files += [Path(v).expanduser() for k, v in sorted(values.items()) if k.endswith("_file") and v]
+    return {**key_dict(section), "files": files_fingerprint(files)}
 
 
 def _table_file(folder: Path, name: str) -> Path | None:

@@ -101,16 +101,31 @@ def run_fingerprint(task_cls, job, data: str) -> dict[str, Any]:
     """What makes a run this run: task (its stable `task_id`, not its module path: moving the class changes no
     run), model, LoRA, training settings (less run length) and the data's digest."""
     from raylib.config import to_dict
+    from raylib.model import weights_digest
+    from raylib.placement import Placement, dtype_there
 
     train = {k: v for k, v in to_dict(job.train).items() if k not in RUN_LENGTH_FIELDS}
-    return {"task": task_cls.task_id, "model": to_dict(job.model),
+    model = to_dict(job.model)
+    if weights_digest(job.model.name):  # a local folder: its weights as they are now, not its name
+        model["weights"] = weights_digest(job.model.name)
+    # the dtype "auto" resolves to where the workers run: a CPU's fp32 run is not a GPU's bf16 one
+    resolved = dtype_there(job.model.dtype, Placement(gpus=0.01 if job.train.use_gpu else 0.0,
+                                                       address=job.ray_address))
+    return {"task": task_cls.task_id, "model": model, "resolved_dtype": resolved,
             "lora": to_dict(job.lora), "train": train, "records": data, **task_cls.fingerprint(job)}
 
 
 def current_fingerprint(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved fingerprint as this version writes it (an older one named its task by module path)."""
+    """A saved fingerprint as this version writes it: an older one named its task by module path, and said no
+    resolved dtype (every run then was a CPU's, fp32)."""
+    if not saved:
+        return saved
     task = saved.get("task")
-    return {**saved, "task": LEGACY_TASK_IDS.get(task, task)} if saved else saved
+    if "resolved_dtype" not in saved:
+        from raylib.placement import choose_dtype
+
+        saved = {**saved, "resolved_dtype": str(choose_dtype(saved.get("model", {}).get("dtype", "auto"), "cpu"))}
+    return {**saved, "task": LEGACY_TASK_IDS.get(task, task)}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:

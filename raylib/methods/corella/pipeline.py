@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from raylib import RaylibError
-from raylib.config import from_dict, key_dict, shown_config, to_dict
+from raylib.config import from_dict, shown_config, to_dict
+from raylib.data.dataset import data_key
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
 from raylib.data.ctr import CtrData, CtrSamples, CtrVocab, load_ctr_data, sample_rows, write_encoded
 from raylib.metrics import binary_report
@@ -275,7 +276,7 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
     # Scores on fixed seeded subsets (the LLM is the expensive part); cached under the models' hashes.
     valid, test = views.valid, views.test
     key = {"crm": file_sha1(final_crm / "model.safetensors"), "adapter": file_sha1(adapter / "adapter_model.safetensors"),
-           "data": key_dict(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
+           "data": data_key(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
     from raylib import placement
 
     where = placement.for_job(job)

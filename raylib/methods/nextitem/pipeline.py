@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import key_dict, shown_config, to_dict
+from raylib.config import shown_config, to_dict
+from raylib.data.dataset import data_key
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
 from raylib.data.sequences import SequenceData, Windows, build_sequence_data, held_out_validation, sample_windows
 from raylib.data.tables import read_table
@@ -109,10 +110,13 @@ class BeamSearcher:
 
     def __init__(self, job: NextItemJobConfig, adapter_dir: str | None, answers: list[str] | None = None):
         from raylib.generation import TokenTrie
+        from raylib.prompts import bigrec_prompt
 
         self.job = job
         self.model, self.tokenizer = load_for_inference(job, adapter_dir)
-        self.allowed = TokenTrie.of_answers(self.tokenizer, answers) if answers else None
+        # BIGRec's and GenRec's prompts end in the same response header, which is what the answers follow
+        self.allowed = TokenTrie.of_answers(self.tokenizer, answers, bigrec_prompt([], job.data.domain)) \
+            if answers else None
 
     def beams(self, records: list[dict[str, Any]], desc: str = "beam search", progress: bool = True) -> list[list[str]]:
         from raylib.generation import beam_search
@@ -186,9 +190,12 @@ def catalogue_embedding(job: NextItemJobConfig, catalogue) -> torch.Tensor:
     from raylib import placement
     from raylib.batch import map_rows
     from raylib.methods.nextitem.grounding import catalogue_cache, read_cached, write_cached
+    from raylib.model import weights_digest
 
     g, where = job.grounding, placement.for_job(job)
     model_key = f"{job.model.name}|{placement.dtype_there(job.generation.dtype, where)}"
+    if weights_digest(job.model.name):  # a local folder: the weights it holds now, not its name
+        model_key += f"|{weights_digest(job.model.name)}"
     path = catalogue_cache(g.cache_dir, model_key, catalogue.fingerprint(), g.pooling)
     cached = read_cached(path, len(catalogue))
     if cached is not None:
@@ -368,7 +375,7 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
           f"{len(data.catalogue)} catalogue items, from {data.source}", flush=True)
     result = train_llm(BigrecTask, job, data, "bigrec")
     key = {"adapter": adapter_key(result.published_dir), "generation": to_dict(job.generation),
-           "data": key_dict(job.data)}
+           "data": data_key(job.data)}
     beams = generate_beams(job, str(result.published_dir),
                            {s: title_records(getattr(data, s), data, "bigrec") for s in ("valid", "test")}, key,
                            output / "stages", [BigrecTask.answer(t) for t in data.catalogue.titles])
@@ -435,7 +442,7 @@ def run_genrec(job: NextItemJobConfig, data: SequenceData | None = None) -> dict
           f"{job.num_templates} templates, {job.generation.num_beams} beams", flush=True)
     result = train_llm(GenrecTask, job, data, "genrec", job.num_templates)
     key = {"adapter": adapter_key(result.published_dir), "generation": to_dict(job.generation),
-           "data": key_dict(job.data), "templates": job.num_templates}
+           "data": data_key(job.data), "templates": job.num_templates}
     test_records = title_records(data.test, data, "genrec", job.num_templates, job.data.seed + 2)
     beams = generate_beams(job, str(result.published_dir), {"test": test_records}, key, output / "stages",
                            [GenrecTask.answer(t) for t in data.catalogue.titles])["test"]

@@ -164,9 +164,11 @@ class Recommender:
         """The token trie of the catalogue's answers (BIGRec's quoted titles), built on first use."""
         from raylib.generation import TokenTrie
         from raylib.methods.nextitem.task import BigrecTask
+        from raylib.prompts import bigrec_prompt
 
         if self._trie is None:
-            self._trie = TokenTrie.of_answers(self.tokenizer, [BigrecTask.answer(t) for t in self.catalogue.titles])
+            self._trie = TokenTrie.of_answers(self.tokenizer, [BigrecTask.answer(t) for t in self.catalogue.titles],
+                                              bigrec_prompt([], self.config.domain))
         return self._trie
 
     # ---- BIGRec: generate a title, ground it over the whole catalogue
