@@ -324,3 +324,19 @@ def key_dict(section: Any) -> dict[str, Any]:
     """A config section as a cache key: `to_dict` less the `KEY_NEUTRAL` fields at a neutral value."""
     neutral = getattr(section, "KEY_NEUTRAL", KEY_NEUTRAL)
     return {k: v for k, v in to_dict(section).items() if not (k in neutral and v in neutral[k])}
+
+
+def data_key(section) -> dict:
+    """A data config section as a cache key: its settings (`key_dict`) and the fingerprint of the files it reads
+    (a dataset, a MovieLens folder, a user's files), so a file replaced in place under the same name is new data."""
+    from raylib.data.dataset import dataset_files, files_fingerprint
+    from raylib.data.movielens import movielens_files
+
+    values = to_dict(section)
+    files: list[Path] = []
+    if values.get("dataset"):
+        files = dataset_files(values["dataset"])[1]
+    elif values.get("source") in ("movielens", None) and "movielens_dir" in values:
+        files = movielens_files(values["movielens_dir"])[1]
+    files += [Path(v).expanduser() for k, v in sorted(values.items()) if k.endswith("_file") and v]
+    return {**key_dict(section), "files": files_fingerprint(files)}

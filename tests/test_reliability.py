@@ -203,7 +203,7 @@ def test_caches_and_runs_key_on_content_and_the_resolved_dtype(tmp_path, tiny_mo
     import shutil
 
     from raylib.config import from_dict
-    from raylib.data.dataset import data_key
+    from raylib.config import data_key
     from raylib.methods.corella.config import CtrDataConfig
     from raylib.methods.tallrec.config import TallrecJobConfig
     from raylib.methods.tallrec.task import TallrecTask

@@ -92,22 +92,6 @@ def files_fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def data_key(section) -> dict:
-    """A data config section as a cache key: its settings (`key_dict`) and the fingerprint of the files it reads
-    (a dataset, a MovieLens folder, a user's files), so a file replaced in place under the same name is new data."""
-    from raylib.config import key_dict, to_dict
-    from raylib.data.movielens import movielens_files
-
-    values = to_dict(section)
-    files: list[Path] = []
-    if values.get("dataset"):
-        files = dataset_files(values["dataset"])[1]
-    elif values.get("source") in ("movielens", None) and "movielens_dir" in values:
-        files = movielens_files(values["movielens_dir"])[1]
-    files += [Path(v).expanduser() for k, v in sorted(values.items()) if k.endswith("_file") and v]
-    return {**key_dict(section), "files": files_fingerprint(files)}
-
-
 def _table_file(folder: Path, name: str) -> Path | None:
     return next((folder / f"{name}{s}" for s in TABLE_SUFFIXES if (folder / f"{name}{s}").is_file()), None)
 

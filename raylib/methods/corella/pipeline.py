@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from raylib import RaylibError
-from raylib.config import from_dict, shown_config, to_dict
-from raylib.data.dataset import data_key
+from raylib.config import data_key, from_dict, shown_config, to_dict
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
 from raylib.data.ctr import CtrData, CtrSamples, CtrVocab, load_ctr_data, sample_rows, write_encoded
 from raylib.metrics import binary_report

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import shown_config, to_dict
-from raylib.data.dataset import data_key
+from raylib.config import data_key, shown_config, to_dict
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
 from raylib.data.sequences import SequenceData, Windows, build_sequence_data, held_out_validation, sample_windows
 from raylib.data.tables import read_table
