@@ -90,6 +90,9 @@ BENCHES = {
     "scale-data": Entry("each method's data steps to its first optimizer step, 0.1 M to 25 M interactions",
                         "raylib.bench.data_scale:BenchScaleDataConfig", "bench_scale_data.yaml",
                         "raylib.bench.data_scale:run_bench", "raylib.bench.data_scale:markdown"),
+    "reliability": Entry("the service under Schemathesis, faults injected, bad inputs: what happened",
+                         "raylib.bench.reliability:BenchReliabilityConfig", "bench_reliability.yaml",
+                         "raylib.bench.reliability:run_bench", "raylib.bench.reliability:markdown"),
     "placement": Entry("where CPU scoring runs: the driver, an all-core task, a 1-CPU task",
                        "raylib.bench.placement:BenchPlacementConfig", "bench_placement.yaml",
                        "raylib.bench.placement:run_bench",
@@ -228,14 +231,25 @@ def serve_main(argv: list[str] | None) -> int:
                             help=f"{field.description or ''} (default: {field.default})")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve without a token on a host other machines reach (refused otherwise)")
     args = vars(parser.parse_args(argv))
-    host, port = args.pop("host"), args.pop("port")
+    host, port, insecure = args.pop("host"), args.pop("port"), args.pop("insecure")
     try:
+        from pydantic import ValidationError
+
         from raylib.runtime import ensure_ray, set_verbose
-        from raylib.serving import build_app
+        from raylib.serving import build_app, check_exposure, token_from_env
 
         set_verbose(False)
-        app = build_app(AppArgs(**{k: v for k, v in args.items() if v is not None}))  # artifacts checked: no Ray yet
+        check_exposure(host, token_from_env() is not None, insecure)  # the router reads the same environment
+        try:
+            app_args = AppArgs(**{k: v for k, v in args.items() if v is not None})
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise RaylibError(f"--{str(first['loc'][0]).replace('_', '-')} {first.get('input')!r}: "
+                              f"{first['msg']}") from None
+        app = build_app(app_args)  # artifacts checked: no Ray yet
         ensure_ray()
         from ray import serve
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +101,12 @@ def load_deepspeed_cpu_ops() -> None:
 
     if get_accelerator().device_name() != "cpu":
         return
+    # torch runs `ninja` from PATH even to load a built op. Two ninjas (the pip one beside this interpreter, a
+    # system one) keep build logs in formats the other cannot read, and each rebuilt the other's op (~100 s on
+    # 2 cores) whenever a process found the other first: every process uses the one beside the interpreter.
+    here = str(Path(sys.executable).parent)
+    if (Path(here) / "ninja").is_file() and os.environ.get("PATH", "").split(os.pathsep)[0] != here:
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
     root.mkdir(parents=True, exist_ok=True)
     with open(root / JIT_GUARD, "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)  # released by the kernel if this process dies holding it

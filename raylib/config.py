@@ -11,8 +11,9 @@ only those sections. Each method's own sections live with the method (`raylib/me
 from __future__ import annotations
 
 import dataclasses
-import re
 import functools
+import math
+import re
 import os
 import typing
 from pathlib import Path
@@ -66,6 +67,19 @@ ExistingFile = Annotated[str, _must_be("file", "file")]
 DatasetSpec = Annotated[str, AfterValidator(_dataset_spec)]
 MovieLensFolder = Annotated[str, _must_be("folder", "MovieLens folder")]
 Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
+# numpy's and torch's generators take seeds in [0, 2^32): a negative one would be a traceback after work started.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+
+
+def _shares(values: list[float]) -> list[float]:
+    if not all(math.isfinite(v) and v > 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(f"{values} must be three positive shares summing to 1")
+    return values
+
+
+# A train / valid / test split as shares of the timeline: "0.8,0.1,0.1" on the command line.
+SplitShares = Annotated[list[float], BeforeValidator(comma_list), Field(min_length=3, max_length=3),
+                        AfterValidator(_shares)]
 
 
 @dataclass(config=STRICT)
@@ -119,7 +133,7 @@ class TrainConfig:
     eval_batch_size: int = Field(16, ge=1)
     # A progress line every this many optimizer steps in the logs (the terminal shows a progress bar).
     log_every_steps: int = Field(1, ge=1)
-    seed: int = 42
+    seed: Seed = 42
     # Stop after this many optimizer steps (0 = no limit); for smoke tests and benchmarks.
     max_steps: int = Field(0, ge=0)
     # Also checkpoint every this many optimizer steps inside an epoch (0 = at epoch ends only): long epochs
@@ -198,7 +212,7 @@ class TuneSettings:
     max_concurrent: int = Field(2, ge=1)
     # Optuna RDB storage URL; None = sqlite:///<output_dir>/tune/optuna.db. A rerun continues the same study.
     storage: str | None = None
-    seed: int = 0
+    seed: Seed = 0
     # name -> {"type": uniform|loguniform|int|choice, "low", "high"} or {"type": "choice", "values": [...]}
     space: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 

@@ -48,6 +48,7 @@ def test_shipped_configs_load():
     from raylib.bench.scale import BenchScaleConfig
     from raylib.bench.serve import BenchServeConfig
     from raylib.bench.data_scale import BenchScaleDataConfig
+    from raylib.bench.reliability import BenchReliabilityConfig
     from raylib.methods.cocktail.config import CocktailJobConfig
     from raylib.methods.corella.config import CorellaJobConfig
     from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
@@ -59,7 +60,8 @@ def test_shipped_configs_load():
                "corella_cpu": CorellaJobConfig, "bench_corella": BenchCorellaConfig, "cocktail": CocktailJobConfig,
                "bench_cocktail": BenchCocktailConfig, "bench_serve": BenchServeConfig, "bench_scale": BenchScaleConfig,
                "bench_placement": BenchPlacementConfig, "cocktail_cpu": CocktailJobConfig,
-               "bench_leaderboard": BenchLeaderboardConfig, "bench_scale_data": BenchScaleDataConfig}
+               "bench_leaderboard": BenchLeaderboardConfig, "bench_scale_data": BenchScaleDataConfig,
+               "bench_reliability": BenchReliabilityConfig}
     shipped = {p.stem for p in Path("jobs/configs").glob("*.yaml")}
     assert shipped == set(classes), f"a config without its class here: {shipped ^ set(classes)}"
     for name, cls in classes.items():

@@ -38,7 +38,7 @@ def tiny_changes():
     return {
         "tallrec": {**small, "data": {"train_samples": 12, "valid_samples": 8, "max_length": 256}},
         "corella": {**small, "data": {"valid_samples": 16, "test_samples": 8, "max_length": 256},
-                    "crm": {"epochs": 1, "batch_size": 512}, "tune": {"num_samples": 2},
+                    "crm": {"epochs": 1, "batch_size": 512}, "tune": {"num_samples": 1},
                     "stages": {"joint_samples": 12, "llm_samples": 12, "valid_samples": 8}},
         "cocktail": {**small, "lora": {"r": 4, "alpha": 8}, "base_samples": 8, "warm_cold_samples": 6,
                      "data": {"train_samples": 8, "valid_samples": 8, "max_length": 256},
@@ -48,7 +48,7 @@ def tiny_changes():
                                        "max_length": 256},
                      "generation": {"num_beams": 2, "max_new_tokens": 4, "batch_size": 8},
                      "sasrec": {"epochs": 1, "batch_size": 512, "hidden_size": 16},
-                     "tune": {"num_samples": 2}, "genrec_num_beams": 2},
+                     "tune": {"num_samples": 1}, "genrec_num_beams": 2},
     }
 
 

@@ -4,6 +4,7 @@ path is never wiped by one run's `fresh_start`, one job per output_dir, a search
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,3 +231,134 @@ def test_caches_and_runs_key_on_content_and_the_resolved_dtype(tmp_path, tiny_mo
     assert made["resolved_dtype"] == "torch.float32" and made["model"]["weights"] == weights_digest(str(model))
     older = {k: v for k, v in made.items() if k != "resolved_dtype"}  # written before the dtype was kept
     assert current_fingerprint(older)["resolved_dtype"] == "torch.float32"
+
+
+def test_a_republish_never_leaves_nothing_to_serve_and_a_reader_keeps_its_version(tmp_path):
+    """Publishing switches a symlink to a new version folder in one rename: the old version stays whole for the
+    app that resolved it, a folder published before versions is kept as one, and a killed publish's copy goes."""
+    from raylib.train.checkpoint import VERSIONS_KEPT, publish_folder, published_version
+
+    target = tmp_path / "artifacts"
+    target.mkdir()  # published the old way: a plain folder
+    (target / "routing.json").write_text("old")
+    source = tmp_path / "new"
+    source.mkdir()
+    (source / "routing.json").write_text("v1")
+    publish_folder(source, target)
+    assert target.is_symlink() and (target / "routing.json").read_text() == "v1"
+    running_app = published_version(target)  # what a Serve app resolved at build time
+    versions = target.with_name(".artifacts.versions")
+    (versions / ".staging-killed").mkdir()  # a publish killed mid-copy
+    (source / "routing.json").write_text("v2")
+    publish_folder(source, target, extra={"metric": 1})
+    assert (target / "routing.json").read_text() == "v2" and (target / "training_summary.json").is_file()
+    assert (running_app / "routing.json").read_text() == "v1"  # the app's version is untouched
+    assert not (versions / ".staging-killed").exists()
+    assert len([p for p in versions.iterdir()]) == VERSIONS_KEPT  # the plain folder's version was the oldest
+    assert not os.path.isabs(os.readlink(target))  # relative: the output folder can be moved or copied
+
+
+def test_a_serve_replica_refuses_weights_other_than_the_ones_routing_was_tuned_with(tmp_path):
+    """Each replica checks what it loads against routing.json's hashes: a republish under a running app can
+    never give it a new CRM with an old threshold."""
+    from raylib.serving.deployments import verified
+    from raylib.stages import file_sha1
+
+    (tmp_path / "model.safetensors").write_bytes(b"tuned")
+    tuned = file_sha1(tmp_path / "model.safetensors")
+    assert verified(str(tmp_path), "model.safetensors", tuned) == str(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"replaced")
+    with pytest.raises(RaylibError, match="model.safetensors is not the file routing.json was tuned with"):
+        verified(str(tmp_path), "model.safetensors", tuned)
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"RAYLIB_SERVE_TOKEN": "  "}, "RAYLIB_SERVE_TOKEN is set but empty"),
+    ({"RAYLIB_SERVE_TOKEN_FILE": "{tmp}/empty"}, "the token file is empty"),
+    ({"RAYLIB_SERVE_TOKEN_FILE": "{tmp}/missing"}, "the token file cannot be read"),
+])
+def test_a_token_source_set_but_unreadable_or_empty_fails_closed(tmp_path, env, said):
+    """The router resolves its token when it starts: a source that is set but yields no token stops it,
+    instead of serving every endpoint open (an empty file) or answering 500 to every request (a missing one)."""
+    from raylib.serving import token_from_env
+
+    (tmp_path / "empty").write_text(" \n\n")
+    env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
+    with pytest.raises(RaylibError, match=said):
+        token_from_env(env)
+    (tmp_path / "token").write_text("s3cret\n")
+    assert token_from_env({"RAYLIB_SERVE_TOKEN_FILE": str(tmp_path / "token")}) == "s3cret"
+    assert token_from_env({}) is None  # nothing set: auth off, which /healthz says
+
+
+def test_the_gate_refuses_before_the_body_and_no_token_beyond_loopback_needs_insecure():
+    from raylib.serving.guards import MAX_BODY_BYTES, check_exposure, gate
+
+    bearer = {"authorization": "Bearer s3cret"}
+    assert gate("/predict", "POST", {"content-length": "10"}, "s3cret") == (401, "missing or wrong bearer token")
+    assert gate("/healthz", "GET", {}, "s3cret") is None
+    assert gate("/predict", "POST", {**bearer, "content-length": str(MAX_BODY_BYTES + 1)}, "s3cret")[0] == 413
+    assert gate("/predict", "POST", bearer, "s3cret")[0] == 411  # chunked: its size is unknown until read
+    assert gate("/predict", "POST", {**bearer, "content-length": "12"}, "s3cret") is None
+    check_exposure("127.0.0.1", has_token=False, insecure=False)  # this machine only: fine
+    check_exposure("0.0.0.0", has_token=True, insecure=False)
+    check_exposure("0.0.0.0", has_token=False, insecure=True)
+    with pytest.raises(RaylibError, match="serving on 0.0.0.0 without a token"):
+        check_exposure("0.0.0.0", has_token=False, insecure=False)
+
+
+@pytest.mark.parametrize("bad, field", [({"llm_timeout_s": 0}, "llm_timeout_s"),
+                                        ({"llm_timeout_s": float("nan")}, "llm_timeout_s"),
+                                        ({"crm_timeout_s": -1}, "crm_timeout_s"),
+                                        ({"threshold": 0.9}, "threshold"),
+                                        ({"llm_timout_s": 5}, "llm_timout_s")])
+def test_live_router_settings_are_checked_whole(bad, field):
+    """`user_config` is validated before any of it applies: a misspelt key or a timeout that would silently
+    bypass the LLM is refused, naming the field."""
+    from pydantic import ValidationError
+
+    from raylib.serving.schemas import RouterSettings
+
+    with pytest.raises(ValidationError, match=field):
+        RouterSettings(**{"threshold": 0.3, **bad})
+
+
+def test_the_breaker_skips_a_failing_llm_and_tries_again_after_its_cooldown():
+    from raylib.serving.guards import Breaker
+
+    now = [0.0]
+    breaker = Breaker(failures=2, cooldown_s=30.0, clock=lambda: now[0])
+    breaker.record(False)
+    assert not breaker.open
+    breaker.record(False)
+    assert breaker.open  # two in a row: uncertain samples get the CRM's answer at once
+    now[0] = 31.0
+    assert not breaker.open  # cooled down: the LLM is tried again
+    breaker.record(True)
+    breaker.record(False)
+    assert not breaker.open  # a success resets the count
+
+
+def test_raylib_serve_refuses_an_open_public_host_and_names_a_bad_option(tmp_path, capsys, monkeypatch):
+    from jobs.cli import serve_main
+
+    for name in ("RAYLIB_SERVE_TOKEN", "RAYLIB_SERVE_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for argv, said in ((["--host", "0.0.0.0"], "error: serving on 0.0.0.0 without a token"),
+                       (["--llm-timeout-s", "nan"], "error: --llm-timeout-s nan: Input should be a finite number")):
+        assert serve_main(["--artifacts", str(tmp_path), *argv]) == 2  # before Ray starts or an artifact is read
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(said), lines
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"data": {"split_fractions": "nan,0.1,0.1"}}, "data.split_fractions: [nan, 0.1, 0.1] must be three positive"),
+    ({"data": {"seed": -1}}, "data.seed: Input should be greater than or equal to 0"),
+    ({"train": {"seed": 2**40}}, "train.seed: Input should be less than 4294967296"),
+])
+def test_a_split_or_seed_that_would_fail_after_work_started_is_one_line_before(changes, said):
+    from raylib.config import from_dict
+    from raylib.methods.corella.config import CorellaJobConfig
+
+    with pytest.raises(RaylibError, match=re.escape(said)):
+        from_dict(CorellaJobConfig, changes)

@@ -5,71 +5,17 @@ live reconfiguration, degraded answers when the LLM fails, the bearer token read
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
+import threading
 import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
-from raylib.methods.corella.config import CrmSettings, CtrDataConfig
-from raylib.methods.corella.routing import MAX_ENTROPY, RoutingConfig
-
-
-def make_artifacts(folder, model_dir):
-    """What `jobs.corella` publishes, with untrained weights: crm/ (+ vocabulary), a PEFT adapter, routing.json."""
-    import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from raylib.methods.corella.crm import DCNv2, crm_shape, save_crm
-    from raylib.data.ctr import CtrVocab, load_ctr_data
-    from raylib.model import lora_config
-    from raylib.config import LoraSettings
-
-    data = load_ctr_data(CtrDataConfig())
-    vocab = CtrVocab.build(data.train, data.features)
-    torch.manual_seed(0)
-    shape = crm_shape(CrmSettings(), vocab)
-    save_crm(DCNv2(**shape).state_dict(), shape, vocab, folder / "crm")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora_config(LoraSettings())).save_pretrained(
-        folder / "adapter")
-    sha = lambda p: hashlib.sha1(p.read_bytes()).hexdigest()  # noqa: E731
-    RoutingConfig(threshold=0.5, llm_budget=0.2, vocab_hash=vocab.fingerprint(),
-                  crm_hash=sha(folder / "crm" / "model.safetensors"),
-                  adapter_hash=sha(folder / "adapter" / "adapter_model.safetensors"),
-                  model=str(model_dir)).save(folder / "routing.json")
-    return data.test.slice(0, 24).table().drop(["label", "timestamp"]).to_pylist()
-
-
-def make_recommender(folder, model_dir):
-    """What `jobs.bigrec` publishes for serving, with untrained weights: 200 MovieLens titles embedded by the
-    base model, and two different adapters ("bigrec", "other") for the multiplexing."""
-    import numpy as np
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from raylib.data.movielens import load_movielens
-    from raylib.data.sequences import Catalogue
-    from raylib.methods.nextitem.grounding import embed_texts
-    from raylib.methods.nextitem.recommender import RecommenderConfig, publish_recommender
-
-    items = load_movielens().items.slice(0, 200).to_pydict()
-    catalogue = Catalogue([str(i) for i in items["item_id"]], items["title"], np.arange(200, dtype=np.float64))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    embeddings = embed_texts(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer, catalogue.titles,
-                             progress=False)
-    adapters = {}
-    for seed, name in enumerate(("bigrec", "other")):
-        torch.manual_seed(seed)
-        lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
-        get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora).save_pretrained(folder / name)
-        adapters[name] = folder / name
-    config = RecommenderConfig(model=str(model_dir), domain="movie", max_length=256, num_beams=2,
-                               max_new_tokens=6, pooling="last", gamma=0.5)
-    return publish_recommender(folder / "recommender", config, catalogue, embeddings, adapters), catalogue
+from raylib.bench.reliability import untrained_artifacts, untrained_recommender
+from raylib.methods.corella.routing import MAX_ENTROPY
 
 
 def free_port() -> int:
@@ -108,8 +54,8 @@ def service(ray_session, tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("artifacts")
     token_file = folder.parent / "token"
     token_file.write_text("s3cret\n")
-    samples = make_artifacts(folder, tiny_model_dir)
-    recommender, catalogue = make_recommender(tmp_path_factory.mktemp("bigrec"), tiny_model_dir)
+    samples = untrained_artifacts(folder, tiny_model_dir)
+    recommender, catalogue = untrained_recommender(tmp_path_factory.mktemp("bigrec"), tiny_model_dir)
     port = free_port()
     dashboard = dashboard_url()
     config = {"http_options": {"host": "127.0.0.1", "port": port}, "applications": [{
@@ -175,6 +121,71 @@ def test_requests_need_the_token_and_bodies_are_checked(service):
     request = urllib.request.Request(url + "/openapi.json", headers={"Authorization": "Bearer s3cret"})
     with urllib.request.urlopen(request, timeout=60) as response:
         assert "/predict" in json.loads(response.read())["paths"]
+
+
+def test_no_client_mistake_is_a_500_and_the_gate_answers_before_the_body(service):
+    """The token and the size are checked before a body is read; NaN literals and lone surrogates are a 422
+    naming the field, with a body that is valid JSON; an age of 1e999 is no age group, not an overflow."""
+    from raylib.serving.guards import MAX_BODY_BYTES
+
+    url, sample = service["url"], service["samples"][0]
+    assert call(url, "/healthz")[1]["auth"] is True
+    assert call(url, "/predict", b"{not json")[0] == 401  # refused before the body is parsed
+    assert call(url, "/predict", b" " * (MAX_BODY_BYTES + 1), token="s3cret")[0] == 413
+    nan_ratings = json.dumps({"samples": [{**sample, "history_items": ["1"], "history_titles": ["A (1999)"],
+                                           "history_ratings": [float("nan")]}]})  # a NaN literal, as JS may send
+    assert "NaN" in nan_ratings
+    status, body = call(url, "/predict", nan_ratings.encode(), token="s3cret")
+    assert status == 422 and "history_ratings" in json.dumps(body)
+    status, body = call(url, "/predict", {"samples": [{**sample, "genres": ["\ud800"]}]}, token="s3cret")
+    assert status == 422 and "genres: a lone surrogate" in json.dumps(body)
+    status, body = call(url, "/recommend", {"history": ["\udc00"]}, token="s3cret")
+    assert status == 422
+    status, body = call(url, "/predict", {"samples": [{**sample, "age": "1e999"}]}, token="s3cret")
+    assert status == 200 and len(body["predictions"]) == 1
+
+
+def test_schemathesis_finds_no_server_error_on_any_route(service):
+    """Property-based requests from the app's own OpenAPI schema (valid bodies and schema-breaking ones) on every
+    route: no 5xx, and every 4xx body is JSON. A short pass; `raylib bench reliability` sends tens of thousands."""
+    from raylib.bench.reliability import fuzz
+
+    found = fuzz(service["url"], "s3cret", examples_per_route=12)
+    assert {"GET /healthz", "POST /predict", "POST /recommend"} <= set(found["routes"])
+    assert found["requests"] >= 6 * len(found["routes"]), found
+    assert found["server_errors"] == 0 and found["bad_json"] == 0, found["examples"]
+    assert any(200 <= int(s) < 300 for s in found["statuses"]) and "422" in found["statuses"]
+
+
+def test_a_stalled_crm_or_generator_is_a_504_not_a_held_request(service):
+    """Every downstream call has a deadline (the router's user_config): past it the client gets a 504 at once."""
+    url, samples = service["url"], service["samples"]
+    try:
+        reconfigure(service, crm_timeout_s=1e-6, generator_timeout_s=1e-6)  # nothing answers that fast
+        status, body = call(url, "/predict", {"samples": samples[:2]}, token="s3cret")
+        assert status == 504 and "the CRM did not answer" in body["detail"]
+        status, body = call(url, "/recommend", {"history": service["catalogue"].item_ids[:3]}, token="s3cret")
+        assert status == 504 and "the generator did not answer" in body["detail"]
+    finally:
+        reconfigure(service, crm_timeout_s=None, generator_timeout_s=None)
+    assert call(url, "/predict", {"samples": samples[:2]}, token="s3cret")[0] == 200
+
+
+def test_one_sample_the_llm_cannot_take_costs_only_its_own_answer(service, tiny_model_dir):
+    """In a `@serve.batch` of several clients' samples, one whose prompt cannot fit is None (its client gets
+    the CRM's answer, degraded); the others get the scores they would get alone."""
+    from raylib.serving import LlmScorer
+
+    scorer = LlmScorer(str(tiny_model_dir), str(service["folder"] / "adapter"))
+    first, second = service["samples"][:2]
+    bare = [len(scorer.prompt({**s, "history_titles": [], "history_ratings": [], "history_items": []}, "s"))
+            for s in (first, second)]
+    scorer.max_length = max(bare) + 8
+    too_long = {**first, "title": "word " * 59}
+    answers = scorer.each([first, too_long, second])
+    assert answers[1] is None
+    assert answers[0] == pytest.approx(scorer([first])[0], abs=1e-5)
+    assert answers[2] == pytest.approx(scorer([second])[0], abs=1e-5)
 
 
 def test_requests_get_the_features_training_made(service):
@@ -328,11 +339,34 @@ def test_adapters_join_and_leave_one_base_model(service):
     first = recommender.recommend("bigrec", service["catalogue"].item_ids[:3], 3)
     recommender.load_adapter("other")
     assert recommender.loaded == {"bigrec", "other"}
+    everything = recommender.recommend("other", service["catalogue"].item_ids[:3], 199)
+    assert len(everything["items"]) == 197  # k past what is left: every other item, every score finite
+    assert all(math.isfinite(i["score"]) for i in everything["items"])
     recommender.unload_adapter("bigrec")  # what Serve's LRU eviction does through LoadedAdapter.__del__
     assert recommender.loaded == {"other"} and "bigrec" not in recommender.model.peft_config
     assert recommender.recommend("bigrec", service["catalogue"].item_ids[:3], 3) == first  # loaded again
     with pytest.raises(UnknownAdapter, match="no adapter 'nope'|No adapter 'nope'"):
         recommender.load_adapter("nope")
+    # Serve evicts from a pool thread while a request generates: the recommender's lock keeps them apart.
+    errors, stop = [], threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            try:
+                recommender.load_adapter("other")
+                recommender.unload_adapter("other")
+            except Exception as err:  # noqa: BLE001 - any failure here is the race the lock prevents
+                errors.append(err)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        for _ in range(3):
+            assert recommender.recommend("bigrec", service["catalogue"].item_ids[:3], 3) == first
+    finally:
+        stop.set()
+        churner.join()
+    assert not errors
 
 
 @pytest.mark.parametrize("gpus, name", [("0", "config.yaml"), ("1", "config-gpu.yaml")])
@@ -356,7 +390,9 @@ def test_the_deploy_configs_are_what_serve_build_writes(service, monkeypatch, tm
     committed = ServeDeploySchema(**yaml.safe_load((Path(__file__).parents[1] / "serve" / name).read_text()))
     app = committed.applications[0]
     assert app.import_path == built.import_path == "serve.app:app" and committed.http_options.host == "127.0.0.1"
+    assert committed.http_options.request_timeout_s  # the proxy bounds every request too
     options = lambda a: {d.name: (d.autoscaling_config, d.ray_actor_options, d.max_ongoing_requests,  # noqa: E731
+                                  d.max_queued_requests,
                                   sorted(d.user_config) if isinstance(d.user_config, dict) else None)
                          for d in a.deployments}
     assert options(app) == options(built) and set(options(app)) == {"Router", "CRM", "LLM", "Generator"}

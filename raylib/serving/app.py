@@ -23,7 +23,10 @@ class AppArgs(BaseModel):
     dtype: Dtype = Field("auto", description="LLM / generator dtype, by the dtype rule (bf16 on GPUs, fp32 on CPUs)")
     threshold: float | None = Field(None, ge=0.0, le=MAX_ENTROPY,
                                     description="override routing.json's tuned threshold (user_config)")
-    llm_timeout_s: float = Field(10.0, gt=0.0)
+    llm_timeout_s: float = Field(10.0, gt=0.0, allow_inf_nan=False, description="past this the CRM answers")
+    crm_timeout_s: float = Field(10.0, gt=0.0, allow_inf_nan=False, description="past this /predict is a 504")
+    generator_timeout_s: float = Field(60.0, gt=0.0, allow_inf_nan=False,
+                                       description="past this /recommend is a 504")
     llm_gpus: float = Field(0.0, ge=0.0, description="GPUs per LLM replica (0.5: two replicas share one)")
     generator_gpus: float = Field(0.0, ge=0.0, description="GPUs per Generator replica")
 
@@ -45,12 +48,15 @@ def build_app(args: AppArgs, crm: dict | None = None, llm: dict | None = None, r
     deployments' replicas do, where Ray places them."""
     paths = artifact_paths(args.artifacts)
     routing = paths["routing"]
-    crm_app = CrmDeployment.options(**(crm or {})).bind(paths["crm_dir"], routing.vocab_hash)
+    # Each replica checks the hashes of what it loads against routing.json's (`verified`).
+    crm_app = CrmDeployment.options(**(crm or {})).bind(paths["crm_dir"], routing.vocab_hash, routing.crm_hash)
     llm_app = LlmDeployment.options(**_with_gpus(llm, args.llm_gpus)).bind(
-        args.model or routing.model, paths["adapter_dir"], args.max_length, args.dtype)
+        args.model or routing.model, paths["adapter_dir"], args.max_length, args.dtype,
+        adapter_hash=routing.adapter_hash)
     # user_config: changing it updates the router in place, no restart. The threshold is in it only when the
     # caller overrides routing.json's tuned one.
-    user_config: dict[str, Any] = {"llm_timeout_s": args.llm_timeout_s}
+    user_config: dict[str, Any] = {"llm_timeout_s": args.llm_timeout_s, "crm_timeout_s": args.crm_timeout_s,
+                                   "generator_timeout_s": args.generator_timeout_s}
     if args.threshold is not None:
         user_config["threshold"] = args.threshold
     router_options = {"user_config": user_config, **(router or {})}
@@ -58,9 +64,12 @@ def build_app(args: AppArgs, crm: dict | None = None, llm: dict | None = None, r
     if args.recommender:
         from raylib.methods.nextitem.recommender import check_recommender
 
-        check_recommender(args.recommender)
+        from raylib.train.checkpoint import published_version
+
+        recommender = published_version(args.recommender)  # this version for every replica, as the artifacts
+        check_recommender(recommender)
         generator_app = GeneratorDeployment.options(**_with_gpus(generator, args.generator_gpus)).bind(
-            str(Path(args.recommender).expanduser()))
+            str(recommender))
     rules = RequestRules.of_vocab(Path(paths["crm_dir"]) / "vocab.json")
     return Router.options(**router_options).bind(
         crm_app, llm_app, generator_app, routing.threshold,

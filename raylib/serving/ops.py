@@ -6,10 +6,18 @@ from typing import Any
 from ray import serve
 
 
-def deploy(config: dict[str, Any], dashboard: str, timeout_s: float = 300.0) -> None:
+def deploy(config: dict[str, Any], dashboard: str, timeout_s: float = 300.0, insecure: bool = False) -> None:
     """`serve deploy` of a config dict through the dashboard's REST API (what the CLI does; a changed
-    user_config then reconfigures running replicas in place), and wait until every application is running."""
+    user_config then reconfigures running replicas in place), and wait until every application is running.
+    An app without a token source on a host beyond this machine is refused unless `insecure`."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from raylib.serving.guards import TOKEN_ENV, TOKEN_FILE_ENV, check_exposure
+
+    host = (config.get("http_options") or {}).get("host", "127.0.0.1")
+    for app in config["applications"]:
+        env = ((app.get("runtime_env") or {}).get("env_vars") or {})
+        check_exposure(host, TOKEN_ENV in env or TOKEN_FILE_ENV in env, insecure)
 
     ServeSubmissionClient(dashboard).deploy_applications(config)
     names = [a["name"] for a in config["applications"]]

@@ -5,11 +5,29 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raylib.methods.corella.routing import MAX_ENTROPY
 from raylib.methods.nextitem.recommender import ADAPTER_ID
 
 MAX_HISTORY = 50
 MAX_BATCH = 64
 MAX_TEXT = 300
+
+
+def _texts(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for item in value for v in _texts(item)] if isinstance(value, (list, tuple)) else []
+
+
+def check_text(model: BaseModel) -> None:
+    """Every string of a request must be text UTF-8 can carry: JSON lets a lone surrogate (`"\\ud800"`) through,
+    which the tokenizer and the response encoder cannot take."""
+    for name in type(model).model_fields:
+        for text in _texts(getattr(model, name)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{name}: a lone surrogate is not text (send UTF-8)") from None
 
 
 class Sample(BaseModel):
@@ -36,6 +54,7 @@ class Sample(BaseModel):
             raise ValueError("history_ratings must be finite numbers in [0, 100]")
         if any(len(t) > MAX_TEXT for t in self.history_titles + self.genres):
             raise ValueError(f"titles and genres must be at most {MAX_TEXT} characters")
+        check_text(self)
         return self
 
 
@@ -68,6 +87,11 @@ class RecommendRequest(BaseModel):
     constrained: bool | None = Field(None, description="generate only catalogue titles (a token trie); "
                                                       "default: as the recommender was published")
 
+    @model_validator(mode="after")
+    def _text(self) -> "RecommendRequest":
+        check_text(self)
+        return self
+
 
 class RecommendedItem(BaseModel):
     item_id: str
@@ -81,3 +105,17 @@ class RecommendResponse(BaseModel):
     adapter: str
     gamma: float
     latency_ms: float
+
+
+class RouterSettings(BaseModel):
+    """The router's `user_config`, applied live by `serve deploy`: checked whole (a misspelt key, a timeout of 0,
+    NaN or below, a threshold outside [0, ln 2]) before any of it is applied."""
+    model_config = ConfigDict(extra="forbid")
+    llm_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="past this the CRM answers, degraded")
+    crm_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="past this /predict is a 504")
+    generator_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False, description="past this /recommend is a 504")
+    threshold: float | None = Field(None, ge=0, le=MAX_ENTROPY, allow_inf_nan=False,
+                                    description="overrides routing.json's tuned threshold")
+    breaker_failures: int = Field(3, ge=1, description="LLM failures in a row that open the breaker")
+    breaker_cooldown_s: float = Field(30.0, ge=0, allow_inf_nan=False,
+                                      description="while open, uncertain samples get the CRM's answer at once")

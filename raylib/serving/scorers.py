@@ -4,6 +4,7 @@ has neither."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,34 @@ class LlmScorer:
         self.yes_no = yes_no_ids(self.tokenizer)
 
     def __call__(self, samples: list[dict[str, Any]]) -> list[float]:
-        from raylib.encoding import Encoded
-        from raylib.evaluate import answer_probabilities
+        return self.scores([self.prompt(s, f"sample {i}") for i, s in enumerate(samples)]).tolist()
+
+    def prompt(self, sample: dict[str, Any], where: str) -> list[int]:
         from raylib.methods.corella.task import prompt_ids
 
-        encoded = [Encoded(prompt_ids(self.tokenizer, {**s, "history_scores": s["history_ratings"]},
-                                      self.max_length, f"sample {i}"), [], 0) for i, s in enumerate(samples)]
-        return answer_probabilities(self.model, self.tokenizer, encoded, self.yes_no, batch_size=len(encoded),
-                                    progress=False, prefix_cache=False).tolist()
+        return prompt_ids(self.tokenizer, {**sample, "history_scores": sample["history_ratings"]}, self.max_length,
+                          where)
+
+    def scores(self, prompts: list[list[int]]):
+        from raylib.encoding import Encoded
+        from raylib.evaluate import answer_probabilities
+
+        return answer_probabilities(self.model, self.tokenizer, [Encoded(p, [], 0) for p in prompts], self.yes_no,
+                                    batch_size=len(prompts), progress=False, prefix_cache=False)
+
+    def each(self, samples: list[dict[str, Any]]) -> list[float | None]:
+        """P(yes) per sample, None for a sample whose prompt cannot be made (one that cannot fit `max_length`)
+        or whose answer is not a number: one client's sample never costs the others in its batch theirs."""
+        from raylib import RaylibError
+
+        prompts: dict[int, list[int]] = {}
+        for i, sample in enumerate(samples):
+            try:
+                prompts[i] = self.prompt(sample, f"sample {i}")
+            except (RaylibError, ValueError):  # the sample's problem, not the service's
+                pass
+        answers: list[float | None] = [None] * len(samples)
+        if prompts:
+            for i, p in zip(prompts, self.scores(list(prompts.values())).tolist()):
+                answers[i] = p if math.isfinite(p) else None
+        return answers

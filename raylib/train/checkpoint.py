@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -297,15 +298,44 @@ def adapter_sha1(folder: str | Path) -> str:
     return file_sha1(Path(folder) / "adapter_model.safetensors")
 
 
+VERSIONS_KEPT = 2  # the published version and the one before it, which an app started earlier may still load
+
+
 def publish_folder(source: Path, target: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Copy a finished folder to `target` atomically: a half-copied folder never looks like a finished one."""
+    """Publish a finished folder at `target` so that a reader never finds it half-written or missing: the copy goes
+    into a new version folder beside it (`.<name>.versions/<version>`), and `target`, a relative symlink, is
+    switched to it by one rename. A reader that resolves `target` once (`published_version`: the Serve app) keeps
+    one consistent version while a newer one is published; the last VERSIONS_KEPT versions are kept."""
     target = Path(target)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    versions = target.with_name(f".{target.name}.versions")
+    versions.mkdir(parents=True, exist_ok=True)
+    version = versions / f"{time.time_ns():020d}-{os.getpid()}"
+    staging = versions / f".staging-{version.name}"
+    shutil.copytree(source, staging)
     if extra:
-        (tmp / "training_summary.json").write_text(json.dumps(extra, indent=1, default=str))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+        (staging / "training_summary.json").write_text(json.dumps(extra, indent=1, default=str))
+    os.replace(staging, version)
+    if target.is_dir() and not target.is_symlink():  # published before versions existed: kept as the oldest one
+        os.replace(target, versions / f"{0:020d}-unversioned")
+    link = target.with_name(f".{target.name}.link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(version, target.parent), link)
+    os.replace(link, target)
+    _prune_versions(versions, current=version)
     return target
+
+
+def published_version(target: str | Path) -> Path:
+    """The version folder `target` points at now (a folder published otherwise: itself)."""
+    return Path(target).expanduser().resolve()
+
+
+def _prune_versions(versions: Path, current: Path) -> None:
+    """Versions older than the last VERSIONS_KEPT, and copies a killed publish left (the output folder's lock
+    makes this process its only publisher): this project's own folders, nothing else."""
+    for leftover in versions.glob(".staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    finished = sorted(p for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in finished[:-VERSIONS_KEPT]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from raylib import RaylibError
+from raylib.train.checkpoint import publish_folder
 
 ADAPTERS = ("base", "ingredient")
 COEFFICIENTS_FILE = "mix.json"  # beside a folded adapter: the per-module weights it was folded from
@@ -201,8 +202,8 @@ def fold(mixed: MixedLora, name: str = "cocktail") -> Any:
 
 
 def save_folded(model, name: str, target: Path, coefficients: dict[str, Any] | None = None) -> Path:
-    """Save adapter `name` as a standard PEFT folder at `target`, atomically: written beside it, then swapped in;
-    a failure leaves an existing adapter untouched."""
+    """Save adapter `name` as a standard PEFT folder at `target`, written beside it and then published
+    (`publish_folder`): a failure leaves an existing adapter untouched."""
     target = Path(target)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -214,13 +215,7 @@ def save_folded(model, name: str, target: Path, coefficients: dict[str, Any] | N
             raise RaylibError("The folded adapter has no target modules.")
         if coefficients is not None:
             (folder / COEFFICIENTS_FILE).write_text(json.dumps(coefficients, indent=1))
-        if target.exists():
-            old = target.with_name(f".{target.name}.old{os.getpid()}")
-            os.replace(target, old)
-            os.replace(folder, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(folder, target)
+        publish_folder(folder, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, comma_list, DatasetSpec, ExistingFile, MovieLensFolder, Dtype, TrainJob, TuneSettings
+from raylib.config import (STRICT, DatasetSpec, Dtype, ExistingFile, MovieLensFolder, Seed, SplitShares, TrainJob,
+                           TuneSettings)
 from raylib.prompts import GENREC_INSTRUCTIONS
 
 
@@ -27,14 +28,13 @@ class SequenceDataConfig:
     # BIGRec Sec. 4.1: the 10 most recent items form the history.
     history_len: int = Field(10, ge=1)
     # Global time split of all interactions (train / valid / test periods), by the target's timestamp.
-    time_fractions: Annotated[list[float], BeforeValidator(comma_list), Field(min_length=3, max_length=3)] = \
-        dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
+    time_fractions: SplitShares = dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
     # BIGRec's few-sample setting trains on 1024 windows; 0 = all training windows.
     train_samples: int = Field(1024, ge=0)
     # Fixed-size seeded samples for the expensive LLM evaluation (0 = all).
     valid_samples: int = Field(200, ge=0)
     test_samples: int = Field(500, ge=0)
-    seed: int = 42
+    seed: Seed = 42
     # Prompt + response token limit; longer prompts lose whole history items, oldest first.
     max_length: int = Field(512, ge=32)
     domain: str = Field("movie", min_length=1)
@@ -50,8 +50,6 @@ class SequenceDataConfig:
             raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
         if self.source == "files" and not (self.interactions_file and self.items_file):
             raise ValueError("source=files needs interactions_file and items_file (CSV or Parquet)")
-        if abs(sum(self.time_fractions) - 1.0) > 1e-6 or min(self.time_fractions) <= 0:
-            raise ValueError(f"time_fractions {self.time_fractions} must be three positive shares summing to 1")
         return self
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,15 +137,21 @@ class Recommender:
         self.base = load_model(model_config, self.device, choose_dtype(self.config.dtype, self.device)).eval()
         self.model = None  # the PeftModel, once the first adapter is loaded
         self.loaded: set[str] = set()
+        # One model, adapters loaded, evicted (Serve's LRU, from a pool thread) and generated with: one at a time.
+        self.lock = threading.RLock()
         self._trie = None  # the catalogue's token trie, for constrained requests (`title_trie`)
 
     # ---- adapters by id (PEFT multi-adapter: one base model, LoRA weights per id)
     def load_adapter(self, adapter_id: str) -> str:
-        from peft import PeftModel
-
         path = self.folder / "adapters" / adapter_id
         if not ADAPTER_ID.match(adapter_id) or not (path / "adapter_config.json").is_file():
             raise UnknownAdapter(f"No adapter {adapter_id!r}; this service has {adapter_ids(self.folder)}.")
+        with self.lock:
+            return self._load(adapter_id, path)
+
+    def _load(self, adapter_id: str, path: Path) -> str:
+        from peft import PeftModel
+
         if adapter_id not in self.loaded:
             if self.model is None:
                 self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=adapter_id).eval()
@@ -154,11 +161,12 @@ class Recommender:
         return adapter_id
 
     def unload_adapter(self, adapter_id: str) -> None:
-        if adapter_id in self.loaded and len(self.loaded) > 1:  # PEFT keeps at least one adapter
-            if self.model.active_adapter == adapter_id:
-                self.model.set_adapter(next(a for a in self.loaded if a != adapter_id))
-            self.model.delete_adapter(adapter_id)
-            self.loaded.discard(adapter_id)
+        with self.lock:
+            if adapter_id in self.loaded and len(self.loaded) > 1:  # PEFT keeps at least one adapter
+                if self.model.active_adapter == adapter_id:
+                    self.model.set_adapter(next(a for a in self.loaded if a != adapter_id))
+                self.model.delete_adapter(adapter_id)
+                self.loaded.discard(adapter_id)
 
     def title_trie(self):
         """The token trie of the catalogue's answers (BIGRec's quoted titles), built on first use."""
@@ -178,6 +186,14 @@ class Recommender:
         L2 to every title under the base model, re-weighted by `(1 + pop)^-gamma` (default: the tuned gamma);
         the history's own items left out unless `exclude_history=False`; with `constrained` (default: as
         published) the beams may only spell catalogue titles."""
+        unknown = [i for i in history if i not in self.catalogue.index]
+        if unknown:
+            raise UnknownItems(f"history items not in the catalogue: {unknown[:5]}")
+        with self.lock:
+            return self._recommend(adapter_id, history, k, exclude_history, gamma, constrained)
+
+    def _recommend(self, adapter_id: str, history: list[str], k: int, exclude_history: bool, gamma: float | None,
+                   constrained: bool | None) -> dict[str, Any]:
         import torch
 
         from raylib.generation import beam_search
@@ -185,9 +201,8 @@ class Recommender:
         from raylib.prompts import answer_text
         from raylib.methods.nextitem.task import fitted_prompt
 
-        unknown = [i for i in history if i not in self.catalogue.index]
-        if unknown:
-            raise UnknownItems(f"history items not in the catalogue: {unknown[:5]}")
+        # at most the items left to recommend: a larger k would fill the answer with excluded (infinite) scores
+        k = min(k, len(self.catalogue) - (len(set(history)) if exclude_history else 0))
         self.load_adapter(adapter_id)
         self.model.set_adapter(adapter_id)
         record = {"history": [self.catalogue.title(i) for i in history], "target": "", "template": -1}
@@ -201,6 +216,8 @@ class Recommender:
             query = embed_texts(self.model.get_base_model(), self.tokenizer, [generated], progress=False,
                                 pooling=c.pooling)
         gamma = c.gamma if gamma is None else gamma
+        if k <= 0:  # the history is the whole catalogue
+            return {"generated": generated, "adapter": adapter_id, "gamma": gamma, "items": []}
         # a running top-k over chunks of the catalogue: memory bounded by a chunk, whatever its size
         top, scores = nearest_items(query, self.item_embeddings, k,
                                     exclude=[{self.catalogue.index[i] for i in history}] if exclude_history else None,
@@ -208,4 +225,4 @@ class Recommender:
         top, scores = top[0], dict(zip(top[0].tolist(), scores[0].tolist()))
         return {"generated": generated, "adapter": adapter_id, "gamma": gamma,
                 "items": [{"item_id": self.catalogue.item_ids[i], "title": self.catalogue.titles[i],
-                           "score": float(scores[i])} for i in top]}
+                           "score": float(scores[i])} for i in top if np.isfinite(scores[i])]}

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, DatasetSpec, ExistingFile, MovieLensFolder, Dtype, TrainJob
+from raylib.config import STRICT, Seed, DatasetSpec, ExistingFile, MovieLensFolder, Dtype, TrainJob
 
 
 @dataclass(config=STRICT)
@@ -35,7 +35,7 @@ class DataConfig:
     train_samples: int = Field(64, ge=0)
     valid_samples: int = Field(256, ge=0)
     test_samples: int = Field(0, ge=0)
-    seed: int = 42
+    seed: Seed = 42
     # TALLRec's cutoff_len; prompts longer than this lose whole history items (oldest first), never the question.
     max_length: int = Field(512, ge=16)
     # No longer read: records are built as columns (seconds even at millions of interactions), not cached. Kept

@@ -1,0 +1,414 @@
+"""Reliability and security under attack: `raylib bench reliability` writes reports/reliability.{json,md}.
+
+  schemathesis  the running service (untrained CRM and LoRA weights over the configured model: robustness, not
+                quality) under Schemathesis: property-based requests on every route of its own `/openapi.json`,
+                valid bodies and schema-breaking ones, first with the CRM answering everything (fast: the bulk
+                of the requests), then routed by the tuned threshold (the LLM too). Counted: requests, 5xx, 4xx
+                bodies that are not JSON.
+  faults        each fault injected for real, and what happened: a publish killed mid-copy, state files cut
+                short, a stale JIT lock, `fresh_start` on a shared storage root, a second job into a folder in
+                use, a hung CRM and generator, a killed LLM replica, an empty token file.
+  bad_inputs    `raylib` commands given bad input: their exit code and the one line they print.
+
+Each phase is kept in `output_dir/phases/<name>.json` when done, so a rerun resumes. `tests/test_serve.py` runs
+a short Schemathesis pass (`fuzz`) against its own app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from raylib.assets import PROJECT_DIR
+from raylib.config import STRICT, ModelConfig
+
+TOKEN = "bench-secret"
+
+
+@dataclass(config=STRICT)
+class BenchReliabilityConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # Schemathesis examples per route and mode (valid, schema-breaking): CRM-only, then routed through the LLM.
+    crm_only_examples: int = Field(5000, ge=1)
+    routed_examples: int = Field(100, ge=1)
+    seed: int = Field(0, ge=0)
+    port: int = Field(8124, ge=1)
+    output_dir: str = "runs/bench_reliability"
+    report: str = "reports/reliability.json"
+
+
+EXAMPLES_KEPT = 5  # failing requests kept in the report, to replay
+
+
+def fuzz(url: str, token: str | None, examples_per_route: int, seed: int = 0) -> dict[str, Any]:
+    """`examples_per_route` generated requests per route and mode (valid, schema-breaking) against `url`:
+    {"requests", "server_errors", "bad_json", "routes", "statuses", "examples"}."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.generation import GenerationMode
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    schema = schemathesis.openapi.from_url(url + "/openapi.json", headers=headers, timeout=60)
+    found: dict[str, Any] = {"requests": 0, "server_errors": 0, "bad_json": 0, "routes": [], "statuses": {},
+                             "examples": []}
+
+    def answer(case) -> None:
+        response = case.call(base_url=url, headers=headers, timeout=300)
+        status = response.status_code
+        found["requests"] += 1
+        found["statuses"][str(status)] = found["statuses"].get(str(status), 0) + 1
+        bad = status >= 500
+        found["server_errors"] += bad
+        if 400 <= status < 500:
+            try:
+                json.loads(response.content)
+            except ValueError:
+                bad = True
+                found["bad_json"] += 1
+        if bad and len(found["examples"]) < EXAMPLES_KEPT:
+            found["examples"].append({"route": f"{case.method} {case.path}", "status": status,
+                                      "body": repr(case.body)[:500], "answer": response.text[:300]})
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        found["routes"].append(f"{operation.method.upper()} {operation.path}")
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            run = given(operation.as_strategy(generation_mode=mode))(answer)
+            run = settings(max_examples=examples_per_route, deadline=None, database=None, phases=[Phase.generate],
+                           suppress_health_check=list(HealthCheck))(run)
+            try:
+                hypothesis_seed(seed)(run)()
+            except Unsatisfiable:  # a route without inputs has no schema-breaking request (GET /healthz)
+                pass
+    return found
+
+
+# ------------------------------------------------------------------ a service to attack
+def untrained_artifacts(folder: Path, model_dir: str) -> list[dict[str, Any]]:
+    """What `jobs.corella` publishes, with untrained weights: crm/ (+ vocabulary), a PEFT adapter, routing.json;
+    returns 24 request samples of the test period."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from raylib.config import LoraSettings
+    from raylib.data.ctr import CtrVocab, load_ctr_data
+    from raylib.methods.corella.config import CrmSettings, CtrDataConfig
+    from raylib.methods.corella.crm import DCNv2, crm_shape, save_crm
+    from raylib.methods.corella.routing import RoutingConfig
+    from raylib.model import lora_config
+    from raylib.stages import file_sha1
+
+    data = load_ctr_data(CtrDataConfig())
+    vocab = CtrVocab.build(data.train, data.features)
+    torch.manual_seed(0)
+    shape = crm_shape(CrmSettings(), vocab)
+    save_crm(DCNv2(**shape).state_dict(), shape, vocab, folder / "crm")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora_config(LoraSettings())).save_pretrained(
+        folder / "adapter")
+    RoutingConfig(threshold=0.5, llm_budget=0.2, vocab_hash=vocab.fingerprint(),
+                  crm_hash=file_sha1(folder / "crm" / "model.safetensors"),
+                  adapter_hash=file_sha1(folder / "adapter" / "adapter_model.safetensors"),
+                  model=str(model_dir)).save(folder / "routing.json")
+    return data.test.slice(0, 24).table().drop(["label", "timestamp"]).to_pylist()
+
+
+def untrained_recommender(folder: Path, model_dir: str):
+    """What `jobs.bigrec` publishes for serving, with untrained weights: 200 MovieLens titles embedded by the
+    base model, and two different adapters ("bigrec", "other") for the multiplexing."""
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from raylib.data.movielens import load_movielens
+    from raylib.data.sequences import Catalogue
+    from raylib.methods.nextitem.grounding import embed_texts
+    from raylib.methods.nextitem.recommender import RecommenderConfig, publish_recommender
+
+    items = load_movielens().items.slice(0, 200).to_pydict()
+    catalogue = Catalogue([str(i) for i in items["item_id"]], items["title"], np.arange(200, dtype=np.float64))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    embeddings = embed_texts(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer, catalogue.titles,
+                             progress=False)
+    adapters = {}
+    for seed, name in enumerate(("bigrec", "other")):
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+        get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora).save_pretrained(folder / name)
+        adapters[name] = folder / name
+    config = RecommenderConfig(model=str(model_dir), domain="movie", max_length=256, num_beams=2,
+                               max_new_tokens=6, pooling="last", gamma=0.5)
+    return publish_recommender(folder / "recommender", config, catalogue, embeddings, adapters), catalogue
+
+
+def service_config(artifacts: Path, recommender: Path, token_file: Path, port: int,
+                   router: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Serve deploy config of the app on this machine, the token read from `token_file` by the router."""
+    from raylib.serving import TOKEN_FILE_ENV
+
+    return {"http_options": {"host": "127.0.0.1", "port": port}, "applications": [{
+        "name": "raylib", "route_prefix": "/", "import_path": "serve.app:build",
+        "args": {"artifacts": str(artifacts), "recommender": str(recommender)},
+        "runtime_env": {"env_vars": {TOKEN_FILE_ENV: str(token_file)}},
+        "deployments": [{"name": "Router", "user_config": {"llm_timeout_s": 60.0, **(router or {})}}]}]}
+
+
+# ------------------------------------------------------------------ the phases
+def _phase(folder: Path, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A phase's result, kept once done: a rerun resumes after the last finished phase."""
+    from raylib.stages import read_json, write_json
+
+    path = folder / "phases" / f"{name}.json"
+    kept = read_json(path)
+    if kept is not None:
+        return kept
+    print(f"[bench reliability] {name} ...", flush=True)
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
+    return result
+
+
+def _call(url: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def service_faults(url: str, deploy: Callable[[dict[str, Any]], None], samples: list[dict[str, Any]],
+                   history: list[str], dashboard: str) -> dict[str, dict[str, Any]]:
+    """Faults injected into the running service: deadlines a CRM and a generator cannot meet, a killed LLM
+    replica under load."""
+    import ray
+
+    from raylib.serving import replica_actors
+
+    faults = {}
+    deploy({"crm_timeout_s": 1e-6, "generator_timeout_s": 1e-6})
+    predict, recommend = _call(url, "/predict", {"samples": samples[:2]}), _call(url, "/recommend",
+                                                                                {"history": history})
+    faults["hung_crm"] = {"injected": "a CRM that cannot answer within crm_timeout_s",
+                          "outcome": f"/predict answered {predict[0]}: {predict[1].get('detail')}",
+                          "lost": predict[0] != 504}
+    faults["hung_generator"] = {"injected": "a generator that cannot answer within generator_timeout_s",
+                                "outcome": f"/recommend answered {recommend[0]}: {recommend[1].get('detail')}",
+                                "lost": recommend[0] != 504}
+    deploy({"threshold": 0.0, "llm_timeout_s": 5.0})
+    ray.kill(ray.get_actor(replica_actors("LLM", dashboard)[0], namespace="serve"), no_restart=True)
+    answers = [_call(url, "/predict", {"samples": samples[i:i + 2]}) for i in range(0, 12, 2)]
+    degraded = sum(p["degraded"] for status, body in answers if status == 200 for p in body["predictions"])
+    faults["killed_llm_replica"] = {
+        "injected": "the LLM's only replica killed while every sample is routed to it",
+        "outcome": f"{sum(s == 200 for s, _ in answers)}/{len(answers)} requests answered 200, {degraded} samples "
+                   "by the CRM marked degraded; Serve started a new replica",
+        "lost": any(s != 200 for s, _ in answers)}
+    deploy({})
+    return faults
+
+
+def file_faults(work: Path) -> dict[str, dict[str, Any]]:
+    """Faults on the files a job keeps: each injected in `work` (this benchmark's own folder)."""
+    from raylib.config import from_dict
+    from raylib.methods.tallrec.config import TallrecJobConfig
+    from raylib.stages import cached_stage, folder_in_use, keep
+    from raylib.train.checkpoint import claim_output_dir, publish_folder, published_version
+    from raylib.train.storage import run_name, storage_path
+
+    faults = {}
+    source, target = work / "source", work / "published"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "routing.json").write_text("v1")
+    publish_folder(source, target)
+    serving = published_version(target)
+    (target.with_name(f".{target.name}.versions") / ".staging-killed").mkdir(exist_ok=True)  # a kill mid-copy
+    (source / "routing.json").write_text("v2")
+    publish_folder(source, target)
+    faults["publish_killed_mid_copy"] = {
+        "injected": "a publish killed mid-copy (its half-copied version left), then published again",
+        "outcome": f"the link always named a whole version; now {(target / 'routing.json').read_text()}, the "
+                   f"version an app resolved before still reads {(serving / 'routing.json').read_text()}",
+        "lost": (serving / "routing.json").read_text() != "v1"}
+
+    state = work / "stage.json"
+    keep(state, {"k": 1}, {"value": 1})
+    state.write_text(state.read_text()[:7])
+    again = cached_stage(state, {"k": 1}, lambda: "computed again")
+    faults["state_file_cut_short"] = {"injected": "a stage cache cut short (a kill or a full disk mid-write)",
+                                      "outcome": f"read as a miss: the stage {again!r}", "lost": False}
+
+    shared = work / "shared"
+    other = shared / "someone-else" / "weights.bin"
+    other.parent.mkdir(parents=True, exist_ok=True)
+    other.write_text("not ours")
+    job = from_dict(TallrecJobConfig, {"output_dir": str(work / "job"), "train": {"storage_path": str(shared)}})
+    claim_output_dir(Path(job.output_dir), {"run": 1}, False, storage_path(job), run_name(job))
+    claim_output_dir(Path(job.output_dir), {"run": 2}, True, storage_path(job), run_name(job))
+    faults["fresh_start_on_a_shared_root"] = {
+        "injected": "train.fresh_start=true with train.storage_path a root other runs share",
+        "outcome": "the run's own folder was reset; another run's file beside it "
+                   + ("survived" if other.is_file() else "was DELETED"), "lost": not other.is_file()}
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom raylib.stages import folder_in_use\n"
+                               "with folder_in_use(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
+                               str(work / "busy")], stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        try:
+            with folder_in_use(work / "busy"):
+                said = "NOT REFUSED"
+        except Exception as err:  # noqa: BLE001 - what a second job is told is the outcome
+            said = str(err).splitlines()[0]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    faults["second_job_into_a_folder_in_use"] = {"injected": "a second job started into a running job's output_dir",
+                                                 "outcome": said, "lost": said == "NOT REFUSED"}
+    return faults
+
+
+def process_faults(work: Path) -> dict[str, dict[str, Any]]:
+    """Faults that stop a process: a stale JIT lock left by a killed loader; an empty token file."""
+    from raylib.assets import cache_root
+
+    lock = Path(os.environ.get("TORCH_EXTENSIONS_DIR", cache_root() / "torch_extensions")) / "deepspeed_shm_comm"
+    lock.mkdir(parents=True, exist_ok=True)
+    (lock / "lock").touch()
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", "from raylib.assets import load_deepspeed_cpu_ops as f; f()"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    faults = {"stale_jit_lock": {
+        "injected": "the JIT lock file a killed loader leaves",
+        "outcome": f"the next load returned {done.returncode} in {time.perf_counter() - start:.1f} s "
+                   "(it used to wait forever)", "lost": done.returncode != 0}}
+    empty = work / "empty-token"
+    empty.write_text("\n")
+    probe = subprocess.run([sys.executable, "-c", "from raylib.serving import token_from_env; token_from_env()"],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "RAYLIB_SERVE_TOKEN_FILE": str(empty)})
+    faults["empty_token_file"] = {
+        "injected": "RAYLIB_SERVE_TOKEN_FILE naming an empty file, as the router starts (it resolves it then)",
+        "outcome": (probe.stderr.strip().splitlines() or ["started"])[-1][-200:],
+        "lost": probe.returncode == 0}
+    return faults
+
+
+BAD_INPUTS = {
+    "negative_seed": ["train", "corella", "data.seed=-1"],
+    "nan_split": ["train", "corella", "data.split_fractions=nan,0.1,0.1"],
+    "unknown_field": ["train", "tallrec", "train.epochz=1"],
+    "missing_dataset": ["train", "bigrec", "data.dataset=/no/such/folder"],
+    "serve_open_public_host": ["serve", "--host", "0.0.0.0"],
+    "serve_nan_timeout": ["serve", "--llm-timeout-s", "nan"],
+}
+
+
+def bad_inputs(work: Path) -> dict[str, dict[str, Any]]:
+    """Each bad input given to `raylib`: its exit code and the one line it prints (stderr's last line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAYLIB_SERVE_TOKEN")}
+    out = {}
+    for name, argv in BAD_INPUTS.items():
+        argv = [*argv, f"output_dir={work / name}"] if argv[0] == "train" else [*argv, "--artifacts", str(work)]
+        done = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], capture_output=True, text=True,
+                              timeout=600, env=env, cwd=PROJECT_DIR)
+        lines = done.stderr.strip().splitlines()
+        out[name] = {"exit_code": done.returncode, "line": lines[-1] if lines else "",
+                     "lines": len(lines), "command": "raylib " + " ".join(argv)}
+    return out
+
+
+def run_bench(config: BenchReliabilityConfig) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from raylib.model import resolve_model_path
+    from raylib.runtime import ensure_ray
+    from raylib.serving import dashboard_url, deploy
+
+    work = Path(config.output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    report: dict[str, Any] = {"config": dataclasses.asdict(config)}
+    ensure_ray()
+    model_dir = resolve_model_path(config.model.name)
+    token_file = work / "token"
+    token_file.write_text(TOKEN + "\n")
+    if not (work / "service" / "artifacts" / "routing.json").is_file():
+        (work / "service").mkdir(exist_ok=True)
+        (work / "service" / "samples.json").write_text(json.dumps(
+            untrained_artifacts(work / "service" / "artifacts", model_dir)))
+        untrained_recommender(work / "service", model_dir)
+    samples = json.loads((work / "service" / "samples.json").read_text())
+    url, dashboard = f"http://127.0.0.1:{config.port}", dashboard_url()
+
+    def deployed(router: dict[str, Any]) -> None:
+        deploy(service_config(work / "service" / "artifacts", work / "service" / "recommender", token_file,
+                              config.port, router), dashboard, timeout_s=600)
+
+    def fuzz_phase(examples: int, router: dict[str, Any]) -> dict[str, Any]:
+        deployed(router)
+        return fuzz(url, TOKEN, examples, config.seed)
+
+    crm_only = _phase(work, "schemathesis_crm_only",
+                      lambda: fuzz_phase(config.crm_only_examples, {"threshold": 0.6931471805599453}))
+    routed = _phase(work, "schemathesis_routed", lambda: fuzz_phase(config.routed_examples, {}))
+    report["schemathesis"] = {
+        "requests": crm_only["requests"] + routed["requests"],
+        "server_errors": crm_only["server_errors"] + routed["server_errors"],
+        "bad_json": crm_only["bad_json"] + routed["bad_json"],
+        "routes": sorted(set(crm_only["routes"]) | set(routed["routes"])),
+        "passes": {"crm_only": crm_only, "routed": routed}}
+    history = [str(i) for i in pq.read_table(work / "service" / "recommender" / "catalogue.parquet",
+                                             columns=["item_id"]).column(0).to_pylist()[:3]]
+    faults = _phase(work, "service_faults", lambda: (deployed({}), service_faults(
+        url, deployed, samples, history, dashboard))[1])
+    faults.update(_phase(work, "file_faults", lambda: file_faults(work / "drills")))
+    faults.update(_phase(work, "process_faults", lambda: process_faults(work / "drills")))
+    report["faults"] = faults
+    report["bad_inputs"] = _phase(work, "bad_inputs", lambda: bad_inputs(work / "bad"))
+    report["wall_time_s"] = time.time() - started
+    write_report(report, Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report)
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    fuzzed = report["schemathesis"]
+    lines = ["# Reliability and security: what was tried and what happened", "",
+             "Made by `raylib bench reliability` (raylib/bench/reliability.py); the guarantees are in "
+             "docs/reliability.md.", "",
+             f"**Schemathesis**: {fuzzed['requests']} requests on {', '.join(fuzzed['routes'])}: "
+             f"{fuzzed['server_errors']} server errors (5xx), {fuzzed['bad_json']} 4xx answers that were not JSON.",
+             "", "| fault | injected | outcome | lost |", "|---|---|---|---|"]
+    lines += [f"| {name} | {f['injected']} | {f['outcome']} | {'yes' if f['lost'] else 'no'} |"
+              for name, f in report["faults"].items()]
+    lines += ["", "| bad input | command | exit code | the line it printed |", "|---|---|---|---|"]
+    lines += [f"| {name} | `{b['command']}` | {b['exit_code']} | {b['line']} |"
+              for name, b in report["bad_inputs"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    from raylib.stages import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, report)
+    path.with_suffix(".md").write_text(markdown(report))
