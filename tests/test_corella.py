@@ -239,7 +239,8 @@ def tiny_corella_job(model_dir, out, tables, **extra):
 
 def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, tmp_path, loads):
     """As a GPU job on the session's logical GPUs with a bf16 LLM: every load in a Ray process holding a GPU id,
-    none in the driver, and the CRM that routes trained and published in fp32 (not rounded to bf16)."""
+    none in the driver, and the CRM that routes trained and published in fp32 (not rounded to bf16). Every
+    stage checkpoints under one shared `train.storage_path`, each in its own run folder."""
     from safetensors.torch import load_file
 
     from raylib.methods.corella.pipeline import load_artifacts, run_corella
@@ -248,7 +249,7 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
     out = tmp_path / "corella"
     gpu = {"model": {"name": str(tiny_model_dir), "dtype": "bf16"}, "inference": {"gpus": 0.5}}
     train = {"batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3, "patience": 0, "cpus_per_worker": 1,
-             "eval_batch_size": 8, "use_gpu": True}
+             "eval_batch_size": 8, "use_gpu": True, "storage_path": str(tmp_path / "shared")}
     job = tiny_corella_job(tiny_model_dir, out, tables, **gpu, train={**train, "epochs": 1})
     report = run_corella(job)
     loads.assert_all_on_gpu_workers({"llm", "crm"})
@@ -295,6 +296,8 @@ def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, 
     resumed = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == joint_state["history"][0]
+    runs = [p for p in (tmp_path / "shared").iterdir() if (p / ".raylib-run.json").is_file()]
+    assert len(runs) >= 3  # the CRM and the two LLM stages: one run folder each under the shared root
 
 
 def test_a_bad_rating_line_is_named(tmp_path):

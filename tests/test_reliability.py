@@ -3,6 +3,7 @@ path is never wiped by one run's `fresh_start`, one job per output_dir, a search
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -362,3 +363,71 @@ def test_a_split_or_seed_that_would_fail_after_work_started_is_one_line_before(c
 
     with pytest.raises(RaylibError, match=re.escape(said)):
         from_dict(CorellaJobConfig, changes)
+
+
+# Cells a user's file may hold: numbers, and what breaks readers (NaN, infinities, overflow, text, nothing).
+NASTY_CELLS = ["0", "1", "5", "4.5", "-3", "1e30", "-1e400", "nan", "inf", "-inf", "", " ", "abc", "½", "0x10",
+               "9223372036854775808", "1_000"]
+
+
+def test_any_interaction_file_is_read_or_refused_in_one_line(tmp_path):
+    """Hypothesis: random atomic files of nasty cells; the reader returns a dataset whose times and ratings are
+    finite, or a RaylibError of one line, never another exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from raylib.data.dataset import load_dataset
+
+    row = st.tuples(st.sampled_from(["u1", "u2", "ü", ""]), st.sampled_from(["i1", "i2", "i3"]),
+                    st.sampled_from(NASTY_CELLS), st.sampled_from(NASTY_CELLS))
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(row, min_size=1, max_size=6))
+    def read(rows):
+        (tmp_path / "d.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n" +
+                                          "".join("\t".join(r) + "\n" for r in rows))
+        (tmp_path / "d.item").write_text("item_id:token\ttitle:token_seq\ni1\tOne\ni2\tTwo\ni3\tThree\n")
+        try:
+            data = load_dataset(tmp_path)
+        except RaylibError as err:
+            assert len(str(err).splitlines()) == 1, str(err)
+            return
+        inter = data.interactions.to_pydict()
+        assert all(abs(t) < 2**63 for t in inter["timestamp"])
+        assert all(r == r and abs(r) != float("inf") for r in inter.get("rating", []))
+
+    read()
+
+
+def test_any_request_body_is_a_sample_or_a_validation_error_that_json_can_carry():
+    """Hypothesis over /predict bodies: any JSON value per field is a valid Sample (whose features the router's
+    rules then take) or a pydantic error, and the 422 built from it is valid JSON."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from pydantic import ValidationError
+
+    from raylib.serving import RequestRules
+    from raylib.serving.guards import safe_json
+    from raylib.serving.schemas import Sample
+
+    values = st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=8),
+                       st.lists(st.one_of(st.floats(), st.text(max_size=4)), max_size=3))
+    fields = ["user_id", "item_id", "age", "gender", "zip", "title", "genres", "history_items", "history_titles",
+              "history_ratings"]
+    base = {"user_id": "u", "item_id": "i", "title": "T (1999)"}
+    rules = RequestRules({"age_buckets": True, "zip_prefix": 2}, (1.0, 5.0))
+
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(fields), values, max_size=4))
+    def check(changes):
+        try:
+            sample = Sample.model_validate({**base, **changes})
+        except ValidationError as err:
+            json.loads(safe_json({"detail": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]}))
+            return
+        try:
+            rules.apply([sample.model_dump()])
+        except ValueError as err:  # a 422 naming the sample
+            assert str(err).startswith("samples[0].")
+
+    check()

@@ -53,6 +53,7 @@ EXAMPLES_KEPT = 5  # failing requests kept in the report, to replay
 def fuzz(url: str, token: str | None, examples_per_route: int, seed: int = 0) -> dict[str, Any]:
     """`examples_per_route` generated requests per route and mode (valid, schema-breaking) against `url`:
     {"requests", "server_errors", "bad_json", "routes", "statuses", "examples"}."""
+    import requests
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
@@ -65,7 +66,11 @@ def fuzz(url: str, token: str | None, examples_per_route: int, seed: int = 0) ->
                              "examples": []}
 
     def answer(case) -> None:
-        response = case.call(base_url=url, headers=headers, timeout=300)
+        try:
+            response = case.call(base_url=url, headers=headers, timeout=300)
+        except requests.RequestException as err:  # no answer at all (reset, timeout): the service's failure
+            response = requests.Response()
+            response.status_code, response._content = 599, repr(err).encode()
         status = response.status_code
         found["requests"] += 1
         found["statuses"][str(status)] = found["statuses"].get(str(status), 0) + 1
