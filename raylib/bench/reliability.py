@@ -187,7 +187,8 @@ def _phase(folder: Path, name: str, compute: Callable[[], dict[str, Any]]) -> di
     return result
 
 
-def _call(url: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+def _call(url: str, path: str, body: Any = None, token: str | None = TOKEN,
+          timeout_s: float = 300.0) -> tuple[int, Any]:
     import urllib.error
     import urllib.request
 
@@ -195,10 +196,14 @@ def _call(url: str, path: str, body: Any = None, token: str | None = TOKEN) -> t
                                      headers={"Content-Type": "application/json",
                                               **({"Authorization": f"Bearer {token}"} if token else {})})
     try:
-        with urllib.request.urlopen(request, timeout=300) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+    except urllib.error.HTTPError as err:  # the proxy's own answers (no app yet) are text, not JSON
+        text = err.read().decode(errors="replace")
+        try:
+            return err.code, json.loads(text or "{}")
+        except ValueError:
+            return err.code, {"detail": text[:200]}
 
 
 def service_faults(url: str, deploy: Callable[[dict[str, Any]], None], samples: list[dict[str, Any]],
@@ -230,6 +235,40 @@ def service_faults(url: str, deploy: Callable[[dict[str, Any]], None], samples: 
         "lost": any(s != 200 for s, _ in answers)}
     deploy({})
     return faults
+
+
+def empty_token_fault(config: dict[str, Any], empty_file: Path, url: str, dashboard: str,
+                      timeout_s: float = 180.0) -> dict[str, Any]:
+    """The app deployed again with its token file emptied: the router must refuse to start (it used to serve
+    every endpoint open), and no request without the token may be answered."""
+    from ray import serve
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from raylib.serving import TOKEN_FILE_ENV
+
+    empty_file.write_text("\n")
+    broken = json.loads(json.dumps(config))
+    broken["applications"][0]["runtime_env"]["env_vars"][TOKEN_FILE_ENV] = str(empty_file)
+    ServeSubmissionClient(dashboard).deploy_applications(broken)
+    deadline, status, message = time.time() + timeout_s, "", ""
+    time.sleep(5)
+    while time.time() < deadline:  # Serve retries a replica that fails to start: its first failure is the answer
+        app = serve.status().applications.get("raylib")
+        router = app.deployments.get("Router") if app else None
+        status = str(getattr(router.status, "value", router.status)) if router else "missing"
+        message = router.message if router else ""
+        if status in ("HEALTHY", "UNHEALTHY", "DEPLOY_FAILED") or "token file" in message:
+            break
+        time.sleep(2)
+    try:  # 200 only from a router serving without its token
+        open_answer = _call(url, "/openapi.json", token=None, timeout_s=15)[0]
+    except OSError as err:  # nothing answered: closed, which is the point
+        open_answer = type(err).__name__
+    said = next((line.split("RaylibError: ", 1)[1] for line in message.splitlines() if "RaylibError: " in line),
+                message[-200:])
+    return {"injected": "RAYLIB_SERVE_TOKEN_FILE naming an empty file, the app deployed again",
+            "outcome": f"the router is {status} ({said}); a request without the token got {open_answer}",
+            "lost": open_answer == 200 or status == "HEALTHY"}
 
 
 def file_faults(work: Path) -> dict[str, dict[str, Any]]:
@@ -293,7 +332,7 @@ def file_faults(work: Path) -> dict[str, dict[str, Any]]:
 
 
 def process_faults(work: Path) -> dict[str, dict[str, Any]]:
-    """Faults that stop a process: a stale JIT lock left by a killed loader; an empty token file."""
+    """A fault that stopped every later process: a stale JIT lock left by a killed loader."""
     from raylib.assets import cache_root
 
     lock = Path(os.environ.get("TORCH_EXTENSIONS_DIR", cache_root() / "torch_extensions")) / "deepspeed_shm_comm"
@@ -306,15 +345,6 @@ def process_faults(work: Path) -> dict[str, dict[str, Any]]:
         "injected": "the JIT lock file a killed loader leaves",
         "outcome": f"the next load returned {done.returncode} in {time.perf_counter() - start:.1f} s "
                    "(it used to wait forever)", "lost": done.returncode != 0}}
-    empty = work / "empty-token"
-    empty.write_text("\n")
-    probe = subprocess.run([sys.executable, "-c", "from raylib.serving import token_from_env; token_from_env()"],
-                           capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "RAYLIB_SERVE_TOKEN_FILE": str(empty)})
-    faults["empty_token_file"] = {
-        "injected": "RAYLIB_SERVE_TOKEN_FILE naming an empty file, as the router starts (it resolves it then)",
-        "outcome": (probe.stderr.strip().splitlines() or ["started"])[-1][-200:],
-        "lost": probe.returncode == 0}
     return faults
 
 
@@ -386,6 +416,9 @@ def run_bench(config: BenchReliabilityConfig) -> dict[str, Any]:
                                              columns=["item_id"]).column(0).to_pylist()[:3]]
     faults = _phase(work, "service_faults", lambda: (deployed({}), service_faults(
         url, deployed, samples, history, dashboard))[1])
+    faults["empty_token_file"] = _phase(work, "empty_token_file", lambda: empty_token_fault(
+        service_config(work / "service" / "artifacts", work / "service" / "recommender", token_file, config.port),
+        work / "empty-token", url, dashboard))
     faults.update(_phase(work, "file_faults", lambda: file_faults(work / "drills")))
     faults.update(_phase(work, "process_faults", lambda: process_faults(work / "drills")))
     report["faults"] = faults
@@ -405,8 +438,8 @@ def markdown(report: dict[str, Any]) -> str:
              "", "| fault | injected | outcome | lost |", "|---|---|---|---|"]
     lines += [f"| {name} | {f['injected']} | {f['outcome']} | {'yes' if f['lost'] else 'no'} |"
               for name, f in report["faults"].items()]
-    lines += ["", "| bad input | command | exit code | the line it printed |", "|---|---|---|---|"]
-    lines += [f"| {name} | `{b['command']}` | {b['exit_code']} | {b['line']} |"
+    lines += ["", "| bad input | command | exit code | lines on stderr | the line |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | `{b['command']}` | {b['exit_code']} | {b['lines']} | {b['line']} |"
               for name, b in report["bad_inputs"].items()]
     return "\n".join(lines) + "\n"
 
