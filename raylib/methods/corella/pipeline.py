@@ -97,7 +97,8 @@ def crm_stage(job: CorellaJobConfig, views: CorellaViews) -> tuple[CrmJobConfig,
                   "epochs": s.epochs, "patience": s.patience, "weight_decay": s.weight_decay, "zero_stage": 0,
                   "num_workers": s.num_workers, "eval_batch_size": 4096, "seed": job.train.seed,
                   "fresh_start": job.train.fresh_start, "use_gpu": job.train.use_gpu,
-                  "max_failures": job.train.max_failures}}, where="CRM stage")
+                  "max_failures": job.train.max_failures, "storage_path": job.train.storage_path}},
+        where="CRM stage")
     encoded = Path(stage.output_dir) / VIEWS_DIR
     return (stage, write_encoded(views.crm_train, views.vocab, encoded / "train.parquet"),
             write_encoded(views.crm_valid, views.vocab, encoded / "valid.parquet"))
