@@ -1,4 +1,4 @@
-"""The leaderboard (issue 22): every method on one dataset and its one time split, side by side.
+"""The leaderboard: every method on one dataset and its one time split, side by side.
 
 A client of the method jobs. Each runs from its recipe (`recipes`: the CPU recipes by default) with
 `data.dataset` set to the leaderboard's dataset, in `<output_dir>/<method>`, and keeps its outcome in

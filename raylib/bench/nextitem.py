@@ -30,7 +30,7 @@ from raylib.prompts import GENREC_INSTRUCTIONS
 METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_exact", "genrec_grounded")
 
 
-# The training knobs item 8 of issue 21 sweeps, one at a time from the CPU recipe (1024 windows, 1 epoch, lr 1e-3).
+# The training knobs the recipe sweep varies, one at a time from the CPU recipe (1024 windows, 1 epoch, lr 1e-3).
 SWEEP = {"response_lr3e-3": {"train": {"learning_rate": 3.0e-3}},
          "response_2048_windows": {"data": {"train_samples": 2048}}, "response_2_epochs": {"train": {"epochs": 2}}}
 
@@ -54,7 +54,7 @@ class BenchNextItemConfig(NextItemJobConfig):
         "authors": {}, "response_loss": {"train": {"loss_on": "response"}},
         "constrained": {"generation": {"constrained": True}}, "exclude_seen": {"exclude_seen": True},
         "response_constrained": {"train": {"loss_on": "response"}, "generation": {"constrained": True}},
-        # Issue 21 item 8, the recipe sweep: each changes one training knob of `response_constrained`, chosen on
+        # The recipe sweep: each changes one training knob of `response_constrained`, chosen on
         # validation (`recipe_on_validation`), never on test.
         **{name: {**change, "train": {"loss_on": "response", **change.get("train", {})},
                   "generation": {"constrained": True}} for name, change in SWEEP.items()}})

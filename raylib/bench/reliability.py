@@ -444,8 +444,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
+    """The report, its paths inside the project written relative to it (a reader's checkout is elsewhere)."""
     from raylib.stages import write_json
 
+    report = json.loads(json.dumps(report).replace(str(PROJECT_DIR) + "/", ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, report)
     path.with_suffix(".md").write_text(markdown(report))
