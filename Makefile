@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up, then run TALLRec on the embedded default (SmolLM2-135M + MovieLens-100K, CPU, offline)
-#   make test   set up, then run the test suite
+#   make test   set up, then run the test suite (all but the slow tier: `make test-all` runs every test)
 PYTHON ?= python3
 VENV ?= .venv
 # torch first, so pip takes the local CPU build where there is one instead of a multi-GB CUDA wheel.
@@ -10,7 +10,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-all bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -28,6 +28,9 @@ demo: setup
 	$(BIN)/python -m jobs.tallrec --config jobs/configs/tallrec_cpu.yaml
 
 test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup

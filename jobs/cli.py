@@ -6,6 +6,7 @@
     raylib plan --config F | --model NAME ...       will a GPU job fit (training and every inference phase)?
     raylib serve [--artifacts DIR] [--llm-gpus 1] ... the HTTP service (what `serve run serve.app:build` does)
     raylib report <output_dir>                      a finished run's table again
+    raylib report <leaderboard dir> --compare A B   the paired bootstrap between two leaderboard rows
     raylib gpu-check [--dry-run]                    the GPU check (reports/gpu.json)
 
 Every job: one line naming the problem (exit code 2) for a bad config, file or model, before any work starts.
@@ -84,9 +85,10 @@ BENCHES = {
     "scale": Entry("the GPU recipes planned, training overhead, 1 vs 2 workers, fault drills",
                    "raylib.bench.scale:BenchScaleConfig", "bench_scale.yaml", "raylib.bench.scale:run_bench",
                    "raylib.bench.scale:headline_json"),
-    "leaderboard": Entry("every method on one dataset and one time split: preference AUC and next-item NDCG",
+    "leaderboard": Entry("every method on one dataset and one time split: preference AUC and next-item NDCG, "
+                         "data budgets, cold-start and CRM-confidence slices",
                          "raylib.bench.leaderboard:BenchLeaderboardConfig", "bench_leaderboard.yaml",
-                         "raylib.bench.leaderboard:run_bench", "raylib.bench.leaderboard:markdown"),
+                         "raylib.bench.leaderboard:run_bench", "raylib.bench.leaderboard_report:markdown"),
     "scale-data": Entry("each method's data steps to its first optimizer step, 0.1 M to 25 M interactions",
                         "raylib.bench.data_scale:BenchScaleDataConfig", "bench_scale_data.yaml",
                         "raylib.bench.data_scale:run_bench", "raylib.bench.data_scale:markdown"),
@@ -218,6 +220,26 @@ def report_table(output_dir: str) -> str:
     return "\n\n".join(tables)
 
 
+def report_main(argv: list[str]) -> int:
+    """`raylib report <output_dir>`, or `<leaderboard output_dir> --compare ROW ROW`."""
+    compare = len(argv) == 4 and argv[1] == "--compare"
+    if len(argv) != 1 and not compare:
+        print("error: raylib report needs one output_dir (and, for a leaderboard's, --compare ROW ROW)",
+              file=sys.stderr)
+        return 2
+    try:
+        if compare:
+            from raylib.bench.leaderboard_report import compare as compare_rows, compare_text
+
+            print(compare_text(compare_rows(Path(argv[0]), argv[2], argv[3])))
+        else:
+            print(report_table(argv[0]))
+    except RaylibError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def serve_main(argv: list[str] | None) -> int:
     """`raylib serve`: the app from typed arguments (`raylib.serving.AppArgs`, one option per field), served on
     a local Ray (or RAY_ADDRESS) until Ctrl-C."""
@@ -287,15 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(list_everything())
         return 0
     if command == "report":
-        if len(rest) != 1:
-            print("error: raylib report needs one output_dir", file=sys.stderr)
-            return 2
-        try:
-            print(report_table(rest[0]))
-        except RaylibError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
+        return report_main(rest)
     if command == "plan":
         from jobs.plan import main as plan_main
 

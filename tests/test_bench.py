@@ -30,6 +30,7 @@ def tiny_bench(model_dir, tmp_path, data_dir, **extra):
         "report": str(tmp_path / "reports" / "tallrec.json"), **extra})
 
 
+@pytest.mark.slow
 def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny_model_dir, tmp_path, data_dir):
     config = tiny_bench(tiny_model_dir, tmp_path, data_dir)
     report = run_bench(config)

@@ -104,6 +104,7 @@ def local_cluster():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_ray_job_submit_runs_a_gpu_job_whose_weights_load_only_on_the_gpu_node(local_cluster, tiny_model_dir,
                                                                               movie_records, tmp_path):
     """`train.use_gpu=true` from the CPU head: the process-group backend follows what the workers have (gloo, no
@@ -191,6 +192,7 @@ cluster.shutdown()
 """
 
 
+@pytest.mark.slow
 def test_batch_scoring_runs_an_actor_on_every_gpu_node_and_none_on_the_head(tiny_model_dir, movie_records,
                                                                            tmp_path):
     """A `ray.cluster_utils.Cluster` (a CPU head, two worker nodes with a logical GPU each): TALLRec's scoring

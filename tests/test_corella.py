@@ -1,23 +1,20 @@
-"""CoReLLa: CTR data, DCNv2, the alignment loss, entropy routing, the threshold search, and the three stages end
-to end on a tiny random LLaMA through Ray Train (with a rerun that resumes), artifacts that reload and score the
-same."""
+"""CoReLLa: CTR data, DCNv2, the alignment loss, entropy routing and the threshold search. The three stages end
+to end (a rerun that resumes, artifacts that reload and score the same) are the leaderboard's CoReLLa job:
+tests/test_leaderboard.py."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from raylib import RaylibError
-from raylib.config import from_dict
-from raylib.methods.corella.config import CorellaJobConfig, CrmSettings, CtrDataConfig
+from raylib.methods.corella.config import CrmSettings, CtrDataConfig
 from raylib.methods.corella.crm import DCNv2, crm_batch, crm_probabilities, crm_shape
-from raylib.data.ctr import OOV, CtrVocab, check_ctr_table, load_ctr_data, read_ctr_table, sample_rows
+from raylib.data.ctr import OOV, CtrVocab, check_ctr_table, load_ctr_data, read_ctr_table
 from raylib.methods.corella.routing import (MAX_ENTROPY, RoutingConfig, combine, entropy, lowest_threshold, routed_report,
                             to_llm)
 
@@ -211,93 +208,6 @@ def test_routing_config_refuses_other_artifacts(tmp_path):
                                                    "threshold": 2.0}))
     with pytest.raises(RaylibError, match="outside"):
         RoutingConfig.load(tmp_path / "bad.json")
-
-
-# ------------------------------------------------------------------ the three stages end to end
-def _tables(ctr, folder):
-    """Small CTR tables in Parquet (a user's own data): 3000 / 300 / 300 samples of the embedded ML-100K."""
-    data, _ = ctr
-    paths = {}
-    for split, table, n in (("train", data.train, 3000), ("valid", data.valid, 300), ("test", data.test, 300)):
-        paths[split] = folder / f"{split}.parquet"
-        pq.write_table(sample_rows(table, n, 1).table(), paths[split])
-    return paths
-
-
-def tiny_corella_job(model_dir, out, tables, **extra):
-    values = {"model": {"name": str(model_dir), "dtype": "fp32"}, "output_dir": str(out),
-              "data": {"source": "files", "train_file": str(tables["train"]), "valid_file": str(tables["valid"]),
-                       "test_file": str(tables["test"]), "valid_samples": 60, "test_samples": 80,
-                       "max_length": 256},
-              "train": {"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
-                        "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8},
-              "crm": {"epochs": 2, "batch_size": 512}, "align": {"pairs": [[-1, -1], [1, 0]]},
-              "stages": {"joint_samples": 16, "llm_samples": 16, "valid_samples": 16},
-              "tune": {"num_samples": 2}, "routing": {"bootstrap_rounds": 100}, **extra}
-    return from_dict(CorellaJobConfig, values)
-
-
-def test_three_stages_route_resume_and_reload(ray_session, tiny_model_dir, ctr, tmp_path, loads):
-    """As a GPU job on the session's logical GPUs with a bf16 LLM: every load in a Ray process holding a GPU id,
-    none in the driver, and the CRM that routes trained and published in fp32 (not rounded to bf16). Every
-    stage checkpoints under one shared `train.storage_path`, each in its own run folder."""
-    from safetensors.torch import load_file
-
-    from raylib.methods.corella.pipeline import load_artifacts, run_corella
-
-    tables = _tables(ctr, tmp_path)
-    out = tmp_path / "corella"
-    gpu = {"model": {"name": str(tiny_model_dir), "dtype": "bf16"}, "inference": {"gpus": 0.5}}
-    train = {"batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3, "patience": 0, "cpus_per_worker": 1,
-             "eval_batch_size": 8, "use_gpu": True, "storage_path": str(tmp_path / "shared")}
-    job = tiny_corella_job(tiny_model_dir, out, tables, **gpu, train={**train, "epochs": 1})
-    report = run_corella(job)
-    loads.assert_all_on_gpu_workers({"llm", "crm"})
-    joint_crm = load_file(str(out / "stage2-joint" / "published" / "crm" / "model.safetensors"))
-    assert all(v.dtype == torch.float32 for v in joint_crm.values())
-    assert any((v.bfloat16().float() != v).any() for v in joint_crm.values())  # fp32 precision, not bf16's
-    assert report["test_samples"] == 80 and set(report["metrics"]) == {"crm", "llm", "routed"}
-    assert 0.0 <= report["llm_share"] <= 0.2 + 1e-9
-    assert report["threshold_search"]["bounds"][0] <= report["threshold"] <= math.log(2)
-    if report["routing"] != "on":  # routing did not beat the CRM on held-out validation: the CRM answers all
-        assert report["llm_share"] == 0.0 and report["metrics"]["routed"] == report["metrics"]["crm"]
-    joint_state = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
-    assert "val_crm_auc" in joint_state["history"][0]
-    artifacts = out / "artifacts"
-    assert {p.name for p in artifacts.iterdir()} == {"crm", "adapter", "routing.json"}
-
-    # The artifacts reload (PEFT adapter, safetensors CRM + vocabulary) and score exactly as in the report.
-    from raylib.methods.corella.pipeline import prepare_views
-
-    scorer = load_artifacts(artifacts, job)
-    data = load_ctr_data(job.data)
-    probs, mask = scorer.routed(prepare_views(job, data).test)
-    saved = json.loads((out / "scores" / "routed.json").read_text())["value"]
-    assert np.allclose(probs, saved["probs"], atol=1e-5) and mask.tolist() == saved["mask"]
-
-    # A CRM from another run is refused by the routing config.
-    routing = json.loads((artifacts / "routing.json").read_text())
-    (artifacts / "routing.json").write_text(json.dumps({**routing, "vocab_hash": "0" * 40}))
-    with pytest.raises(RaylibError, match="vocabulary"):
-        load_artifacts(artifacts, job)
-    (artifacts / "routing.json").write_text(json.dumps(routing))
-
-    # Rerun with one more epoch: stage 1 is not redone (no Ray Train run), stage 2 resumes from its checkpoint
-    # (epoch 1 comes back, it is not trained again) and trains epoch 2.
-    from raylib.methods.corella.pipeline import train_crm, train_llm_stage
-
-    crm_file = out / "stage1-crm" / "crm" / "model.safetensors"
-    crm_mtime = crm_file.stat().st_mtime
-    longer = tiny_corella_job(tiny_model_dir, out, tables, **gpu, train={**train, "epochs": 2})
-    views = prepare_views(longer, data)
-    crm_dir = train_crm(longer, views)
-    assert crm_file.stat().st_mtime == crm_mtime
-    train_llm_stage(longer, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
-    resumed = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
-    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
-    assert resumed["history"][0] == joint_state["history"][0]
-    runs = [p for p in (tmp_path / "shared").iterdir() if (p / ".raylib-run.json").is_file()]
-    assert len(runs) >= 3  # the CRM and the two LLM stages: one run folder each under the shared root
 
 
 def test_a_bad_rating_line_is_named(tmp_path):

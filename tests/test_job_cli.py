@@ -49,6 +49,7 @@ def test_other_jobs_check_their_config_too(tmp_path, job, overrides, message):
         done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_run_prints_a_screenful(tiny_model_dir, tmp_path):
     done, _ = run_job("--config", "jobs/configs/tallrec_cpu.yaml", f"model.name={tiny_model_dir}",
                       "data.train_samples=8", "data.valid_samples=8", "data.test_samples=16", "train.epochs=2",

@@ -46,7 +46,8 @@ def tiny_changes():
                      "tune": {"num_samples": 1}, "eval": {"batch_size": 8}},
         "nextitem": {**small, "data": {"train_samples": 16, "valid_samples": 8, "test_samples": 10,
                                        "max_length": 256},
-                     "generation": {"num_beams": 2, "max_new_tokens": 4, "batch_size": 8},
+                     # decoding constrained to the catalogue: even the random model's beams are real titles
+                     "generation": {"num_beams": 2, "max_new_tokens": 4, "batch_size": 8, "constrained": True},
                      "sasrec": {"epochs": 1, "batch_size": 512, "hidden_size": 16},
                      "tune": {"num_samples": 1}, "genrec_num_beams": 2},
     }
@@ -64,9 +65,15 @@ def board(ray_session, tiny_model_dir, tmp_path_factory, movie_records):
     dataset = write_synthetic_recbole(root / "shop")
     # RecCocktail's second domain: TALLRec-format records (the mechanics, not the quality)
     books = write_records(movie_records["train"] + movie_records["test"], root / "books.json")
+    changes = tiny_changes()
+    # CoReLLa with a bf16 LLM, its three stages checkpointing under one shared storage folder
+    changes["corella"]["model"] = {"dtype": "bf16"}
+    changes["corella"]["train"] = {**changes["corella"]["train"], "storage_path": str(root / "shared")}
     config = from_dict(BenchLeaderboardConfig, {
-        "dataset": str(dataset), "model_name": str(tiny_model_dir), "test_samples": 24, "changes": tiny_changes(),
+        "dataset": str(dataset), "model_name": str(tiny_model_dir), "test_samples": 24, "changes": changes,
         "second_domain": str(books), "bootstrap_rounds": 200, "output_dir": str(root / "board"),
+        "cold_max_interactions": 19,  # the shop's users have about 19 training ratings each: about half are cold
+        "budgets": [8], "budget_seeds": [1],  # one more budget for TALLRec and DCNv2: the same 8 records
         "report": str(root / "reports" / "leaderboard.json"), "tracking": {"enabled": True}})
     loads = Loads()
     with tracking.job_run(config.tracking, config.output_dir, "bench leaderboard", {}):  # as `raylib bench` runs it
@@ -108,6 +115,52 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
         assert runs[f"leaderboard {method}"].data.tags["mlflow.parentRunId"] == parent, method
     assert runs["leaderboard tallrec"].data.metrics["auc"] == saved["preference"]["tallrec"]["auc"]
     assert runs["leaderboard bigrec"].data.metrics["ndcg_at_10"] == saved["ranking"]["bigrec"]["ndcg@10"]
+    # what each row saw: its training records, input features and epochs
+    rows = saved["preference"]
+    assert rows["zero_shot"]["train_records"] == 0 and rows["tallrec"]["train_records"] == 12
+    assert rows["dcnv2"]["train_records"] > rows["cocktail"]["train_records"] > rows["tallrec"]["train_records"]
+    assert rows["tallrec"]["features"] == "titles, ratings" and rows["tallrec"]["epochs"] == "1"
+    assert rows["corella_llm"]["epochs"] == "1+1+1" and rows["tallrec"]["infer_s_per_1000"] > 0
+    assert saved["ranking"]["sasrec"]["train_records"] > saved["ranking"]["bigrec"]["train_records"] == 16
+    # the selection rules, in the report (saved before the first method ran), with what each saw
+    assert set(saved["selection"]) == {"tallrec", "cocktail", "corella", "bigrec", "genrec"}
+    assert saved["selection"]["bigrec"]["saw"] == [f"bigrec-{config.bigrec_run}"]
+    # the data-budget axis: TALLRec and DCNv2 on the same 8 records, DCNv2 also on all of them
+    assert saved["budgets"] == {"preference": [8], "ranking": []}
+    curves = saved["curves"]["preference"]
+    assert set(curves["tallrec"]) == {"8"} and set(curves["dcnv2"]) == {"8", "all"}
+    for point in (curves["tallrec"]["8"], curves["dcnv2"]["8"]):
+        assert len(point["seeds"]) == 1 and point["ci"][0] <= point["mean"] <= point["ci"][1]
+    assert saved["wins"]["tallrec"] in (None, 8) and "8" in saved["budget_comparisons"]["tallrec"]["paired"]
+    budget = root / "board" / "budgets" / "n8-seed1"
+    learned = json.loads((budget / "tallrec" / "report.json").read_text())["data"]
+    assert learned["train"] == 8 and learned["test"] == 24
+    import pyarrow.parquet as pq
+
+    assert pq.read_metadata(next((budget / "dcnv2" / "stage1-crm").rglob("train.parquet"))).num_rows == 8
+    # CoReLLa's routing on its own validation and test samples, beside the shared sample's rows
+    routing = saved["corella_routing"]
+    assert routing["test_samples"] == 8 and set(routing["test_auc"]) == {"crm", "llm", "routed"}
+    # every row's score of every record, as Parquet; any two rows compared with a paired bootstrap
+    from raylib.bench.leaderboard_report import SLICES, compare, read_scores
+
+    records, scores = read_scores(root / "board", "preference")
+    assert set(scores) == set(PREFERENCE) and len(records["label"]) == 24
+    found = compare(root / "board", "tallrec", "zero_shot", rounds=200)
+    assert found["diff"] == pytest.approx(rows["tallrec"]["auc"] - rows["zero_shot"]["auc"])
+    windows, ranks = read_scores(root / "board", "ranking")
+    assert set(ranks) == set(RANKING) and len(windows["window"]) == 10
+    # slices: cold users and items on both tasks, the CRM's unsure and sure halves on preference
+    assert set(saved["slices"]) == set(SLICES)
+    assert set(saved["slices"]["cold_users"]) == set(PREFERENCE) | set(RANKING)
+    assert set(saved["slices"]["crm_unsure"]) == set(PREFERENCE)
+    halves = [saved["slices"][s]["tallrec"]["records"] for s in ("crm_unsure", "crm_sure")]
+    assert sum(halves) == 24 and min(halves) >= 11
+    for rows_of_slice in saved["slices"].values():
+        for name, row in rows_of_slice.items():
+            metric = row.get("auc", row.get("ndcg@10"))
+            assert metric is None or row["ci"][0] <= metric <= row["ci"][1], name
+    assert "## Slices" in table
     # a rerun finds every method's outcome and scores kept: nothing trains or scores again
     again = run_bench(config)
     assert again["preference"] == report["preference"] and again["ranking"] == report["ranking"]
@@ -161,3 +214,85 @@ def test_the_bigrec_job_inside_grounded_searched_gamma_and_published_for_serving
     assert served.config.gamma == report["gamma"]["pop"] and len(served.item_embeddings) == 150
     top = served.recommend("bigrec", served.catalogue.item_ids[:3], k=5)
     assert len(top["items"]) == 5 and top["gamma"] == report["gamma"]["pop"]
+
+
+def test_raylib_report_compares_two_rows_of_a_leaderboard(board, capsys):
+    from jobs.cli import main
+
+    _, _, root, _ = board
+    assert main(["report", str(root / "board"), "--compare", "bigrec_cf", "sasrec"]) == 0
+    assert "bigrec_cf - sasrec on 10 ranking records: ndcg@10" in capsys.readouterr().out
+    assert main(["report", str(root / "board"), "--compare", "tallrec", "sasrec"]) == 2  # two tasks
+    assert "both must be rows of one task" in capsys.readouterr().err
+
+
+def test_the_genrec_job_inside_ranks_exact_and_grounded_beams_that_are_all_titles(board):
+    """GenRec as the leaderboard ran it (a GPU job): decoding constrained to the catalogue, so even the random
+    model's top beams are real titles, and a grounded beam always names a real item."""
+    config, _, root, _ = board
+    report = json.loads((root / "board" / "nextitem" / f"genrec-{config.genrec_run}" / "report.json").read_text())
+    assert set(report["metrics"]) == {"genrec_exact", "genrec_grounded"}
+    exact, grounded = report["metrics"]["genrec_exact"], report["metrics"]["genrec_grounded"]
+    assert grounded["hr@20"] >= exact["hr@20"]
+    assert report["generation"]["not_a_title_share"] == 0.0
+
+
+def test_the_corella_job_inside_routed_reloads_and_resumes_its_joint_stage(board):
+    """CoReLLa's job as the leaderboard ran it (a GPU job, bf16 LLM): the CRM that routes trained and published in
+    fp32, not rounded to bf16; the artifacts reload and score as in the report, and refuse a CRM of another run;
+    a rerun with one more epoch skips stage 1 and resumes stage 2 from its checkpoint; each stage has its own run
+    folder under the shared storage path."""
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+
+    from raylib import RaylibError
+    from raylib.bench.leaderboard import jobs_of
+    from raylib.config import to_dict
+    from raylib.data.ctr import load_ctr_data
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.corella.pipeline import load_artifacts, prepare_views, train_crm, train_llm_stage
+
+    config, _, root, _ = board
+    job = jobs_of(config)["corella"]
+    out = root / "board" / "corella"
+    report = json.loads((out / "report.json").read_text())
+    joint_crm = load_file(str(out / "stage2-joint" / "published" / "crm" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in joint_crm.values())
+    assert any((v.bfloat16().float() != v).any() for v in joint_crm.values())  # fp32 precision, not bf16's
+    assert set(report["metrics"]) == {"crm", "llm", "routed"} and 0.0 <= report["llm_share"] <= 0.2 + 1e-9
+    assert report["threshold_search"]["bounds"][0] <= report["threshold"] <= math.log(2)
+    if report["routing"] != "on":  # routing did not beat the CRM on held-out validation: the CRM answers all
+        assert report["llm_share"] == 0.0 and report["metrics"]["routed"] == report["metrics"]["crm"]
+    joint_state = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
+    assert "val_crm_auc" in joint_state["history"][0]
+    artifacts = out / "artifacts"
+    assert {p.name for p in artifacts.iterdir()} == {"crm", "adapter", "routing.json"}
+
+    # The artifacts reload (PEFT adapter, safetensors CRM + vocabulary) and score exactly as in the report.
+    data = load_ctr_data(job.data)
+    probs, mask = load_artifacts(artifacts, job).routed(prepare_views(job, data).test)
+    saved = json.loads((out / "scores" / "routed.json").read_text())["value"]
+    assert np.allclose(probs, saved["probs"], atol=1e-5) and mask.tolist() == saved["mask"]
+    routing = json.loads((artifacts / "routing.json").read_text())  # a CRM of another run is refused
+    (artifacts / "routing.json").write_text(json.dumps({**routing, "vocab_hash": "0" * 40}))
+    with pytest.raises(RaylibError, match="vocabulary"):
+        load_artifacts(artifacts, job)
+    (artifacts / "routing.json").write_text(json.dumps(routing))
+
+    # One more epoch: stage 1 is not redone (no Ray Train run); stage 2 resumes from its checkpoint (epoch 1 comes
+    # back, it is not trained again) and trains epoch 2.
+    crm_file = out / "stage1-crm" / "crm" / "model.safetensors"
+    crm_mtime = crm_file.stat().st_mtime
+    values = to_dict(job)
+    longer = from_dict(CorellaJobConfig, {**values, "train": {**values["train"], "epochs": 2}})
+    views = prepare_views(longer, data)
+    crm_dir = train_crm(longer, views)
+    assert crm_file.stat().st_mtime == crm_mtime
+    train_llm_stage(longer, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
+    resumed = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == joint_state["history"][0]
+    runs = [p for p in (root / "shared").iterdir() if (p / ".raylib-run.json").is_file()]
+    assert len(runs) >= 3  # the CRM and the two LLM stages: one run folder each under the shared root

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from raylib.config import from_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
 from raylib.prompts import GENREC_INSTRUCTIONS, answer_text, bigrec_prompt, genrec_prompt
 from raylib.methods.nextitem.task import BIGREC_TEMPLATE
@@ -119,36 +118,9 @@ def test_the_trie_spells_answers_as_training_tokenizes_them_after_the_prompt():
             assert learned[k] in trie.next_tokens(learned[:k])
 
 
-def tiny_job(cls, model_dir, out, **extra):
-    values = {"model": {"name": str(model_dir), "dtype": "fp32"}, "output_dir": str(out),
-              "data": {"train_samples": 24, "valid_samples": 8, "test_samples": 12, "max_length": 256},
-              "train": {"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
-                        "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8},
-              "generation": {"num_beams": 2, "max_new_tokens": 4, "batch_size": 8, "dtype": "fp32"},
-              "sasrec": {"epochs": 1, "batch_size": 512, "hidden_size": 16},
-              "tune": {"num_samples": 4, "max_concurrent": 2}, **extra}
-    return from_dict(cls, values)
-
-
-# BIGRec's whole job (SFT, beams, grounding, SASRec, popularity, gamma by Ray Tune, published for serving, every
-# step on a GPU worker) runs inside the leaderboard on a synthetic dataset: tests/test_leaderboard.py.
-
-
-def test_genrec_job_exact_and_grounded(ray_session, tiny_model_dir, tmp_path, loads):
-    """GenRec as a GPU job on the session's logical GPUs: training, beams and embeddings hold a GPU id. Decoding
-    is constrained to the catalogue: even the random model's top beams are all real titles."""
-    from raylib.methods.nextitem.pipeline import run_genrec
-
-    report = run_genrec(tiny_job(GenrecJobConfig, tiny_model_dir, tmp_path / "genrec", baselines=False,
-                                 generation={"num_beams": 3, "max_new_tokens": 4, "batch_size": 8, "dtype": "fp32",
-                                             "constrained": True},
-                                 train={"epochs": 1, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 5e-3,
-                                        "patience": 0, "cpus_per_worker": 1, "eval_batch_size": 8, "use_gpu": True}))
-    loads.assert_all_on_gpu_workers({"llm"})
-    assert set(report["metrics"]) == {"genrec_exact", "genrec_grounded"}
-    exact, grounded = report["metrics"]["genrec_exact"], report["metrics"]["genrec_grounded"]
-    assert grounded["hr@20"] >= exact["hr@20"]  # a grounded beam always names a real item
-    assert report["generation"]["not_a_title_share"] == 0.0
+# BIGRec's and GenRec's whole jobs (SFT, beams constrained to the catalogue, grounding, SASRec, popularity, gamma by
+# Ray Tune, published for serving, every step on a GPU worker) run inside the leaderboard on a synthetic dataset:
+# tests/test_leaderboard.py.
 
 
 def test_the_authors_recipes_train_on_the_whole_prompt():

@@ -138,6 +138,7 @@ def test_an_unknown_model_is_one_line_at_once(capsys):
     assert len(err.splitlines()) == 1 and "no-such/model" in err and time.time() - start < 10
 
 
+@pytest.mark.slow
 def test_the_gpu_check_dry_run_writes_every_phase_beside_the_planner(tmp_path):
     """`python -m jobs.gpu_check --dry-run`: a tiny model on this machine, the plain loop (what a GPU box
     without Ray or DeepSpeed runs); every phase timed, with the planner's estimate beside it."""

@@ -30,38 +30,24 @@ def logits_with(model_dir, adapter_dir, input_ids):
     return before, after
 
 
-def test_zero3_lora_adapter_on_two_workers_reloads_and_changes_logits(ray_session, tiny_model_dir, movie_records,
-                                                                     tmp_path):
+@pytest.mark.slow
+def test_zero3_on_two_workers_resumes_and_its_gathered_adapter_changes_logits(ray_session, tiny_model_dir,
+                                                                             movie_records, tmp_path):
     """ZeRO-3 on 2 workers (each with its Ray Data shard) is the hard case: the LoRA tensors are partitioned and
-    must be gathered whole. (ZeRO-2 on one worker is what every other training test runs.)"""
-    extra = {"stage3_param_persistence_threshold": 0}  # partition even tiny LoRA tensors
-    job = tiny_job(tiny_model_dir, tmp_path / "run", zero_stage=3, num_workers=2, zero_extra=extra)
-    result = train_tallrec(job, movie_records["train"][:16], movie_records["valid"][:8])
-
-    assert result.state.epoch == 2 and len(result.state.history) == 2
-    assert all("val_auc" in h for h in result.state.history)
-    files = sorted(p.name for p in result.published_dir.iterdir())
-    assert files == ["adapter_config.json", "adapter_model.safetensors", "training_summary.json"]
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(result.published_dir / "adapter_model.safetensors"))
-    assert tensors and all(t.numel() > 0 for t in tensors.values())  # gathered, not ZeRO-3's empty shards
-    before, after = logits_with(tiny_model_dir, result.published_dir, torch.tensor([[1, 2, 3, 4, 5]]))
-    assert not torch.allclose(before, after)
-
-
-def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_records, tmp_path):
-    """Checkpoints kept at a pyarrow filesystem URI (as s3://... or gs://... would be) resume as a folder does; and
-    a run made before the tasks moved (its fingerprint naming the task by its old module path) resumes too. The
-    MLflow run (`raylib.tracking`) has the settings as params, a point per epoch from rank 0, the adapter as an
-    artifact, and the resumed run continues it."""
+    must be gathered whole, in checkpoints and in the published adapter. (ZeRO-2 on one worker is what every other
+    training test runs.) Checkpoints kept at a pyarrow filesystem URI (as s3://... or gs://... would be) resume as
+    a folder does; and a run made before the tasks moved (its fingerprint naming the task by its old module path)
+    resumes too. The MLflow run (`raylib.tracking`) has the settings as params, a point per epoch from rank 0,
+    the adapter as an artifact, and the resumed run continues it."""
     from raylib.train.driver import finished_result
     from raylib.train.storage import run_name
     from raylib.methods.tallrec.task import TallrecTask
 
-    train, valid = movie_records["train"][:8], movie_records["valid"][:8]
+    train, valid = movie_records["train"][:16], movie_records["valid"][:8]
     storage = f"file://{tmp_path / 'storage'}"
-    job = tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=1, storage_path=storage)
+    zero3 = {"zero_stage": 3, "num_workers": 2,
+             "zero_extra": {"stage3_param_persistence_threshold": 0}}  # partition even tiny LoRA tensors
+    job = tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=1, storage_path=storage, **zero3)
     first = train_tallrec(job, train, valid)
     assert first.state.epoch == 1
     # under a storage path other runs may share, the run has its own folder, named after its output_dir
@@ -75,16 +61,24 @@ def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_r
         assert node["task"] == "tallrec"
         node["task"] = "raylib.tasks.tallrec.TallrecTask"
         (tmp_path / "run" / name).write_text(json.dumps(saved))
-    same = tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage)
+    same = tiny_job(tiny_model_dir, tmp_path / "run", epochs=1, storage_path=storage, **zero3)
     assert finished_result(TallrecTask, same, train, valid) is not None  # finished: not trained again
 
-    second = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=2, storage_path=storage),
+    second = train_tallrec(tiny_job(tiny_model_dir, tmp_path / "run", True, epochs=2, storage_path=storage, **zero3),
                            train, valid)
     assert second.state.epoch == 2
     assert second.state.history[0] == first.state.history[0]  # epoch 1 came from the checkpoint, not a rerun
     assert second.state.global_step == 2 * first.state.global_step
     summary = json.loads((second.published_dir / "training_summary.json").read_text())
-    assert summary["epochs_run"] == 2
+    assert summary["epochs_run"] == 2 and all("val_auc" in h for h in second.state.history)
+    files = sorted(p.name for p in second.published_dir.iterdir())
+    assert files == ["adapter_config.json", "adapter_model.safetensors", "training_summary.json"]
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(second.published_dir / "adapter_model.safetensors"))
+    assert tensors and all(t.numel() > 0 for t in tensors.values())  # gathered, not ZeRO-3's empty shards
+    before, after = logits_with(tiny_model_dir, second.published_dir, torch.tensor([[1, 2, 3, 4, 5]]))
+    assert not torch.allclose(before, after)
 
     from mlflow.tracking import MlflowClient
 
@@ -97,6 +91,7 @@ def test_rerun_with_same_output_dir_resumes(ray_session, tiny_model_dir, movie_r
     assert {a.path for a in client.list_artifacts(run.info.run_id, "adapter")} >= {"adapter/adapter_model.safetensors"}
 
 
+@pytest.mark.slow
 def test_killed_worker_is_restarted_from_its_checkpoint(ray_session, tiny_model_dir, movie_records, tmp_path):
     """SIGKILL the training worker after its first checkpoint, in the middle of an epoch (a checkpoint every
     optimizer step): Ray Train restarts it (max_failures=1) and it carries on from that step, not from scratch."""

@@ -98,10 +98,10 @@ def test_a_parquet_file_a_user_brings_is_staged_and_bad_records_are_named(ray_se
 
 def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path, monkeypatch):
     """A real DeepSpeed engine writes its optimizer state; the task's files then fail (a crash mid-save)."""
+    from raylib.assets import load_deepspeed_cpu_ops
     from raylib.train.checkpoint import checkpoint_problem, write_checkpoint
-    from raylib.train.worker import _setup_environment
 
-    _setup_environment(use_cuda=False)  # the workers' DeepSpeed settings (its compiled CPU ops are cached)
+    load_deepspeed_cpu_ops()  # as the workers do: the CPU comm op compiled once, with the ninja that built it
     import deepspeed
 
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",

@@ -25,18 +25,27 @@ from typing import Any, Callable
 
 import numpy as np
 import yaml
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from pydantic.dataclasses import dataclass
 
 from raylib import RaylibError
 from raylib.assets import PROJECT_DIR
-from raylib.config import STRICT, DatasetSpec, TrackingSettings, from_dict, to_dict
+from raylib.bench.leaderboard_report import (PREFERENCE_BASELINES, RANKING_BASELINES, save, slice_tables,
+                                             summary, write_scores)
+from raylib.config import STRICT, DatasetSpec, Seed, TrackingSettings, from_dict, to_dict
 from raylib.stages import cached_stage
 
 PREFERENCE = ("zero_shot", "tallrec", "cocktail", "corella_crm", "corella_llm", "corella_routed", "dcnv2")
-PREFERENCE_BASELINES = ("zero_shot", "dcnv2")
 RANKING = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec", "genrec_grounded")
-RANKING_BASELINES = ("popularity", "sasrec")
+SELECTION_RULES = {
+    "tallrec": "the epoch with the best validation AUC",
+    "cocktail": "merge coefficients by entropy on unlabelled validation prompts; the Tune search by validation AUC",
+    "corella": "the routing threshold with the best validation AUC within the LLM budget; routing kept only where "
+               "its paired interval over the CRM alone on validation is above 0",
+    "bigrec": "bigrec_run, named in the config: the BIGRec benchmark's recipe_on_validation (the best validation "
+              "NDCG@10 where its paired interval separates it from every other run, else the lowest validation "
+              "loss)",
+    "genrec": "genrec_run, named in the config: GenRec as its authors run it (no sweep)"}
 SHARED_BOOKS = PROJECT_DIR.parent / "shared" / "data" / "tallrec" / "book" / "valid.json"
 
 
@@ -61,6 +70,15 @@ class BenchLeaderboardConfig:
     genrec_run: str = "authors"
     ranking_dir: str | None = None  # None: <output_dir>/nextitem
     parts: list[str] = dataclasses.field(default_factory=lambda: ["preference", "ranking"])
+    # The data-budget axis (`raylib.bench.leaderboard_budgets`): per seed and budget N, TALLRec and DCNv2 on the
+    # same N records (TALLRec's paper: 16 / 64 / 256), scored on the preference sample. [] = none.
+    budgets: list[PositiveInt] = dataclasses.field(default_factory=lambda: [16, 64, 256])
+    budget_seeds: list[Seed] = dataclasses.field(default_factory=lambda: [1, 2])
+    # The cold slices: users / items with at most this many interactions in the training period.
+    cold_max_interactions: int = Field(5, ge=0)
+    # How each method's run is chosen, written into the report before any test figure is computed (and then
+    # the candidates each rule saw). Every rule reads validation data only; none may change after a test figure.
+    selection: dict[str, str] = dataclasses.field(default_factory=lambda: dict(SELECTION_RULES))
     bootstrap_rounds: int = Field(2000, ge=100)
     output_dir: str = Field("runs/leaderboard", min_length=1)
     report: str = "reports/leaderboard.json"
@@ -149,17 +167,20 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def training(*folders: str | Path) -> dict[str, float | None]:
-    """Seconds in optimizer steps and mean training tokens/s of finished trainer runs (their `finished.json`)."""
-    seconds, rates = 0.0, []
+def training(*folders: str | Path) -> dict[str, Any]:
+    """Seconds in optimizer steps, mean training tokens/s and the epochs of finished trainer runs (their
+    `finished.json`; epochs: one figure per stage, joined by "+")."""
+    seconds, rates, epochs = 0.0, [], []
     for folder in folders:
         path = Path(folder) / "finished.json"
         if not path.is_file():
-            return {"train_s": None, "train_tokens_per_s": None}
+            return {"train_s": None, "train_tokens_per_s": None, "epochs": None}
         state = json.loads(path.read_text())["state"]
         seconds += float(sum(state.get("step_times", [])))
         rates += [h["train_tokens_per_s"] for h in state.get("history", []) if h.get("train_tokens_per_s")]
-    return {"train_s": seconds, "train_tokens_per_s": float(np.mean(rates)) if rates else None}
+        epochs.append(str(state.get("epoch", 0)))
+    return {"train_s": seconds, "train_tokens_per_s": float(np.mean(rates)) if rates else None,
+            "epochs": "+".join(epochs) if epochs else "0"}
 
 
 # ------------------------------------------------------------------ preference prediction
@@ -173,16 +194,27 @@ def preference_scores(config: BenchLeaderboardConfig, jobs: dict[str, Any]):
     sample = {k: scored[k] for k in ("user_id", "item_id", "label")}
     report = outcome["report"]
     costs = training(tallrec.output_dir)
-    rows = {"zero_shot": _row(scored["zero_shot"], report["zero_shot"], {"train_s": 0.0}, "the base model"),
-            "tallrec": _row(scored["tuned"], report["tuned"], costs, config.recipes["tallrec"])}
+    seen = {"features": TEXT_FEATURES}
+    rows = {"zero_shot": _row(scored["zero_shot"], report["zero_shot"], {"train_s": 0.0, "epochs": "0"},
+                              "the base model", train_records=0, **seen),
+            "tallrec": _row(scored["tuned"], report["tuned"], costs, config.recipes["tallrec"],
+                            train_records=report["data"]["train"], **seen)}
     rows.update(cocktail_rows(config, jobs["cocktail"], tallrec, sample))
     rows.update(corella_rows(config, jobs["corella"], sample))
     return sample, rows
 
 
-def _row(probs: list[float], scored: dict[str, Any], costs: dict[str, Any], recipe: str) -> dict[str, Any]:
+# What each row reads of a record (the table's "input features" column).
+TEXT_FEATURES = "titles, ratings"  # the prompt: the user's rated titles, the target's title
+CRM_FEATURES = "ids, ratings, user and item fields"  # DCNv2: ids, history ids + ratings, age/gender/job/zip/year/genres
+BOTH_FEATURES = f"{CRM_FEATURES}; {TEXT_FEATURES}"
+
+
+def _row(probs: list[float], scored: dict[str, Any], costs: dict[str, Any], recipe: str, train_records: int,
+         features: str) -> dict[str, Any]:
     return {"probabilities": list(probs), "infer_s": scored.get("seconds"),
-            "infer_tokens_per_s": scored.get("approx_tokens_per_s"), **costs, "recipe": recipe}
+            "infer_tokens_per_s": scored.get("approx_tokens_per_s"), **costs, "recipe": recipe,
+            "train_records": int(train_records), "features": features}
 
 
 def cocktail_rows(config: BenchLeaderboardConfig, job, tallrec_job, sample) -> dict[str, dict[str, Any]]:
@@ -203,7 +235,9 @@ def cocktail_rows(config: BenchLeaderboardConfig, job, tallrec_job, sample) -> d
     scored = cached_stage(_out(config) / "stages" / "cocktail_scores.json", key, score)
     folders = [Path(job.output_dir) / "base_spirit", Path(job.output_dir) / job.target / "ingredient",
                Path(job.output_dir) / job.target / "entropy_merge"]
-    return {"cocktail": _row(scored["probabilities"], scored, training(*folders), config.recipes["cocktail"])}
+    seen = outcome["report"]["records"]  # labelled records: the base spirit's (every domain) and the ingredient's
+    return {"cocktail": _row(scored["probabilities"], scored, training(*folders), config.recipes["cocktail"],
+                             train_records=seen["base_train"] + seen["ingredient_train"], features=TEXT_FEATURES)}
 
 
 def _same_sample(records, sample: dict[str, Any], who: str) -> None:
@@ -221,7 +255,8 @@ def corella_rows(config: BenchLeaderboardConfig, job, sample) -> dict[str, dict[
     outcome = run_method(config, "corella", job, run_corella)
     artifacts = Path(outcome["report"]["artifacts"])
     stage1 = Path(outcome["report"]["stages"]["crm"])
-    test = load_ctr_data(job.data).test
+    ctr = load_ctr_data(job.data)
+    test = ctr.test
     index = {}
     for row, pair in enumerate(zip(test.user_ids().tolist(), test.item_ids().tolist())):
         index.setdefault(pair, row)
@@ -241,13 +276,17 @@ def corella_rows(config: BenchLeaderboardConfig, job, sample) -> dict[str, dict[
     out = _out(config) / "corella"
     every_stage = training(out / "stage1-crm", out / "stage2-joint", out / "stage3-llm")
     recipe = config.recipes["corella"]
+    # the CRM learns every training row; the LLM stages each a sample of them (the same records, fewer)
+    crm_rows = ctr.train.num_rows
+    both = {"train_records": crm_rows, "features": BOTH_FEATURES}
     return {
-        "corella_crm": _row(scored["crm"], {"seconds": scored["crm_seconds"]}, every_stage, recipe),
-        "corella_llm": _row(scored["llm"], {"seconds": scored["llm_seconds"]}, every_stage, recipe),
-        "corella_routed": {**_row(scored["routed"], {"seconds": scored["routed_seconds"]}, every_stage, recipe),
+        "corella_crm": _row(scored["crm"], {"seconds": scored["crm_seconds"]}, every_stage, recipe, **both),
+        "corella_llm": _row(scored["llm"], {"seconds": scored["llm_seconds"]}, every_stage, recipe, **both),
+        "corella_routed": {**_row(scored["routed"], {"seconds": scored["routed_seconds"]}, every_stage, recipe,
+                                  **both),
                            "llm_share": float(np.mean(scored["mask"])), "threshold": scored["threshold"]},
         "dcnv2": _row(scored["dcnv2"], {"seconds": scored["dcnv2_seconds"]}, training(out / "stage1-crm"),
-                      f"{recipe} (stage 1 alone)"),
+                      f"{recipe} (stage 1 alone)", train_records=crm_rows, features=CRM_FEATURES),
     }
 
 
@@ -278,9 +317,9 @@ def _score_corella(job, artifacts: Path, stage1: Path, rows) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ next-item ranking
-def ranking_ranks(config: BenchLeaderboardConfig, bench) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(the test windows, per row: each window's rank of its target and costs), from the BIGRec benchmark's
-    runs on this dataset."""
+def ranking_ranks(config: BenchLeaderboardConfig, bench):
+    """(the test windows' counts, per row: each window's rank of its target and costs, the windows' user and
+    target columns), from the BIGRec benchmark's runs on this dataset."""
     from raylib.bench.nextitem import run_jobs
     from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
     from raylib.methods.nextitem.pipeline import load_sequence_data, run_bigrec, run_genrec
@@ -297,63 +336,115 @@ def ranking_ranks(config: BenchLeaderboardConfig, bench) -> tuple[dict[str, Any]
     g = run_method(config, "genrec", genrec, lambda job: run_genrec(job, data))["report"]
     llm_b, llm_g = training(bigrec.output_dir), training(genrec.output_dir)
     sasrec = training(Path(bigrec.output_dir) / "sasrec-heldout")
-    cost = {"popularity": {"train_s": 0.0}, "sasrec": sasrec, "bigrec": llm_b, "bigrec_pop": llm_b,
+    cost = {"popularity": {"train_s": 0.0, "epochs": "0"}, "sasrec": sasrec, "bigrec": llm_b, "bigrec_pop": llm_b,
             "bigrec_cf": {"train_s": _plus(llm_b["train_s"], sasrec["train_s"]),
-                          "train_tokens_per_s": llm_b["train_tokens_per_s"]},
+                          "train_tokens_per_s": llm_b["train_tokens_per_s"],
+                          "epochs": f"{llm_b['epochs']}+{sasrec['epochs']}"},
             "genrec": llm_g, "genrec_grounded": llm_g}
     ranks = {**{k: b["ranks"][k] for k in ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf")},
              "genrec": g["ranks"]["genrec_exact"], "genrec_grounded": g["ranks"]["genrec_grounded"]}
     runs = {"bigrec": f"bigrec/{config.bigrec_run}", "genrec": f"genrec/{config.genrec_run}"}
-    rows = {name: {"ranks": r, **cost[name], "recipe": f"{recipe} ({runs.get(name.split('_')[0], name)})"}
-            for name, r in ranks.items()}
+    rows = {name: {"ranks": r, **cost[name], **_ranking_facts(name, bigrec, genrec, len(data.train)),
+                   "recipe": f"{recipe} ({runs.get(name.split('_')[0], name)})"} for name, r in ranks.items()}
     windows = {"test_windows": len(data.test), "catalogue_items": len(data.catalogue)}
-    return windows, rows
+    timelines = data.test.timelines
+    records = {"window": np.arange(len(data.test)),
+               "user_id": timelines.user_ids[timelines.user_of(data.test.at)].astype(str),
+               "item_id": timelines.item_ids[data.test.targets].astype(str)}
+    return windows, rows, records
+
+
+def _ranking_facts(name: str, bigrec, genrec, train_windows: int) -> dict[str, Any]:
+    """What a ranking row learned from (training windows) and reads (its input features)."""
+    def sampled(job) -> int:
+        n = job.data.train_samples
+        return min(n, train_windows) if n > 0 else train_windows
+
+    facts = {"popularity": (train_windows, "item counts"), "sasrec": (train_windows, "ids"),
+             "bigrec": (sampled(bigrec), "titles"), "bigrec_pop": (sampled(bigrec), "titles, item counts"),
+             "bigrec_cf": (sampled(bigrec) + train_windows, "titles; ids (SASRec)"),
+             "genrec": (sampled(genrec), "titles"), "genrec_grounded": (sampled(genrec), "titles")}
+    records, features = facts[name]
+    return {"train_records": int(records), "features": features}
 
 
 def _plus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a + b
 
 
-# ------------------------------------------------------------------ the table
+# ------------------------------------------------------------------ the tables
 def preference_table(sample: dict[str, Any], rows: dict[str, dict[str, Any]], rounds: int) -> dict[str, Any]:
     """AUC / LogLoss / accuracy per row, the AUC's bootstrap interval, and each row minus the best baseline."""
-    from raylib.metrics import auc, binary_report, bootstrap_interval, paired_bootstrap
+    from raylib.metrics import binary_report
 
     labels = np.asarray(sample["label"])
-    table = {name: {**binary_report(labels, np.asarray(row["probabilities"])),
-                    **{k: v for k, v in row.items() if k != "probabilities"}} for name, row in rows.items()}
-    best = max((b for b in PREFERENCE_BASELINES if b in table), key=lambda b: table[b]["auc"], default=None)
-    for name, row in table.items():
-        probs = np.asarray(rows[name]["probabilities"])
-        row["auc_ci"] = bootstrap_interval(probs, auc, labels, rounds)
-        if best and name != best:
-            found = paired_bootstrap(probs, np.asarray(rows[best]["probabilities"]), auc, labels, rounds)
-            row["vs_best_baseline"] = {"baseline": best, "auc_diff": found["diff"], "ci": found["ci"]}
-    return table
+    found = summary("preference", labels, {n: np.asarray(r["probabilities"]) for n, r in rows.items()},
+                    PREFERENCE_BASELINES, rounds)
+    return {name: {**binary_report(labels, np.asarray(row["probabilities"])),
+                   **{k: v for k, v in row.items() if k != "probabilities"},
+                   **_interval_keys("auc", found[name], len(labels), row.get("infer_s"))}
+            for name, row in rows.items()}
 
 
 def ranking_table(rows: dict[str, dict[str, Any]], rounds: int) -> dict[str, Any]:
     """NDCG@K / HR@K per row, NDCG@10's bootstrap interval, and each row minus the best baseline."""
-    from raylib.metrics import bootstrap_interval, ndcg_gains, paired_bootstrap, ranking_report
+    from raylib.metrics import ranking_report
 
-    table = {name: {**ranking_report(row["ranks"]), **{k: v for k, v in row.items() if k != "ranks"}}
-             for name, row in rows.items()}
-    best = max((b for b in RANKING_BASELINES if b in table), key=lambda b: table[b]["ndcg@10"], default=None)
-    for name, row in table.items():
-        gains = ndcg_gains(rows[name]["ranks"], 10)
-        row["ndcg@10_ci"] = bootstrap_interval(gains, rounds=rounds)
-        if best and name != best:
-            found = paired_bootstrap(gains, ndcg_gains(rows[best]["ranks"], 10), rounds=rounds)
-            row["vs_best_baseline"] = {"baseline": best, "ndcg@10_diff": found["diff"], "ci": found["ci"]}
-    return table
+    found = summary("ranking", None, {n: np.asarray(r["ranks"]) for n, r in rows.items()}, RANKING_BASELINES,
+                    rounds)
+    return {name: {**ranking_report(row["ranks"]), **{k: v for k, v in row.items() if k != "ranks"},
+                   **_interval_keys("ndcg@10", found[name], len(row["ranks"]), row.get("infer_s"))}
+            for name, row in rows.items()}
+
+
+def _interval_keys(metric: str, found: dict[str, Any], records: int, infer_s: float | None) -> dict[str, Any]:
+    out = {f"{metric}_ci": found["ci"],
+           "infer_s_per_1000": None if infer_s is None else 1000.0 * infer_s / max(1, records)}
+    if "vs_best" in found:
+        versus = found["vs_best"]
+        out["vs_best_baseline"] = {"baseline": versus["baseline"], f"{metric}_diff": versus["diff"],
+                                   "ci": versus["ci"]}
+    return out
+
+
+def preference_records(sample: dict[str, Any], rows: dict[str, dict[str, Any]], counts) -> dict[str, Any]:
+    """The preference sample's columns the slices read: each record's user and item training interactions, and
+    the CoReLLa CRM's entropy on it (where that row was scored)."""
+    records = {"user_id": [str(u) for u in sample["user_id"]], "item_id": [str(i) for i in sample["item_id"]],
+               "label": np.asarray(sample["label"], dtype=np.int64), **_counts_of(sample, counts)}
+    if "corella_crm" in rows:
+        from raylib.methods.corella.routing import entropy
+
+        records["crm_entropy"] = np.asarray(entropy(np.asarray(rows["corella_crm"]["probabilities"])),
+                                            dtype=np.float64)
+    return records
+
+
+def _counts_of(records: dict[str, Any], counts) -> dict[str, np.ndarray]:
+    users, items = counts
+    return {"user_train_interactions": np.array([users.get(str(u), 0) for u in records["user_id"]], np.int64),
+            "item_train_interactions": np.array([items.get(str(i), 0) for i in records["item_id"]], np.int64)}
+
+
+def training_counts(dataset, valid_from: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Each user's and each item's interactions in the training period (before the validation cut)."""
+    import pyarrow.compute as pc
+
+    table = dataset.interactions
+    early = table.filter(pc.less(table.column("timestamp"), valid_from))
+
+    def counted(column: str) -> dict[str, int]:
+        found = pc.value_counts(pc.cast(early.column(column), "string")).to_pylist()
+        return {row["values"]: int(row["counts"]) for row in found}
+
+    return counted("user_id"), counted("item_id")
 
 
 # ------------------------------------------------------------------ the benchmark
 def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     from raylib.bench.nextitem import shown_source
-    from raylib.data.dataset import load_dataset, time_cutoffs
-
     from raylib.config import ModelConfig
+    from raylib.data.dataset import load_dataset, time_cutoffs
     from raylib.model import check_model_available
 
     start = time.time()
@@ -363,30 +454,106 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     check_model_available(ModelConfig(name=config.model_name))
     jobs = jobs_of(config)
     dataset = load_dataset(config.dataset)
-    stamps = dataset.interactions.column("timestamp").to_numpy()
-    cutoffs = time_cutoffs(stamps)
+    cutoffs = time_cutoffs(dataset.interactions.column("timestamp").to_numpy())
+    counts = training_counts(dataset, int(cutoffs[0]))
     report: dict[str, Any] = {
         "dataset": config.dataset, "source": shown_source(dataset.source), "model": config.model_name,
         "command": "python -m jobs.leaderboard",
         "split": {"kind": "time", "fractions": [0.8, 0.1, 0.1], "valid_from": int(cutoffs[0]),
                   "test_from": int(cutoffs[1]), "interactions": dataset.interactions.num_rows},
-        "recipes": dict(config.recipes)}
+        "recipes": dict(config.recipes), "cold_max_interactions": config.cold_max_interactions,
+        # fixed before any test figure: the report is saved with them before the first method runs
+        "selection": {method: {"rule": rule} for method, rule in config.selection.items()}}
     path = _report_path(config)
+    save(report, path)
+    slices: dict[str, dict[str, Any]] = {}
     if "preference" in config.parts:
         sample, rows = preference_scores(config, jobs)
+        records = preference_records(sample, rows, counts)
+        write_scores(_out(config), "preference", records, {n: r["probabilities"] for n, r in rows.items()})
         report["preference"] = preference_table(sample, rows, config.bootstrap_rounds)
+        _add_slices(slices, slice_tables("preference", records, {n: np.asarray(r["probabilities"])
+                                                                 for n, r in rows.items()},
+                                         config.cold_max_interactions, config.bootstrap_rounds))
         report["split"]["preference_test_records"] = len(sample["label"])
         report["split"]["preference_positive_share"] = float(np.mean(sample["label"]))
+        report.update(budget_axis(config, jobs, sample, report["preference"]))
+        report["corella_routing"] = corella_routing(config)
         save(report, path)
     if "ranking" in config.parts:
-        windows, rows = ranking_ranks(config, jobs["nextitem"])
+        windows, rows, records = ranking_ranks(config, jobs["nextitem"])
+        records.update(_counts_of(records, counts))
+        write_scores(_out(config), "ranking", records, {n: r["ranks"] for n, r in rows.items()})
         report["ranking"] = ranking_table(rows, config.bootstrap_rounds)
+        _add_slices(slices, slice_tables("ranking", records, {n: np.asarray(r["ranks"]) for n, r in rows.items()},
+                                         config.cold_max_interactions, config.bootstrap_rounds))
         report["split"].update(windows)
-        save(report, path)
+    report["slices"] = slices
+    report["selection"] = selection_seen(config, report["selection"])
     report["wall_time_s"] = time.time() - start
     report["report_path"] = str(save(report, path))
     log_rows(config, report)
     return report
+
+
+def budget_axis(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample: dict[str, Any],
+                table: dict[str, Any]) -> dict[str, Any]:
+    """`budgets`, `curves` and `wins` (`raylib.bench.leaderboard_budgets`); DCNv2 also at "all" (the table's)."""
+    from raylib.bench.leaderboard_budgets import curves, preference_budget_scores, wins
+
+    out: dict[str, Any] = {"budgets": {"preference": list(config.budgets), "ranking": []}}
+    if not config.budgets:
+        return out
+    scores = preference_budget_scores(config, jobs, sample, run_method, _out(config))
+    labels = np.asarray(sample["label"])
+    found = curves(labels, scores, config.bootstrap_rounds)
+    if "dcnv2" in table:
+        found["dcnv2"]["all"] = {"mean": table["dcnv2"]["auc"], "ci": table["dcnv2"]["auc_ci"],
+                                 "seeds": [table["dcnv2"]["auc"]], "train_records": table["dcnv2"]["train_records"]}
+    best, paired = wins(labels, scores, config.bootstrap_rounds)
+    return {**out, "curves": {"preference": found, "ranking": {}}, "wins": best, "budget_comparisons": paired}
+
+
+def corella_routing(config: BenchLeaderboardConfig) -> dict[str, Any]:
+    """CoReLLa's routing on its own samples (`changes.corella.data`: validation for the threshold, test for the
+    figures), larger than the preference sample: whether routing beat the CRM on validation, and the test AUCs."""
+    path = _out(config) / "corella" / "report.json"
+    if not path.is_file():
+        return {}
+    found = json.loads(path.read_text())
+    return {"valid_samples": found["valid_samples"], "test_samples": found["test_samples"],
+            "routing": found["routing"], "llm_share": found["llm_share"],
+            "decision": found["threshold_search"].get("decision"),
+            "test_auc": {k: v["auc"] for k, v in found["metrics"].items()},
+            "seconds_per_1000": found.get("seconds_per_1000")}
+
+
+def _add_slices(slices: dict[str, dict[str, Any]], found: dict[str, dict[str, Any]]) -> None:
+    for name, rows in found.items():
+        slices.setdefault(name, {}).update(rows)
+
+
+def selection_seen(config: BenchLeaderboardConfig, selection: dict[str, Any]) -> dict[str, Any]:
+    """Each rule with the candidates it chose among (read from the methods' own reports, validation only)."""
+    def report_of(*parts: str) -> dict[str, Any]:
+        path = _out(config).joinpath(*parts, "report.json")
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    seen: dict[str, Any] = {}
+    tallrec = report_of("tallrec")
+    if tallrec:
+        seen["tallrec"] = [f"epoch {h['epoch']}: val_auc {h.get('val_auc')}" for h in
+                           tallrec.get("train", {}).get("history", [])]
+    corella = report_of("corella")
+    if corella:
+        search = corella.get("threshold_search", {})
+        seen["corella"] = {"trials": search.get("trials"), "bounds": search.get("bounds"),
+                           "valid": search.get("valid"), "decision": search.get("decision")}
+    nextitem = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
+    runs = sorted(p.name for p in nextitem.glob("bigrec-*") if (p / "report.json").is_file())
+    if runs:
+        seen["bigrec"] = runs
+    return {m: {**rule, **({"saw": seen[m]} if m in seen else {})} for m, rule in selection.items()}
 
 
 # Which method's MLflow run shows which row's figures (its main row first, logged as plain `auc`, `ndcg_at_10`...)
@@ -425,74 +592,3 @@ def _method_folder(config: BenchLeaderboardConfig, method: str) -> Path:
 def _report_path(config: BenchLeaderboardConfig) -> Path:
     path = Path(config.report)
     return path if path.is_absolute() else PROJECT_DIR / path
-
-
-def save(report: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
-    path.with_suffix(".md").write_text(markdown(report))
-    plot(report, path.with_suffix(".png"))
-    return path
-
-
-def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.2f}"
-
-
-def markdown(report: dict[str, Any]) -> str:
-    split = report["split"]
-    lines = [f"# Leaderboard: {report['dataset']} ({report['model']})", "",
-             f"One time split: validation from {split['valid_from']}, test from {split['test_from']} (unix seconds). "
-             f"Command: `{report['command']}`.", ""]
-    if "preference" in report:
-        lines += [f"## Preference prediction ({split['preference_test_records']} test records)", "",
-                  *_table(report["preference"], ("auc", "AUC"), ("logloss", "LogLoss")), ""]
-    if "ranking" in report:
-        lines += [f"## Next-item ranking ({split['test_windows']} test windows, {split['catalogue_items']} items, "
-                  "full ranking)", "", *_table(report["ranking"], ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10")), ""]
-    return "\n".join(lines)
-
-
-def _table(rows: dict[str, dict[str, Any]], metric: tuple[str, str], other: tuple[str, str]) -> list[str]:
-    (key, label), (other_key, other_label) = metric, other
-    lines = [f"| row | {label} | 95% interval | vs best baseline (paired) | {other_label} | train s | infer s | recipe |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, row in rows.items():
-        versus = row.get("vs_best_baseline")
-        shown = (f"{versus[f'{key}_diff']:+.4f} [{versus['ci'][0]:+.4f}, {versus['ci'][1]:+.4f}] vs "
-                 f"{versus['baseline']}" if versus else "best baseline")
-        low, high = row[f"{key}_ci"]
-        lines.append(f"| {name} | {row[key]:.4f} | [{low:.4f}, {high:.4f}] | {shown} | {row[other_key]:.4f} | "
-                     f"{_seconds(row.get('train_s'))} | {_seconds(row.get('infer_s'))} | {row['recipe']} |")
-    return lines
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(k, m) for k, m in (("preference", "auc"), ("ranking", "ndcg@10")) if k in report]
-    if not panels:
-        return
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
-    baselines = set(PREFERENCE_BASELINES) | set(RANKING_BASELINES)
-    for ax, (part, metric) in zip(axes[0], panels):
-        rows = report[part]
-        names = list(rows)
-        values = [rows[n][metric] for n in names]
-        low = [v - rows[n][f"{metric}_ci"][0] for n, v in zip(names, values)]
-        high = [rows[n][f"{metric}_ci"][1] - v for n, v in zip(names, values)]
-        colors = ["#999999" if n in baselines else "#3b75af" for n in names]
-        ax.barh(names, values, xerr=[low, high], color=colors, capsize=3)
-        ax.invert_yaxis()
-        ax.set_xlabel(f"{metric.upper()} (95% bootstrap interval; grey = baseline)")
-        ax.set_title(part)
-        if metric == "auc":
-            ax.axvline(0.5, color="black", lw=0.8, ls=":")
-            ax.set_xlim(0.3, 1.0)
-    fig.suptitle(f"{report['dataset']}, {report['model']}: one time split", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

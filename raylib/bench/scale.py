@@ -133,10 +133,10 @@ def bare_loop_in_ray_worker(config: BenchScaleConfig, job, records: list, engine
     def loop(cfg):
         import torch
 
+        from raylib.assets import load_deepspeed_cpu_ops
         from raylib.bench.tallrec import bare_step_times
-        from raylib.train.worker import _setup_environment
 
-        _setup_environment(False)
+        load_deepspeed_cpu_ops()
         torch.set_num_threads(os.cpu_count() or 1)
         times = bare_step_times(None, job, records, cfg["steps"], engine=cfg["engine"])
         Path(cfg["out"]).write_text(json.dumps(times))

@@ -36,6 +36,9 @@ class DataConfig:
     valid_samples: int = Field(256, ge=0)
     test_samples: int = Field(0, ge=0)
     seed: Seed = 42
+    # The few-shot training sample's own seed (None: `seed`): a data-budget curve draws its N records again per
+    # seed while the validation and test samples stay the same.
+    train_seed: Seed | None = None
     # TALLRec's cutoff_len; prompts longer than this lose whole history items (oldest first), never the question.
     max_length: int = Field(512, ge=16)
     # No longer read: records are built as columns (seconds even at millions of interactions), not cached. Kept

@@ -96,7 +96,8 @@ def load_tallrec_data(data: DataConfig) -> TallrecData:
         raise RaylibError(f"The validation users (data.valid_fraction={data.valid_fraction}) have only records "
                           f"answered {only!r}; validation AUC needs both answers, so raise data.valid_fraction.")
     return TallrecData(
-        train=list(sample_records(pool, data.train_samples, data.seed)),
+        train=list(sample_records(pool, data.train_samples, data.seed if data.train_seed is None
+                                  else data.train_seed)),
         valid=list(stratified_sample(valid, data.valid_samples, data.seed)),
         test=sample_records(test, data.test_samples, data.seed),
         train_pool_size=len(pool), source=source,
