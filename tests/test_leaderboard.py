@@ -53,6 +53,14 @@ def tiny_changes():
     }
 
 
+def test_the_pareto_front_keeps_the_rows_no_other_beats_on_both_cost_and_quality():
+    from raylib.bench.leaderboard_report import pareto_front
+
+    points = {"crm": (0.1, 0.75), "routed": (0.2, 0.74), "llm": (300.0, 0.62), "big": (500.0, 0.80),
+              "slow_and_worse": (400.0, 0.70)}
+    assert pareto_front(points) == ["crm", "big"]
+
+
 @pytest.fixture(scope="module")
 def board(ray_session, tiny_model_dir, tmp_path_factory, movie_records):
     """The leaderboard run once on the synthetic dataset: (config, report, its folder, the weight loads)."""

@@ -58,7 +58,7 @@ class MergeSettings:
 # TALLRec job fields RecCocktail does not read (its domains say where records come from; its test sets are the
 # warm / cold ones): a config that sets one is refused by name.
 IGNORED_FIELDS = {"skip_zero_shot": None,
-                  "data": ("source", "train_file", "valid_file", "test_file", "test_samples", "dataset")}
+                  "data": ("source", "train_file", "valid_file", "test_file", "test_samples", "dataset", "train_seed")}
 
 # The default domains: genres of the embedded MovieLens-100K, so the job runs on any clone. The benchmark's second
 # domain (books, ../shared) is in jobs/configs/bench_cocktail.yaml.
