@@ -407,5 +407,5 @@ def test_missing_artifacts_say_how_to_make_them(tmp_path):
     from raylib import RaylibError
     from raylib.serving import artifact_paths
 
-    with pytest.raises(RaylibError, match=r"No CoReLLa artifacts in .*python -m jobs.corella"):
+    with pytest.raises(RaylibError, match=r"No CoReLLa artifacts in .*raylib train corella"):
         artifact_paths(tmp_path)

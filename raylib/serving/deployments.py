@@ -253,7 +253,7 @@ class Router:
         """BIGRec top-K from a history (when a recommender folder is deployed); `adapter` picks the tuned LoRA."""
         if self.generator is None:
             raise HTTPException(status_code=404, detail="no BIGRec recommender is deployed: publish one with "
-                                "`python -m jobs.bigrec` and start the app with recommender=<output_dir>/recommender")
+                                "`raylib train bigrec` and start the app with recommender=<output_dir>/recommender")
         start = time.perf_counter()
         out = await bounded(self.generator.options(multiplexed_model_id=body.adapter).recommend.remote(
             body.history, body.k, body.exclude_history, body.constrained), self.settings.generator_timeout_s,

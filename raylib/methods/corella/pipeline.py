@@ -391,7 +391,7 @@ def check_artifacts(folder: str | Path) -> RoutingConfig:
     folder = Path(folder).expanduser()
     if not (folder / ROUTING_FILE).is_file():
         raise RaylibError(f"No CoReLLa artifacts in {folder}: train them first, e.g. "
-                          "`python -m jobs.corella --config jobs/configs/corella_cpu.yaml` "
+                          "`raylib train corella --config jobs/configs/corella_cpu.yaml` "
                           "(they are written to <output_dir>/artifacts), then pass that folder.")
     routing = RoutingConfig.load(folder / ROUTING_FILE)
     _, vocab = read_crm_config(folder / "crm", expect_vocab=routing.vocab_hash)

@@ -85,7 +85,7 @@ def check_recommender(folder: str | Path) -> RecommenderConfig:
     folder = Path(folder).expanduser()
     if not (folder / CONFIG_FILE).is_file():
         raise RaylibError(f"No BIGRec recommender in {folder}: train one first, e.g. "
-                          "`python -m jobs.bigrec --config jobs/configs/bigrec_cpu.yaml` "
+                          "`raylib train bigrec --config jobs/configs/bigrec_cpu.yaml` "
                           "(it is written to <output_dir>/recommender), then pass that folder.")
     for name in ("catalogue.parquet", "catalogue.safetensors"):
         if not (folder / name).is_file():
