@@ -82,6 +82,7 @@ def board(ray_session, tiny_model_dir, tmp_path_factory, movie_records):
         "second_domain": str(books), "bootstrap_rounds": 200, "output_dir": str(root / "board"),
         "cold_max_interactions": 19,  # the shop's users have about 19 training ratings each: about half are cold
         "budgets": [8], "budget_seeds": [1],  # one more budget for TALLRec and DCNv2: the same 8 records
+        "ranking_budgets": [16],  # the table's own BIGRec and GenRec runs; SASRec and popularity on their windows
         "report": str(root / "reports" / "leaderboard.json"), "tracking": {"enabled": True}})
     loads = Loads()
     with tracking.job_run(config.tracking, config.output_dir, "bench leaderboard", {}):  # as `raylib bench` runs it
@@ -134,12 +135,17 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
     assert set(saved["selection"]) == {"tallrec", "cocktail", "corella", "bigrec", "genrec"}
     assert saved["selection"]["bigrec"]["saw"] == [f"bigrec-{config.bigrec_run}"]
     # the data-budget axis: TALLRec and DCNv2 on the same 8 records, DCNv2 also on all of them
-    assert saved["budgets"] == {"preference": [8], "ranking": []}
+    assert saved["budgets"] == {"preference": [8], "ranking": [16]}
     curves = saved["curves"]["preference"]
     assert set(curves["tallrec"]) == {"8"} and set(curves["dcnv2"]) == {"8", "all"}
     for point in (curves["tallrec"]["8"], curves["dcnv2"]["8"]):
         assert len(point["seeds"]) == 1 and point["ci"][0] <= point["mean"] <= point["ci"][1]
     assert saved["wins"]["tallrec"] in (None, 8) and "8" in saved["budget_comparisons"]["tallrec"]["paired"]
+    ranking_curves = saved["curves"]["ranking"]
+    assert set(ranking_curves) == {"bigrec", "genrec", "sasrec", "popularity"}
+    assert set(ranking_curves["sasrec"]) == {"16", "all"} and set(ranking_curves["bigrec"]) == {"16"}
+    assert ranking_curves["bigrec"]["16"]["mean"] == pytest.approx(saved["ranking"]["bigrec"]["ndcg@10"])
+    assert saved["wins"]["bigrec"] in (None, 16) and saved["wins"]["genrec"] in (None, 16)
     budget = root / "board" / "budgets" / "n8-seed1"
     learned = json.loads((budget / "tallrec" / "report.json").read_text())["data"]
     assert learned["train"] == 8 and learned["test"] == 24

@@ -246,6 +246,7 @@ def test_a_slow_llm_degrades_to_the_crm_without_failing(service):
         reconfigure(service, threshold=None, llm_timeout_s=60.0)
 
 
+@pytest.mark.slow
 def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
     """Kill the LLM's replica while requests go to it: every request still gets a 200, the samples the LLM
     could not answer are the CRM's (degraded); Serve then starts a new replica."""

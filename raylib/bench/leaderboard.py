@@ -74,6 +74,9 @@ class BenchLeaderboardConfig:
     # same N records (TALLRec's paper: 16 / 64 / 256), scored on the preference sample. [] = none.
     budgets: list[PositiveInt] = dataclasses.field(default_factory=lambda: [16, 64, 256])
     budget_seeds: list[Seed] = dataclasses.field(default_factory=lambda: [1, 2])
+    # Ranking: BIGRec and GenRec on N training windows, SASRec and popularity on the same windows (BIGRec's
+    # paper: 1024; at the BIGRec benchmark's own N the table's runs are the points). One seed. [] = none.
+    ranking_budgets: list[PositiveInt] = dataclasses.field(default_factory=lambda: [256, 1024])
     # The cold slices: users / items with at most this many interactions in the training period.
     cold_max_interactions: int = Field(5, ge=0)
     # How each method's run is chosen, written into the report before any test figure is computed (and then
@@ -351,7 +354,8 @@ def ranking_ranks(config: BenchLeaderboardConfig, bench):
     records = {"window": np.arange(len(data.test)),
                "user_id": timelines.user_ids[timelines.user_of(data.test.at)].astype(str),
                "item_id": timelines.item_ids[data.test.targets].astype(str)}
-    return windows, rows, records
+    context = {"bigrec": bigrec, "genrec": genrec, "data": data, "reports": {"bigrec": b, "genrec": g}}
+    return windows, rows, records, context
 
 
 def _ranking_facts(name: str, bigrec, genrec, train_windows: int) -> dict[str, Any]:
@@ -481,10 +485,11 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
         report["corella_routing"] = corella_routing(config)
         save(report, path)
     if "ranking" in config.parts:
-        windows, rows, records = ranking_ranks(config, jobs["nextitem"])
+        windows, rows, records, context = ranking_ranks(config, jobs["nextitem"])
         records.update(_counts_of(records, counts))
         write_scores(_out(config), "ranking", records, {n: r["ranks"] for n, r in rows.items()})
         report["ranking"] = ranking_table(rows, config.bootstrap_rounds)
+        ranking_budget_axis(config, context, report["ranking"], report)
         _add_slices(slices, slice_tables("ranking", records, {n: np.asarray(r["ranks"]) for n, r in rows.items()},
                                          config.cold_max_interactions, config.bootstrap_rounds))
         report["split"].update(windows)
@@ -501,17 +506,39 @@ def budget_axis(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample: di
     """`budgets`, `curves` and `wins` (`raylib.bench.leaderboard_budgets`); DCNv2 also at "all" (the table's)."""
     from raylib.bench.leaderboard_budgets import curves, preference_budget_scores, wins
 
-    out: dict[str, Any] = {"budgets": {"preference": list(config.budgets), "ranking": []}}
+    out: dict[str, Any] = {"budgets": {"preference": list(config.budgets), "ranking": list(config.ranking_budgets)}}
     if not config.budgets:
         return out
     scores = preference_budget_scores(config, jobs, sample, run_method, _out(config))
     labels = np.asarray(sample["label"])
-    found = curves(labels, scores, config.bootstrap_rounds)
+    found = curves("preference", labels, scores, config.bootstrap_rounds)
     if "dcnv2" in table:
         found["dcnv2"]["all"] = {"mean": table["dcnv2"]["auc"], "ci": table["dcnv2"]["auc_ci"],
                                  "seeds": [table["dcnv2"]["auc"]], "train_records": table["dcnv2"]["train_records"]}
-    best, paired = wins(labels, scores, config.bootstrap_rounds)
-    return {**out, "curves": {"preference": found, "ranking": {}}, "wins": best, "budget_comparisons": paired}
+    best, paired = wins("preference", labels, scores, config.bootstrap_rounds)
+    return {**out, "curves": {"preference": found}, "wins": best, "budget_comparisons": paired}
+
+
+def ranking_budget_axis(config: BenchLeaderboardConfig, context: dict[str, Any], table: dict[str, Any],
+                        report: dict[str, Any]) -> None:
+    """`budgets.ranking`, `curves.ranking`, and the ranking rows' `wins`; SASRec and popularity also at "all"."""
+    from raylib.bench.leaderboard_budgets import curves, ranking_budget_ranks, wins
+
+    report.setdefault("budgets", {"preference": list(config.budgets)})["ranking"] = list(config.ranking_budgets)
+    report.setdefault("curves", {})["ranking"] = {}
+    if not config.ranking_budgets:
+        return
+    ranks = ranking_budget_ranks(config, context["bigrec"], context["genrec"], context["data"], context["reports"],
+                                 run_method, _out(config))
+    found = curves("ranking", None, ranks, config.bootstrap_rounds)
+    for row in ("sasrec", "popularity"):
+        if row in table:
+            found[row]["all"] = {"mean": table[row]["ndcg@10"], "ci": table[row]["ndcg@10_ci"],
+                                 "seeds": [table[row]["ndcg@10"]], "train_records": table[row]["train_records"]}
+    best, paired = wins("ranking", None, ranks, config.bootstrap_rounds)
+    report["curves"]["ranking"] = found
+    report.setdefault("wins", {}).update(best)
+    report.setdefault("budget_comparisons", {}).update(paired)
 
 
 def corella_routing(config: BenchLeaderboardConfig) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """The leaderboard's data-budget axis: an LLM row and its classical counterpart trained on the same N records.
 
+Ranking: BIGRec and GenRec tuned on N training windows (their jobs' seeded sample, one seed: it also draws the
+test windows), SASRec trained on exactly those windows and popularity counted on them (BIGRec's paper: 1024).
+
 TALLRec's paper trains its baselines on the same 16 / 64 / 256 samples as the LLM; the leaderboard's main table
 does not (DCNv2 learns every training rating). Here, per seed and budget N, TALLRec learns a seeded sample of N
 preference records (`data.train_seed`; the validation and test samples stay the leaderboard's) and DCNv2 learns
@@ -96,43 +99,92 @@ def rows_of(table, pairs: list[tuple[str, str]], split: str) -> list[int]:
     return [index[p] for p in pairs]
 
 
+# ------------------------------------------------------------------ next-item ranking
+def ranking_budget_ranks(config, bigrec, genrec, data, reports: dict[str, Any], run_method, out: Path):
+    """{row: {N: [test ranks]}}: BIGRec and GenRec tuned on N training windows (their job's seeded sample; at the
+    table's N, the table's own runs), SASRec trained on exactly those windows and popularity counted on them."""
+    from raylib.config import from_dict
+    from raylib.data.sequences import sample_windows
+    from raylib.methods.nextitem.grounding import popularity_ranks
+    from raylib.methods.nextitem.pipeline import run_bigrec, run_genrec, sasrec_ranks, seen_of, targets_of
+
+    if bigrec.data.train_samples != genrec.data.train_samples or bigrec.data.seed != genrec.data.seed:
+        raise RaylibError("leaderboard: ranking budgets need BIGRec and GenRec to sample their windows alike "
+                          "(data.train_samples and data.seed).")
+    targets, seen = targets_of(data.test, data), seen_of(bigrec, data.test, data)
+    ranks: dict[str, dict[int, list]] = {"bigrec": {}, "genrec": {}, "sasrec": {}, "popularity": {}}
+    for n in config.ranking_budgets:
+        folder = out / "budgets" / f"windows-n{n}"
+        for name, job, run, key in (("bigrec", bigrec, run_bigrec, "bigrec"),
+                                    ("genrec", genrec, run_genrec, "genrec_exact")):
+            report = reports[name]
+            if n != job.data.train_samples:
+                values = to_dict(job)
+                values.update(output_dir=str(folder / name), baselines=False,
+                              data={**values["data"], "train_samples": n})
+                budget_job = from_dict(type(job), values, where=f"leaderboard {name} on {n} windows")
+                report = run_method(config, f"budget-{name}-n{n}", budget_job, lambda j, r=run: r(j, data))["report"]
+            ranks[name][n] = [np.asarray(report["ranks"][key])]
+        windows = sample_windows(data.train, n, bigrec.data.seed)  # the windows both LLMs learned
+        ranks["sasrec"][n] = [sasrec_ranks(bigrec, data, windows, folder / "sasrec")[0]]
+        counts = np.bincount(windows.targets, minlength=len(data.catalogue))
+        ranks["popularity"][n] = [popularity_ranks(counts, targets, seen)]
+    return ranks
+
+
 # ------------------------------------------------------------------ curves and wins
+RANKING_COUNTERPARTS = {"bigrec": "sasrec", "genrec": "sasrec"}
+
+
+def _statistic(part: str):
+    """(per-record values of a row's scores, the statistic of a [records, seeds] matrix): the AUC averaged over
+    seeds for preference, NDCG@10 averaged over windows and seeds for ranking."""
+    from raylib.metrics import ndcg_gains
+
+    if part == "preference":
+        return (lambda scores: np.asarray(scores, dtype=np.float64)), _auc_over_seeds
+    return (lambda ranks: ndcg_gains(np.asarray(ranks, dtype=np.int64), 10)), np.mean
+
+
 def _auc_over_seeds(labels, scores):
     from raylib.metrics import auc
 
     return float(np.mean([auc(labels, scores[:, k]) for k in range(scores.shape[1])]))
 
 
-def curves(labels: np.ndarray, scores: dict[str, dict[int, list]], rounds: int) -> dict[str, dict[str, Any]]:
-    """`curves.<row>.<N>` = {mean, ci, seeds}: the AUC averaged over seeds, its bootstrap interval over the test
-    records (the same resample for every seed), and each seed's AUC."""
-    from raylib.metrics import auc, bootstrap_interval
+def curves(part: str, labels, scores: dict[str, dict[int, list]], rounds: int) -> dict[str, dict[str, Any]]:
+    """`curves.<part>.<row>.<N>` = {mean, ci, seeds}: the metric averaged over seeds, its bootstrap interval over
+    the test records (the same resample for every seed), and each seed's figure."""
+    from raylib.metrics import bootstrap_interval
 
+    values, statistic = _statistic(part)
     out: dict[str, dict[str, Any]] = {}
     for row, by_budget in scores.items():
         for n, per_seed in by_budget.items():
-            stacked = np.column_stack(per_seed)
+            stacked = np.column_stack([values(s) for s in per_seed])
+            figure = (lambda m: statistic(labels, m)) if part == "preference" else statistic
             out.setdefault(row, {})[str(n)] = {
-                "mean": _auc_over_seeds(labels, stacked),
-                "ci": bootstrap_interval(stacked, _auc_over_seeds, labels, rounds),
-                "seeds": [auc(labels, np.asarray(s)) for s in per_seed]}
+                "mean": float(figure(stacked)),
+                "ci": bootstrap_interval(stacked, statistic, labels if part == "preference" else None, rounds),
+                "seeds": [float(figure(stacked[:, [k]])) for k in range(stacked.shape[1])]}
     return out
 
 
-def wins(labels: np.ndarray, scores: dict[str, dict[int, list]], rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(`wins.<row>`: the largest budget where the row's seed-averaged AUC beats its counterpart's with a paired
-    bootstrap interval above 0, or None; the paired difference at every budget, per row)."""
+def wins(part: str, labels, scores: dict[str, dict[int, list]], rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`wins.<row>`: the largest budget where the row beats its counterpart with a paired bootstrap interval
+    above 0, or None; the paired difference at every budget, per row)."""
     from raylib.metrics import paired_bootstrap
 
+    values, statistic = _statistic(part)
     best: dict[str, Any] = {}
     detail: dict[str, Any] = {}
-    for row, other in COUNTERPARTS.items():
+    for row, other in (COUNTERPARTS if part == "preference" else RANKING_COUNTERPARTS).items():
         if row not in scores or other not in scores:
             continue
         paired = {}
         for n in sorted(set(scores[row]) & set(scores[other])):
-            found = paired_bootstrap(np.column_stack(scores[row][n]), np.column_stack(scores[other][n]),
-                                     _auc_over_seeds, labels, rounds)
+            a, b = (np.column_stack([values(s) for s in scores[r][n]]) for r in (row, other))
+            found = paired_bootstrap(a, b, statistic, labels if part == "preference" else None, rounds)
             paired[str(n)] = {"diff": found["diff"], "ci": found["ci"]}
         beaten = [int(n) for n, found in paired.items() if found["ci"][0] > 0]
         best[row] = max(beaten) if beaten else None

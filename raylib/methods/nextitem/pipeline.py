@@ -323,23 +323,33 @@ class Baselines:
 
 def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
     """Popularity and SASRec ranks on the test windows, SASRec's scores for the CF re-weighting."""
-    from raylib import placement
-    from raylib.methods.nextitem.grounding import popularity_ranks, target_ranks
-    from raylib.methods.nextitem.sasrec import scores_of_published, train_sasrec, window_records
+    from raylib.methods.nextitem.grounding import popularity_ranks
 
     output = Path(job.output_dir).expanduser().resolve()
     seen = seen_of(job, data.test, data)
     ranks = {"popularity": popularity_ranks(data.catalogue.popularity, targets_of(data.test, data), seen)}
-    print(f"[nextitem] SASRec on {len(data.train)} training windows (Ray Train) ...", flush=True)
     # Its best epoch is picked on validation windows the gamma search does not see ("sasrec-run" held runs that
     # picked it on the same windows: they are left as they are).
-    folder = train_sasrec(job.sasrec, data.train, data.valid_held, data.catalogue, output / "sasrec-heldout",
-                          job.data.history_len, job.ray_address, job.train.fresh_start, job.train.use_gpu)
-    cf_valid, cf_test = placement.run(
-        scores_of_published, str(folder), [window_records(w, data.catalogue, job.data.history_len)
-                                           for w in (data.valid, data.test)], placement=placement.for_job(job))
-    ranks["sasrec"] = target_ranks(cf_test, targets_of(data.test, data), lower_is_better=False, seen=seen)
+    ranks["sasrec"], cf_valid, cf_test = sasrec_ranks(job, data, data.train, output / "sasrec-heldout")
     return Baselines(ranks, cf_valid, cf_test)
+
+
+def sasrec_ranks(job: NextItemJobConfig, data: SequenceData, train_windows: Windows, folder: Path):
+    """SASRec trained on `train_windows` (its best epoch picked on the held validation windows), then its test
+    ranks and its scores of the validation and test windows."""
+    from raylib import placement
+    from raylib.methods.nextitem.grounding import target_ranks
+    from raylib.methods.nextitem.sasrec import scores_of_published, train_sasrec, window_records
+
+    print(f"[nextitem] SASRec on {len(train_windows)} training windows (Ray Train) ...", flush=True)
+    trained = train_sasrec(job.sasrec, train_windows, data.valid_held, data.catalogue, folder, job.data.history_len,
+                           job.ray_address, job.train.fresh_start, job.train.use_gpu)
+    cf_valid, cf_test = placement.run(
+        scores_of_published, str(trained), [window_records(w, data.catalogue, job.data.history_len)
+                                            for w in (data.valid, data.test)], placement=placement.for_job(job))
+    ranks = target_ranks(cf_test, targets_of(data.test, data), lower_is_better=False,
+                         seen=seen_of(job, data.test, data))
+    return ranks, cf_valid, cf_test
 
 
 def llm_records(job: NextItemJobConfig, data: SequenceData, prompt: Literal["bigrec", "genrec"],
