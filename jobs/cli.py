@@ -168,10 +168,12 @@ def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
 
 # ------------------------------------------------------------------ list, report, serve
 def recipes() -> list[tuple[str, str, str]]:
-    """(file, what its first comment line says, the command that runs it) for every shipped recipe."""
+    """(file, what it is: its first comment line after the command, the command that runs it) for every shipped
+    recipe. Each file opens with its command (`tests/test_cli.py` holds them to it)."""
     out = []
     for path in sorted(CONFIGS.glob("*.yaml")):
-        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        comments = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        first = next((c for c in comments if not c.startswith(("raylib train", "raylib bench"))), "")
         stem = path.stem
         if stem.startswith("bench_"):
             name = stem[len("bench_"):].replace("_", "-")
@@ -190,7 +192,7 @@ def list_everything() -> str:
     lines += [f"  {name:<{names}}{entry.about}" for name, entry in METHODS.items()]
     lines += ["benchmarks (raylib bench <name>):"]
     lines += [f"  {name:<{names}}{entry.about}" for name, entry in BENCHES.items()]
-    lines += ["recipes (jobs/configs; each file's first line says what it is):"]
+    lines += ["recipes (jobs/configs; each file opens with this command, then says what it is):"]
     width = max(len(f) for f, _, _ in recipes())
     lines += [f"  {f:<{width}}  {command}" for f, _, command in recipes()]
     return "\n".join(lines)

@@ -32,6 +32,15 @@ def test_raylib_list_names_every_method_benchmark_and_recipe(capsys):
     assert "raylib train tallrec --config jobs/configs/tallrec_cpu.yaml" in out and "raylib bench bigrec" in out
 
 
+def test_every_shipped_config_opens_with_the_command_that_runs_it():
+    from jobs.cli import recipes
+
+    for name, about, command in recipes():
+        assert command, f"{name}: no method or benchmark runs it"
+        assert (CONFIGS / name).read_text().startswith(f"# {command}\n"), name
+        assert about and not about.startswith("raylib "), name  # then what it is
+
+
 def test_the_installed_command_refuses_bad_input_in_one_line(tmp_path):
     raylib = str(Path(sys.executable).parent / "raylib")
 
