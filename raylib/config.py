@@ -69,6 +69,12 @@ MovieLensFolder = Annotated[str, _must_be("folder", "MovieLens folder")]
 Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
 # numpy's and torch's generators take seeds in [0, 2^32): a negative one would be a traceback after work started.
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
+# Device memory of the GPUs a job can name (`train.gpu`, the planner), in GiB as `nvidia-smi` reports it (an A10G
+# or L4 "24 GB" card shows 22.5 GiB).
+GPU_MEMORY_GIB = {"t4": 15.0, "v100-16g": 15.8, "a10g": 22.5, "l4": 22.5, "rtx3090": 24.0, "rtx4090": 24.0,
+                  "v100-32g": 31.7, "a100-40g": 40.0, "l40s": 45.0, "a6000": 48.0, "a100-80g": 80.0, "h100": 80.0,
+                  "h200": 140.0}
+GpuName = Literal[tuple(GPU_MEMORY_GIB)]
 
 
 def _shares(values: list[float]) -> list[float]:
@@ -125,9 +131,9 @@ class TrainConfig:
     zero_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
-    # The GPU every worker has (rtx3090 | a100-40g | a100-80g | h100): a GPU job is planned first
-    # (`raylib.plan`) and refused, naming the cheapest change that fits, when it cannot fit.
-    gpu: Literal["rtx3090", "a100-40g", "a100-80g", "h100"] | None = None
+    # The GPU every worker has (a name of `GPU_MEMORY_GIB`): a GPU job is planned first (`raylib.plan`) and
+    # refused, naming the cheapest change that fits, when it cannot fit.
+    gpu: GpuName | None = None
     # CPUs (and math threads on CPU) per worker; 0 = this machine's cores divided among the workers.
     cpus_per_worker: int = Field(0, ge=0)
     eval_batch_size: int = Field(16, ge=1)

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from raylib import RaylibError
+from raylib.config import GPU_MEMORY_GIB
 
 GIB = 1024 ** 3
-GPUS = {"rtx3090": 24.0, "a100-40g": 40.0, "a100-80g": 80.0, "h100": 80.0}  # GiB of device memory
+GPUS = GPU_MEMORY_GIB  # GiB of device memory, per card name
 SHIPPED = Path(__file__).parent / "model_configs"
 ALIASES = {"huggyllama/llama-7b": "llama-7b", "meta-llama/Llama-2-7b-hf": "llama-2-7b",
            "meta-llama/Llama-2-13b-hf": "llama-2-13b"}

@@ -56,6 +56,9 @@ def test_7b_lora_fits_one_rtx3090_with_the_recipe_and_a_full_fine_tune_does_not(
         assert plan["fits"] and plan["gib"]["total"] < 24
         (scoring,) = plan["inference"]  # scoring fits too: bf16, and 13B's weights over two cards
         assert scoring["phase"] == "scoring" and scoring["fits"] and scoring["gib"]["total"] < 24
+    # cluster.yaml's own card, a g5's A10G (22.5 GiB as the driver reports it), takes the same recipe
+    a10g = load_config(TallrecJobConfig, REPO / "jobs" / "configs" / "tallrec-llama7b-rtx3090.yaml", ["train.gpu=a10g"])
+    assert check_job_fits(a10g)["fits"]
     config = model_config("meta-llama/Llama-2-7b-hf")
     assert count_parameters(config).trainable == 4_194_304  # 32 layers x (q, v) x 8 x (4096 + 4096)
     full = report(count_parameters(config, trainable="full"), Setup(), "llama-2-7b")
