@@ -81,7 +81,8 @@ def board(ray_session, tiny_model_dir, tmp_path_factory, movie_records):
         "dataset": str(dataset), "model_name": str(tiny_model_dir), "test_samples": 24, "changes": changes,
         "second_domain": str(books), "bootstrap_rounds": 200, "output_dir": str(root / "board"),
         "cold_max_interactions": 19,  # the shop's users have about 19 training ratings each: about half are cold
-        "budgets": [8], "budget_seeds": [1],  # one more budget for TALLRec and DCNv2: the same 8 records
+        # the budget axis at the table's own TALLRec run (12 records, its seed): DCNv2 learns those 12 records
+        "budgets": [12], "budget_seeds": [42],
         "ranking_budgets": [16],  # the table's own BIGRec and GenRec runs; SASRec and popularity on their windows
         "report": str(root / "reports" / "leaderboard.json"), "tracking": {"enabled": True}})
     loads = Loads()
@@ -134,24 +135,23 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
     # the selection rules, in the report (saved before the first method ran), with what each saw
     assert set(saved["selection"]) == {"tallrec", "cocktail", "corella", "bigrec", "genrec"}
     assert saved["selection"]["bigrec"]["saw"] == [f"bigrec-{config.bigrec_run}"]
-    # the data-budget axis: TALLRec and DCNv2 on the same 8 records, DCNv2 also on all of them
-    assert saved["budgets"] == {"preference": [8], "ranking": [16]}
+    # the data-budget axis: TALLRec and DCNv2 on the same 12 records, DCNv2 also on all of them
+    assert saved["budgets"] == {"preference": [12], "ranking": [16]}
     curves = saved["curves"]["preference"]
-    assert set(curves["tallrec"]) == {"8"} and set(curves["dcnv2"]) == {"8", "all"}
-    for point in (curves["tallrec"]["8"], curves["dcnv2"]["8"]):
+    assert set(curves["tallrec"]) == {"12"} and set(curves["dcnv2"]) == {"12", "all"}
+    for point in (curves["tallrec"]["12"], curves["dcnv2"]["12"]):
         assert len(point["seeds"]) == 1 and point["ci"][0] <= point["mean"] <= point["ci"][1]
-    assert saved["wins"]["tallrec"] in (None, 8) and "8" in saved["budget_comparisons"]["tallrec"]["paired"]
+    assert curves["tallrec"]["12"]["mean"] == pytest.approx(rows["tallrec"]["auc"])  # the table's run
+    assert saved["wins"]["tallrec"] in (None, 12) and "12" in saved["budget_comparisons"]["tallrec"]["paired"]
     ranking_curves = saved["curves"]["ranking"]
     assert set(ranking_curves) == {"bigrec", "genrec", "sasrec", "popularity"}
     assert set(ranking_curves["sasrec"]) == {"16", "all"} and set(ranking_curves["bigrec"]) == {"16"}
     assert ranking_curves["bigrec"]["16"]["mean"] == pytest.approx(saved["ranking"]["bigrec"]["ndcg@10"])
     assert saved["wins"]["bigrec"] in (None, 16) and saved["wins"]["genrec"] in (None, 16)
-    budget = root / "board" / "budgets" / "n8-seed1"
-    learned = json.loads((budget / "tallrec" / "report.json").read_text())["data"]
-    assert learned["train"] == 8 and learned["test"] == 24
     import pyarrow.parquet as pq
 
-    assert pq.read_metadata(next((budget / "dcnv2" / "stage1-crm").rglob("train.parquet"))).num_rows == 8
+    budget = root / "board" / "budgets" / "n12-seed42"
+    assert pq.read_metadata(next((budget / "dcnv2" / "stage1-crm").rglob("train.parquet"))).num_rows == 12
     # CoReLLa's routing on its own validation and test samples, beside the shared sample's rows
     routing = saved["corella_routing"]
     assert routing["test_samples"] == 8 and set(routing["test_auc"]) == {"crm", "llm", "routed"}

@@ -5,7 +5,8 @@ test windows), SASRec trained on exactly those windows and popularity counted on
 
 TALLRec's paper trains its baselines on the same 16 / 64 / 256 samples as the LLM; the leaderboard's main table
 does not (DCNv2 learns every training rating). Here, per seed and budget N, TALLRec learns a seeded sample of N
-preference records (`data.train_seed`; the validation and test samples stay the leaderboard's) and DCNv2 learns
+preference records (`data.train_seed`; the validation and test samples stay the leaderboard's; at the table's own
+N and seed, the table's run is the point) and DCNv2 learns
 the CTR rows of exactly those (user, item) pairs, with a vocabulary of what those rows hold (an id they never
 show is out of vocabulary, as it would be for a model that saw only them). Both score the leaderboard's
 preference sample. From the per-seed scores: `curves` (the mean over seeds, a bootstrap interval over the test
@@ -55,11 +56,15 @@ def tallrec_at(config, main_job, n: int, seed: int, sample: dict[str, Any], fold
     from raylib.methods.tallrec.config import TallrecJobConfig
     from raylib.methods.tallrec.pipeline import load_tallrec_data, run_tallrec
 
-    values = to_dict(main_job)
-    values.update(output_dir=str(folder / "tallrec"), skip_zero_shot=True,
-                  data={**values["data"], "train_samples": n, "train_seed": seed})
-    job = from_dict(TallrecJobConfig, values, where=f"leaderboard budget {n}, seed {seed}")
-    outcome = run_method(config, f"budget-tallrec-n{n}-seed{seed}", job, run_tallrec)
+    main_seed = main_job.data.seed if main_job.data.train_seed is None else main_job.data.train_seed
+    if n == main_job.data.train_samples and seed == main_seed:  # the table's own run is this point
+        job, outcome = main_job, run_method(config, "tallrec", main_job, run_tallrec)
+    else:
+        values = to_dict(main_job)
+        values.update(output_dir=str(folder / "tallrec"), skip_zero_shot=True,
+                      data={**values["data"], "train_samples": n, "train_seed": seed})
+        job = from_dict(TallrecJobConfig, values, where=f"leaderboard budget {n}, seed {seed}")
+        outcome = run_method(config, f"budget-tallrec-n{n}-seed{seed}", job, run_tallrec)
     scored = json.loads(Path(outcome["report"]["test_scores"]).read_text())
     if scored["user_id"] != sample["user_id"] or scored["item_id"] != sample["item_id"]:
         raise RaylibError(f"leaderboard: TALLRec at budget {n} scored other test records than the sample.")
