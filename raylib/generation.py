@@ -177,6 +177,28 @@ class TokenTrie:
         return self.token[start:end].tolist() or [self.end_token]
 
 
+# Set when this transformers' cache internals are not the ones `SharedPromptLayer` was written for (it subclasses
+# them): every later beam search in the process uses plain `generate`, which gives the same beams, more slowly.
+_SHARED_PROMPT_FAILED: list[str] = []
+
+
+def _generate_with_shared_prompt(model, settings: dict, beams: int, new_tokens: int):
+    """`generate` with the shared prompt cache, or None (after one warning) where transformers' internals differ."""
+    import warnings
+
+    try:
+        cache = _prompt_cache(model, settings["input_ids"], settings["attention_mask"], beams, new_tokens)
+        return model.generate(**settings, **{_cache_argument(model): cache})
+    except (ImportError, AttributeError, TypeError, NotImplementedError) as err:
+        import transformers
+
+        _SHARED_PROMPT_FAILED.append(repr(err))
+        warnings.warn(f"transformers {transformers.__version__}: its key/value cache internals differ from what "
+                      f"raylib's shared-prompt cache was written for ({err!r}); beam search falls back to plain "
+                      "generate (the same beams, slower)", RuntimeWarning, stacklevel=3)
+        return None
+
+
 @torch.no_grad()
 def beam_search(model, tokenizer, prompts: list[str], num_beams: int = 4, max_new_tokens: int = 32,
                 batch_size: int = 16, progress: bool = True, desc: str = "beam search",
@@ -199,12 +221,14 @@ def beam_search(model, tokenizer, prompts: list[str], num_beams: int = 4, max_ne
                 prompt_len = ids.shape[1]  # left-padded: every row's generated tokens start here
                 extra["prefix_allowed_tokens_fn"] = lambda _, row: allowed.next_tokens(row[prompt_len:].tolist())
             new_tokens = allowed.depth if allowed is not None else max_new_tokens
-            if shared_prompt and num_beams > 1 and ids.shape[1] > 1:
-                extra[_cache_argument(model)] = _prompt_cache(model, ids, mask, num_beams, new_tokens)
-            generated = model.generate(
-                input_ids=ids, attention_mask=mask, num_beams=num_beams, num_return_sequences=num_beams,
-                do_sample=False, early_stopping=True, max_new_tokens=new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
+            settings = dict(input_ids=ids, attention_mask=mask, num_beams=num_beams, num_return_sequences=num_beams,
+                            do_sample=False, early_stopping=True, max_new_tokens=new_tokens,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
+            generated = None
+            if shared_prompt and num_beams > 1 and ids.shape[1] > 1 and not _SHARED_PROMPT_FAILED:
+                generated = _generate_with_shared_prompt(model, settings, num_beams, new_tokens)
+            if generated is None:
+                generated = model.generate(**settings)
             texts = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
             for row, i in enumerate(index):
                 out[i] = texts[row * num_beams:(row + 1) * num_beams]

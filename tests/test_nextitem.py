@@ -62,6 +62,29 @@ def test_beam_search_returns_num_beams_distinct_candidates(tiny_model_dir, token
     assert plain == batched
 
 
+def test_beam_search_falls_back_to_plain_generate_once_where_transformers_internals_differ(tiny_model_dir, tokenizer,
+                                                                                           monkeypatch):
+    """The shared-prompt cache subclasses transformers' cache layer; a transformers whose internals differ (here:
+    the layer class is gone) gets one warning and plain `generate`'s beams, not a crash."""
+    import pytest
+    from transformers import AutoModelForCausalLM
+
+    import raylib.generation as generation
+
+    def changed_internals():
+        raise AttributeError("module 'transformers.cache_utils' has no attribute 'DynamicLayer'")
+
+    monkeypatch.setattr(generation, "_shared_prompt_layer", changed_internals)
+    monkeypatch.setattr(generation, "_SHARED_PROMPT_FAILED", [])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [bigrec_prompt(["Alien (1979)"]), bigrec_prompt(["Brazil (1985)", "Dune (1984)"])]
+    with pytest.warns(RuntimeWarning, match="falls back to plain generate") as warned:
+        beams = generation.beam_search(model, tokenizer, prompts, 3, 5, batch_size=1, progress=False)
+    assert len(warned) == 1  # once, not per batch
+    assert beams == generation.beam_search(model, tokenizer, prompts, 3, 5, batch_size=1, progress=False,
+                                           shared_prompt=False)
+
+
 def test_constrained_beams_spell_only_catalogue_answers(tiny_model_dir, tokenizer):
     """A random model writes anything; with the catalogue's token trie every beam is a catalogue answer, with the
     shared-prompt cache as without it."""
