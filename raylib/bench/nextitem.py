@@ -100,7 +100,7 @@ def _valid_loss(run: dict[str, Any]) -> float | None:
 
 
 def recipe_on_validation(runs: dict[str, dict[str, Any]], rounds: int = 2000) -> dict[str, Any] | None:
-    """The BIGRec run a user should keep, chosen on the validation windows only (issue 21, item 8); its test
+    """The BIGRec run a user should keep, chosen on the validation windows only; its test
     NDCG@10 is shown beside it, never used to choose. The highest validation NDCG@10 (then NDCG@20) wins where
     its paired bootstrap interval against every other run excludes 0. Where it does not (a few hits among a few
     hundred windows), the lowest validation loss of the runs trained on the answer alone (the runs whose losses

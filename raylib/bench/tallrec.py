@@ -319,7 +319,7 @@ def _engineering_figures(config, report, pool, test, work, save) -> None:
 
 def scoring_figures(speed: dict[str, Any]) -> dict[str, Any]:
     """The report's scoring keys from `scoring_speed`'s measurement: the speed-up is over the authors' way of
-    scoring, 32 prompts per `generate()` call (issue 21)."""
+    scoring, 32 prompts per `generate()` call."""
     return {"scoring_speedup": speed["speedup_vs_batched_generate"], "scoring_auc_diff": speed["auc_diff"],
             "scoring_detail": speed}
 

@@ -411,7 +411,7 @@ def run_bigrec(job: NextItemJobConfig, data: SequenceData | None = None,
         ranks[f"bigrec_{name}"] = grounded_ranks(embedded["test"], catalogue_emb, targets["test"], seen=seen["test"],
                                                  signal=test_signal, gamma=found["best_params"]["gamma"])
     gamma = {k: v["best_params"]["gamma"] for k, v in gammas.items()}
-    # NDCG on the validation windows (never test) is what a recipe is chosen by (issue 21, item 8)
+    # NDCG on the validation windows (never test) is what a recipe is chosen by
     valid_ranks = grounded_ranks(embedded["valid"], catalogue_emb, targets["valid"], seen=seen["valid"])
     report = finish_report(job, "bigrec", data, ranks, beams["test"], result, start, gamma=gamma,
                            gamma_search=gammas, valid_metrics={"bigrec": metrics_of(valid_ranks)},
