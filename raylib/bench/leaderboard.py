@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 import yaml
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 from pydantic.dataclasses import dataclass
 
 from raylib import RaylibError
@@ -87,6 +87,14 @@ class BenchLeaderboardConfig:
     report: str = "reports/leaderboard.json"
     ray_address: str | None = None
     tracking: TrackingSettings = dataclasses.field(default_factory=TrackingSettings)
+
+    @field_validator("selection")
+    @classmethod
+    def _rules_of_methods(cls, rules: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(rules) - set(SELECTION_RULES))
+        if unknown:
+            raise ValueError(f"{unknown} name no method of the leaderboard ({', '.join(SELECTION_RULES)})")
+        return rules
 
 
 # ------------------------------------------------------------------ the method jobs
@@ -188,7 +196,10 @@ def training(*folders: str | Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ preference prediction
 def preference_scores(config: BenchLeaderboardConfig, jobs: dict[str, Any]):
-    """(the test sample: user, item, label; per row: probabilities and costs)."""
+    """(the test sample: user, item, label; per row: probabilities and costs; the dataset's CTR data and the
+    sample's CTR test rows, which CoReLLa's models and DCNv2 score)."""
+    from raylib.bench.leaderboard_budgets import rows_of
+    from raylib.data.ctr import load_ctr_data
     from raylib.methods.tallrec.pipeline import run_tallrec
 
     tallrec = jobs["tallrec"]
@@ -203,8 +214,10 @@ def preference_scores(config: BenchLeaderboardConfig, jobs: dict[str, Any]):
             "tallrec": _row(scored["tuned"], report["tuned"], costs, config.recipes["tallrec"],
                             train_records=report["data"]["train"], **seen)}
     rows.update(cocktail_rows(config, jobs["cocktail"], tallrec, sample))
-    rows.update(corella_rows(config, jobs["corella"], sample))
-    return sample, rows
+    ctr = load_ctr_data(jobs["corella"].data)
+    sample_rows = ctr.test.take(rows_of(ctr.test, list(zip(sample["user_id"], sample["item_id"])), "test"))
+    rows.update(corella_rows(config, jobs["corella"], sample, ctr, sample_rows))
+    return sample, rows, (ctr, sample_rows)
 
 
 # What each row reads of a record (the table's "input features" column).
@@ -248,25 +261,15 @@ def _same_sample(records, sample: dict[str, Any], who: str) -> None:
         raise RaylibError(f"leaderboard: {who} would score other test records than TALLRec's sample.")
 
 
-def corella_rows(config: BenchLeaderboardConfig, job, sample) -> dict[str, dict[str, Any]]:
-    """CoReLLa's final CRM, LLM and routed system, and its stage-1 DCNv2 alone, on the CTR rows of the sample's
-    (user, item) pairs (the same interactions, with the CRM's features)."""
-    from raylib.data.ctr import load_ctr_data
+def corella_rows(config: BenchLeaderboardConfig, job, sample, ctr, rows) -> dict[str, dict[str, Any]]:
+    """CoReLLa's final CRM, LLM and routed system, and its stage-1 DCNv2 alone, on `rows`: the CTR rows of the
+    sample's (user, item) pairs (the same interactions, with the CRM's features) out of `ctr`."""
     from raylib.methods.corella.pipeline import run_corella
     from raylib.stages import file_sha1
 
     outcome = run_method(config, "corella", job, run_corella)
     artifacts = Path(outcome["report"]["artifacts"])
     stage1 = Path(outcome["report"]["stages"]["crm"])
-    ctr = load_ctr_data(job.data)
-    test = ctr.test
-    index = {}
-    for row, pair in enumerate(zip(test.user_ids().tolist(), test.item_ids().tolist())):
-        index.setdefault(pair, row)
-    missing = [p for p in zip(sample["user_id"], sample["item_id"]) if p not in index]
-    if missing:
-        raise RaylibError(f"leaderboard: {len(missing)} test pairs have no CoReLLa sample, e.g. {missing[0]}.")
-    rows = test.take([index[p] for p in zip(sample["user_id"], sample["item_id"])])
     key = {"crm": file_sha1(artifacts / "crm" / "model.safetensors"), "stage1": file_sha1(stage1 / "model.safetensors"),
            "adapter": file_sha1(artifacts / "adapter" / "adapter_model.safetensors"), "sample": sample,
            "model": to_dict(job.model)}
@@ -472,7 +475,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     save(report, path)
     slices: dict[str, dict[str, Any]] = {}
     if "preference" in config.parts:
-        sample, rows = preference_scores(config, jobs)
+        sample, rows, ctr_sample = preference_scores(config, jobs)
         records = preference_records(sample, rows, counts)
         write_scores(_out(config), "preference", records, {n: r["probabilities"] for n, r in rows.items()})
         report["preference"] = preference_table(sample, rows, config.bootstrap_rounds)
@@ -481,7 +484,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
                                          config.cold_max_interactions, config.bootstrap_rounds))
         report["split"]["preference_test_records"] = len(sample["label"])
         report["split"]["preference_positive_share"] = float(np.mean(sample["label"]))
-        report.update(budget_axis(config, jobs, sample, report["preference"]))
+        report.update(budget_axis(config, jobs, sample, ctr_sample, report["preference"]))
         report["corella_routing"] = corella_routing(config)
         save(report, path)
     if "ranking" in config.parts:
@@ -501,7 +504,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     return report
 
 
-def budget_axis(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample: dict[str, Any],
+def budget_axis(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample: dict[str, Any], ctr_sample,
                 table: dict[str, Any]) -> dict[str, Any]:
     """`budgets`, `curves` and `wins` (`raylib.bench.leaderboard_budgets`); DCNv2 also at "all" (the table's)."""
     from raylib.bench.leaderboard_budgets import curves, preference_budget_scores, wins
@@ -509,12 +512,11 @@ def budget_axis(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample: di
     out: dict[str, Any] = {"budgets": {"preference": list(config.budgets), "ranking": list(config.ranking_budgets)}}
     if not config.budgets:
         return out
-    scores = preference_budget_scores(config, jobs, sample, run_method, _out(config))
+    scores = preference_budget_scores(config, jobs, sample, *ctr_sample, run_method, _out(config))
     labels = np.asarray(sample["label"])
     found = curves("preference", labels, scores, config.bootstrap_rounds)
     if "dcnv2" in table:
-        found["dcnv2"]["all"] = {"mean": table["dcnv2"]["auc"], "ci": table["dcnv2"]["auc_ci"],
-                                 "seeds": [table["dcnv2"]["auc"]], "train_records": table["dcnv2"]["train_records"]}
+        found["dcnv2"]["all"] = _all_records(table["dcnv2"], "auc")
     best, paired = wins("preference", labels, scores, config.bootstrap_rounds)
     return {**out, "curves": {"preference": found}, "wins": best, "budget_comparisons": paired}
 
@@ -533,12 +535,17 @@ def ranking_budget_axis(config: BenchLeaderboardConfig, context: dict[str, Any],
     found = curves("ranking", None, ranks, config.bootstrap_rounds)
     for row in ("sasrec", "popularity"):
         if row in table:
-            found[row]["all"] = {"mean": table[row]["ndcg@10"], "ci": table[row]["ndcg@10_ci"],
-                                 "seeds": [table[row]["ndcg@10"]], "train_records": table[row]["train_records"]}
+            found[row]["all"] = _all_records(table[row], "ndcg@10")
     best, paired = wins("ranking", None, ranks, config.bootstrap_rounds)
     report["curves"]["ranking"] = found
     report.setdefault("wins", {}).update(best)
     report.setdefault("budget_comparisons", {}).update(paired)
+
+
+def _all_records(row: dict[str, Any], metric: str) -> dict[str, Any]:
+    """A classical row of the table as the "all" point of its budget curve (it learned every training record)."""
+    return {"mean": row[metric], "ci": row[f"{metric}_ci"], "seeds": [row[metric]],
+            "train_records": row["train_records"]}
 
 
 def corella_routing(config: BenchLeaderboardConfig) -> dict[str, Any]:

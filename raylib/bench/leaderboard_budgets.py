@@ -32,24 +32,24 @@ def budget_folder(out: Path, n: int, seed: int) -> Path:
     return out / "budgets" / f"n{n}-seed{seed}"
 
 
-def preference_budget_scores(config, jobs: dict[str, Any], sample: dict[str, Any], run_method, out: Path):
-    """{row: {N: [each seed's probabilities on the sample]}} for TALLRec and DCNv2 at every budget."""
-    from raylib.data.ctr import load_ctr_data
-
-    ctr = load_ctr_data(jobs["corella"].data)
+def preference_budget_scores(config, jobs: dict[str, Any], sample: dict[str, Any], ctr, sample_rows, run_method,
+                             out: Path):
+    """{row: {N: [each seed's probabilities on the sample]}} for TALLRec and DCNv2 at every budget. `ctr`: the
+    CTR data of the leaderboard's dataset; `sample_rows`: the sample's CTR test rows (what DCNv2 scores)."""
     scores: dict[str, dict[int, list]] = {"tallrec": {}, "dcnv2": {}}
     for n in config.budgets:
         for seed in config.budget_seeds:
             folder = budget_folder(out, n, seed)
-            job, probabilities, pairs = tallrec_at(config, jobs["tallrec"], n, seed, sample, folder, run_method)
+            probabilities, pairs = tallrec_at(config, jobs["tallrec"], n, seed, sample, folder, run_method)
             scores["tallrec"].setdefault(n, []).append(probabilities)
-            scores["dcnv2"].setdefault(n, []).append(dcnv2_at(jobs["corella"], ctr, pairs, sample, folder))
+            scores["dcnv2"].setdefault(n, []).append(dcnv2_at(jobs["corella"], ctr, pairs, sample, sample_rows,
+                                                              folder))
     return scores
 
 
 def tallrec_at(config, main_job, n: int, seed: int, sample: dict[str, Any], folder: Path, run_method):
-    """TALLRec on N records drawn with `seed` (the leaderboard's validation and test samples): (its job, its
-    probabilities on the sample, the (user, item) pairs it learned)."""
+    """TALLRec on N records drawn with `seed` (the leaderboard's validation and test samples): (its probabilities
+    on the sample, the (user, item) pairs it learned)."""
     import json
 
     from raylib.config import from_dict
@@ -69,10 +69,11 @@ def tallrec_at(config, main_job, n: int, seed: int, sample: dict[str, Any], fold
     if scored["user_id"] != sample["user_id"] or scored["item_id"] != sample["item_id"]:
         raise RaylibError(f"leaderboard: TALLRec at budget {n} scored other test records than the sample.")
     train = load_tallrec_data(job.data).train
-    return job, scored["tuned"], [(str(r.user_id), str(r.item_id)) for r in train]
+    return scored["tuned"], [(str(r.user_id), str(r.item_id)) for r in train]
 
 
-def dcnv2_at(corella_job, ctr, pairs: list[tuple[str, str]], sample: dict[str, Any], folder: Path) -> list[float]:
+def dcnv2_at(corella_job, ctr, pairs: list[tuple[str, str]], sample: dict[str, Any], sample_rows,
+             folder: Path) -> list[float]:
     """DCNv2 (CoReLLa's stage 1, its recipe) on the CTR rows of `pairs`, scored on the sample's CTR rows."""
     from raylib import placement
     from raylib.data.ctr import CtrVocab
@@ -85,23 +86,31 @@ def dcnv2_at(corella_job, ctr, pairs: list[tuple[str, str]], sample: dict[str, A
                          llm_train=[], stage_valid=[], valid=[], test=[], full_test=ctr.test)
     job = dataclasses.replace(corella_job, output_dir=str(folder / "dcnv2"))
     crm_dir = train_crm(job, views)
-    test_rows = ctr.test.take(rows_of(ctr.test, list(zip(map(str, sample["user_id"]), map(str, sample["item_id"]))),
-                                      "test"))
     key = {"crm": file_sha1(crm_dir / "model.safetensors"), "sample": sample}
     found = cached_stage(folder / "dcnv2_scores.json", key, lambda: {"probabilities": np.asarray(placement.run(
-        crm_scores_of, str(crm_dir), vocab.records(test_rows), placement=placement.for_job(job))).tolist()})
+        crm_scores_of, str(crm_dir), vocab.records(sample_rows), placement=placement.for_job(job))).tolist()})
     return found["probabilities"]
 
 
-def rows_of(table, pairs: list[tuple[str, str]], split: str) -> list[int]:
-    """Each (user, item) pair's first row in a CTR table (the same interaction the preference record holds)."""
-    index: dict[tuple[str, str], int] = {}
-    for row, pair in enumerate(zip(map(str, table.user_ids().tolist()), map(str, table.item_ids().tolist()))):
-        index.setdefault(pair, row)
-    missing = [p for p in pairs if p not in index]
-    if missing:
+def rows_of(table, pairs: list[tuple[str, str]], split: str) -> np.ndarray:
+    """Each (user, item) pair's first row in a CTR table (the same interaction the preference record holds),
+    found by an Arrow join: the table's rows stay columns, whatever their number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = pa.table({"user_id": pc.cast(pa.array(table.user_ids()), pa.string()),
+                    "item_id": pc.cast(pa.array(table.item_ids()), pa.string()),
+                    "row": pa.array(np.arange(table.num_rows, dtype=np.int64))})
+    first = ids.group_by(["user_id", "item_id"]).aggregate([("row", "min")])
+    wanted = pa.table({"user_id": pa.array([str(u) for u, _ in pairs], pa.string()),
+                       "item_id": pa.array([str(i) for _, i in pairs], pa.string()),
+                       "at": pa.array(np.arange(len(pairs), dtype=np.int64))})
+    found = wanted.join(first, ["user_id", "item_id"], join_type="left outer").sort_by("at")
+    rows = found.column("row_min")
+    if rows.null_count:
+        missing = [pairs[k] for k in found.column("at").filter(pc.is_null(rows)).to_pylist()]
         raise RaylibError(f"leaderboard: {len(missing)} {split} pairs have no CTR row, e.g. {missing[0]}.")
-    return [index[p] for p in pairs]
+    return rows.to_numpy()
 
 
 # ------------------------------------------------------------------ next-item ranking
@@ -159,7 +168,8 @@ def _auc_over_seeds(labels, scores):
 
 def curves(part: str, labels, scores: dict[str, dict[int, list]], rounds: int) -> dict[str, dict[str, Any]]:
     """`curves.<part>.<row>.<N>` = {mean, ci, seeds}: the metric averaged over seeds, its bootstrap interval over
-    the test records (the same resample for every seed), and each seed's figure."""
+    the test records (the same resample for every seed), and each seed's figure. `labels`: the preference
+    records' (None for ranking)."""
     from raylib.metrics import bootstrap_interval
 
     values, statistic = _statistic(part)
@@ -170,7 +180,7 @@ def curves(part: str, labels, scores: dict[str, dict[int, list]], rounds: int) -
             figure = (lambda m: statistic(labels, m)) if part == "preference" else statistic
             out.setdefault(row, {})[str(n)] = {
                 "mean": float(figure(stacked)),
-                "ci": bootstrap_interval(stacked, statistic, labels if part == "preference" else None, rounds),
+                "ci": bootstrap_interval(stacked, statistic, labels, rounds),
                 "seeds": [float(figure(stacked[:, [k]])) for k in range(stacked.shape[1])]}
     return out
 
@@ -189,7 +199,7 @@ def wins(part: str, labels, scores: dict[str, dict[int, list]], rounds: int) -> 
         paired = {}
         for n in sorted(set(scores[row]) & set(scores[other])):
             a, b = (np.column_stack([values(s) for s in scores[r][n]]) for r in (row, other))
-            found = paired_bootstrap(a, b, statistic, labels if part == "preference" else None, rounds)
+            found = paired_bootstrap(a, b, statistic, labels, rounds)
             paired[str(n)] = {"diff": found["diff"], "ci": found["ci"]}
         beaten = [int(n) for n, found in paired.items() if found["ci"][0] > 0]
         best[row] = max(beaten) if beaten else None

@@ -30,19 +30,19 @@ METRIC = {"preference": "auc", "ranking": "ndcg@10"}
 
 # ------------------------------------------------------------------ per-record scores
 def write_scores(folder: Path, part: str, records: dict[str, Any], rows: dict[str, Any]) -> Path:
-    """`<folder>/scores/<part>.parquet` in long form: one line per (row, record). `records`: the shared columns
-    (one value per record); `rows`: each row's values (probabilities, or ranks), in the records' order."""
+    """`<folder>/scores/<part>.parquet` in long form: one line per (row, record), a row's lines together.
+    `records`: the shared columns (one value per record); `rows`: each row's values (probabilities, or ranks), in
+    the records' order. Built as Arrow columns: no Python object per line."""
     value = "score" if part == "preference" else "rank"
     n = len(next(iter(records.values())))
-    names, values = [], []
     for name, per_record in rows.items():
         if len(per_record) != n:
             raise RaylibError(f"leaderboard: row {name} has {len(per_record)} values for {n} records.")
-        names += [name] * n
-        values.append(np.asarray(per_record, dtype=np.float64))
-    table = pa.table({"row": pa.array(names, pa.string()),
-                      **{k: pa.array(list(v) * len(rows)) for k, v in records.items()},
-                      value: pa.array(np.concatenate(values) if values else np.zeros(0))})
+    names = pa.array(list(rows), pa.string())
+    which = pa.array(np.repeat(np.arange(len(rows), dtype=np.int32), n))
+    table = pa.table({"row": pa.DictionaryArray.from_arrays(which, names),
+                      **{k: pa.concat_arrays([pa.array(v)] * len(rows)) for k, v in records.items()},
+                      value: pa.array(np.concatenate([np.asarray(v, dtype=np.float64) for v in rows.values()]))})
     path = Path(folder) / SCORES_DIR / f"{part}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
@@ -51,17 +51,23 @@ def write_scores(folder: Path, part: str, records: dict[str, Any], rows: dict[st
 
 def read_scores(folder: Path, part: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(the shared record columns, each row's values), as `write_scores` wrote them."""
+    import pyarrow.compute as pc
+
     path = Path(folder).expanduser() / SCORES_DIR / f"{part}.parquet"
     if not path.is_file():
         raise RaylibError(f"No {path}: is {folder} a leaderboard's output_dir after a run?")
-    table = pq.read_table(path).to_pydict()
     value = "score" if part == "preference" else "rank"
-    rows = np.asarray(table.pop("row"))
-    values = np.asarray(table.pop(value), dtype=np.float64)
-    names = list(dict.fromkeys(rows.tolist()))
-    first = rows == names[0]
-    records = {k: np.asarray(v)[first] for k, v in table.items()}
-    return records, {name: values[rows == name] for name in names}
+    try:
+        table = pq.read_table(path)
+        rows = pc.cast(table.column("row"), pa.string())
+        table.column(value)
+    except (pa.ArrowException, OSError, KeyError) as err:
+        raise RaylibError(f"{path}: not per-record scores as the leaderboard writes them ({err}).") from None
+    names = pc.unique(rows).to_pylist()  # in the order they were written
+    first = table.filter(pc.equal(rows, names[0])).drop_columns(["row", value])
+    records = {k: first.column(k).to_numpy() for k in first.column_names}
+    values = {name: table.column(value).filter(pc.equal(rows, name)).to_numpy() for name in names}
+    return records, values
 
 
 # ------------------------------------------------------------------ metrics
@@ -135,11 +141,13 @@ def compare(folder: Path, first: str, second: str, rounds: int = 2000) -> dict[s
     NDCG@10 for ranking rows): what `raylib report <dir> --compare ROW ROW` prints."""
     from raylib.metrics import auc, paired_bootstrap
 
+    known: list[str] = []
     for part in ("preference", "ranking"):
         path = Path(folder).expanduser() / SCORES_DIR / f"{part}.parquet"
         if not path.is_file():
             continue
         records, rows = read_scores(folder, part)
+        known += list(rows)
         if first in rows and second in rows:
             a, b = _per_record(part, rows[first]), _per_record(part, rows[second])
             labels = records.get("label")
@@ -147,10 +155,6 @@ def compare(folder: Path, first: str, second: str, rounds: int = 2000) -> dict[s
                      else paired_bootstrap(a, b, rounds=rounds))
             return {"part": part, "metric": METRIC[part], "first": first, "second": second,
                     "records": int(len(a)), **found}
-    known = []
-    for part in ("preference", "ranking"):
-        if (Path(folder).expanduser() / SCORES_DIR / f"{part}.parquet").is_file():
-            known += list(read_scores(folder, part)[1])
     if not known:
         raise RaylibError(f"No per-record scores under {Path(folder) / SCORES_DIR}: is {folder} a leaderboard's "
                           "output_dir after a run?")
