@@ -152,6 +152,15 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
 
     budget = root / "board" / "budgets" / "n12-seed42"
     assert pq.read_metadata(next((budget / "dcnv2" / "stage1-crm").rglob("train.parquet"))).num_rows == 12
+    # the LLM as a feature encoder: DCNv2 and SASRec as their plain rows learn, plus BIGRec's catalogue title
+    # embeddings (one Parquet) as an item feature, each published model carrying them
+    embeddings = pq.read_table(root / "board" / "llm_item_embeddings.parquet")
+    assert embeddings.num_rows == saved["split"]["catalogue_items"]
+    assert rows["dcnv2_llm_emb"]["train_records"] == rows["dcnv2"]["train_records"]
+    assert saved["ranking"]["sasrec_llm_emb"]["train_records"] == saved["ranking"]["sasrec"]["train_records"]
+    for folder in ("dcnv2_llm_emb", "sasrec_llm_emb"):
+        published = [json.loads(p.read_text()) for p in (root / "board" / folder).rglob("config.json")]
+        assert any(c.get("text_dim") == embeddings.schema.field("embedding").type.list_size for c in published)
     # CoReLLa's routing on its own validation and test samples, beside the shared sample's rows
     routing = saved["corella_routing"]
     assert routing["test_samples"] == 8 and set(routing["test_auc"]) == {"crm", "llm", "routed"}

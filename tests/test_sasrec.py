@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import pyarrow as pa
 import torch
 
@@ -39,6 +40,9 @@ def successor_windows(n_items: int, count: int, seed: int) -> Windows:
     return Windows(timelines, timelines.offsets[1:] - 1, history_len=10)  # each user's last item is the target
 
 
+# slow tier: the leaderboard test trains SASRec through Ray Train three times (plain, on a budget, with title
+# vectors) and ranks with the published models; this one also checks what it learned and its best epoch
+@pytest.mark.slow
 def test_learns_through_ray_train_and_the_published_model_reloads(ray_session, tmp_path):
     n = 30
     catalogue = Catalogue([str(i) for i in range(n)], [f"Item {i}" for i in range(n)], np.ones(n))

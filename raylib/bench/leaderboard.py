@@ -35,8 +35,10 @@ from raylib.bench.leaderboard_report import (PREFERENCE_BASELINES, RANKING_BASEL
 from raylib.config import STRICT, DatasetSpec, Seed, TrackingSettings, from_dict, to_dict
 from raylib.stages import cached_stage
 
-PREFERENCE = ("zero_shot", "tallrec", "cocktail", "corella_crm", "corella_llm", "corella_routed", "dcnv2")
-RANKING = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec", "genrec_grounded")
+PREFERENCE = ("zero_shot", "tallrec", "cocktail", "corella_crm", "corella_llm", "corella_routed", "dcnv2",
+              "dcnv2_llm_emb")
+RANKING = ("popularity", "sasrec", "sasrec_llm_emb", "bigrec", "bigrec_pop", "bigrec_cf", "genrec",
+           "genrec_grounded")
 SELECTION_RULES = {
     "tallrec": "the epoch with the best validation AUC",
     "cocktail": "merge coefficients by entropy on unlabelled validation prompts; the Tune search by validation AUC",
@@ -144,15 +146,15 @@ def jobs_of(config: BenchLeaderboardConfig) -> dict[str, Any]:
                   "spirit learns the target dataset alone", flush=True)
         jobs["cocktail"] = method_job(config, "cocktail", CocktailJobConfig, {"domains": domains, "target": "movie"})
         jobs["corella"] = method_job(config, "corella", CorellaJobConfig, {"data": {"dataset": config.dataset}})
-    if "ranking" in config.parts:
-        folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
-        bench = method_job(config, "nextitem", BenchNextItemConfig, {"data": {"dataset": config.dataset},
-                                                                     "output_dir": str(folder)})
-        if config.bigrec_run not in bench.bigrec_runs or config.genrec_run not in bench.genrec_runs:
-            raise RaylibError(f"leaderboard: bigrec_run {config.bigrec_run!r} / genrec_run {config.genrec_run!r} "
-                              f"must be runs of the BIGRec benchmark ({sorted(bench.bigrec_runs)} / "
-                              f"{sorted(bench.genrec_runs)}).")
-        jobs["nextitem"] = bench
+    # the ranking rows' jobs; the preference part's LLM-feature row reads BIGRec's catalogue embeddings too
+    folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
+    bench = method_job(config, "nextitem", BenchNextItemConfig, {"data": {"dataset": config.dataset},
+                                                                 "output_dir": str(folder)})
+    if config.bigrec_run not in bench.bigrec_runs or config.genrec_run not in bench.genrec_runs:
+        raise RaylibError(f"leaderboard: bigrec_run {config.bigrec_run!r} / genrec_run {config.genrec_run!r} "
+                          f"must be runs of the BIGRec benchmark ({sorted(bench.bigrec_runs)} / "
+                          f"{sorted(bench.genrec_runs)}).")
+    jobs["nextitem"] = bench
     return jobs
 
 
@@ -217,7 +219,21 @@ def preference_scores(config: BenchLeaderboardConfig, jobs: dict[str, Any]):
     ctr = load_ctr_data(jobs["corella"].data)
     sample_rows = ctr.test.take(rows_of(ctr.test, list(zip(sample["user_id"], sample["item_id"])), "test"))
     rows.update(corella_rows(config, jobs["corella"], sample, ctr, sample_rows))
+    rows["dcnv2_llm_emb"] = dcnv2_llm_emb_row(config, jobs, sample, ctr, sample_rows)
     return sample, rows, (ctr, sample_rows)
+
+
+def dcnv2_llm_emb_row(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample, ctr, rows) -> dict[str, Any]:
+    """DCNv2 as the `dcnv2` row learns, with the LLM's title vector of the target item as one more field."""
+    from raylib.bench.leaderboard_features import FEATURES, dcnv2_row, item_embeddings
+    from raylib.methods.nextitem.pipeline import load_sequence_data
+
+    bench = jobs["nextitem"]
+    bigrec, _ = nextitem_jobs(config, bench)
+    embeddings = item_embeddings(bigrec, load_sequence_data(bench.data), _out(config))
+    probabilities, inference, folder = dcnv2_row(jobs["corella"], ctr, sample, rows, embeddings, _out(config))
+    return _row(probabilities, inference, training(folder), f"{config.recipes['corella']} (stage 1 alone) + "
+                f"{FEATURES}", train_records=ctr.train.num_rows, features=f"{CRM_FEATURES}; {FEATURES}")
 
 
 # What each row reads of a record (the table's "input features" column).
@@ -323,20 +339,27 @@ def _score_corella(job, artifacts: Path, stage1: Path, rows) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ next-item ranking
-def ranking_ranks(config: BenchLeaderboardConfig, bench):
-    """(the test windows' counts, per row: each window's rank of its target and costs, the windows' user and
-    target columns), from the BIGRec benchmark's runs on this dataset."""
+def nextitem_jobs(config: BenchLeaderboardConfig, bench):
+    """The BIGRec and GenRec jobs of the BIGRec benchmark's chosen runs (`bigrec_run`, `genrec_run`)."""
     from raylib.bench.nextitem import run_jobs
     from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
-    from raylib.methods.nextitem.pipeline import load_sequence_data, run_bigrec, run_genrec
 
-    data = load_sequence_data(bench.data)
     (_, bigrec), = run_jobs(bench, "bigrec", BigrecJobConfig, {config.bigrec_run: bench.bigrec_runs[config.bigrec_run]})
     (_, genrec), = run_jobs(bench, "genrec", GenrecJobConfig, {config.genrec_run: bench.genrec_runs[config.genrec_run]},
                             num_templates=bench.num_templates, baselines=False,
                             generation={"num_beams": bench.genrec_num_beams})
     # the benchmark's run jobs leave `tracking` at its default: the leaderboard's decides
-    bigrec, genrec = (dataclasses.replace(job, tracking=bench.tracking) for job in (bigrec, genrec))
+    return tuple(dataclasses.replace(job, tracking=bench.tracking) for job in (bigrec, genrec))
+
+
+def ranking_ranks(config: BenchLeaderboardConfig, bench):
+    """(the test windows' counts, per row: each window's rank of its target and costs, the windows' user and
+    target columns), from the BIGRec benchmark's runs on this dataset."""
+    from raylib.bench.leaderboard_features import FEATURES, item_embeddings, sasrec_ranks
+    from raylib.methods.nextitem.pipeline import load_sequence_data, run_bigrec, run_genrec
+
+    data = load_sequence_data(bench.data)
+    bigrec, genrec = nextitem_jobs(config, bench)
     recipe = config.recipes["nextitem"]
     b = run_method(config, "bigrec", bigrec, lambda job: run_bigrec(job, data))["report"]
     g = run_method(config, "genrec", genrec, lambda job: run_genrec(job, data))["report"]
@@ -352,6 +375,9 @@ def ranking_ranks(config: BenchLeaderboardConfig, bench):
     runs = {"bigrec": f"bigrec/{config.bigrec_run}", "genrec": f"genrec/{config.genrec_run}"}
     rows = {name: {"ranks": r, **cost[name], **_ranking_facts(name, bigrec, genrec, len(data.train)),
                    "recipe": f"{recipe} ({runs.get(name.split('_')[0], name)})"} for name, r in ranks.items()}
+    embedded, folder = sasrec_ranks(bigrec, data, item_embeddings(bigrec, data, _out(config)), _out(config))
+    rows["sasrec_llm_emb"] = {"ranks": embedded, **training(folder), "recipe": f"{recipe} (sasrec) + {FEATURES}",
+                              "train_records": len(data.train), "features": f"ids; {FEATURES}"}
     windows = {"test_windows": len(data.test), "catalogue_items": len(data.catalogue)}
     timelines = data.test.timelines
     records = {"window": np.arange(len(data.test)),

@@ -75,21 +75,36 @@ def tallrec_at(config, main_job, n: int, seed: int, sample: dict[str, Any], fold
 def dcnv2_at(corella_job, ctr, pairs: list[tuple[str, str]], sample: dict[str, Any], sample_rows,
              folder: Path) -> list[float]:
     """DCNv2 (CoReLLa's stage 1, its recipe) on the CTR rows of `pairs`, scored on the sample's CTR rows."""
+    rows = ctr.train.take(rows_of(ctr.train, pairs, "training"))
+    return dcnv2_scores(corella_job, ctr, rows, sample, sample_rows, folder)["probabilities"]
+
+
+def dcnv2_scores(corella_job, ctr, rows, sample: dict[str, Any], sample_rows, folder: Path,
+                 item_text: Path | None = None) -> dict[str, Any]:
+    """DCNv2 (CoReLLa's stage-1 recipe) trained in `folder` on the CTR `rows`, with a vocabulary of what they
+    show (anything else is out of vocabulary) and, given `item_text`, the items' LLM title vectors as a field:
+    {probabilities on the sample's CTR rows, seconds}. Kept under the model's weights and the sample."""
+    import time
+
     from raylib import placement
     from raylib.data.ctr import CtrVocab
     from raylib.methods.corella.pipeline import CorellaViews, crm_scores_of, train_crm
     from raylib.stages import cached_stage, file_sha1
 
-    rows = ctr.train.take(rows_of(ctr.train, pairs, "training"))
-    vocab = CtrVocab.build(rows, ctr.features)  # what N rows show; anything else is out of vocabulary
+    vocab = CtrVocab.build(rows, ctr.features)
     views = CorellaViews(vocab=vocab, source=ctr.source, crm_train=rows, crm_valid=ctr.valid, joint_train=[],
                          llm_train=[], stage_valid=[], valid=[], test=[], full_test=ctr.test)
     job = dataclasses.replace(corella_job, output_dir=str(folder / "dcnv2"))
-    crm_dir = train_crm(job, views)
+    crm_dir = train_crm(job, views, item_text)
+
+    def score() -> dict[str, Any]:
+        start = time.perf_counter()
+        found = placement.run(crm_scores_of, str(crm_dir), vocab.records(sample_rows),
+                              placement=placement.for_job(job))
+        return {"probabilities": np.asarray(found).tolist(), "seconds": time.perf_counter() - start}
+
     key = {"crm": file_sha1(crm_dir / "model.safetensors"), "sample": sample}
-    found = cached_stage(folder / "dcnv2_scores.json", key, lambda: {"probabilities": np.asarray(placement.run(
-        crm_scores_of, str(crm_dir), vocab.records(sample_rows), placement=placement.for_job(job))).tolist()})
-    return found["probabilities"]
+    return cached_stage(folder / "dcnv2_scores.json", key, score)
 
 
 def rows_of(table, pairs: list[tuple[str, str]], split: str) -> np.ndarray:

@@ -137,4 +137,6 @@ class CrmJobConfig(TrainJob):
     """Stage 1: DCNv2 alone through the shared trainer (ZeRO-0, fp32)."""
     crm: CrmSettings = dataclasses.field(default_factory=CrmSettings)
     crm_shape: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Each item's frozen LLM title vector, aligned to the vocabulary (`raylib.item_text`), or none: plain DCNv2.
+    item_text: str | None = None
     output_dir: str = Field("runs/crm", min_length=1)

@@ -25,6 +25,7 @@ from torch import nn
 from raylib import RaylibError
 from raylib.config import to_dict
 from raylib.data.ctr import PAD, SINGLE_FIELDS, CtrVocab
+from raylib.item_text import ItemTextFeatures, load_table
 from raylib.methods.corella.config import CrmJobConfig
 from raylib.metrics import binary_report
 from raylib.train.checkpoint import RUN_LENGTH_FIELDS
@@ -32,6 +33,7 @@ from raylib.train.task import sharded_map
 from raylib.train.whole_model import WholeModelCheckpoints
 
 MODEL_FILE, CONFIG_FILE, VOCAB_FILE = "model.safetensors", "config.json", "vocab.json"
+ITEM_COLUMN = SINGLE_FIELDS.index("item_id")  # the target item's column of `fields`
 
 
 class CrossLayer(nn.Module):
@@ -67,7 +69,7 @@ class LowRankMixtureCrossLayer(nn.Module):
 class DCNv2(nn.Module):
     def __init__(self, field_sizes: dict[str, int], embedding_dim: int = 16, cross_layers: int = 3,
                  low_rank: int = 0, experts: int = 4, deep_layers: list[int] | tuple[int, ...] = (256, 128),
-                 structure: str = "parallel", dropout: float = 0.1):
+                 structure: str = "parallel", dropout: float = 0.1, text_dim: int = 0):
         super().__init__()
         missing = [f for f in SINGLE_FIELDS + ("genres", "rating") if f not in field_sizes]
         if missing:
@@ -80,6 +82,12 @@ class DCNv2(nn.Module):
         self.embeddings = nn.ModuleDict({f: nn.Embedding(field_sizes[f], embedding_dim, padding_idx=PAD)
                                          for f in SINGLE_FIELDS + ("genres", "rating")})
         width = embedding_dim * (len(SINGLE_FIELDS) + 2)  # + pooled genres + pooled history
+        # optional: the target item's frozen LLM title vector, projected, as one more field (`raylib.item_text`)
+        self.item_text = None
+        if text_dim:
+            self.hparams["text_dim"] = text_dim
+            self.item_text = ItemTextFeatures(field_sizes["item_id"], text_dim, embedding_dim)
+            width += embedding_dim
         self.cross = nn.ModuleList(LowRankMixtureCrossLayer(width, low_rank, experts) if low_rank else
                                    CrossLayer(width) for _ in range(cross_layers))
         layers: list[nn.Module] = []
@@ -104,6 +112,8 @@ class DCNv2(nn.Module):
         parts.append(self._pooled(e["genres"](genres), genres))
         # each history item is its item embedding plus the embedding of the rating the user gave it
         parts.append(self._pooled(e["item_id"](history) + e["rating"](history_ratings), history))
+        if self.item_text is not None:
+            parts.append(self.item_text(fields[:, ITEM_COLUMN]))
         return torch.cat(parts, dim=-1)
 
     def forward(self, fields: torch.Tensor, genres: torch.Tensor, history: torch.Tensor,
@@ -210,7 +220,10 @@ class CrmTask(WholeModelCheckpoints):
     higher_is_better: ClassVar[bool] = True
 
     def build(self) -> torch.nn.Module:
-        return DCNv2(**self.job.crm_shape).to(self.ctx.device, torch.float32)
+        model = DCNv2(**self.job.crm_shape)
+        if self.job.item_text:
+            model.item_text.fill(load_table(self.job.item_text))
+        return model.to(self.ctx.device, torch.float32)
 
     def encode(self, records: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
         return records  # already field indices; collate pads them
@@ -239,4 +252,9 @@ class CrmTask(WholeModelCheckpoints):
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:
         settings = {k: v for k, v in to_dict(job.crm).items() if k not in RUN_LENGTH_FIELDS}
-        return {"crm": settings, "crm_shape": job.crm_shape}
+        found = {"crm": settings, "crm_shape": job.crm_shape}
+        if job.item_text:  # only then: a plain run keeps the fingerprint it had before item text existed
+            from raylib.stages import file_sha1
+
+            found["item_text"] = file_sha1(job.item_text)
+        return found

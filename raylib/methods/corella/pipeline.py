@@ -82,17 +82,25 @@ def prepare_views(job: CorellaJobConfig, data: CtrData) -> CorellaViews:
 
 
 # ------------------------------------------------------------------ stage 1: the CRM alone
-def crm_stage(job: CorellaJobConfig, views: CorellaViews) -> tuple[CrmJobConfig, Path, Path]:
+def crm_stage(job: CorellaJobConfig, views: CorellaViews,
+              item_text: str | Path | None = None) -> tuple[CrmJobConfig, Path, Path]:
     """Stage 1's job and its training and validation samples as Parquet (field indices, written a chunk at a
     time under the stage's output_dir). The trainer's choice for a model this small (well under a million
     parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain data parallelism (gradients
-    all-reduced, nothing partitioned)."""
+    all-reduced, nothing partitioned). `item_text`: item embeddings (the `raylib.item_text` Parquet) that DCNv2
+    reads as one more item field."""
+    from raylib.item_text import aligned, save_table
     from raylib.methods.corella.crm import crm_shape
 
     s = job.crm
+    output, shape, table = _output(job) / "stage1-crm", crm_shape(s, views.vocab), None
+    if item_text is not None:
+        vectors = aligned(item_text, views.vocab.fields["item_id"], views.vocab.sizes["item_id"])
+        table = save_table(output / VIEWS_DIR / "item_text.safetensors", vectors)
+        shape["text_dim"] = vectors.shape[1]
     stage = from_dict(CrmJobConfig, {
-        "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": crm_shape(s, views.vocab),
-        "output_dir": str(_output(job) / "stage1-crm"), "ray_address": job.ray_address,
+        "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": shape, "item_text": table,
+        "output_dir": str(output), "ray_address": job.ray_address,
         "train": {"learning_rate": s.learning_rate, "batch_size": s.batch_size, "micro_batch_size": s.batch_size,
                   "epochs": s.epochs, "patience": s.patience, "weight_decay": s.weight_decay, "zero_stage": 0,
                   "num_workers": s.num_workers, "eval_batch_size": 4096, "seed": job.train.seed,
@@ -104,13 +112,13 @@ def crm_stage(job: CorellaJobConfig, views: CorellaViews) -> tuple[CrmJobConfig,
             write_encoded(views.crm_valid, views.vocab, encoded / "valid.parquet"))
 
 
-def train_crm(job: CorellaJobConfig, views: CorellaViews) -> Path:
+def train_crm(job: CorellaJobConfig, views: CorellaViews, item_text: str | Path | None = None) -> Path:
     """DCNv2 on the whole training split through the shared Ray Train loop (`crm_stage`). Returns the CRM folder
     with its vocabulary."""
     from raylib.methods.corella.crm import CrmTask
     from raylib.train.driver import train
 
-    stage, train_path, valid_path = crm_stage(job, views)
+    stage, train_path, valid_path = crm_stage(job, views, item_text)
     print(f"[corella] stage 1: DCNv2 on {views.crm_train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
     result = train(CrmTask, stage, train_path, valid_path)
     return attach_vocab(Path(result.published_dir), views.vocab)

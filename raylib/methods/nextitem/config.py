@@ -145,3 +145,5 @@ class SasrecJobConfig(TrainJob):
     num_items: int = Field(1, ge=1)
     history_len: int = Field(10, ge=1)
     output_dir: str = Field("runs/sasrec", min_length=1)
+    # Each item's frozen LLM title vector, aligned to the catalogue (`raylib.item_text`), or none: plain SASRec.
+    item_text: str | None = None

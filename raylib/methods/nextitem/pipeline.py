@@ -334,16 +334,18 @@ def run_baselines(job: NextItemJobConfig, data: SequenceData) -> Baselines:
     return Baselines(ranks, cf_valid, cf_test)
 
 
-def sasrec_ranks(job: NextItemJobConfig, data: SequenceData, train_windows: Windows, folder: Path):
+def sasrec_ranks(job: NextItemJobConfig, data: SequenceData, train_windows: Windows, folder: Path,
+                 item_text: str | Path | None = None):
     """SASRec trained on `train_windows` (its best epoch picked on the held validation windows), then its test
-    ranks and its scores of the validation and test windows."""
+    ranks and its scores of the validation and test windows. `item_text`: item embeddings as an item feature
+    (`raylib.item_text`)."""
     from raylib import placement
     from raylib.methods.nextitem.grounding import target_ranks
     from raylib.methods.nextitem.sasrec import scores_of_published, train_sasrec, window_records
 
     print(f"[nextitem] SASRec on {len(train_windows)} training windows (Ray Train) ...", flush=True)
     trained = train_sasrec(job.sasrec, train_windows, data.valid_held, data.catalogue, folder, job.data.history_len,
-                           job.ray_address, job.train.fresh_start, job.train.use_gpu)
+                           job.ray_address, job.train.fresh_start, job.train.use_gpu, item_text)
     cf_valid, cf_test = placement.run(
         scores_of_published, str(trained), [window_records(w, data.catalogue, job.data.history_len)
                                             for w in (data.valid, data.test)], placement=placement.for_job(job))

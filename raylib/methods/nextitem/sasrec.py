@@ -25,8 +25,10 @@ from torch import nn
 
 from raylib.config import to_dict
 from raylib.data.timelines import list_offsets, ranges
+from raylib.item_text import ItemTextFeatures, load_table, table_dim
 from raylib.methods.nextitem.config import SasrecJobConfig
 from raylib.metrics import ranking_report
+from raylib.stages import file_sha1
 from raylib.train.checkpoint import RUN_LENGTH_FIELDS
 from raylib.train.task import sharded_map
 from raylib.train.whole_model import WholeModelCheckpoints
@@ -57,12 +59,17 @@ class SelfAttentionBlock(nn.Module):
 
 class SASRec(nn.Module):
     def __init__(self, num_items: int, history_len: int = 10, hidden_size: int = 64, num_blocks: int = 2,
-                 num_heads: int = 1, dropout: float = 0.2):
+                 num_heads: int = 1, dropout: float = 0.2, text_dim: int = 0):
         super().__init__()
         self.hparams = {"num_items": num_items, "history_len": history_len, "hidden_size": hidden_size,
                         "num_blocks": num_blocks, "num_heads": num_heads, "dropout": dropout}
         # Sec. III-A: item embedding M (row 0 = padding) + a learned position embedding P.
         self.item_embedding = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
+        # optional: M + a projection of each item's frozen LLM title vector (`raylib.item_text`)
+        self.item_text = None
+        if text_dim:
+            self.hparams["text_dim"] = text_dim
+            self.item_text = ItemTextFeatures(num_items + 1, text_dim, hidden_size)
         self.position_embedding = nn.Embedding(history_len, hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(SelfAttentionBlock(hidden_size, num_heads, dropout) for _ in range(num_blocks))
@@ -85,14 +92,20 @@ class SASRec(nn.Module):
         """[B, L] left-padded item ids (0 = padding) -> [B, num_items] scores of every catalogue item."""
         keep = (history != 0).unsqueeze(-1)  # the paper code's "timeline mask": padding stays zero
         positions = torch.arange(history.shape[1], device=history.device)
-        x = self.item_embedding(history) * self.item_embedding.embedding_dim ** 0.5 + self.position_embedding(positions)
+        items = self.items()
+        x = F.embedding(history, items, padding_idx=0) * self.item_embedding.embedding_dim ** 0.5 + self.position_embedding(positions)
         x = self.dropout(x) * keep
         blocked = self.attention_mask(history)
         for block in self.blocks:  # Sec. III-C: stacked blocks
             x = block(x, blocked) * keep
         last = self.final_norm(x[:, -1])
         # Sec. III-D: relevance = F_t . M_i with the SHARED item embedding (padding row excluded).
-        return last @ self.item_embedding.weight[1:].T
+        return last @ items[1:].T
+
+    def items(self) -> torch.Tensor:
+        """[num_items + 1, hidden] item vectors: M, plus the projected title vectors where the model has them."""
+        weight = self.item_embedding.weight
+        return weight if self.item_text is None else weight + self.item_text()
 
 
 CHUNK_WINDOWS = 1 << 20  # windows per Parquet row group when the training windows are written
@@ -167,35 +180,42 @@ def sasrec_scores(model: SASRec, records: list[dict], batch_size: int = 512) -> 
 
 
 def sasrec_stage(settings, train_windows, valid_windows, catalogue, output_dir: str | Path, history_len: int,
-                 ray_address: str | None = None, fresh_start: bool = False,
-                 use_gpu: bool = False) -> tuple[SasrecJobConfig, Path, Path]:
+                 ray_address: str | None = None, fresh_start: bool = False, use_gpu: bool = False,
+                 item_text: str | Path | None = None) -> tuple[SasrecJobConfig, Path, Path]:
     """SASRec's training job and its training and validation windows as Parquet (under `output_dir`, written a
     chunk of windows at a time). DeepSpeed runs ZeRO stage 0 (plain data parallel) in fp32: a model this small
-    has nothing worth partitioning. `batch_size` is the global batch."""
+    has nothing worth partitioning. `batch_size` is the global batch. `item_text`: item embeddings (the
+    `raylib.item_text` Parquet) that SASRec adds to its item vectors."""
     from raylib.config import from_dict
+    from raylib.item_text import aligned, save_table
 
     s = dataclasses.asdict(settings)
-    job = from_dict(SasrecJobConfig, {
+    views = Path(output_dir).expanduser().resolve() / VIEWS_DIR
+    table = None
+    if item_text is not None:  # catalogue index i is row i + 1
+        index = {item: k + 1 for k, item in enumerate(catalogue.item_ids)}
+        table = save_table(views / "item_text.safetensors", aligned(item_text, index, len(catalogue) + 1))
+    job = from_dict(SasrecJobConfig, {"item_text": table,
         "model": {"dtype": "fp32"}, "sasrec": s, "num_items": len(catalogue), "history_len": history_len,
         "output_dir": str(output_dir), "ray_address": ray_address,
         "train": {"learning_rate": s["learning_rate"], "batch_size": s["batch_size"],
                   "micro_batch_size": s["batch_size"], "epochs": s["epochs"], "patience": s["patience"],
                   "weight_decay": s["weight_decay"], "zero_stage": 0, "num_workers": s["num_workers"],
                   "eval_batch_size": 512, "fresh_start": fresh_start, "use_gpu": use_gpu}}, where="SASRec job")
-    views = Path(output_dir).expanduser().resolve() / VIEWS_DIR
     return (job, write_window_records(train_windows, history_len, views / "train.parquet"),
             write_window_records(valid_windows, history_len, views / "valid.parquet"))
 
 
 def train_sasrec(settings, train_windows, valid_windows, catalogue, output_dir: str | Path, history_len: int,
-                 ray_address: str | None = None, fresh_start: bool = False, use_gpu: bool = False) -> Path:
+                 ray_address: str | None = None, fresh_start: bool = False, use_gpu: bool = False,
+                 item_text: str | Path | None = None) -> Path:
     """Train SASRec on Ray Train workers through the shared loop (`sasrec_stage`); returns the published folder.
     A rerun with the same `output_dir` resumes (or just returns) the same run."""
     from raylib.runtime import ensure_ray
     from raylib.train.driver import train
 
     job, train_path, valid_path = sasrec_stage(settings, train_windows, valid_windows, catalogue, output_dir,
-                                               history_len, ray_address, fresh_start, use_gpu)
+                                               history_len, ray_address, fresh_start, use_gpu, item_text)
     ensure_ray(ray_address)
     return train(SasrecTask, job, train_path, valid_path).published_dir
 
@@ -211,12 +231,18 @@ class SasrecTask(WholeModelCheckpoints):
     @staticmethod
     def hparams(job) -> dict[str, Any]:
         s = job.sasrec
-        return {"num_items": job.num_items, "history_len": job.history_len, "hidden_size": s.hidden_size,
-                "num_blocks": s.num_blocks, "num_heads": s.num_heads, "dropout": s.dropout}
+        shape = {"num_items": job.num_items, "history_len": job.history_len, "hidden_size": s.hidden_size,
+                 "num_blocks": s.num_blocks, "num_heads": s.num_heads, "dropout": s.dropout}
+        if job.item_text:
+            shape["text_dim"] = table_dim(job.item_text)
+        return shape
 
     # ------------------------------------------------------------ model and data
     def build(self) -> torch.nn.Module:
-        return SASRec(**self.hparams(self.job)).to(self.ctx.device, torch.float32)
+        model = SASRec(**self.hparams(self.job))
+        if self.job.item_text:
+            model.item_text.fill(load_table(self.job.item_text))
+        return model.to(self.ctx.device, torch.float32)
 
     def encode(self, records: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
         return records  # already lists of ints; collate pads them
@@ -252,4 +278,7 @@ class SasrecTask(WholeModelCheckpoints):
     def fingerprint(cls, job) -> dict[str, Any]:
         # Run-length settings (epochs, patience, workers) may change between a run and its resumption.
         settings = {k: v for k, v in to_dict(job.sasrec).items() if k not in RUN_LENGTH_FIELDS}
-        return {"sasrec": settings, "num_items": job.num_items, "history_len": job.history_len}
+        found = {"sasrec": settings, "num_items": job.num_items, "history_len": job.history_len}
+        if job.item_text:  # only then: a plain run keeps the fingerprint it had before item text existed
+            found["item_text"] = file_sha1(job.item_text)
+        return found
