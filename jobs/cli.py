@@ -34,9 +34,17 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+def methods() -> dict[str, Any]:
+    """The methods (`raylib.methods.REGISTRY`: each package declares its `Method`)."""
+    from raylib.methods import methods as registered
+
+    return registered()
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """A method or a benchmark: its config class, default recipe, what runs it and how its result is shown."""
+    """A benchmark: its config class, default recipe, what runs it and how its result is shown (a method is a
+    `raylib.methods.base.Method`, with the same fields)."""
     about: str
     config: str      # "module:ConfigClass"
     recipe: str      # default config file under jobs/configs
@@ -44,24 +52,6 @@ class Entry:
     show: str | tuple[str, ...]  # "module:function(report) -> str", or the report keys printed as JSON
 
 
-METHODS = {
-    "tallrec": Entry("TALLRec: LoRA on a few Yes/No samples, AUC from the answer token's logits",
-                     "raylib.methods.tallrec.config:TallrecJobConfig", "tallrec.yaml",
-                     "raylib.methods.tallrec.pipeline:run_tallrec", "raylib.methods.tallrec.pipeline:summary_table"),
-    "bigrec": Entry("BIGRec: generate the next title, ground it to the catalogue, re-weight",
-                    "raylib.methods.nextitem.config:BigrecJobConfig", "bigrec.yaml",
-                    "raylib.methods.nextitem.pipeline:run_bigrec", "raylib.methods.nextitem.pipeline:summary_table"),
-    "genrec": Entry("GenRec: paraphrased prompts, beam search, exact and grounded ranks",
-                    "raylib.methods.nextitem.config:GenrecJobConfig", "genrec.yaml",
-                    "raylib.methods.nextitem.pipeline:run_genrec", "raylib.methods.nextitem.pipeline:summary_table"),
-    "corella": Entry("CoReLLa: DCNv2 + LLM in three stages, routed by the CRM's entropy",
-                     "raylib.methods.corella.config:CorellaJobConfig", "corella.yaml",
-                     "raylib.methods.corella.pipeline:run_corella", "raylib.methods.corella.pipeline:summary_table"),
-    "cocktail": Entry("RecCocktail: a base-spirit and an ingredient LoRA mixed by entropy, folded into one",
-                      "raylib.methods.cocktail.config:CocktailJobConfig", "cocktail.yaml",
-                      "raylib.methods.cocktail.pipeline:run_cocktail",
-                      "raylib.methods.cocktail.pipeline:summary_table"),
-}
 BENCHES = {
     "tallrec": Entry("TALLRec on the official movie test set (16/64/256 samples), speed, overhead",
                      "raylib.bench.tallrec:BenchTallrecConfig", "bench_tallrec.yaml", "raylib.bench.tallrec:run_bench",
@@ -144,7 +134,7 @@ def _shown(entry: Entry, report: dict[str, Any]) -> str:
 
 def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
     """`raylib train <name>` / `raylib bench <name>` (and their `python -m jobs.<...>` aliases)."""
-    table = METHODS if kind == "train" else BENCHES
+    table = methods() if kind == "train" else BENCHES
     entry = table[name]
 
     def run(config) -> None:
@@ -170,7 +160,7 @@ def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
 def recipes() -> list[tuple[str, str, str]]:
     """(file, what it is: its first comment line after the command, the command that runs it) for every shipped
     recipe. Each file opens with its command (`tests/test_cli.py` holds them to it)."""
-    out = []
+    out, known = [], methods()
     for path in sorted(CONFIGS.glob("*.yaml")):
         comments = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
         first = next((c for c in comments if not c.startswith(("raylib train", "raylib bench"))), "")
@@ -180,16 +170,17 @@ def recipes() -> list[tuple[str, str, str]]:
             command = f"raylib bench {name}" if name in BENCHES else ""
         else:
             name = stem.split("_")[0].split("-")[0]
-            default = name in METHODS and METHODS[name].recipe == path.name
+            default = name in known and known[name].recipe == path.name
             command = f"raylib train {name}" + ("" if default else f" --config jobs/configs/{path.name}")
         out.append((path.name, first, command))
     return out
 
 
 def list_everything() -> str:
-    names = max(len(name) for name in (*METHODS, *BENCHES)) + 2
+    known = methods()
+    names = max(len(name) for name in (*known, *BENCHES)) + 2
     lines = ["methods (raylib train <method>):"]
-    lines += [f"  {name:<{names}}{entry.about}" for name, entry in METHODS.items()]
+    lines += [f"  {name:<{names}}{entry.about}" for name, entry in known.items()]
     lines += ["benchmarks (raylib bench <name>):"]
     lines += [f"  {name:<{names}}{entry.about}" for name, entry in BENCHES.items()]
     lines += ["recipes (jobs/configs; each file opens with this command, then says what it is):"]
@@ -204,22 +195,25 @@ def report_table(output_dir: str) -> str:
     found = [folder / "report.json"] if (folder / "report.json").is_file() else sorted(folder.glob("*/report.json"))
     if not found:
         raise RaylibError(f"No report.json in {folder} (or its target folders): is it a finished run's output_dir?")
-    tables = []
+    tables, known = [], methods()
     for path in found:
         report = json.loads(path.read_text())
-        if "target_domain" in report:
-            method = "cocktail"
-        elif report.get("method") in ("bigrec", "genrec"):
-            method = report["method"]
-        elif "threshold" in report and "metrics" in report:
-            method = "corella"
-        elif "tuned" in report or "zero_shot" in report:
-            method = "tallrec"
-        else:
-            raise RaylibError(f"{path} is no report of a raylib method (its keys: {sorted(report)[:8]}).")
+        method = report.get("method") or _method_before_the_field(report)
+        if method not in known:
+            raise RaylibError(f"{path} is no report of a registered method (method {method!r}; the methods are "
+                              f"{', '.join(known)}).")
         report.setdefault("report_path", str(path))
-        tables.append(_load(METHODS[method].show)(report))
+        tables.append(_load(known[method].show)(report))
     return "\n\n".join(tables)
+
+
+def _method_before_the_field(report: dict[str, Any]) -> str | None:
+    """The method of a report written before reports said it (`method`): read from its shape."""
+    if "target_domain" in report:
+        return "cocktail"
+    if "threshold" in report and "metrics" in report:
+        return "corella"
+    return "tallrec" if "tuned" in report or "zero_shot" in report else None
 
 
 def report_main(argv: list[str]) -> int:
@@ -302,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command in ("train", "bench"):
-        table = METHODS if command == "train" else BENCHES
+        table = methods() if command == "train" else BENCHES
         if not rest or rest[0] not in table:
             print(f"error: raylib {command} needs one of: {', '.join(table)}", file=sys.stderr)
             return 2

@@ -20,24 +20,22 @@ import sys
 
 from raylib import RaylibError
 
-JOBS = ("tallrec", "bigrec", "genrec", "corella", "cocktail")
-
-
 def job_class(name: str, values: dict) -> type:
-    """The config class of `name`; "auto" guesses it from the config's sections."""
-    from raylib.methods.cocktail.config import CocktailJobConfig
-    from raylib.methods.corella.config import CorellaJobConfig
-    from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig
-    from raylib.methods.tallrec.config import TallrecJobConfig
+    """The config class of the registered method `name` (`raylib.methods`); "auto" reads the method from the
+    config's sections."""
+    from raylib.methods import method
 
     if name == "auto":
-        keys = set(values)
-        name = ("corella" if keys & {"routing", "crm", "align", "stages"} else
-                "cocktail" if keys & {"domains", "merge", "target"} else
-                "genrec" if "num_templates" in keys else
-                "bigrec" if keys & {"generation", "grounding", "sasrec", "baselines"} else "tallrec")
-    return {"tallrec": TallrecJobConfig, "bigrec": BigrecJobConfig, "genrec": GenrecJobConfig,
-            "corella": CorellaJobConfig, "cocktail": CocktailJobConfig}[name]
+        name = _method_of_sections(set(values))
+    return method(name).config_class()
+
+
+def _method_of_sections(keys: set[str]) -> str:
+    """The shipped methods by the sections only their configs have (a config for another method: `--job`)."""
+    return ("corella" if keys & {"routing", "crm", "align", "stages"} else
+            "cocktail" if keys & {"domains", "merge", "target"} else
+            "genrec" if "num_templates" in keys else
+            "bigrec" if keys & {"generation", "grounding", "sasrec", "baselines"} else "tallrec")
 
 
 def plan_config(args) -> dict:
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--config", help="a job's YAML config: plan it as the job runs it")
-    parser.add_argument("--job", default="auto", choices=("auto",) + JOBS, help="the job the config is for")
+    parser.add_argument("--job", default="auto", help="the method the config is for (raylib list), or auto")
     parser.add_argument("--model", help="llama-7b | llama-2-7b | llama-2-13b | HF id | folder")
     parser.add_argument("--gpu", default="rtx3090", choices=sorted(GPUS))
     parser.add_argument("--gpus", type=int, default=1, help="data-parallel GPUs (ZeRO partitions over them)")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.cli import BENCHES, CONFIGS, METHODS, _load, main
+from jobs.cli import BENCHES, CONFIGS, _load, main, methods
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_registered_method_and_benchmark_loads_with_its_recipe():
     from raylib.config import load_config
 
-    for table in (METHODS, BENCHES):
+    for table in (methods(), BENCHES):
         for name, entry in table.items():
             load_config(_load(entry.config), CONFIGS / entry.recipe)
             assert callable(_load(entry.run)), name
@@ -25,7 +25,7 @@ def test_every_registered_method_and_benchmark_loads_with_its_recipe():
 def test_raylib_list_names_every_method_benchmark_and_recipe(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in list(METHODS) + list(BENCHES):
+    for name in list(methods()) + list(BENCHES):
         assert f"  {name} " in out
     for path in CONFIGS.glob("*.yaml"):
         assert path.name in out

@@ -260,11 +260,9 @@ def test_the_genrec_job_inside_ranks_exact_and_grounded_beams_that_are_all_title
     assert report["generation"]["not_a_title_share"] == 0.0
 
 
-def test_the_corella_job_inside_routed_reloads_and_resumes_its_joint_stage(board):
+def test_the_corella_job_inside_routed_and_its_artifacts_reload(board):
     """CoReLLa's job as the leaderboard ran it (a GPU job, bf16 LLM): the CRM that routes trained and published in
-    fp32, not rounded to bf16; the artifacts reload and score as in the report, and refuse a CRM of another run;
-    a rerun with one more epoch skips stage 1 and resumes stage 2 from its checkpoint; each stage has its own run
-    folder under the shared storage path."""
+    fp32, not rounded to bf16; the artifacts reload and score as in the report, and refuse a CRM of another run."""
     import math
 
     import torch
@@ -272,10 +270,8 @@ def test_the_corella_job_inside_routed_reloads_and_resumes_its_joint_stage(board
 
     from raylib import RaylibError
     from raylib.bench.leaderboard import jobs_of
-    from raylib.config import to_dict
     from raylib.data.ctr import load_ctr_data
-    from raylib.methods.corella.config import CorellaJobConfig
-    from raylib.methods.corella.pipeline import load_artifacts, prepare_views, train_crm, train_llm_stage
+    from raylib.methods.corella.pipeline import load_artifacts, prepare_views
 
     config, _, root, _ = board
     job = jobs_of(config)["corella"]
@@ -304,6 +300,23 @@ def test_the_corella_job_inside_routed_reloads_and_resumes_its_joint_stage(board
         load_artifacts(artifacts, job)
     (artifacts / "routing.json").write_text(json.dumps(routing))
 
+
+# slow tier: a Ray Train run (the default tier resumes runs in tests/test_bench.py)
+@pytest.mark.slow
+def test_the_corella_job_inside_resumes_its_joint_stage_and_skips_its_finished_crm(board):
+    """A rerun of CoReLLa's job with one more epoch skips stage 1 and resumes stage 2 from its checkpoint; each
+    stage has its own run folder under the shared storage path."""
+    from raylib.bench.leaderboard import jobs_of
+    from raylib.config import to_dict
+    from raylib.data.ctr import load_ctr_data
+    from raylib.methods.corella.config import CorellaJobConfig
+    from raylib.methods.corella.pipeline import prepare_views, train_crm, train_llm_stage
+
+    config, _, root, _ = board
+    job = jobs_of(config)["corella"]
+    out = root / "board" / "corella"
+    data = load_ctr_data(job.data)
+    joint_state = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
     # One more epoch: stage 1 is not redone (no Ray Train run); stage 2 resumes from its checkpoint (epoch 1 comes
     # back, it is not trained again) and trains epoch 2.
     crm_file = out / "stage1-crm" / "crm" / "model.safetensors"

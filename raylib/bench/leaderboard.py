@@ -616,22 +616,16 @@ def selection_seen(config: BenchLeaderboardConfig, selection: dict[str, Any]) ->
     return {m: {**rule, **({"saw": seen[m]} if m in seen else {})} for m, rule in selection.items()}
 
 
-# Which method's MLflow run shows which row's figures (its main row first, logged as plain `auc`, `ndcg_at_10`...)
-ROWS_OF_RUN = {"tallrec": ("tallrec", "zero_shot"), "cocktail": ("cocktail",),
-               "corella": ("corella_routed", "corella_crm", "corella_llm", "dcnv2"),
-               "bigrec": ("bigrec", "bigrec_pop", "bigrec_cf", "popularity", "sasrec"),
-               "genrec": ("genrec", "genrec_grounded")}
-
-
 def log_rows(config: BenchLeaderboardConfig, report: dict[str, Any]) -> None:
     """Each method's child run gets its leaderboard rows as metrics (its main row's under the plain names, so
     MLflow's compare view lines the methods up on `auc` / `ndcg_at_10`)."""
     from raylib import tracking
+    from raylib.methods import methods
 
     if not config.tracking.enabled:
         return
     rows = {**report.get("preference", {}), **report.get("ranking", {})}
-    for method, names in ROWS_OF_RUN.items():
+    for method, names in ((m.name, m.leaderboard_rows) for m in methods().values() if m.leaderboard_rows):
         saved = _method_folder(config, method) / tracking.RUN_FILE
         if not saved.is_file() or names[0] not in rows:
             continue

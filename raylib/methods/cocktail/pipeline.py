@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import from_dict, shown_config, to_dict
+from raylib.config import from_dict, to_dict
 from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
 from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, three_pools, warm_cold
 from raylib.data.records import TallrecRecord, sample_records, stratified_sample
-from raylib.stages import cached_stage, write_json
+from raylib.methods.base import write_run_report
+from raylib.stages import cached_stage
 from raylib.train.checkpoint import adapter_sha1
 from raylib.assets import PROJECT_DIR
 
@@ -328,7 +329,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
         "adapters": {v: str((folder / "adapters" / v).relative_to(output)) for v in weights},
         "wall_time_s": time.time() - start,
     }
-    write_json(folder / "report.json", {"config": shown_config(job), **report})
+    write_run_report("cocktail", folder, job, report)
     return report
 
 

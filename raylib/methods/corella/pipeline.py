@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from raylib import RaylibError
-from raylib.config import data_key, from_dict, shown_config, to_dict
+from raylib.config import data_key, from_dict, to_dict
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
 from raylib.data.ctr import CtrData, CtrSamples, CtrVocab, load_ctr_data, sample_rows, write_encoded
 from raylib.metrics import binary_report
-from raylib.stages import cached_stage, file_sha1, write_json
+from raylib.methods.base import write_run_report
+from raylib.stages import cached_stage, file_sha1
 from raylib.methods.corella.routing import (MAX_ENTROPY, ROUTING_FILE, RoutingConfig, combine, entropy, routing_decision,
                                             split_for_decision, to_llm, tune_threshold)
 
@@ -329,9 +330,7 @@ def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str,
                      (("crm", crm_dir), ("joint", joint_dir), ("llm", llm_dir))},
         "wall_time_s": time.time() - start,
     }
-    path = output / "report.json"
-    write_json(path, {"config": shown_config(job), **report})
-    report["report_path"] = str(path)
+    report["report_path"] = str(write_run_report("corella", output, job, report))
     return report
 
 

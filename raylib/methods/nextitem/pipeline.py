@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import data_key, shown_config, to_dict
+from raylib.config import data_key, to_dict
 from raylib.methods.nextitem.config import NextItemJobConfig, SequenceDataConfig
 from raylib.data.sequences import SequenceData, Windows, build_sequence_data, held_out_validation, sample_windows
 from raylib.data.tables import read_table
 from raylib.metrics import ranking_report
-from raylib.stages import write_json
+from raylib.methods.base import write_run_report
 
 KS = (1, 3, 5, 10, 20)
 
@@ -280,10 +280,8 @@ def generation_stats(beams: list[list[str]], titles: set[str]) -> dict[str, floa
 
 
 def write_report(job: NextItemJobConfig, report: dict[str, Any]) -> Path:
-    path = Path(job.output_dir).expanduser().resolve() / "report.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"config": shown_config(job), **report})
-    return path
+    return write_run_report(report["method"], job.output_dir, job, {k: v for k, v in report.items()
+                                                                    if k != "method"})
 
 
 def finish_report(job: NextItemJobConfig, method: str, data: SequenceData, ranks: dict, test_beams, result,

@@ -18,7 +18,7 @@ import numpy as np
 from pyarrow.compute import sum as pa_sum
 
 from raylib import RaylibError
-from raylib.stages import write_json
+from raylib.methods.base import write_run_report
 from raylib.config import ModelConfig, shown_config, to_dict
 from raylib.methods.tallrec.config import DataConfig, EvalConfig, TallrecJobConfig
 from raylib.data.movielens import load_movielens
@@ -254,10 +254,10 @@ def run_tallrec(job: TallrecJobConfig) -> dict[str, Any]:
         report["tuned"] = {k: v for k, v in tuned.items() if k != "probabilities"}
         test_scores["tuned"] = tuned["probabilities"]
     report["wall_time_s"] = time.time() - start
-    path = Path(job.output_dir).expanduser().resolve() / "report.json"
+    folder = Path(job.output_dir).expanduser().resolve()
     if test_scores:
-        report["test_scores"] = str(write_test_scores(path.parent / TEST_SCORES, data.test, test_scores))
-    write_json(path, report)
+        report["test_scores"] = str(write_test_scores(folder / TEST_SCORES, data.test, test_scores))
+    path = write_run_report("tallrec", folder, job, {k: v for k, v in report.items() if k != "config"})
     report["report_path"] = str(path)
     return report
 
