@@ -22,7 +22,7 @@ class Encoded:
     label: int  # 1 = "Yes." (like), 0 = "No."
 
 
-def _ids(tokenizer, text: str) -> list[int]:
+def token_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
@@ -30,7 +30,7 @@ def fit_prompt(tokenizer, record: TallrecRecord, budget: int, where: str = "reco
     """The record's prompt in at most `budget` tokens: an over-long one loses whole history items (oldest first,
     see `shorter_inputs`), never the question."""
     def size(input_text: str) -> int:
-        return len(_ids(tokenizer, alpaca_prompt(record.instruction, input_text)))
+        return len(token_ids(tokenizer, alpaca_prompt(record.instruction, input_text)))
 
     if size(record.input) <= budget:
         return alpaca_prompt(record.instruction, record.input)
@@ -77,8 +77,8 @@ def response_ids(tokenizer, prompt: str, response: str, prompt_ids: list[int] | 
     """The response's tokens as they follow `prompt` in training: tokenized together with the prompt where the
     prompt's own tokens come out unchanged (a SentencePiece tokenizer starts a text with a word-boundary token it
     does not put after a newline), else alone (the tokenizer would merge across the boundary)."""
-    prompt_ids = prompt_ids if prompt_ids is not None else _ids(tokenizer, prompt)
-    full_ids = _ids(tokenizer, prompt + response)
+    prompt_ids = prompt_ids if prompt_ids is not None else token_ids(tokenizer, prompt)
+    full_ids = token_ids(tokenizer, prompt + response)
     if full_ids[:len(prompt_ids)] == prompt_ids:
         return full_ids[len(prompt_ids):]
     return tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -90,7 +90,7 @@ def encode_pair(tokenizer, prompt: str, response: str, loss_on: str = "response"
     the boundary, so the response starts exactly where scoring reads the next token."""
     if loss_on not in LOSS_MODES:
         raise RaylibError(f"train.loss_on={loss_on!r} must be one of {', '.join(LOSS_MODES)}.")
-    prompt_ids = _ids(tokenizer, prompt)
+    prompt_ids = token_ids(tokenizer, prompt)
     full_ids = prompt_ids + response_ids(tokenizer, prompt, response, prompt_ids) + [tokenizer.eos_token_id]
     n = len(prompt_ids)
     if loss_on == "all":  # every token but the first: nothing before it predicts it (in a left-padded batch
@@ -112,7 +112,7 @@ def encode_for_training(tokenizer, record: TallrecRecord, max_length: int, loss_
 
 def encode_for_scoring(tokenizer, record: TallrecRecord, max_length: int, where: str = "record") -> Encoded:
     """Prompt only: the model's next-token distribution at its end holds the Yes/No answer."""
-    ids = _ids(tokenizer, fit_prompt(tokenizer, record, max_length, where))
+    ids = token_ids(tokenizer, fit_prompt(tokenizer, record, max_length, where))
     return Encoded(ids, [], record.label)
 
 
@@ -121,10 +121,10 @@ def answer_token_ids(tokenizer, answers: tuple[str, str] = TALLREC_ANSWERS,
     """Ids of the first token of the positive and the negative answer ("Yes." / "No." after TALLRec's Alpaca
     prompt by default) as they follow `prompt` (found from the tokenizer, never hard-coded)."""
     prompt = prompt if prompt is not None else ALPACA_TEMPLATE.format(instruction="Q", input="I")
-    base = _ids(tokenizer, prompt)
+    base = token_ids(tokenizer, prompt)
     firsts = []
     for answer in answers:
-        full = _ids(tokenizer, prompt + answer)
+        full = token_ids(tokenizer, prompt + answer)
         if full[: len(base)] != base or len(full) == len(base):
             full = base + tokenizer(answer, add_special_tokens=False)["input_ids"]
         firsts.append(full[len(base)])
@@ -159,7 +159,7 @@ def fit_history(tokenizer, render, history: list[str], budget: int, where: str =
     """`render(history)` in at most `budget` tokens: the oldest history items go first, never the instruction.
     `render` maps a (possibly shortened) list of items to the whole prompt."""
     def size(items: list[str]) -> int:
-        return len(_ids(tokenizer, render(items)))
+        return len(token_ids(tokenizer, render(items)))
 
     if size(history) <= budget:
         return render(history)

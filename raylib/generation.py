@@ -144,10 +144,10 @@ class TokenTrie:
         """Each answer tokenized as training tokenizes it after `prompt` (`encoding.response_ids`), then EOS. The
         prompt's last line stands for it (every prompt ends in the same response header; what comes before a
         newline does not change how the text after it is cut into tokens)."""
-        from raylib.encoding import _ids
+        from raylib.encoding import token_ids
 
         context = prompt[prompt.rstrip("\n").rfind("\n") + 1:]
-        context_ids = _ids(tokenizer, context)
+        context_ids = token_ids(tokenizer, context)
         together = tokenizer([context + a for a in answers])["input_ids"]
         alone = None
         sequences = []

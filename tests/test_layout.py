@@ -81,3 +81,25 @@ def test_each_method_lives_in_one_folder():
     for name in ("tallrec", "nextitem", "corella", "cocktail"):
         assert {"config.py", "pipeline.py"} <= {p.name for p in (methods / name).iterdir()}
     assert not (RAYLIB / "tasks").exists() and not list(RAYLIB.glob("bench_*.py"))
+
+
+def private_imports(path: Path) -> list[str]:
+    """`from <raylib module> import _name`: a module's private name used from another module."""
+    return [f"{node.module}.{a.name}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("raylib")
+            for a in node.names if a.name.startswith("_")]
+
+
+def test_no_module_imports_another_modules_private_names():
+    roots = [RAYLIB, RAYLIB.parent / "jobs", RAYLIB.parent / "serve"]
+    found = {str(p.relative_to(RAYLIB.parent)): private_imports(p) for root in roots for p in root.rglob("*.py")}
+    assert not {p: names for p, names in found.items() if names}
+
+
+def test_serving_reads_a_methods_artifacts_not_its_training():
+    """Serving loads what a method published (its artifacts module, its models, its routing rule), never the
+    pipeline or task that trained it."""
+    edges = graph()
+    training = [(m, d) for m, ds in edges.items() if layer(m) == "serving" for d in ds
+                if method_of(d) and d.split(".")[-1] in ("pipeline", "task")]
+    assert not training, f"serving imports training code: {training}"

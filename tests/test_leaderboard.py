@@ -271,7 +271,8 @@ def test_the_corella_job_inside_routed_and_its_artifacts_reload(board):
     from raylib import RaylibError
     from raylib.bench.leaderboard import jobs_of
     from raylib.data.ctr import load_ctr_data
-    from raylib.methods.corella.pipeline import load_artifacts, prepare_views
+    from raylib.methods.corella.artifacts import load_artifacts
+    from raylib.methods.corella.pipeline import prepare_views
 
     config, _, root, _ = board
     job = jobs_of(config)["corella"]

@@ -269,7 +269,7 @@ def test_a_killed_llm_replica_degrades_answers_and_fails_none(service):
 
 
 def test_served_answers_equal_the_library_under_concurrent_load(service, tiny_model_dir):
-    """The benchmark's load generator against the app: every answer equals `raylib.methods.corella.pipeline.RoutedScorer`'s on
+    """The benchmark's load generator against the app: every answer equals `raylib.methods.corella.artifacts.RoutedScorer`'s on
     the same samples, and a short closed loop fails no request."""
     import asyncio
 
@@ -278,8 +278,8 @@ def test_served_answers_equal_the_library_under_concurrent_load(service, tiny_mo
     from raylib.bench.serve import closed_loop, one_pass
     from raylib.config import ModelConfig
     from raylib.methods.corella.config import CorellaJobConfig
-    from raylib.methods.corella.pipeline import RoutedScorer
-    from raylib.data.ctr import CTR_COLUMNS, _typed
+    from raylib.methods.corella.artifacts import RoutedScorer
+    from raylib.data.ctr import CTR_COLUMNS, typed_ctr_table
     from raylib.serving import sample_row
 
     url, samples, folder = service["url"], service["samples"], service["folder"]
@@ -288,7 +288,7 @@ def test_served_answers_equal_the_library_under_concurrent_load(service, tiny_mo
     scorer = RoutedScorer(folder / "crm", folder / "adapter", CorellaJobConfig(model=ModelConfig(
         name=str(tiny_model_dir), dtype="fp32")), threshold=0.5)
     rows = [sample_row(s) for s in samples]
-    records = scorer.vocab.records(_typed({c: [r[c] for r in rows] for c in CTR_COLUMNS}), with_text=True)
+    records = scorer.vocab.records(typed_ctr_table({c: [r[c] for r in rows] for c in CTR_COLUMNS}), with_text=True)
     expected, to_llm = scorer.routed(records)
     assert [p["routed_to"] == "llm" for p in served] == to_llm.tolist()
     np.testing.assert_allclose([p["probability"] for p in served], expected, atol=1e-5)

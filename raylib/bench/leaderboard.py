@@ -318,7 +318,8 @@ def _score_corella(job, artifacts: Path, stage1: Path, rows) -> dict[str, Any]:
     from raylib import placement
     from raylib.data.ctr import CtrVocab
     from raylib.methods.corella.crm import VOCAB_FILE
-    from raylib.methods.corella.pipeline import RoutedScorer, check_artifacts, crm_scores_of
+    from raylib.methods.corella.artifacts import RoutedScorer, check_artifacts
+    from raylib.methods.corella.pipeline import crm_scores_of
 
     routing = check_artifacts(artifacts)
     records = CtrVocab.load(artifacts / "crm" / VOCAB_FILE).records(rows, with_text=True)

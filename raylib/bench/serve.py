@@ -5,7 +5,7 @@ each sending its next request as soon as the last one is answered (a closed loop
 The service is deployed declaratively (`raylib.serving.deploy`), so the phases switch configurations through
 the router's `user_config` without restarting a replica:
 
-  offline      the routed scorer in-process (`raylib.methods.corella.pipeline.RoutedScorer`) on the CoReLLa test subset
+  offline      the routed scorer in-process (`raylib.methods.corella.artifacts.RoutedScorer`) on the CoReLLa test subset
   quality      every test sample once through the router: its AUC must equal the offline routed AUC
   sweep        router throughput at a few concurrencies, to find the one that saturates it
   router       `duration_s` at that concurrency; one LLM replica is killed half-way (`kill_at_s`)
@@ -191,7 +191,7 @@ def watch_replicas(stop_after_s: float, every_s: float = 1.0) -> list[tuple[floa
 def run_bench(config: BenchServeConfig) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
-    from raylib.methods.corella.pipeline import check_artifacts
+    from raylib.methods.corella.artifacts import check_artifacts
     from raylib.stages import cached_stage
     from raylib.serving import dashboard_url, deploy, running_replicas
 
@@ -212,7 +212,7 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
     def offline() -> dict[str, Any]:
         from raylib.config import ModelConfig
         from raylib.methods.corella.config import CorellaJobConfig
-        from raylib.methods.corella.pipeline import load_artifacts
+        from raylib.methods.corella.artifacts import load_artifacts
 
         job = CorellaJobConfig(model=ModelConfig(name=routing.model), data=config.data)
         probs, mask = load_artifacts(config.artifacts, job).routed(records)

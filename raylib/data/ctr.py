@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -140,7 +139,7 @@ class CtrColumns(TimelineRows):
         t, users, items = self.timelines, self.users, self.items
         rows, lengths = self.history_rows()
         titles = self.item_fields["title"]
-        return _typed({
+        return typed_ctr_table({
             "user_id": self.user_ids().tolist(), "item_id": self.item_ids().tolist(),
             **{f: self.user_fields[f][users].tolist() for f in ("age", "gender", "occupation", "zip")},
             "year": self.item_fields["year"][items].tolist(), "genres": [self.genres[i] for i in items],
@@ -349,7 +348,7 @@ def ctr_table_of(ml, like_threshold: float = 4.0, history_len: int = 10, zip_pre
     return ctr_samples_of(ml, like_threshold, history_len, zip_prefix).table()
 
 
-def _typed(rows: dict[str, list]) -> pa.Table:
+def typed_ctr_table(rows: dict[str, list]) -> pa.Table:
     types = {c: pa.string() for c in SINGLE_FIELDS + ("title",)}
     types.update({"genres": pa.list_(pa.string()), "history_items": pa.list_(pa.string()),
                   "history_titles": pa.list_(pa.string()), "history_ratings": pa.list_(pa.float64()),
@@ -451,7 +450,7 @@ def _lists_from_json(table: pa.Table, path: Path) -> pa.Table:
     missing = [c for c in CTR_COLUMNS if c not in rows]
     if missing:
         raise RaylibError(f"{path} lacks column(s) {missing}; a CTR table has {list(CTR_COLUMNS)}.")
-    return _typed(rows)
+    return typed_ctr_table(rows)
 
 
 def _rating_key(rating: float) -> str:

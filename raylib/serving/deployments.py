@@ -53,9 +53,9 @@ def routing_plan(crm_probs: list[float], threshold: float) -> list[bool]:
 
 
 def artifact_paths(folder: str | Path) -> dict[str, Any]:
-    """The artifacts' paths and routing config, checked against each other (`corella.pipeline.check_artifacts`), in
+    """The artifacts' paths and routing config, checked against each other (`corella.artifacts.check_artifacts`), in
     the version published now: resolved once, so every replica loads that version, whatever is published later."""
-    from raylib.methods.corella.pipeline import check_artifacts
+    from raylib.methods.corella.artifacts import check_artifacts
     from raylib.train.checkpoint import published_version
 
     version = published_version(folder)

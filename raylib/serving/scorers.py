@@ -26,10 +26,10 @@ class CrmScorer:
 
     def __call__(self, samples: list[dict[str, Any]]) -> list[float]:
         from raylib.methods.corella.crm import crm_probabilities
-        from raylib.data.ctr import CTR_COLUMNS, _typed
+        from raylib.data.ctr import CTR_COLUMNS, typed_ctr_table
 
         rows = [sample_row(s) for s in samples]
-        table = _typed({c: [r[c] for r in rows] for c in CTR_COLUMNS})
+        table = typed_ctr_table({c: [r[c] for r in rows] for c in CTR_COLUMNS})
         return crm_probabilities(self.model, self.vocab.records(table)).tolist()
 
 
@@ -70,7 +70,7 @@ class LlmScorer:
         from raylib.config import ModelConfig
         from raylib.model import load_tokenizer, load_with_adapter
         from raylib.placement import choose_dtype, device
-        from raylib.methods.corella.task import yes_no_ids
+        from raylib.methods.corella.artifacts import yes_no_ids
 
         config = ModelConfig(name=model_name, dtype=dtype, trust_remote_code=trust_remote_code)
         here = device()  # the replica's GPU when it was given one (num_gpus), else its CPU
@@ -83,7 +83,7 @@ class LlmScorer:
         return self.scores([self.prompt(s, f"sample {i}") for i, s in enumerate(samples)]).tolist()
 
     def prompt(self, sample: dict[str, Any], where: str) -> list[int]:
-        from raylib.methods.corella.task import prompt_ids
+        from raylib.methods.corella.artifacts import prompt_ids
 
         return prompt_ids(self.tokenizer, {**sample, "history_scores": sample["history_ratings"]}, self.max_length,
                           where)

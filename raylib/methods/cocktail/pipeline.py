@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -242,8 +241,6 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     start = time.time()
     output = Path(job.output_dir).expanduser().resolve()
     domains = domains or load_domains(job)
-    target = domains[job.target]
-    seed = job.data.seed
     folder = output / job.target
     for d in domains.values():
         print(f"[cocktail] domain {d.name}: {len(d.train)} train / {len(d.valid)} valid / {len(d.test)} test "

@@ -28,26 +28,15 @@ from raylib import RaylibError
 from raylib.config import to_dict
 from raylib.methods.corella.config import CorellaStageJob
 from raylib.methods.corella.crm import CONFIG_FILE, MODEL_FILE, DCNv2, crm_batch
-from raylib.encoding import Encoded, _ids, answer_token_ids, collate_left_padded, fit_history
+from raylib.encoding import Encoded, collate_left_padded
+from raylib.methods.corella.artifacts import prompt_ids, yes_no_ids
 from raylib.metrics import binary_report
-from raylib.prompts import CORELLA_ANSWERS, corella_history, corella_prompt
 from raylib.train.checkpoint import (
     ADAPTER_DIR, load_adapter_into, publish_folder, write_adapter,
 )
 from raylib.train.task import WorkerContext, sharded_map
 
 PROJECTIONS = "projections.safetensors"
-
-
-def prompt_ids(tokenizer, record: dict[str, Any], max_length: int, where: str = "record") -> list[int]:
-    """The record's CoReLLa prompt as token ids, at most `max_length` (oldest history items dropped first)."""
-    history = corella_history(record["history_titles"], record["history_scores"])
-    text = fit_history(tokenizer, lambda items: corella_prompt(items, record["title"]), history, max_length, where)
-    return _ids(tokenizer, text)
-
-
-def yes_no_ids(tokenizer) -> tuple[int, int]:
-    return answer_token_ids(tokenizer, CORELLA_ANSWERS, prompt=corella_prompt([], "X"))
 
 
 def alignment_loss(llm_states: list[torch.Tensor], crm_states: list[torch.Tensor], p: float,
