@@ -94,10 +94,19 @@ BENCHES = {
 
 # ------------------------------------------------------------------ running a job
 def job_main(config_cls: type, default_config: str, argv: list[str] | None, run: Callable[[Any], None],
-             description: str | None = None) -> int:
+             description: str | None = None, prog: str | None = None) -> int:
     """Config file + overrides, the checks that need no model (GPU plan, model found), Ray, then `run(config)`;
-    a RaylibError anywhere is one line and exit code 2."""
-    parser = argparse.ArgumentParser(description=description or (sys.modules["__main__"].__doc__ or "").strip())
+    a RaylibError anywhere is one line and exit code 2. `--help` lists every config field with its default and
+    description (`raylib.config_help`)."""
+    asked = argv if argv is not None else sys.argv[1:]
+    fields = None
+    if "-h" in asked or "--help" in asked:  # read the config classes' docs only when they are shown
+        from raylib.config_help import help_text
+
+        fields = help_text(config_cls)
+    parser = argparse.ArgumentParser(prog=prog, description=description or
+                                     (sys.modules["__main__"].__doc__ or "").strip(),
+                                     epilog=fields, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / default_config), help="YAML config (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's, DeepSpeed's and library logs too")
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. train.epochs=3")
@@ -153,7 +162,7 @@ def run_entry(kind: str, name: str, argv: list[str] | None) -> int:
         print("\n" + _shown(entry, report))
 
     return job_main(_load(entry.config), f"jobs/configs/{entry.recipe}", argv, run,
-                    description=f"raylib {kind} {name}: {entry.about}")
+                    description=f"raylib {kind} {name}: {entry.about}", prog=f"raylib {kind} {name}")
 
 
 # ------------------------------------------------------------------ list, report, serve

@@ -55,3 +55,19 @@ def test_the_installed_command_refuses_bad_input_in_one_line(tmp_path):
     code, err = run("report", str(tmp_path))
     assert code == 2 and len(err) == 1 and "No report.json" in err[0]
     assert run("bench", "nope")[0] == 2 and run("nope")[0] == 2
+
+
+def test_train_help_lists_every_field_with_its_default_and_description(capsys):
+    import pytest
+
+    from raylib.config_help import field_docs
+
+    for name, method in methods().items():
+        with pytest.raises(SystemExit) as done:
+            main(["train", name, "--help"])
+        out = capsys.readouterr().out
+        assert done.value.code == 0 and out.startswith(f"usage: raylib train {name} "), name
+        for field, default, _ in field_docs(method.config_class()):
+            assert f"  {field} = {default}" in out, (name, field)
+    # the description of a field is its comment in the config class
+    assert "Early stopping: stop after this many validations without improvement" in out
