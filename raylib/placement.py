@@ -11,7 +11,7 @@ resources `for_job` reads from the job's config:
 
 So the driver process loads no weights at all: under `ray job submit` it runs on the head node, which in
 `cluster.yaml` is a CPU-only machine. On a CPU laptop a task given every core scores as fast as the driver
-itself did (measured: docs/scale.md, `python -m jobs.bench_placement`).
+itself did (measured: docs/scale.md, `raylib bench placement`).
 
 Inside a task, `device()` is the GPU Ray assigned when the process sees CUDA, else the CPU: Ray started with
 logical GPUs on a CPU machine (`ray.init(num_gpus=2)`, as the tests do) schedules GPU tasks whose code then
@@ -158,11 +158,21 @@ class Placed:
         return get(self.actor.call.remote(method, args, kwargs))
 
     def close(self) -> None:
+        """End the actor as it would end itself: its process exits between calls, after its objects are freed.
+        `ray.kill` sends a SIGTERM that can land while the actor's Python is collecting garbage, and the user's
+        terminal gets a traceback ("Exception ignored in ... SystemExit: 1"); it stays the fallback for an actor
+        that does not end within a minute."""
         import ray
 
-        if self.actor is not None:
-            ray.kill(self.actor)
-            self.actor = None
+        actor, self.actor = self.actor, None
+        if actor is None:
+            return
+        try:
+            ray.get(actor.__ray_terminate__.remote(), timeout=60)
+        except ray.exceptions.RayActorError:
+            pass  # ended: the call never returns, its actor is gone
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(actor)
 
     def __enter__(self) -> "Placed":
         return self

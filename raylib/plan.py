@@ -27,7 +27,7 @@ Inference phases (`inference_estimate`; no gradients, one layer's activations al
 Phases of a job: TALLRec / RecCocktail scoring (`eval`), BIGRec / GenRec beams and grounding embeddings
 (`generation`, `grounding`), CoReLLa routed scoring and its Serve LLM replica (`routing`).
 
-It is an estimate (what autograd keeps depends on kernels); it errs high. `python -m jobs.plan` prints it.
+It is an estimate (what autograd keeps depends on kernels); it errs high. `raylib plan` prints it.
 """
 
 from __future__ import annotations

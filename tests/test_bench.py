@@ -59,3 +59,27 @@ def test_bench_report_has_the_issue_keys_and_resume_keeps_runs(ray_session, tiny
     third = run_bench(changed)
     assert third["runs"][0]["recipe"]["train"]["learning_rate"] == 1e-2
     assert third["runs"][0]["history"] != report["runs"][0]["history"]
+
+
+def test_every_benchmark_writes_its_report_one_way_and_reads_back_what_a_partial_run_left(tmp_path):
+    """raylib.bench.common: numpy figures become JSON numbers and lists, the PNG and Markdown sit beside the
+    JSON, and a missing or cut-short report reads as nothing to resume (not a traceback)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from raylib.bench.common import read_report, report_path, write_report
+
+    drawn = []
+    path = write_report({"auc": np.float32(0.5), "ranks": np.arange(3), "folder": Path("runs/x")},
+                        tmp_path / "reports" / "bench.json", plot=lambda report, png: drawn.append(png),
+                        markdown=lambda report: f"auc {report['auc']}\n")
+    assert read_report(path) == {"auc": 0.5, "ranks": [0, 1, 2], "folder": "runs/x"}
+    assert drawn == [path.with_suffix(".png")] and path.with_suffix(".md").read_text() == "auc 0.5\n"
+    path.write_text('{"auc": 0.')  # a run killed mid-write
+    assert read_report(path) == {} and read_report(tmp_path / "none.json") == {}
+    from raylib.assets import PROJECT_DIR
+
+    # a relative report is the project's (the committed file), wherever the command runs
+    assert report_path("reports/x.json") == PROJECT_DIR / "reports" / "x.json"
+    assert report_path(tmp_path / "x.json") == tmp_path / "x.json"

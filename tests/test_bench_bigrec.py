@@ -66,7 +66,7 @@ def test_runs_that_change_only_decoding_share_the_training_of_an_earlier_run(tmp
 
 
 def test_a_recipe_is_chosen_on_validation_windows_never_on_test():
-    """Issue 21, item 8: of the BIGRec runs, the best validation NDCG@10 is kept where its paired interval
+    """Of the BIGRec runs, the best validation NDCG@10 is kept where its paired interval
     separates it from every other run; where a few hits cannot, the lowest validation loss of the runs trained on
     the answer alone. Test figures never choose."""
     from raylib.bench.nextitem import recipe_on_validation

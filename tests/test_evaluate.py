@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from raylib.config import ModelConfig
-from raylib.evaluate import evaluate_records, yes_probabilities, yes_probabilities_by_generate
+from raylib.bench.tallrec import yes_probabilities_by_generate
+from raylib.evaluate import evaluate_records, yes_probabilities
 from raylib.model import load_model
 
 

@@ -1,12 +1,14 @@
 """The leaderboard: a synthetic dataset written here as RecBole atomic files runs every method end to end on the
 tiny model, and the leaderboard's three files come out; a rerun finds every stage kept."""
 
+import contextlib
 import json
 import os
 
 import numpy as np
 import pytest
 
+from raylib import RaylibError
 from raylib.config import from_dict
 
 
@@ -40,7 +42,7 @@ def tiny_changes():
         "corella": {**small, "data": {"valid_samples": 16, "test_samples": 8, "max_length": 256},
                     "crm": {"epochs": 1, "batch_size": 512}, "tune": {"num_samples": 1},
                     "stages": {"joint_samples": 12, "llm_samples": 12, "valid_samples": 8}},
-        "cocktail": {**small, "lora": {"r": 4, "alpha": 8}, "base_samples": 8, "warm_cold_samples": 6,
+        "cocktail": {**small, "base_samples": 8, "warm_cold_samples": 6,
                      "data": {"train_samples": 8, "valid_samples": 8, "max_length": 256},
                      "merge": {"unlabelled_prompts": 6, "held_out_prompts": 2, "epochs": 1, "batch_size": 4},
                      "tune": {"num_samples": 1}, "eval": {"batch_size": 8}},
@@ -61,6 +63,37 @@ def test_the_pareto_front_keeps_the_rows_no_other_beats_on_both_cost_and_quality
     assert pareto_front(points) == ["crm", "big"]
 
 
+def test_a_registered_method_that_scores_the_sample_is_a_leaderboard_row(board):
+    """The sixth method named in `recipes` runs from its recipe and its Method's `leaderboard_scores`: a row
+    with its interval, its per-record scores and its MLflow child run, like the shipped methods'."""
+    from raylib.bench.leaderboard_report import read_scores
+
+    config, report, root, _ = board
+    echo = report["preference"]["echo"]
+    assert echo["features"] == "item ids" and echo["train_records"] > 0 and echo["recipe"].endswith("echo.yaml")
+    assert echo["auc_ci"][0] <= echo["auc"] <= echo["auc_ci"][1] and "echo" in report["slices"]["cold_users"]
+    _, scores = read_scores(root / "board", "preference")
+    assert len(scores["echo"]) == report["split"]["preference_test_records"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'board' / 'mlflow.db'}")
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("raylib").experiment_id])}
+    assert runs["leaderboard echo"].data.metrics["auc"] == echo["auc"]
+
+
+def test_recCocktail_budget_points_need_the_tallrec_recipes_model_and_lora_shape():
+    """Its budget points mix the base spirit with TALLRec's adapter module by module: a different rank is one
+    line before anything trains."""
+    from raylib.bench.leaderboard import same_adapter_shape
+    from raylib.methods.cocktail.config import CocktailJobConfig
+    from raylib.methods.tallrec.config import TallrecJobConfig
+
+    tallrec = from_dict(TallrecJobConfig, {})
+    same_adapter_shape(from_dict(CocktailJobConfig, {}), tallrec)
+    with pytest.raises(RaylibError, match="same lora section"):
+        same_adapter_shape(from_dict(CocktailJobConfig, {"lora": {"r": 4}}), tallrec)
+
+
 @pytest.fixture(scope="module")
 def board(ray_session, tiny_model_dir, tmp_path_factory, movie_records):
     """The leaderboard run once on the synthetic dataset: (config, report, its folder, the weight loads)."""
@@ -74,6 +107,8 @@ def board(ray_session, tiny_model_dir, tmp_path_factory, movie_records):
     # RecCocktail's second domain: TALLRec-format records (the mechanics, not the quality)
     books = write_records(movie_records["train"] + movie_records["test"], root / "books.json")
     changes = tiny_changes()
+    echo_recipe = root / "echo.yaml"
+    echo_recipe.write_text("words: popular\n")
     # CoReLLa with a bf16 LLM, its three stages checkpointing under one shared storage folder
     changes["corella"]["model"] = {"dtype": "bf16"}
     changes["corella"]["train"] = {**changes["corella"]["train"], "storage_path": str(root / "shared")}
@@ -82,13 +117,30 @@ def board(ray_session, tiny_model_dir, tmp_path_factory, movie_records):
         "second_domain": str(books), "bootstrap_rounds": 200, "output_dir": str(root / "board"),
         "cold_max_interactions": 19,  # the shop's users have about 19 training ratings each: about half are cold
         # the budget axis at the table's own TALLRec run (12 records, its seed): DCNv2 learns those 12 records
-        "budgets": [12], "budget_seeds": [42],
+        # (RecCocktail and CoReLLa's LLM on them: the slow tier's test below)
+        "budgets": [12], "budget_seeds": [42], "budget_rows": ["tallrec"],
         "ranking_budgets": [16],  # the table's own BIGRec and GenRec runs; SASRec and popularity on their windows
-        "report": str(root / "reports" / "leaderboard.json"), "tracking": {"enabled": True}})
+        "report": str(root / "reports" / "leaderboard.json"), "tracking": {"enabled": True},
+        # the shipped methods' recipes, and a sixth method's (registered below): its row comes from its Method
+        "recipes": {"tallrec": "tallrec_cpu.yaml", "corella": "corella_cpu.yaml", "cocktail": "cocktail_cpu.yaml",
+                    "nextitem": "bench_bigrec.yaml", "echo": str(echo_recipe)}})
     loads = Loads()
-    with tracking.job_run(config.tracking, config.output_dir, "bench leaderboard", {}):  # as `raylib bench` runs it
-        report = run_bench(config)
-    return config, report, root, loads.records()
+    with registered_echo():  # for the module's tests: each reruns parts of the leaderboard
+        with tracking.job_run(config.tracking, config.output_dir, "bench leaderboard", {}):
+            report = run_bench(config)  # as `raylib bench` runs it
+        yield config, report, root, loads.records()
+
+
+@contextlib.contextmanager
+def registered_echo():
+    """A sixth method (tests/sixth_method) registered for the leaderboard's run only."""
+    from unittest import mock
+
+    from raylib import methods
+
+    with mock.patch.dict(methods.REGISTRY):
+        methods.register("sixth_method:METHOD")
+        yield
 
 
 def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_writes_its_files(board):
@@ -100,7 +152,8 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
     table = (root / "reports" / "leaderboard.md").read_text()
     assert saved["dataset"] == config.dataset and saved["split"]["kind"] == "time"
     # every preference row scored the same 24 test records; every ranking row the same windows
-    assert set(saved["preference"]) == set(PREFERENCE) and saved["split"]["preference_test_records"] == 24
+    preference = {*PREFERENCE, "echo"}  # the shipped methods' rows and the sixth method's
+    assert set(saved["preference"]) == preference and saved["split"]["preference_test_records"] == 24
     for name, row in saved["preference"].items():
         assert 0.0 <= row["auc_ci"][0] <= row["auc"] <= row["auc_ci"][1] <= 1.0, name
         assert row["logloss"] > 0 and row["infer_s"] > 0 and f"| {name} |" in table
@@ -168,15 +221,15 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
     from raylib.bench.leaderboard_report import SLICES, compare, read_scores
 
     records, scores = read_scores(root / "board", "preference")
-    assert set(scores) == set(PREFERENCE) and len(records["label"]) == 24
+    assert set(scores) == preference and len(records["label"]) == 24
     found = compare(root / "board", "tallrec", "zero_shot", rounds=200)
     assert found["diff"] == pytest.approx(rows["tallrec"]["auc"] - rows["zero_shot"]["auc"])
     windows, ranks = read_scores(root / "board", "ranking")
     assert set(ranks) == set(RANKING) and len(windows["window"]) == 10
     # slices: cold users and items on both tasks, the CRM's unsure and sure halves on preference
     assert set(saved["slices"]) == set(SLICES)
-    assert set(saved["slices"]["cold_users"]) == set(PREFERENCE) | set(RANKING)
-    assert set(saved["slices"]["crm_unsure"]) == set(PREFERENCE)
+    assert set(saved["slices"]["cold_users"]) == preference | set(RANKING)
+    assert set(saved["slices"]["crm_unsure"]) == preference
     halves = [saved["slices"][s]["tallrec"]["records"] for s in ("crm_unsure", "crm_sure")]
     assert sum(halves) == 24 and min(halves) >= 11
     for rows_of_slice in saved["slices"].values():
@@ -188,6 +241,36 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
     again = run_bench(config)
     assert again["preference"] == report["preference"] and again["ranking"] == report["ranking"]
     assert again["wall_time_s"] < 60
+
+
+# slow tier: three more Ray Train runs (the entropy merge, CoReLLa's two LLM stages)
+@pytest.mark.slow
+def test_recCocktail_and_corellas_llm_learn_the_same_budget_records_as_tallrec(board):
+    """At a budget point RecCocktail mixes the table's base spirit with TALLRec's adapter on the N records, and
+    CoReLLa's LLM stages learn the CTR rows of those same records from the point's DCNv2; both get a curve and a
+    paired comparison with DCNv2."""
+    import dataclasses
+
+    from raylib.bench.leaderboard import budget_axis, jobs_of, preference_scores
+
+    config, report, root, _ = board
+    config = dataclasses.replace(config, budget_rows=["tallrec", "cocktail", "corella_llm"])
+    jobs = jobs_of(config)
+    sample, _, ctr_sample = preference_scores(config, jobs)  # kept: nothing is scored again
+    found = budget_axis(config, jobs, sample, ctr_sample, report["preference"])
+    curves = found["curves"]["preference"]
+    assert set(curves) == {"tallrec", "dcnv2", "cocktail", "corella_llm"}
+    for row in ("cocktail", "corella_llm"):
+        point = curves[row]["12"]
+        assert point["ci"][0] <= point["mean"] <= point["ci"][1] and len(point["seeds"]) == 1
+        assert found["budget_comparisons"][row]["vs"] == "dcnv2" and found["wins"][row] in (None, 12)
+    point = root / "board" / "budgets" / "n12-seed42"
+    from raylib.methods.cocktail.merging import COEFFICIENTS_FILE
+
+    mix = json.loads((point / "cocktail" / "adapters" / "entropy" / COEFFICIENTS_FILE).read_text())
+    assert mix["variant"] == "entropy"  # the folded mix is published with the coefficients it was folded from
+    llm_stage = json.loads((point / "corella" / "stage3-llm" / "finished.json").read_text())
+    assert llm_stage["state"]["epoch"] == 1
 
 
 def test_the_recCocktail_job_inside_mixed_published_and_reuses_its_base_spirit(board, tiny_model_dir):

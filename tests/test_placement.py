@@ -79,9 +79,14 @@ def test_an_actor_keeps_its_model_between_calls(ray_session, tiny_model_dir, loa
             self.calls += 1
             return self.calls
 
+    import ray
+
     with placement.start(Counter, str(tiny_model_dir), placement=placement.Placement(gpus=1, cpus=1)) as actor:
         assert [actor.call("call"), actor.call("call")] == [1, 2]
+        handle = actor.actor
     assert len(loads.assert_all_on_gpu_workers({"llm"})) == 1  # loaded once, in the actor
+    with pytest.raises(ray.exceptions.RayActorError):  # leaving the block ended it (and freed its GPU)
+        ray.get(handle.call.remote("call", (), {}), timeout=30)
 
 
 # A TALLRec GPU job on logical GPUs (training and both scorings hold a GPU id, the driver loads nothing) runs in

@@ -143,7 +143,7 @@ def test_an_unknown_model_is_one_line_at_once(capsys):
 
 @pytest.mark.slow
 def test_the_gpu_check_dry_run_writes_every_phase_beside_the_planner(tmp_path):
-    """`python -m jobs.gpu_check --dry-run`: a tiny model on this machine, the plain loop (what a GPU box
+    """`raylib gpu-check --dry-run`: a tiny model on this machine, the plain loop (what a GPU box
     without Ray or DeepSpeed runs); every phase timed, with the planner's estimate beside it."""
     import json
     import subprocess

@@ -58,6 +58,26 @@ def test_fresh_start_on_a_shared_storage_path_deletes_only_the_runs_own_folder(t
     assert (shared / names[1] / "checkpoint_1").is_dir()
 
 
+def test_checkpoints_that_began_from_retrained_weights_are_discarded_and_any_other_change_refused(tmp_path):
+    """A later stage (CoReLLa's joint and LLM stages) starts from an earlier stage's weights: when only those
+    changed, its checkpoints began elsewhere and the trainer starts it afresh; a changed setting is refused."""
+    from raylib.train.checkpoint import STATE_FILE, claim_output_dir
+
+    output, storage = tmp_path / "stage2", str(tmp_path / "stage2" / "ray")
+    first = {"task": "corella", "resolved_dtype": "torch.float32", "train": {"learning_rate": 1e-3},
+             "init_crm": "sha-of-crm-1", "init_adapter": None}
+    assert not claim_output_dir(output, first, False, storage, "run", start_weights=("init_crm", "init_adapter"))
+    (tmp_path / "stage2" / "ray" / "run" / "checkpoint_1").mkdir(parents=True)
+    (tmp_path / "stage2" / "ray" / "run" / "checkpoint_1" / STATE_FILE).write_text("{}")
+    assert claim_output_dir(output, first, False, storage, "run", ("init_crm", "init_adapter"))  # resumes
+    with pytest.raises(RaylibError, match="learning_rate"):
+        claim_output_dir(output, {**first, "train": {"learning_rate": 1e-2}}, False, storage, "run",
+                         start_weights=("init_crm", "init_adapter"))
+    retrained = {**first, "init_crm": "sha-of-crm-2"}
+    assert not claim_output_dir(output, retrained, False, storage, "run", start_weights=("init_crm", "init_adapter"))
+    assert not (tmp_path / "stage2" / "ray" / "run" / "checkpoint_1").exists()
+
+
 HOLD = """
 import sys, time
 from raylib.stages import folder_in_use

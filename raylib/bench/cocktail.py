@@ -7,7 +7,6 @@ warm and cold-start test records). The job's stages resume from `output_dir`; th
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,10 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, to_dict
+from raylib.data.records import TallrecRecord
 from raylib.methods.cocktail.config import CocktailJobConfig
 from raylib.assets import PROJECT_DIR
+from raylib.bench.common import report_path, write_report
 
 
 
@@ -29,7 +30,7 @@ class BenchCocktailConfig(CocktailJobConfig):
 
 
 def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
-    from raylib.methods.cocktail.pipeline import VARIANTS, inference_times, run_cocktail
+    from raylib.methods.cocktail.pipeline import VARIANTS, run_cocktail
     from raylib.config import from_dict
     from raylib.stages import cached_stage
     from raylib.train.checkpoint import adapter_sha1
@@ -37,7 +38,7 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
     start = time.time()
     values = {k: v for k, v in to_dict(config).items() if k not in ("report", "timing_records")}
     job = from_dict(CocktailJobConfig, values)
-    path = Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
+    path = report_path(config.report)
     report = run_cocktail(job)
     output = Path(job.output_dir).expanduser().resolve()
     folder = output / job.target
@@ -63,9 +64,7 @@ def run_bench(config: BenchCocktailConfig) -> dict[str, Any]:
            "tune": report["tune"], "train": report["train"], "adapters": report["adapters"],
            # this invocation's time: a resumed run reuses every finished stage
            "wall_time_s": time.time() - start, "config": to_dict(config)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str))
-    plot(out, path.with_suffix(".png"))
+    write_report(out, path, plot)
     out["report_path"] = str(path.relative_to(PROJECT_DIR) if path.is_relative_to(PROJECT_DIR) else path)
     return out
 
@@ -93,3 +92,38 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ inference cost of each form of the mix
+def inference_times(job: CocktailJobConfig, base_dir, ingredient_dir, folded_dir, records: list[TallrecRecord],
+                    rounds: int = 3) -> dict[str, float]:
+    """Seconds to score `records` (median of `rounds`, interleaved) with: one adapter (the ingredient, LoRA
+    unmerged), the folded mix (one rank-2r adapter, unmerged), both adapters active (the mix before folding),
+    and the folded mix merged into the weights. No prefix cache, so every token runs through every layer."""
+    import numpy as np
+
+    from raylib.evaluate import yes_probabilities
+    from raylib.methods.cocktail.merging import MixedLora, load_two
+    from raylib.model import load_model, load_tokenizer, load_with_adapter
+    from raylib.placement import choose_dtype, device as local_device
+
+    device = local_device()
+    dtype = choose_dtype(job.eval.dtype, device)
+    tokenizer = load_tokenizer(job.model)
+    two = MixedLora(load_two(load_model(job.model, device, dtype), base_dir, ingredient_dir))
+    two.set_weights([0.5, 0.5])
+    models = {"single_adapter": load_with_adapter(job.model, ingredient_dir, device, dtype, merge=False).eval(),
+              "folded": load_with_adapter(job.model, folded_dir, device, dtype, merge=False).eval(),
+              "two_adapters": two.eval(),
+              "folded_merged": load_with_adapter(job.model, folded_dir, device, dtype).eval()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    run = lambda m: yes_probabilities(m, tokenizer, records, job.data.max_length, job.eval.batch_size,  # noqa
+                                      progress=False, prefix_cache=False)
+    for name, model in models.items():  # warm-up
+        run(model)
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            run(model)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}

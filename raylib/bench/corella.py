@@ -11,7 +11,6 @@ per CRM-confidence group).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, from_dict, to_dict
 from raylib.methods.corella.config import CorellaJobConfig
-from raylib.assets import PROJECT_DIR
+from raylib.bench.common import report_path, write_report
 
 VARIANTS = {"aligned": "routed", "no_align": "routed_no_align"}
 
@@ -38,11 +37,6 @@ def _variant(config: BenchCorellaConfig, name: str, **align) -> CorellaJobConfig
     values["output_dir"] = str(Path(config.output_dir) / name)
     values["align"] = {**values["align"], **align}
     return from_dict(CorellaJobConfig, values)
-
-
-def _report_path(config: BenchCorellaConfig) -> Path:
-    path = Path(config.report)
-    return path if path.is_absolute() else PROJECT_DIR / path
 
 
 def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -108,16 +102,14 @@ def run_bench(config: BenchCorellaConfig) -> dict[str, Any]:
 
     start = time.time()
     runs: dict[str, dict[str, Any]] = {}
-    path = _report_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = report_path(config.report)
 
     def save() -> dict[str, Any]:
         summary = summarize(runs)
         summary["wall_time_s"] = time.time() - start
-        summary["command"] = "python -m jobs.bench_corella"
+        summary["command"] = "raylib bench corella"
         summary["config"] = to_dict(config)
-        path.write_text(json.dumps(summary, indent=1, default=str))
-        _plot(summary, runs["aligned"]["entropy_curve"], path)
+        write_report(summary, path, lambda report, _: _plot(report, runs["aligned"]["entropy_curve"], path))
         summary["report_path"] = str(path)
         return summary
 

@@ -40,6 +40,7 @@ from pydantic.dataclasses import dataclass
 
 from raylib import RaylibError
 from raylib.assets import PROJECT_DIR
+from raylib.bench.common import read_report, report_path, write_report
 from raylib.config import STRICT, ModelConfig, to_dict
 
 METHODS = ("tallrec", "bigrec", "genrec", "corella", "cocktail", "sasrec")
@@ -218,22 +219,13 @@ def probe(method: str, dataset: str, work: str, result: str) -> None:
 
 
 # ---------------------------------------------------------------- the benchmark (the parent process)
-def _path(config: BenchScaleDataConfig) -> Path:
-    return Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
-
-
 def _load(config: BenchScaleDataConfig) -> dict[str, Any]:
-    path = _path(config)
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved = read_report(report_path(config.report))
     return saved if saved.get("seed") == config.seed else {}
 
 
 def _save(config: BenchScaleDataConfig, report: dict[str, Any]) -> None:
-    path = _path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    write_report(report, report_path(config.report))
 
 
 def run_probe(config: BenchScaleDataConfig, method: str, size: int, dataset: Path) -> dict[str, Any]:
@@ -331,7 +323,7 @@ def run_bench(config: BenchScaleDataConfig) -> dict[str, Any]:
         report["inference_config"] = [to_dict(config.model), config.inference_records]
     report["inference_rows_per_s"] = {k: v["rows_per_s"] for k, v in report["inference"].items()}
     _save(config, report)
-    plot(report, _path(config).with_suffix(".png"))
+    plot(report, report_path(config.report).with_suffix(".png"))
     return report
 
 

@@ -1,4 +1,4 @@
-"""A GPU check for the first GPU we get: `python -m jobs.gpu_check`, writes reports/gpu.json.
+"""A GPU check for the first GPU we get: `raylib gpu-check`, writes reports/gpu.json.
 
 A model shaped as the recipe's (Llama-2-7B's config shipped with raylib, random weights: no download; its vocabulary
 is the tokenizer's) in a folder, the process capped at `memory_gb` of GPU memory
@@ -258,6 +258,6 @@ def run_check(settings: GpuCheckSettings) -> dict[str, Any]:
 
 
 def _save(settings: GpuCheckSettings, report: dict[str, Any]) -> None:
-    path = Path(settings.out) if Path(settings.out).is_absolute() else PROJECT_DIR / settings.out
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
+    from raylib.bench.common import report_path, write_report
+
+    write_report(report, report_path(settings.out))

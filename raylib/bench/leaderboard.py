@@ -76,6 +76,9 @@ class BenchLeaderboardConfig:
     # same N records (TALLRec's paper: 16 / 64 / 256), scored on the preference sample. [] = none.
     budgets: list[PositiveInt] = dataclasses.field(default_factory=lambda: [16, 64, 256])
     budget_seeds: list[Seed] = dataclasses.field(default_factory=lambda: [42, 43])  # 42: `seed`, the table's
+    # The LLM rows trained at each budget point (DCNv2 always is): TALLRec, RecCocktail (the table's base spirit
+    # + TALLRec's adapter on the N records as its ingredient) and CoReLLa's LLM (its two LLM stages on them).
+    budget_rows: list[str] = dataclasses.field(default_factory=lambda: ["tallrec", "cocktail", "corella_llm"])
     # Ranking: BIGRec and GenRec on N training windows, SASRec and popularity on the same windows (BIGRec's
     # paper: 1024; at the BIGRec benchmark's own N the table's runs are the points). One seed. [] = none.
     ranking_budgets: list[PositiveInt] = dataclasses.field(default_factory=lambda: [256, 1024])
@@ -89,6 +92,17 @@ class BenchLeaderboardConfig:
     report: str = "reports/leaderboard.json"
     ray_address: str | None = None
     tracking: TrackingSettings = dataclasses.field(default_factory=TrackingSettings)
+
+    @field_validator("budget_rows")
+    @classmethod
+    def _rows_with_budgets(cls, rows: list[str]) -> list[str]:
+        from raylib.bench.leaderboard_budgets import BUDGET_ROWS
+
+        unknown = sorted(set(rows) - set(BUDGET_ROWS))
+        if unknown or "tallrec" not in rows:
+            raise ValueError(f"{unknown or rows}: budget rows are tallrec (always: its records are the budget's) "
+                             f"and any of {', '.join(BUDGET_ROWS[1:])}")
+        return rows
 
     @field_validator("selection")
     @classmethod
@@ -146,6 +160,9 @@ def jobs_of(config: BenchLeaderboardConfig) -> dict[str, Any]:
                   "spirit learns the target dataset alone", flush=True)
         jobs["cocktail"] = method_job(config, "cocktail", CocktailJobConfig, {"domains": domains, "target": "movie"})
         jobs["corella"] = method_job(config, "corella", CorellaJobConfig, {"data": {"dataset": config.dataset}})
+        if "cocktail" in config.budget_rows:
+            same_adapter_shape(jobs["cocktail"], jobs["tallrec"])
+        jobs.update(registered_jobs(config))
     # the ranking rows' jobs; the preference part's LLM-feature row reads BIGRec's catalogue embeddings too
     folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
     bench = method_job(config, "nextitem", BenchNextItemConfig, {"data": {"dataset": config.dataset},
@@ -158,8 +175,37 @@ def jobs_of(config: BenchLeaderboardConfig) -> dict[str, Any]:
     return jobs
 
 
-def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    """`run(job)` as a child MLflow run of the leaderboard's, its outcome kept under the job's whole config."""
+BUILT_IN = ("tallrec", "corella", "cocktail", "nextitem")  # the methods whose rows this module computes
+
+
+def registered_jobs(config: BenchLeaderboardConfig) -> dict[str, Any]:
+    """The job of every other method named in `recipes`: a registered method that declares how it scores the
+    preference sample (`Method.leaderboard_scores`)."""
+    from raylib.methods import method
+
+    jobs = {}
+    for name in sorted(set(config.recipes) - set(BUILT_IN)):
+        found = method(name)
+        if not found.leaderboard_scores:
+            raise RaylibError(f"leaderboard: recipes.{name}: method {name} declares no leaderboard_scores.")
+        jobs[name] = method_job(config, name, found.config_class(), {})
+    return jobs
+
+
+def same_adapter_shape(cocktail, tallrec) -> None:
+    """RecCocktail's budget points mix the table's base spirit with TALLRec's adapter module by module: the two
+    recipes must give the same base model and LoRA shape, checked before anything trains."""
+    for part in ("model", "lora"):
+        if to_dict(getattr(cocktail, part)) != to_dict(getattr(tallrec, part)):
+            raise RaylibError(f"leaderboard: budget_rows has cocktail, so the cocktail and tallrec recipes need the "
+                              f"same {part} section ({to_dict(getattr(cocktail, part))} vs "
+                              f"{to_dict(getattr(tallrec, part))}); change one or drop cocktail from budget_rows.")
+
+
+def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[Any], dict[str, Any]],
+               inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`run(job)` as a child MLflow run of the leaderboard's, its outcome kept under the job's whole config (and
+    `inputs`, what else `run` reads)."""
     from raylib import tracking
 
     def compute() -> dict[str, Any]:
@@ -172,7 +218,7 @@ def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[An
 
     from raylib.data.dataset import dataset_fingerprint
 
-    key = {"job": to_dict(job), "dataset": dataset_fingerprint(config.dataset)}
+    key = {"job": to_dict(job), "dataset": dataset_fingerprint(config.dataset), **(inputs or {})}
     return cached_stage(_out(config) / "stages" / f"{name}.json", key, compute)
 
 
@@ -220,7 +266,28 @@ def preference_scores(config: BenchLeaderboardConfig, jobs: dict[str, Any]):
     sample_rows = ctr.test.take(rows_of(ctr.test, list(zip(sample["user_id"], sample["item_id"])), "test"))
     rows.update(corella_rows(config, jobs["corella"], sample, ctr, sample_rows))
     rows["dcnv2_llm_emb"] = dcnv2_llm_emb_row(config, jobs, sample, ctr, sample_rows)
+    rows.update(registered_rows(config, jobs, sample))
     return sample, rows, (ctr, sample_rows)
+
+
+def registered_rows(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample) -> dict[str, dict[str, Any]]:
+    """Each registered method's row (`registered_jobs`): its `leaderboard_scores` on the sample, kept under its
+    job and the sample."""
+    from raylib.methods import method
+    from raylib.methods.base import load
+
+    rows = {}
+    for name in sorted(set(jobs) - set(BUILT_IN)):
+        scores = load(method(name).leaderboard_scores)
+        found = run_method(config, name, jobs[name], lambda job: scores(job, config.dataset, sample),
+                           inputs={"sample": sample})["report"]
+        if len(found["probabilities"]) != len(sample["label"]):
+            raise RaylibError(f"leaderboard: {name}'s leaderboard_scores gave {len(found['probabilities'])} "
+                              f"probabilities for {len(sample['label'])} sample records.")
+        costs = {"train_s": found.get("train_s"), "train_tokens_per_s": None, "epochs": found.get("epochs")}
+        rows[name] = _row(found["probabilities"], found, costs, config.recipes[name],
+                          train_records=found["train_records"], features=found["features"])
+    return rows
 
 
 def dcnv2_llm_emb_row(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample, ctr, rows) -> dict[str, Any]:
@@ -492,7 +559,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     counts = training_counts(dataset, int(cutoffs[0]))
     report: dict[str, Any] = {
         "dataset": config.dataset, "source": shown_source(dataset.source), "model": config.model_name,
-        "command": "python -m jobs.leaderboard",
+        "command": "raylib bench leaderboard",
         "split": {"kind": "time", "fractions": [0.8, 0.1, 0.1], "valid_from": int(cutoffs[0]),
                   "test_from": int(cutoffs[1]), "interactions": dataset.interactions.num_rows},
         "recipes": dict(config.recipes), "cold_max_interactions": config.cold_max_interactions,
@@ -645,5 +712,6 @@ def _method_folder(config: BenchLeaderboardConfig, method: str) -> Path:
 
 
 def _report_path(config: BenchLeaderboardConfig) -> Path:
-    path = Path(config.report)
-    return path if path.is_absolute() else PROJECT_DIR / path
+    from raylib.bench.common import report_path
+
+    return report_path(config.report)

@@ -1,17 +1,20 @@
 """The leaderboard's data-budget axis: an LLM row and its classical counterpart trained on the same N records.
 
-Ranking: BIGRec and GenRec tuned on N training windows (their jobs' seeded sample, one seed: it also draws the
-test windows), SASRec trained on exactly those windows and popularity counted on them (BIGRec's paper: 1024).
-
 TALLRec's paper trains its baselines on the same 16 / 64 / 256 samples as the LLM; the leaderboard's main table
 does not (DCNv2 learns every training rating). Here, per seed and budget N, TALLRec learns a seeded sample of N
 preference records (`data.train_seed`; the validation and test samples stay the leaderboard's; at the table's own
-N and seed, the table's run is the point) and DCNv2 learns
-the CTR rows of exactly those (user, item) pairs, with a vocabulary of what those rows hold (an id they never
-show is out of vocabulary, as it would be for a model that saw only them). Both score the leaderboard's
-preference sample. From the per-seed scores: `curves` (the mean over seeds, a bootstrap interval over the test
-records of that mean, each seed's figure) and `wins` (the largest budget where the LLM row beats its
-counterpart with a paired interval above 0, or None).
+N and seed, the table's run is the point) and DCNv2 learns the CTR rows of exactly those (user, item) pairs, with a
+vocabulary of what those rows hold (an id they never show is out of vocabulary, as it would be for a model that
+saw only them). On the same records (`budget_rows`): RecCocktail, the table's base spirit mixed by entropy with
+TALLRec's adapter as the ingredient (`CocktailBudget`), and CoReLLa's LLM, its two LLM stages on those CTR rows
+from the point's DCNv2 (`corella_llm_at`). All score the leaderboard's preference sample.
+
+Ranking: BIGRec and GenRec tuned on N training windows (their jobs' seeded sample, one seed: it also draws the
+test windows), SASRec trained on exactly those windows and popularity counted on them (BIGRec's paper: 1024).
+
+From the per-seed scores: `curves` (the mean over seeds, a bootstrap interval over the test records of that mean,
+each seed's figure) and `wins` (the largest budget where the LLM row beats its counterpart with a paired interval
+above 0, or None).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import numpy as np
 from raylib import RaylibError
 from raylib.config import to_dict
 
-COUNTERPARTS = {"tallrec": "dcnv2"}  # each LLM row and the classical row it is compared with at a budget
+# each LLM row and the classical row it is compared with at a budget
+COUNTERPARTS = {"tallrec": "dcnv2", "cocktail": "dcnv2", "corella_llm": "dcnv2"}
+BUDGET_ROWS = ("tallrec", "cocktail", "corella_llm")  # the LLM rows a budget point can train
 
 
 def budget_folder(out: Path, n: int, seed: int) -> Path:
@@ -34,22 +39,32 @@ def budget_folder(out: Path, n: int, seed: int) -> Path:
 
 def preference_budget_scores(config, jobs: dict[str, Any], sample: dict[str, Any], ctr, sample_rows, run_method,
                              out: Path):
-    """{row: {N: [each seed's probabilities on the sample]}} for TALLRec and DCNv2 at every budget. `ctr`: the
-    CTR data of the leaderboard's dataset; `sample_rows`: the sample's CTR test rows (what DCNv2 scores)."""
-    scores: dict[str, dict[int, list]] = {"tallrec": {}, "dcnv2": {}}
+    """{row: {N: [each seed's probabilities on the sample]}} for DCNv2 and each of `config.budget_rows` at every
+    budget, all on the same N records per seed. `ctr`: the CTR data of the leaderboard's dataset; `sample_rows`: the sample's CTR test rows (what
+    DCNv2 and CoReLLa score)."""
+    rows = config.budget_rows
+    scores: dict[str, dict[int, list]] = {row: {} for row in ("dcnv2", *rows)}
+    cocktail = CocktailBudget(jobs["cocktail"], jobs["tallrec"], sample) if "cocktail" in rows else None
     for n in config.budgets:
         for seed in config.budget_seeds:
             folder = budget_folder(out, n, seed)
-            probabilities, pairs = tallrec_at(config, jobs["tallrec"], n, seed, sample, folder, run_method)
-            scores["tallrec"].setdefault(n, []).append(probabilities)
-            scores["dcnv2"].setdefault(n, []).append(dcnv2_at(jobs["corella"], ctr, pairs, sample, sample_rows,
-                                                              folder))
+            tallrec = tallrec_at(config, jobs["tallrec"], n, seed, sample, folder, run_method)
+            rows_n = ctr.train.take(rows_of(ctr.train, tallrec["pairs"], "training"))  # the CTR rows of its records
+            crm = dcnv2_scores(jobs["corella"], ctr, rows_n, sample, sample_rows, folder)
+            found = {"dcnv2": crm["probabilities"], "tallrec": tallrec["probabilities"]}
+            if cocktail is not None:
+                found["cocktail"] = cocktail.at(Path(tallrec["adapter"]), folder)
+            if "corella_llm" in rows:
+                found["corella_llm"] = corella_llm_at(jobs["corella"], ctr, rows_n, crm, sample, sample_rows, folder)
+            for row, probabilities in found.items():
+                if row in scores:
+                    scores[row].setdefault(n, []).append(probabilities)
     return scores
 
 
 def tallrec_at(config, main_job, n: int, seed: int, sample: dict[str, Any], folder: Path, run_method):
-    """TALLRec on N records drawn with `seed` (the leaderboard's validation and test samples): (its probabilities
-    on the sample, the (user, item) pairs it learned)."""
+    """TALLRec on N records drawn with `seed` (the leaderboard's validation and test samples): {probabilities on
+    the sample, pairs: the (user, item) pairs it learned, adapter: its published adapter}."""
     import json
 
     from raylib.config import from_dict
@@ -69,21 +84,15 @@ def tallrec_at(config, main_job, n: int, seed: int, sample: dict[str, Any], fold
     if scored["user_id"] != sample["user_id"] or scored["item_id"] != sample["item_id"]:
         raise RaylibError(f"leaderboard: TALLRec at budget {n} scored other test records than the sample.")
     train = load_tallrec_data(job.data).train
-    return scored["tuned"], [(str(r.user_id), str(r.item_id)) for r in train]
-
-
-def dcnv2_at(corella_job, ctr, pairs: list[tuple[str, str]], sample: dict[str, Any], sample_rows,
-             folder: Path) -> list[float]:
-    """DCNv2 (CoReLLa's stage 1, its recipe) on the CTR rows of `pairs`, scored on the sample's CTR rows."""
-    rows = ctr.train.take(rows_of(ctr.train, pairs, "training"))
-    return dcnv2_scores(corella_job, ctr, rows, sample, sample_rows, folder)["probabilities"]
+    return {"probabilities": scored["tuned"], "pairs": [(str(r.user_id), str(r.item_id)) for r in train],
+            "adapter": outcome["report"]["adapter_dir"]}
 
 
 def dcnv2_scores(corella_job, ctr, rows, sample: dict[str, Any], sample_rows, folder: Path,
                  item_text: Path | None = None) -> dict[str, Any]:
     """DCNv2 (CoReLLa's stage-1 recipe) trained in `folder` on the CTR `rows`, with a vocabulary of what they
     show (anything else is out of vocabulary) and, given `item_text`, the items' LLM title vectors as a field:
-    {probabilities on the sample's CTR rows, seconds}. Kept under the model's weights and the sample."""
+    {probabilities on the sample's CTR rows, seconds, crm_dir}. Kept under the model's weights and the sample."""
     import time
 
     from raylib import placement
@@ -104,7 +113,84 @@ def dcnv2_scores(corella_job, ctr, rows, sample: dict[str, Any], sample_rows, fo
         return {"probabilities": np.asarray(found).tolist(), "seconds": time.perf_counter() - start}
 
     key = {"crm": file_sha1(crm_dir / "model.safetensors"), "sample": sample}
-    return cached_stage(folder / "dcnv2_scores.json", key, score)
+    return {**cached_stage(folder / "dcnv2_scores.json", key, score), "crm_dir": str(crm_dir)}
+
+
+class CocktailBudget:
+    """RecCocktail at a budget: the table's base spirit and, as its ingredient, TALLRec's adapter on the same N
+    records (RecCocktail's CPU recipe trains its ingredient with TALLRec's recipe), mixed by the entropy merge on
+    the table's unlabelled target prompts (unlabelled data is not part of the labelled budget), scored on the
+    sample. The inputs and the sample's records are made once, for every point."""
+
+    def __init__(self, job, tallrec_job, sample: dict[str, Any]):
+        from raylib.methods.cocktail.pipeline import cocktail_inputs, load_domains
+        from raylib.methods.tallrec.task import TallrecTask
+        from raylib.train.driver import finished_result
+
+        self.job, self.tallrec_job, self.sample, self._records = job, tallrec_job, sample, None
+        self.inputs = cocktail_inputs(job, load_domains(job))
+        base = finished_result(TallrecTask, self.inputs.base_job, self.inputs.base_train, self.inputs.base_valid)
+        if base is None:
+            raise RaylibError("leaderboard: RecCocktail's budget points need the table's finished base spirit.")
+        self.base_dir = Path(base.published_dir)
+
+    def at(self, ingredient: Path, folder: Path) -> list[float]:
+        from raylib import placement
+        from raylib.methods.cocktail.merging import coefficients_doc, same_mix
+        from raylib.methods.cocktail.pipeline import entropy_merge, fold_and_publish
+        from raylib.methods.tallrec.pipeline import score_on_ray
+        from raylib.stages import cached_stage
+        from raylib.train.checkpoint import adapter_sha1
+
+        job = dataclasses.replace(self.job, output_dir=str(folder / "cocktail"))
+        out = Path(job.output_dir).expanduser().resolve()
+        names, weights, _ = entropy_merge(job, self.base_dir, ingredient, self.inputs.prompts, self.inputs.held_out,
+                                          out)
+        adapter = out / "adapters" / "entropy"
+        doc = coefficients_doc(names, weights, variant="entropy", base=adapter_sha1(self.base_dir),
+                               ingredient=adapter_sha1(ingredient))
+        if not same_mix(adapter, doc):
+            placement.run(fold_and_publish, job, str(self.base_dir), str(ingredient),
+                          {"entropy": (weights.tolist(), str(adapter), doc)}, placement=placement.for_job(job))
+        key = {"adapter": adapter_sha1(adapter), "sample": self.sample, "eval": to_dict(job.eval)}
+        return cached_stage(out / "scores.json", key, lambda: {"probabilities": score_on_ray(
+            job, self.records(), str(adapter))["probabilities"]})["probabilities"]
+
+    def records(self):
+        from raylib.methods.tallrec.pipeline import load_tallrec_data
+
+        if self._records is None:  # every test record is built: once, and only when a point is scored
+            self._records = load_tallrec_data(self.tallrec_job.data).test
+        return self._records
+
+
+def corella_llm_at(corella_job, ctr, rows, crm: dict[str, Any], sample: dict[str, Any], sample_rows,
+                   folder: Path) -> list[float]:
+    """CoReLLa's LLM at a budget: the recipe's two LLM stages (joint with the CRM and alignment, then the LLM
+    alone) on the N CTR rows the budget's DCNv2 learned, from that DCNv2 (`crm`), as the recipe runs on a
+    table of N rows (both stages learn all of them); its P(like) on the sample's CTR rows."""
+    from raylib import placement
+    from raylib.methods.corella.artifacts import RoutedScorer
+    from raylib.methods.corella.pipeline import prepare_views, train_llm_stage
+    from raylib.stages import cached_stage, file_sha1
+
+    crm_dir = Path(crm["crm_dir"])
+    job = dataclasses.replace(corella_job, output_dir=str(folder / "corella"))
+    views = prepare_views(job, dataclasses.replace(ctr, train=rows))
+    joint = train_llm_stage(job, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
+    llm = train_llm_stage(job, "llm", views.llm_train, views.stage_valid, adapter_dir=joint / "adapter")
+
+    def score() -> dict[str, Any]:
+        records = views.vocab.records(sample_rows, with_text=True)
+        # the scorer's CRM is stage 1's (it has the vocabulary); only the LLM's answers are read
+        scorer = placement.start(RoutedScorer, crm_dir, llm / "adapter", job, placement=placement.for_job(job))
+        try:
+            return {"probabilities": scorer.call("both_scores", records)["llm"]}
+        finally:
+            scorer.close()
+
+    key = {"adapter": file_sha1(llm / "adapter" / "adapter_model.safetensors"), "sample": sample}
+    return cached_stage(folder / "corella_llm_scores.json", key, score)["probabilities"]
 
 
 def rows_of(table, pairs: list[tuple[str, str]], split: str) -> np.ndarray:

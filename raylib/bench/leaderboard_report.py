@@ -172,13 +172,9 @@ def compare_text(found: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ the report's files
 def save(report: dict[str, Any], path: Path) -> Path:
     """The report as JSON, Markdown and PNG beside each other."""
-    import json
+    from raylib.bench.common import write_report
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
-    path.with_suffix(".md").write_text(markdown(report))
-    plot(report, path.with_suffix(".png"))
-    return path
+    return write_report(report, path, plot, markdown)
 
 
 def _seconds(value: float | None) -> str:

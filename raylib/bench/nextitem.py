@@ -25,6 +25,7 @@ from pydantic.dataclasses import dataclass
 from raylib.config import STRICT, from_dict, to_dict
 from raylib.methods.nextitem.config import BigrecJobConfig, GenrecJobConfig, NextItemJobConfig
 from raylib.assets import PROJECT_DIR
+from raylib.bench.common import read_report, report_path, write_report
 from raylib.prompts import GENREC_INSTRUCTIONS
 
 METHODS = ("popularity", "sasrec", "bigrec", "bigrec_pop", "bigrec_cf", "genrec_exact", "genrec_grounded")
@@ -76,15 +77,10 @@ def _job(cls, config: BenchNextItemConfig, name: str, **changes):
 
 
 def _save(config: BenchNextItemConfig, report: dict[str, Any]) -> Path:
-    path = PROJECT_DIR / config.report if not Path(config.report).is_absolute() else Path(config.report)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if report.get("runs"):
         report["recipe_on_validation"] = recipe_on_validation(report["runs"])
-    path.write_text(json.dumps(report, indent=1, default=str))
-    _plot(report, path.with_suffix(".png"))
-    if report.get("runs"):
-        path.with_suffix(".md").write_text(runs_table(report["runs"]))
-    return path
+    return write_report(report, report_path(config.report), _plot,
+                        (lambda r: runs_table(r["runs"])) if report.get("runs") else None)
 
 
 RUN_COLUMNS = (("bigrec", "BIGRec"), ("bigrec_pop", "+ popularity"), ("bigrec_cf", "+ SASRec"),
@@ -322,10 +318,9 @@ def run_bench(config: BenchNextItemConfig) -> dict[str, Any]:
 
     start = time.time()
     report: dict[str, Any] = {}
-    saved = PROJECT_DIR / config.report if not Path(config.report).is_absolute() else Path(config.report)
-    if config.resume and saved.is_file():
-        report = json.loads(saved.read_text())
-    report.update({"model": config.model.name, "command": "python -m jobs.bench_bigrec",
+    if config.resume:
+        report = read_report(report_path(config.report))
+    report.update({"model": config.model.name, "command": "raylib bench bigrec",
                    "dtype": config.model.dtype, "grounding_pooling": config.grounding.pooling})
     data = load_sequence_data(config.data)
     report["test_windows"] = len(data.test)

@@ -1,4 +1,4 @@
-"""Where CPU scoring runs: `python -m jobs.bench_placement`, writes reports/placement.json + placement.png.
+"""Where CPU scoring runs: `raylib bench placement`, writes reports/placement.json + placement.png.
 
 The same TALLRec scoring (`raylib.methods.tallrec.pipeline.score_records`: load the model, score the test records) three ways on
 a local Ray, in interleaved rounds (the fastest round of each kept, so a load change on a shared machine cannot
@@ -12,7 +12,6 @@ Wall seconds include the model load and, for tasks, the worker's start; `score_s
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, ModelConfig
 from raylib.methods.tallrec.config import DataConfig, EvalConfig
-from raylib.assets import PROJECT_DIR
+from raylib.bench.common import report_path, write_report
 
 WAYS = ("driver", "task_all_cores", "task_one_cpu")
 
@@ -70,10 +69,7 @@ def run_bench(config: BenchPlacementConfig) -> dict[str, Any]:
               "task_all_cores_vs_driver": best["task_all_cores"]["wall_s"] / best["driver"]["wall_s"],
               "task_one_cpu_vs_driver": best["task_one_cpu"]["wall_s"] / best["driver"]["wall_s"],
               "same_auc": len({round(r["auc"], 9) for rs in runs.values() for r in rs}) == 1}
-    path = Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
-    plot(report, path.with_suffix(".png"))
+    write_report(report, report_path(config.report), plot)
     return report
 
 

@@ -30,6 +30,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from raylib.assets import PROJECT_DIR
+from raylib.bench.common import report_path, write_report
 from raylib.config import STRICT, ModelConfig
 
 TOKEN = "bench-secret"
@@ -423,7 +424,7 @@ def run_bench(config: BenchReliabilityConfig) -> dict[str, Any]:
     report["faults"] = faults
     report["bad_inputs"] = _phase(work, "bad_inputs", lambda: bad_inputs(work / "bad"))
     report["wall_time_s"] = time.time() - started
-    write_report(report, Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report)
+    save_report(report, report_path(config.report))
     return report
 
 
@@ -443,11 +444,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def save_report(report: dict[str, Any], path: Path) -> None:
     """The report, its paths inside the project written relative to it (a reader's checkout is elsewhere)."""
-    from raylib.stages import write_json
-
     report = json.loads(json.dumps(report).replace(str(PROJECT_DIR) + "/", ""))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, report)
-    path.with_suffix(".md").write_text(markdown(report))
+    write_report(report, path, markdown=markdown)

@@ -1,7 +1,7 @@
-"""Scale and reliability benchmark: `python -m jobs.bench_scale`, writes reports/scale.json + scale.png.
+"""Scale and reliability benchmark: `raylib bench scale`, writes reports/scale.json + scale.png.
 
 Sections (each saved as soon as it is measured; a rerun keeps the ones already in the report):
-  plan            the GPU recipes through the memory planner (measured_gb: only where a GPU was lent)
+  plan            the GPU recipes through the memory planner (measured_gb null: `raylib gpu-check` measures on a GPU)
   train_overhead  one training step under Ray Train + DeepSpeed ZeRO-2 over a bare PEFT + AdamW loop on the same
                   micro-batches, and where the difference goes: the same bare loop inside a Ray Train worker
                   (Ray's processes sharing the cores) and DeepSpeed's engine there (our trainer's share)
@@ -32,6 +32,7 @@ from pydantic.dataclasses import dataclass
 from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, to_dict, key_dict
 from raylib.methods.tallrec.config import DataConfig, EvalConfig
 from raylib.assets import PROJECT_DIR
+from raylib.bench.common import read_report, report_path, write_report
 
 RECIPES = ("jobs/configs/tallrec-llama7b-rtx3090.yaml", "jobs/configs/tallrec-llama13b-4xrtx3090.yaml")
 
@@ -61,12 +62,11 @@ class BenchScaleConfig:
 
 # ---------------------------------------------------------------- report file
 def _path(config: BenchScaleConfig) -> Path:
-    return Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
+    return report_path(config.report)
 
 
 def _load(config: BenchScaleConfig) -> dict[str, Any]:
-    path = _path(config)
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved = read_report(_path(config))
     # Measurements of another setting are not kept.
     return saved if saved.get("config") == json.loads(json.dumps(_shown(config))) else {}
 
@@ -76,13 +76,9 @@ def _shown(config: BenchScaleConfig) -> dict[str, Any]:
 
 
 def _save(config: BenchScaleConfig, report: dict[str, Any]) -> None:
-    path = _path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = ("plan", "workers", "fault", "train_overhead")  # the issue's keys first
     ordered = {k: report[k] for k in keys if k in report} | {k: v for k, v in report.items() if k not in keys}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(ordered, indent=1, default=str))
-    os.replace(tmp, path)
+    write_report(ordered, _path(config))
 
 
 # ---------------------------------------------------------------- sections
@@ -334,7 +330,8 @@ def run_bench(config: BenchScaleConfig) -> dict[str, Any]:
 
     report = _load(config) or {"config": _shown(config)}
     report.setdefault("machine", machine(config))  # its model and dtype: the same fields as the TALLRec bench
-    report["gpu_measurement"] = "no GPU was lent to this issue: measured_gb is null, the planner's figures stand alone"
+    report["gpu_measurement"] = ("measured_gb is null: this benchmark plans on CPU; `raylib gpu-check` measures a "
+                                 "GPU's peak (reports/gpu.json)")
     report["plan"] = plan_recipes(config)
     _save(config, report)
     if "train_overhead" not in report:

@@ -31,7 +31,7 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, to_dict, key_dict
 from raylib.methods.corella.config import CtrDataConfig
-from raylib.assets import PROJECT_DIR
+from raylib.bench.common import report_path, write_report
 
 APP = "corella"
 
@@ -203,11 +203,11 @@ def run_bench(config: BenchServeConfig) -> dict[str, Any]:
            "data": key_dict(config.data)}
     url = f"http://127.0.0.1:{config.port}"
     report: dict[str, Any] = {"test_samples": len(samples), "threshold": routing.threshold}
-    path = Path(config.report) if Path(config.report).is_absolute() else PROJECT_DIR / config.report
+    path = report_path(config.report)
 
     def save() -> None:
         report["wall_time_s"] = time.time() - start
-        write_report(report, config, path)
+        save_report(report, config, path)
 
     def offline() -> dict[str, Any]:
         from raylib.config import ModelConfig
@@ -333,12 +333,9 @@ def headline_json(report: dict[str, Any]) -> str:
     return json.dumps(headline(report), indent=1, default=str)
 
 
-def write_report(report: dict[str, Any], config: BenchServeConfig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_report(report: dict[str, Any], config: BenchServeConfig, path: Path) -> None:
     out = {**headline(report), "details": report, "config": to_dict(config)}
-    path.write_text(json.dumps(out, indent=1, default=float))
-    if "router" in report:
-        plot(report, path.with_suffix(".png"))
+    write_report(out, path, (lambda _, png: plot(report, png)) if "router" in report else None)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

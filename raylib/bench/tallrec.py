@@ -25,7 +25,8 @@ from pydantic.dataclasses import dataclass
 
 from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, from_dict, to_dict
 from raylib.methods.tallrec.config import EvalConfig, TallrecJobConfig
-from raylib.data.records import read_records, sample_records
+from raylib import RaylibError
+from raylib.data.records import TallrecRecord, read_records, sample_records
 from raylib.metrics import auc
 from raylib.assets import PROJECT_DIR
 
@@ -90,7 +91,7 @@ def scoring_speed(config: BenchTallrecConfig, adapter_dir: str, records) -> dict
     `batched_s` / `speedup` (over one prompt per call) / `speedup_vs_batched_generate` (over the authors' 32 per
     call: the report's `scoring_speedup`) / `auc_diff` / `max_prob_diff` are those of the configured scorer
     (eval.prefix_cache); the `plain_*` and `prefix_*` keys give both."""
-    from raylib.evaluate import yes_probabilities, yes_probabilities_by_generate
+    from raylib.evaluate import yes_probabilities
     from raylib.placement import choose_dtype
     from raylib.model import load_tokenizer, load_with_adapter
 
@@ -349,22 +350,20 @@ def _aggregate(report: dict[str, Any], shots: int, aucs: list, walls: list, rate
 
 
 def _previous_report(config: BenchTallrecConfig, test_records: int) -> dict[str, Any]:
-    path = Path(config.report)
-    if not config.resume or not path.is_file():
+    from raylib.bench.common import read_report, report_path
+
+    previous = read_report(report_path(config.report)) if config.resume else {}
+    if not previous:
         return {}
-    previous = json.loads(path.read_text())
     same = previous.get("model") == config.model.name and previous.get("test_records") == test_records
     return previous if same else {}
 
 
 def _saver(config: BenchTallrecConfig, report: dict[str, Any]):
-    path = Path(config.report)
+    from raylib.bench.common import report_path, write_report
 
     def save() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1, default=float))
-        if "auc" in report and report["auc"]:
-            plot_report(report, path.with_suffix(".png"))
+        write_report(report, report_path(config.report), plot_report if report.get("auc") else None)
     return save
 
 
@@ -396,3 +395,49 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ the baseline: scoring by generate
+@torch.no_grad()
+def yes_probabilities_by_generate(model, tokenizer, records: list[TallrecRecord], max_length: int = 512,
+                                  max_new_tokens: int = 128, progress: bool = True, scoring: str = "pair",
+                                  stats: dict | None = None, batch_size: int = 1) -> np.ndarray:
+    """Reference scoring through `generate(output_scores=True)`, the baseline this benchmark compares with: greedy, stopping at the
+    tokenizer's EOS (`max_new_tokens` is only a cap), P(Yes) from the first generated step's scores.
+
+    This is the cost model of TALLRec's evaluate.py, not a copy of it: the original generates with the
+    fine-tuned model, which answers "Yes."/"No." and then EOS, so it stops after a few tokens (a zero-shot model
+    may run on to the cap); it batches 32 left-padded prompts per `generate` call (`batch_size=32`; 1 = one
+    prompt per call) in fp16 and scores "tallrec" (pass `scoring="tallrec"` for that formula). `stats`, when
+    given, receives the number of generation steps per prompt ("new_tokens"; a batch runs until its last row
+    stops)."""
+    from raylib.encoding import answer_token_ids, collate_left_padded
+    from raylib.evaluate import SCORINGS, encode_all, yes_scores
+    from raylib.runtime import progress as progress_bar
+
+    if scoring not in SCORINGS:
+        raise RaylibError(f"eval.scoring={scoring!r} must be one of {', '.join(SCORINGS)}.")
+    yes_id, no_id = answer_token_ids(tokenizer)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    encoded = encode_all(tokenizer, records, max_length)
+    probs = np.empty(len(records), dtype=np.float64)
+    new_tokens = []
+    try:
+        for start in progress_bar(range(0, len(encoded), batch_size), "generate-scoring",
+                                  disable=not progress):
+            batch = collate_left_padded(encoded[start:start + batch_size], tokenizer.pad_token_id)
+            out = model.generate(input_ids=batch["input_ids"].to(device),
+                                 attention_mask=batch["attention_mask"].to(device),
+                                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, output_scores=True,
+                                 return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+            rows = batch["input_ids"].shape[0]
+            probs[start:start + rows] = yes_scores(out.scores[0], yes_id, no_id, scoring).cpu().numpy()
+            new_tokens.extend([len(out.scores)] * rows)
+    finally:
+        model.train(was_training)
+    if stats is not None:
+        stats["new_tokens"] = new_tokens
+    return probs

@@ -1,6 +1,7 @@
 """What every command knows of a method, declared once, in the method's own package (`raylib.methods.<m>`):
 `raylib list` and `raylib train` (the CLI), `raylib report` (a run's table, by the report's `method` field), the
-planner (`raylib plan --job <m>`) and the leaderboard's MLflow rows read these objects. Code is named as
+planner (`raylib plan --job <m>`) and the leaderboard (its MLflow rows; a method added to its `recipes` scores
+its preference sample by `leaderboard_scores`) read these objects. Code is named as
 "module:attribute" strings and imported when first used, so the command starts fast.
 """
 
@@ -28,6 +29,11 @@ class Method:
     show: str     # "module:function(report) -> str": the finished run's table
     # The leaderboard rows this method's MLflow run shows (its main row first); none: not on the leaderboard.
     leaderboard_rows: tuple[str, ...] = ()
+    # "module:function(job, dataset, sample) -> row": how a method the leaderboard has no code of its own for
+    # scores its preference sample (lists user_id, item_id, label of `dataset`'s test period), given its job
+    # (its recipe under the leaderboard's `recipes`). The row: probabilities (one per sample record),
+    # train_records, features, and optionally seconds (inference), train_s, epochs.
+    leaderboard_scores: str = ""
 
     def config_class(self) -> type:
         return load(self.config)

@@ -129,6 +129,12 @@ def current_fingerprint(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, "task": LEGACY_TASK_IDS.get(task, task)}
 
 
+def _changed_fields(old: dict, new: dict) -> set[str]:
+    """The top-level fields of two fingerprints that differ (none when there is no old one)."""
+    new = json.loads(json.dumps(new, default=str))
+    return {k for k in set(old) | set(new) if old.get(k) != new.get(k)} if old else set()
+
+
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -140,13 +146,21 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: bool, storage: str, run: str) -> bool:
+def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: bool, storage: str, run: str,
+                     start_weights: tuple[str, ...] = ()) -> bool:
     """Make `output` this run's folder. True when the run's folder under its storage (`run`) holds checkpoints of
     this same run (they will be resumed); a different run's checkpoints are an error, or are discarded with
-    `fresh_start` (the run's own folder only: a storage path other runs share keeps theirs)."""
+    `fresh_start` (the run's own folder only: a storage path other runs share keeps theirs). Checkpoints that
+    differ only in `start_weights` (the fingerprint fields naming the weights the run starts from) began from
+    weights since retrained: they are discarded, said in one line."""
     from raylib.train.storage import discard, has_file_named, mark
 
     marker = output / FINGERPRINT_FILE
+    moved = _changed_fields(current_fingerprint(read_json(marker) or {}), fingerprint)
+    if not fresh_start and moved and moved <= set(start_weights) and has_file_named(storage, run, STATE_FILE):
+        print(f"[train] {output}: the weights it starts from changed ({', '.join(sorted(moved))}): its "
+              "checkpoints began elsewhere and are discarded", flush=True)
+        fresh_start = True
     if fresh_start:
         default_layout = storage == str(output / "ray")  # inside an output_dir our run.json claims
         discard(storage, run, ours=default_layout and marker.is_file())

@@ -52,12 +52,13 @@ Data = list | str | Path  # records (dicts or dataclasses), or a Parquet file or
 
 def prepare_output_dir(task_cls, job: TrainJob, train_data: Data, valid_data: Data) -> bool:
     """Check (before any work) that `job.output_dir` is free or holds this same run; True if it will resume."""
-    return _claim(job, run_fingerprint(task_cls, job, data_digest(train_data, valid_data)))
+    return _claim(task_cls, job, run_fingerprint(task_cls, job, data_digest(train_data, valid_data)))
 
 
-def _claim(job: TrainJob, fingerprint: dict[str, Any]) -> bool:
+def _claim(task_cls, job: TrainJob, fingerprint: dict[str, Any]) -> bool:
     output = Path(job.output_dir).expanduser().resolve()
-    return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job), run_name(job))
+    return claim_output_dir(output, fingerprint, job.train.fresh_start, storage_path(job), run_name(job),
+                            start_weights=getattr(task_cls, "start_weights", ()))
 
 
 def _run_length(job: TrainJob) -> dict[str, int]:
@@ -118,7 +119,7 @@ def _train(task_cls, job: TrainJob, train_data: Data, valid_data: Data, after_st
         print(f"[train] {job.output_dir}: finished earlier with these settings; using {done.published_dir}", flush=True)
         return done
     output = Path(job.output_dir).expanduser().resolve()
-    _claim(job, fingerprint)
+    _claim(task_cls, job, fingerprint)
     (output / FINISHED_FILE).unlink(missing_ok=True)
     run = _tracked(task_cls, job, output, fingerprint)
     ensure_ray(job.ray_address)

@@ -69,6 +69,9 @@ class Task(Protocol):
 
     # Optional: `param_groups(self, module) -> list[dict]` (torch optimizer groups, e.g. a CRM with its own
     # learning rate inside an LLM's module); without it every trainable parameter uses train.learning_rate.
+    # Optional: `start_weights: ClassVar[tuple[str, ...]]` (default none): the fields of `fingerprint` naming the
+    # weights a run starts from (a previous stage's). Where only these changed, the output_dir's checkpoints began
+    # from other weights: the trainer discards them and starts afresh (one line), instead of refusing the folder.
     # Optional: `plans_llm_memory: ClassVar[bool]` (default True): GPU jobs are first checked by the memory
     # planner (`raylib.plan`, for `train.gpu`); tasks without an LLM set it False.
 

@@ -234,7 +234,6 @@ def cocktail_inputs(job: CocktailJobConfig, domains: dict[str, DomainSplits]) ->
 
 
 def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None = None) -> dict[str, Any]:
-    from raylib.methods.cocktail.task import EntropyMergeTask, read_published
     from raylib.methods.tallrec.task import TallrecTask
     from raylib.train.driver import train
 
@@ -265,16 +264,7 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     check_compatible(base_dir, ingredient_dir)
 
     # 3. entropy-guided merge on the unlabelled target prompts
-    m = job.merge
-    merge_values = {**to_dict(job), "output_dir": str(folder / "entropy_merge"), "base_adapter": str(base_dir),
-                    "ingredient_adapter": str(ingredient_dir),
-                    "train": {**to_dict(job.train), "epochs": m.epochs, "batch_size": m.batch_size,
-                              "micro_batch_size": m.batch_size, "learning_rate": m.learning_rate, "patience": 0,
-                              "warmup_steps": 0, "weight_decay": 0.0, "zero_stage": 0}}
-    print(f"[cocktail] entropy merge on {len(prompts)} unlabelled prompts ({m.epochs} epochs) ...", flush=True)
-    merged = train(EntropyMergeTask, from_dict(MergeJob, merge_values, where="entropy merge"), prompts,
-                   held_out or prompts)
-    names, entropy_weights = read_published(Path(merged.published_dir))
+    names, entropy_weights, merged = entropy_merge(job, base_dir, ingredient_dir, prompts, held_out, folder)
 
     # 4. the mix searched on labelled validation
     print(f"[cocktail] Tune search of the mix on {len(valid)} validation records ...", flush=True)
@@ -330,6 +320,26 @@ def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None
     return report
 
 
+def entropy_merge(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, prompts, held_out, folder: Path):
+    """RecCocktail's entropy-guided merge of two LoRAs (the `EntropyMergeTask` through the shared trainer, in
+    `<folder>/entropy_merge`) on unlabelled target prompts: (module names, their [modules, 2] weights, the
+    trainer's result)."""
+    from raylib.methods.cocktail.task import EntropyMergeTask, read_published
+    from raylib.train.driver import train
+
+    m = job.merge
+    merge_values = {**to_dict(job), "output_dir": str(folder / "entropy_merge"), "base_adapter": str(base_dir),
+                    "ingredient_adapter": str(ingredient_dir),
+                    "train": {**to_dict(job.train), "epochs": m.epochs, "batch_size": m.batch_size,
+                              "micro_batch_size": m.batch_size, "learning_rate": m.learning_rate, "patience": 0,
+                              "warmup_steps": 0, "weight_decay": 0.0, "zero_stage": 0}}
+    print(f"[cocktail] entropy merge on {len(prompts)} unlabelled prompts ({m.epochs} epochs) ...", flush=True)
+    merged = train(EntropyMergeTask, from_dict(MergeJob, merge_values, where="entropy merge"), prompts,
+                   held_out or prompts)
+    names, weights = read_published(Path(merged.published_dir))
+    return names, weights, merged
+
+
 def fold_and_publish(job: CocktailJobConfig, base_dir: str, ingredient_dir: str,
                      mixes: dict[str, tuple[list, str, dict[str, Any]]]) -> None:
     """Each mix (name -> (weights [modules, 2], target folder, coefficients doc)) folded into one adapter and
@@ -365,33 +375,3 @@ def summary_table(report: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ inference cost
-def inference_times(job: CocktailJobConfig, base_dir, ingredient_dir, folded_dir, records: list[TallrecRecord],
-                    rounds: int = 3) -> dict[str, float]:
-    """Seconds to score `records` (median of `rounds`, interleaved) with: one adapter (the ingredient, LoRA
-    unmerged), the folded mix (one rank-2r adapter, unmerged), both adapters active (the mix before folding),
-    and the folded mix merged into the weights. No prefix cache, so every token runs through every layer."""
-    from raylib.evaluate import yes_probabilities
-    from raylib.methods.cocktail.merging import MixedLora, load_two
-    from raylib.model import load_model, load_tokenizer, load_with_adapter
-    from raylib.placement import choose_dtype, device as local_device
-
-    device = local_device()
-    dtype = choose_dtype(job.eval.dtype, device)
-    tokenizer = load_tokenizer(job.model)
-    two = MixedLora(load_two(load_model(job.model, device, dtype), base_dir, ingredient_dir))
-    two.set_weights([0.5, 0.5])
-    models = {"single_adapter": load_with_adapter(job.model, ingredient_dir, device, dtype, merge=False).eval(),
-              "folded": load_with_adapter(job.model, folded_dir, device, dtype, merge=False).eval(),
-              "two_adapters": two.eval(),
-              "folded_merged": load_with_adapter(job.model, folded_dir, device, dtype).eval()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    run = lambda m: yes_probabilities(m, tokenizer, records, job.data.max_length, job.eval.batch_size,  # noqa
-                                      progress=False, prefix_cache=False)
-    for name, model in models.items():  # warm-up
-        run(model)
-    for _ in range(rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            run(model)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}

@@ -150,12 +150,6 @@ def train_llm_stage(job: CorellaJobConfig, stage: str, train_records: list[dict[
                              if k != "vocab_hash"} if crm_dir else {},
                   init_crm=str(crm_dir) if crm_dir else None, init_adapter=str(adapter_dir) if adapter_dir else None)
     stage_job = from_dict(CorellaStageJob, values, where=f"{stage} stage")
-    marker = Path(stage_job.output_dir) / "run.json"
-    if marker.is_file():  # the previous stage was retrained: this stage's old checkpoints started elsewhere
-        old, new = json.loads(marker.read_text()), CorellaTask.fingerprint(stage_job)
-        if any(old.get(k) != new[k] for k in ("init_crm", "init_adapter")):
-            print(f"[corella] the {stage} stage's start weights changed: its old checkpoints are discarded", flush=True)
-            stage_job.train.fresh_start = True
     what = "LLM + CRM + alignment, one DeepSpeed engine" if stage == "joint" else "LLM only"
     print(f"[corella] stage {2 if stage == 'joint' else 3}: {what}, {len(train_records)} samples ...", flush=True)
     result = train(CorellaTask, stage_job, train_records, valid_records)

@@ -90,6 +90,8 @@ class CorellaTask:
     config_cls: ClassVar[type] = CorellaStageJob
     metric: ClassVar[str] = "auc"
     higher_is_better: ClassVar[bool] = True
+    # a stage starts from the previous stage's CRM and adapter: retraining those restarts this stage
+    start_weights: ClassVar[tuple[str, ...]] = ("init_crm", "init_adapter")
 
     def __init__(self, ctx: WorkerContext) -> None:
         from raylib.model import load_tokenizer
