@@ -141,7 +141,7 @@ def train_llm_stage(job: CorellaJobConfig, stage: str, train_records: list[dict[
                     adapter_dir: Path | None = None) -> Path:
     """Stage 2 ("joint") or 3 ("llm") through the shared loop; returns the published folder."""
     from raylib.methods.corella.crm import CONFIG_FILE
-    from raylib.methods.corella.task import CorellaTask
+    from raylib.methods.corella.task import STAGE_TASKS
     from raylib.train.driver import train
 
     values = to_dict(job)
@@ -152,7 +152,7 @@ def train_llm_stage(job: CorellaJobConfig, stage: str, train_records: list[dict[
     stage_job = from_dict(CorellaStageJob, values, where=f"{stage} stage")
     what = "LLM + CRM + alignment, one DeepSpeed engine" if stage == "joint" else "LLM only"
     print(f"[corella] stage {2 if stage == 'joint' else 3}: {what}, {len(train_records)} samples ...", flush=True)
-    result = train(CorellaTask, stage_job, train_records, valid_records)
+    result = train(STAGE_TASKS[stage], stage_job, train_records, valid_records)
     return Path(result.published_dir)
 
 

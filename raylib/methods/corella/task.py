@@ -1,13 +1,14 @@
 """CoReLLa stages 2 and 3 (Xi et al. 2024, Sec. 3.3) as a task of the shared trainer.
 
-Stage "joint": ONE module holds the LoRA-tuned LLM, the warmed-up DCNv2 and the alignment projections, so one
-DeepSpeed engine all-reduces and steps all of them. Loss (Eq. 5-7):
+Stage "joint" (`CorellaJointTask`): ONE module holds the LoRA-tuned LLM, the warmed-up DCNv2 and the alignment
+projections, so one DeepSpeed engine all-reduces and steps all of them. Loss (Eq. 5-7):
     L = a * L_llm + b * L_crm + c * sum_pairs || g_llm(h_llm) - g_crm(h_crm) ||_2^p
 with L_llm the cross-entropy of the answer token (" yes"/" no") over the vocabulary, L_crm the CRM's binary
 cross-entropy, h_llm the last prompt token's hidden state after a chosen LLM layer, h_crm a chosen cross
 layer's output, and g linear projections into a shared space. The CRM (and projections) get their own learning
 rate (`align.crm_learning_rate`, `param_groups`).
-Stage "llm": the LLM alone (L_llm), starting from the joint stage's adapter.
+Stage "llm" (`CorellaLlmTask`, which the joint task extends): the LLM alone (L_llm), from the joint stage's
+adapter.
 
 Both pick the best epoch by the LLM's validation AUC, P(yes) = softmax over the yes/no first-token logits.
 A checkpoint folder holds `latest/` and `best/`, each laid out as the published stage folder:
@@ -85,92 +86,71 @@ class CorellaModel(nn.Module):
         return result
 
 
-class CorellaTask:
+class CorellaLlmTask:
+    """Stage "llm" (3): the LLM alone, L_llm, starting from the joint stage's adapter. The joint stage
+    (`CorellaJointTask`) is this task with the CRM, the projections and their losses added."""
     task_id: ClassVar[str] = "corella"  # in run fingerprints: a stable name, whatever module holds the class
     config_cls: ClassVar[type] = CorellaStageJob
     metric: ClassVar[str] = "auc"
     higher_is_better: ClassVar[bool] = True
     # a stage starts from the previous stage's CRM and adapter: retraining those restarts this stage
     start_weights: ClassVar[tuple[str, ...]] = ("init_crm", "init_adapter")
+    stage: ClassVar[str] = "llm"
 
     def __init__(self, ctx: WorkerContext) -> None:
         from raylib.model import load_tokenizer
 
+        if ctx.job.stage != self.stage:
+            raise RaylibError(f"{type(self).__name__} trains the {self.stage} stage, not {ctx.job.stage!r}.")
         self.ctx, self.job = ctx, ctx.job
-        self.joint = self.job.stage == "joint"
         self.tokenizer = load_tokenizer(self.job.model)
         self.yes_no = yes_no_ids(self.tokenizer)
 
     # ------------------------------------------------------------ model
     def build(self) -> torch.nn.Module:
-        from safetensors.torch import load_file
+        return CorellaModel(self._llm(fp32_adapters=False))
 
+    def _llm(self, fp32_adapters: bool):
         from raylib.model import add_lora, load_model
 
         llm = load_model(self.job.model, self.ctx.device, self.ctx.dtype)
         if self.job.train.gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             llm.enable_input_require_grads()
-        # Joint stage: every trainable part in fp32 (the CRM routes by its entropy, which bf16 weights move; the
-        # LoRA adapters too, so DeepSpeed runs one fp32 optimizer); the frozen LLM stays in the device's dtype.
-        llm = add_lora(llm, self.job.lora, fp32_adapters=self.joint)
+        llm = add_lora(llm, self.job.lora, fp32_adapters=fp32_adapters)
         if self.job.init_adapter:  # stage 3 starts from stage 2's adapter
             load_adapter_into(llm, Path(self.job.init_adapter))
-        if not self.joint:
-            return CorellaModel(llm)
-        crm = DCNv2(**self.job.crm_shape)
-        if self.job.init_crm:  # stage 2 starts from the warmed-up CRM
-            crm.load_state_dict(load_file(str(Path(self.job.init_crm) / MODEL_FILE)))
-        module = CorellaModel(llm, crm, self.job.align.pairs, self.job.align.projection_dim)
-        for part in (module.crm, module.llm_projections, module.crm_projections):
-            part.to(self.ctx.device, torch.float32)
-        return module
-
-    def param_groups(self, module) -> list[dict[str, Any]]:
-        if not self.joint:
-            return [{"params": [p for p in module.parameters() if p.requires_grad]}]
-        side = [p for part in (module.crm, module.llm_projections, module.crm_projections) for p in part.parameters()]
-        ids = {id(p) for p in side}
-        lora = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": lora}, {"params": side, "lr": self.job.align.crm_learning_rate}]
+        return llm
 
     # ------------------------------------------------------------ data
     def encode(self, records: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
-        items = []
-        for i, r in enumerate(records):
-            item = {"ids": prompt_ids(self.tokenizer, r, self.job.data.max_length, f"{split} record {i}"),
-                    "label": int(r["label"])}
-            if self.joint:
-                item.update(fields=r["fields"], genres=r["genres"], history=r["history"],
-                            history_ratings=r["history_ratings"])
-            items.append(item)
-        return items
+        return [self._item(r, f"{split} record {i}") for i, r in enumerate(records)]
+
+    def _item(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        return {"ids": prompt_ids(self.tokenizer, record, self.job.data.max_length, where),
+                "label": int(record["label"])}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = collate_left_padded([Encoded(i["ids"], [], i["label"]) for i in items], self.tokenizer.pad_token_id)
         batch["label"] = torch.tensor([i["label"] for i in items], dtype=torch.float32)
-        if self.joint:
-            crm = crm_batch(items)
-            batch.update(fields=crm["fields"], genres=crm["genres"], history=crm["history"],
-                             history_ratings=crm["history_ratings"])
         return batch
 
     # ------------------------------------------------------------ objective
     def loss(self, module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "label"}
-        out = module(**inputs)
-        label = batch["label"]
+        return self.objective(module(**{k: v for k, v in batch.items() if k != "label"}), batch["label"])
+
+    def objective(self, out: dict[str, Any], label: torch.Tensor) -> torch.Tensor:
+        """L_llm: the cross-entropy of the answer token (" yes" / " no") over the vocabulary."""
         answer = torch.where(label > 0.5, self.yes_no[0], self.yes_no[1]).long()
-        llm_loss = F.cross_entropy(out["logits"].float(), answer)
-        if not self.joint:
-            return llm_loss
-        a = self.job.align
-        crm_loss = F.binary_cross_entropy_with_logits(out["crm_logit"].float(), label)
-        align = alignment_loss(out["llm_states"], out["crm_states"], a.p, a.normalize)
-        return a.llm_weight * llm_loss + a.crm_weight * crm_loss + a.align_weight * align
+        return F.cross_entropy(out["logits"].float(), answer)
+
+    def validate(self, module, items: list[dict[str, Any]]) -> dict[str, float]:
+        labels, llm, _ = self.scores(module, items)
+        return binary_report(labels, llm)
 
     @torch.no_grad()
-    def validate(self, module, items: list[dict[str, Any]]) -> dict[str, float]:
+    def scores(self, module, items: list[dict[str, Any]]) -> tuple[list[int], list[float], list[float]]:
+        """(labels, the LLM's P(yes) from the yes/no first-token logits, the CRM's P(like) or again the LLM's)."""
         yes, no = self.yes_no
 
         def probs(batch: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -183,37 +163,16 @@ class CorellaTask:
         module.eval()
         values = sharded_map(items, probs, self.job.train.eval_batch_size, self.ctx, lambda i: len(i["ids"]))
         module.train()
-        labels = [i["label"] for i in items]
-        report = binary_report(labels, [v[0] for v in values])
-        if self.joint:
-            report["crm_auc"] = binary_report(labels, [v[1] for v in values])["auc"]
-        return report
+        return [i["label"] for i in items], [v[0] for v in values], [v[1] for v in values]
 
     # ------------------------------------------------------------ checkpoints
     def trainable_state(self, module) -> dict[str, torch.Tensor]:
         from raylib.train.checkpoint import adapter_state
 
-        state = {f"adapter.{k}": v for k, v in adapter_state(module.llm).items()}
-        if self.joint:
-            for prefix, part in (("crm", module.crm), ("llm_projections", module.llm_projections),
-                                 ("crm_projections", module.crm_projections)):
-                state.update({f"{prefix}.{k}": v.detach().cpu().clone() for k, v in part.state_dict().items()})
-        return state
+        return {f"adapter.{k}": v for k, v in adapter_state(module.llm).items()}
 
     def _write_state(self, module, state: dict[str, torch.Tensor], folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        def part(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix) + 1:]: v.contiguous() for k, v in state.items() if k.startswith(prefix + ".")}
-
-        write_adapter(module.llm, part("adapter"), folder / ADAPTER_DIR)
-        if self.joint:
-            (folder / "crm").mkdir(parents=True, exist_ok=True)
-            save_file(part("crm"), str(folder / "crm" / MODEL_FILE))
-            (folder / "crm" / CONFIG_FILE).write_text(json.dumps(self.job.crm_shape, indent=1))
-            projections = {f"llm.{k}": v for k, v in part("llm_projections").items()}
-            projections.update({f"crm.{k}": v for k, v in part("crm_projections").items()})
-            save_file(projections, str(folder / PROJECTIONS))
+        write_adapter(module.llm, _part(state, "adapter"), folder / ADAPTER_DIR)
 
     def write(self, module, latest, best, folder: Path) -> None:
         self._write_state(module, latest, folder / "latest")
@@ -234,12 +193,7 @@ class CorellaTask:
     def restore(self, module, folder: Path) -> None:
         from peft import set_peft_model_state_dict
 
-        state = self._read_state(folder / "latest")
-        set_peft_model_state_dict(module.llm, {k[8:]: v for k, v in state.items() if k.startswith("adapter.")})
-        if self.joint:
-            for prefix in ("crm", "llm_projections", "crm_projections"):
-                getattr(module, prefix).load_state_dict(
-                    {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+        set_peft_model_state_dict(module.llm, _part(self._read_state(folder / "latest"), "adapter"))
 
     def read_best(self, folder: Path) -> dict[str, torch.Tensor]:
         return self._read_state(folder / "best")
@@ -259,3 +213,83 @@ class CorellaTask:
         return {"stage": job.stage, "align": to_dict(job.align), "crm_shape": job.crm_shape,
                 "max_length": job.data.max_length, "init_crm": file_hash(job.init_crm, MODEL_FILE),
                 "init_adapter": file_hash(job.init_adapter, "adapter_model.safetensors")}
+
+
+SIDE_PARTS = ("crm", "llm_projections", "crm_projections")  # the joint stage's parts besides the LLM
+
+
+class CorellaJointTask(CorellaLlmTask):
+    """Stage "joint" (2): ONE module holds the LoRA-tuned LLM, the warmed-up DCNv2 and the alignment projections
+    (one DeepSpeed engine all-reduces and steps all of them); L = a L_llm + b L_crm + c L_align (Eq. 5-7)."""
+    stage: ClassVar[str] = "joint"
+
+    def build(self) -> torch.nn.Module:
+        from safetensors.torch import load_file
+
+        # Every trainable part in fp32 (the CRM routes by its entropy, which bf16 weights move; the LoRA adapters
+        # too, so DeepSpeed runs one fp32 optimizer); the frozen LLM stays in the device's dtype.
+        llm = self._llm(fp32_adapters=True)
+        crm = DCNv2(**self.job.crm_shape)
+        if self.job.init_crm:  # stage 2 starts from the warmed-up CRM
+            crm.load_state_dict(load_file(str(Path(self.job.init_crm) / MODEL_FILE)))
+        module = CorellaModel(llm, crm, self.job.align.pairs, self.job.align.projection_dim)
+        for name in SIDE_PARTS:
+            getattr(module, name).to(self.ctx.device, torch.float32)
+        return module
+
+    def param_groups(self, module) -> list[dict[str, Any]]:
+        side = [p for name in SIDE_PARTS for p in getattr(module, name).parameters()]
+        ids = {id(p) for p in side}
+        lora = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": lora}, {"params": side, "lr": self.job.align.crm_learning_rate}]
+
+    def _item(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        return {**super()._item(record, where), "fields": record["fields"], "genres": record["genres"],
+                "history": record["history"], "history_ratings": record["history_ratings"]}
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch, crm = super().collate(items), crm_batch(items)
+        batch.update({k: crm[k] for k in ("fields", "genres", "history", "history_ratings")})
+        return batch
+
+    def objective(self, out: dict[str, Any], label: torch.Tensor) -> torch.Tensor:
+        a = self.job.align
+        crm_loss = F.binary_cross_entropy_with_logits(out["crm_logit"].float(), label)
+        align = alignment_loss(out["llm_states"], out["crm_states"], a.p, a.normalize)
+        return a.llm_weight * super().objective(out, label) + a.crm_weight * crm_loss + a.align_weight * align
+
+    def validate(self, module, items: list[dict[str, Any]]) -> dict[str, float]:
+        labels, llm, crm = self.scores(module, items)
+        return {**binary_report(labels, llm), "crm_auc": binary_report(labels, crm)["auc"]}
+
+    def trainable_state(self, module) -> dict[str, torch.Tensor]:
+        state = super().trainable_state(module)
+        for name in SIDE_PARTS:
+            part = getattr(module, name).state_dict()
+            state.update({f"{name}.{k}": v.detach().cpu().clone() for k, v in part.items()})
+        return state
+
+    def _write_state(self, module, state: dict[str, torch.Tensor], folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        super()._write_state(module, state, folder)
+        (folder / "crm").mkdir(parents=True, exist_ok=True)
+        save_file(_part(state, "crm"), str(folder / "crm" / MODEL_FILE))
+        (folder / "crm" / CONFIG_FILE).write_text(json.dumps(self.job.crm_shape, indent=1))
+        projections = {f"llm.{k}": v for k, v in _part(state, "llm_projections").items()}
+        projections.update({f"crm.{k}": v for k, v in _part(state, "crm_projections").items()})
+        save_file(projections, str(folder / PROJECTIONS))
+
+    def restore(self, module, folder: Path) -> None:
+        super().restore(module, folder)
+        state = self._read_state(folder / "latest")
+        for name in SIDE_PARTS:
+            getattr(module, name).load_state_dict(_part(state, name))
+
+
+STAGE_TASKS = {"joint": CorellaJointTask, "llm": CorellaLlmTask}
+
+
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of `state` under "<prefix>.", without it."""
+    return {k[len(prefix) + 1:]: v.contiguous() for k, v in state.items() if k.startswith(prefix + ".")}
