@@ -40,8 +40,8 @@ def budget_folder(out: Path, n: int, seed: int) -> Path:
 def preference_budget_scores(config, jobs: dict[str, Any], sample: dict[str, Any], ctr, sample_rows, run_method,
                              out: Path):
     """{row: {N: [each seed's probabilities on the sample]}} for DCNv2 and each of `config.budget_rows` at every
-    budget, all on the same N records per seed. `ctr`: the CTR data of the leaderboard's dataset; `sample_rows`: the sample's CTR test rows (what
-    DCNv2 and CoReLLa score)."""
+    budget, all on the same N records per seed. `ctr`: the CTR data of the leaderboard's dataset; `sample_rows`:
+    the sample's CTR test rows (what DCNv2 and CoReLLa score)."""
     rows = config.budget_rows
     scores: dict[str, dict[int, list]] = {row: {} for row in ("dcnv2", *rows)}
     cocktail = CocktailBudget(jobs["cocktail"], jobs["tallrec"], sample) if "cocktail" in rows else None
@@ -57,8 +57,7 @@ def preference_budget_scores(config, jobs: dict[str, Any], sample: dict[str, Any
             if "corella_llm" in rows:
                 found["corella_llm"] = corella_llm_at(jobs["corella"], ctr, rows_n, crm, sample, sample_rows, folder)
             for row, probabilities in found.items():
-                if row in scores:
-                    scores[row].setdefault(n, []).append(probabilities)
+                scores[row].setdefault(n, []).append(probabilities)
     return scores
 
 
@@ -183,11 +182,8 @@ def corella_llm_at(corella_job, ctr, rows, crm: dict[str, Any], sample: dict[str
     def score() -> dict[str, Any]:
         records = views.vocab.records(sample_rows, with_text=True)
         # the scorer's CRM is stage 1's (it has the vocabulary); only the LLM's answers are read
-        scorer = placement.start(RoutedScorer, crm_dir, llm / "adapter", job, placement=placement.for_job(job))
-        try:
+        with placement.start(RoutedScorer, crm_dir, llm / "adapter", job, placement=placement.for_job(job)) as scorer:
             return {"probabilities": scorer.call("both_scores", records)["llm"]}
-        finally:
-            scorer.close()
 
     key = {"adapter": file_sha1(llm / "adapter" / "adapter_model.safetensors"), "sample": sample}
     return cached_stage(folder / "corella_llm_scores.json", key, score)["probabilities"]

@@ -402,8 +402,9 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
 def yes_probabilities_by_generate(model, tokenizer, records: list[TallrecRecord], max_length: int = 512,
                                   max_new_tokens: int = 128, progress: bool = True, scoring: str = "pair",
                                   stats: dict | None = None, batch_size: int = 1) -> np.ndarray:
-    """Reference scoring through `generate(output_scores=True)`, the baseline this benchmark compares with: greedy, stopping at the
-    tokenizer's EOS (`max_new_tokens` is only a cap), P(Yes) from the first generated step's scores.
+    """Reference scoring through `generate(output_scores=True)`, the baseline this benchmark compares with:
+    greedy, stopping at the tokenizer's EOS (`max_new_tokens` is only a cap), P(Yes) from the first generated
+    step's scores.
 
     This is the cost model of TALLRec's evaluate.py, not a copy of it: the original generates with the
     fine-tuned model, which answers "Yes."/"No." and then EOS, so it stops after a few tokens (a zero-shot model

@@ -156,7 +156,8 @@ def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: boo
     from raylib.train.storage import discard, has_file_named, mark
 
     marker = output / FINGERPRINT_FILE
-    moved = _changed_fields(current_fingerprint(read_json(marker) or {}), fingerprint)
+    old = current_fingerprint(read_json(marker) or {})
+    moved = _changed_fields(old, fingerprint)
     if not fresh_start and moved and moved <= set(start_weights) and has_file_named(storage, run, STATE_FILE):
         print(f"[train] {output}: the weights it starts from changed ({', '.join(sorted(moved))}): its "
               "checkpoints began elsewhere and are discarded", flush=True)
@@ -166,8 +167,7 @@ def claim_output_dir(output: Path, fingerprint: dict[str, Any], fresh_start: boo
         discard(storage, run, ours=default_layout and marker.is_file())
         marker.unlink(missing_ok=True)
     has_checkpoints = has_file_named(storage, run, STATE_FILE)
-    if has_checkpoints:
-        old = current_fingerprint(read_json(marker) or {})
+    if has_checkpoints:  # never after a fresh start: `old` is what these checkpoints were made under
         changes = _differences(old, fingerprint) if old else ["it was made by an older version (no run.json)"]
         if changes:
             raise RaylibError(f"output_dir {output} holds checkpoints of a different run ({'; '.join(changes)}): "

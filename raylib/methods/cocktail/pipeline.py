@@ -373,5 +373,3 @@ def summary_table(report: dict[str, Any]) -> str:
         lines.append(f"{claim:<28} AUC {found['diff']:+.4f} [{lo:+.4f}, {hi:+.4f}] (95% paired bootstrap)")
     return "\n".join(lines)
 
-
-# ------------------------------------------------------------------ inference cost
