@@ -394,7 +394,7 @@ def test_the_corella_job_inside_resumes_its_joint_stage_and_skips_its_finished_c
     from raylib.config import to_dict
     from raylib.data.ctr import load_ctr_data
     from raylib.methods.corella.config import CorellaJobConfig
-    from raylib.methods.corella.pipeline import prepare_views, train_crm, train_llm_stage
+    from raylib.methods.corella.pipeline import CorellaRecipe, prepare_views
 
     config, _, root, _ = board
     job = jobs_of(config)["corella"]
@@ -407,10 +407,10 @@ def test_the_corella_job_inside_resumes_its_joint_stage_and_skips_its_finished_c
     crm_mtime = crm_file.stat().st_mtime
     values = to_dict(job)
     longer = from_dict(CorellaJobConfig, {**values, "train": {**values["train"], "epochs": 2}})
-    views = prepare_views(longer, data)
-    crm_dir = train_crm(longer, views)
+    recipe, views = CorellaRecipe(longer), prepare_views(longer, data)
+    crm_dir = recipe.train_crm(views)
     assert crm_file.stat().st_mtime == crm_mtime
-    train_llm_stage(longer, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
+    recipe.train_joint(views, crm_dir)
     resumed = json.loads((out / "stage2-joint" / "finished.json").read_text())["state"]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == joint_state["history"][0]

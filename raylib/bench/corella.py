@@ -97,6 +97,17 @@ def _plot(summary: dict[str, Any], curve: list[dict[str, float]], path: Path) ->
     plt.close(fig)
 
 
+def _with_crm(crm_dir: Path):
+    """CoReLLa's recipe with stage 1 taken from `crm_dir` (the ablation shares the main run's CRM)."""
+    from raylib.methods.corella.pipeline import CorellaRecipe
+
+    class SharedStageOne(CorellaRecipe):
+        def train_crm(self, views, item_text=None) -> Path:
+            return crm_dir
+
+    return SharedStageOne
+
+
 def run_bench(config: BenchCorellaConfig) -> dict[str, Any]:
     from raylib.methods.corella.pipeline import run_corella
 
@@ -117,7 +128,7 @@ def run_bench(config: BenchCorellaConfig) -> dict[str, Any]:
     summary = save()
     if config.ablation:
         print("[bench] ablation: the same stage-1 CRM, joint training without the alignment loss (c = 0)", flush=True)
-        runs["no_align"] = run_corella(_variant(config, "no_align", align_weight=0.0),
-                                       crm_dir=Path(runs["aligned"]["stages"]["crm"]))
+        shared = _with_crm(Path(runs["aligned"]["stages"]["crm"]))
+        runs["no_align"] = shared(_variant(config, "no_align", align_weight=0.0)).run()
         summary = save()
     return summary

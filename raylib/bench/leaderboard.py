@@ -33,6 +33,7 @@ from raylib.assets import PROJECT_DIR
 from raylib.bench.leaderboard_report import (PREFERENCE_BASELINES, RANKING_BASELINES, save, slice_tables,
                                              summary, write_scores)
 from raylib.config import STRICT, DatasetSpec, Seed, TrackingSettings, from_dict, to_dict
+from raylib.methods.corella.artifacts import STAGE_DIRS
 from raylib.stages import cached_stage
 
 PREFERENCE = ("zero_shot", "tallrec", "cocktail", "corella_crm", "corella_llm", "corella_routed", "dcnv2",
@@ -284,6 +285,10 @@ def registered_rows(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample
         if len(found["probabilities"]) != len(sample["label"]):
             raise RaylibError(f"leaderboard: {name}'s leaderboard_scores gave {len(found['probabilities'])} "
                               f"probabilities for {len(sample['label'])} sample records.")
+        missing = [key for key in ("train_records", "features") if key not in found]
+        if missing:
+            raise RaylibError(f"leaderboard: {name}'s leaderboard_scores row lacks {', '.join(missing)} (what the "
+                              "table shows of every row: `raylib.methods.base.Method.leaderboard_scores`).")
         costs = {"train_s": found.get("train_s"), "train_tokens_per_s": None, "epochs": found.get("epochs")}
         rows[name] = _row(found["probabilities"], found, costs, config.recipes[name],
                           train_records=found["train_records"], features=found["features"])
@@ -326,7 +331,7 @@ def cocktail_rows(config: BenchLeaderboardConfig, job, tallrec_job, sample) -> d
     adapter = Path(job.output_dir) / outcome["report"]["adapters"]["entropy"]
 
     def score() -> dict[str, Any]:
-        records = load_tallrec_data(tallrec_job.data).test  # builds every record: only when not kept
+        records = load_tallrec_data(tallrec_job.data).test  # TALLRec's test sample: made only when not kept
         _same_sample(records, sample, "RecCocktail")
         return score_on_ray(job, records, str(adapter))
 
@@ -363,7 +368,7 @@ def corella_rows(config: BenchLeaderboardConfig, job, sample, ctr, rows) -> dict
         print(f"[leaderboard] CoReLLa's CTR labels agree with TALLRec's on {agree:.1%} of the sample "
               "(the ratings' thresholds differ); every row is scored against TALLRec's labels", flush=True)
     out = _out(config) / "corella"
-    every_stage = training(out / "stage1-crm", out / "stage2-joint", out / "stage3-llm")
+    every_stage = training(*(out / folder for folder in STAGE_DIRS.values()))
     recipe = config.recipes["corella"]
     # the CRM learns every training row; the LLM stages each a sample of them (the same records, fewer)
     crm_rows = ctr.train.num_rows
@@ -374,7 +379,7 @@ def corella_rows(config: BenchLeaderboardConfig, job, sample, ctr, rows) -> dict
         "corella_routed": {**_row(scored["routed"], {"seconds": scored["routed_seconds"]}, every_stage, recipe,
                                   **both),
                            "llm_share": float(np.mean(scored["mask"])), "threshold": scored["threshold"]},
-        "dcnv2": _row(scored["dcnv2"], {"seconds": scored["dcnv2_seconds"]}, training(out / "stage1-crm"),
+        "dcnv2": _row(scored["dcnv2"], {"seconds": scored["dcnv2_seconds"]}, training(out / STAGE_DIRS["crm"]),
                       f"{recipe} (stage 1 alone)", train_records=crm_rows, features=CRM_FEATURES),
     }
 

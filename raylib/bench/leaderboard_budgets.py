@@ -96,14 +96,14 @@ def dcnv2_scores(corella_job, ctr, rows, sample: dict[str, Any], sample_rows, fo
 
     from raylib import placement
     from raylib.data.ctr import CtrVocab
-    from raylib.methods.corella.pipeline import CorellaViews, crm_scores_of, train_crm
+    from raylib.methods.corella.pipeline import CorellaRecipe, CorellaViews, crm_scores_of
     from raylib.stages import cached_stage, file_sha1
 
     vocab = CtrVocab.build(rows, ctr.features)
     views = CorellaViews(vocab=vocab, source=ctr.source, crm_train=rows, crm_valid=ctr.valid, joint_train=[],
                          llm_train=[], stage_valid=[], valid=[], test=[], full_test=ctr.test)
     job = dataclasses.replace(corella_job, output_dir=str(folder / "dcnv2"))
-    crm_dir = train_crm(job, views, item_text)
+    crm_dir = CorellaRecipe(job).train_crm(views, item_text)
 
     def score() -> dict[str, Any]:
         start = time.perf_counter()
@@ -134,9 +134,7 @@ class CocktailBudget:
         self.base_dir = Path(base.published_dir)
 
     def at(self, ingredient: Path, folder: Path) -> list[float]:
-        from raylib import placement
-        from raylib.methods.cocktail.merging import coefficients_doc, same_mix
-        from raylib.methods.cocktail.pipeline import entropy_merge, fold_and_publish
+        from raylib.methods.cocktail.pipeline import entropy_merge, publish_mixes
         from raylib.methods.tallrec.pipeline import score_on_ray
         from raylib.stages import cached_stage
         from raylib.train.checkpoint import adapter_sha1
@@ -145,12 +143,8 @@ class CocktailBudget:
         out = Path(job.output_dir).expanduser().resolve()
         names, weights, _ = entropy_merge(job, self.base_dir, ingredient, self.inputs.prompts, self.inputs.held_out,
                                           out)
+        publish_mixes(job, out, self.base_dir, ingredient, names, {"entropy": weights})
         adapter = out / "adapters" / "entropy"
-        doc = coefficients_doc(names, weights, variant="entropy", base=adapter_sha1(self.base_dir),
-                               ingredient=adapter_sha1(ingredient))
-        if not same_mix(adapter, doc):
-            placement.run(fold_and_publish, job, str(self.base_dir), str(ingredient),
-                          {"entropy": (weights.tolist(), str(adapter), doc)}, placement=placement.for_job(job))
         key = {"adapter": adapter_sha1(adapter), "sample": self.sample, "eval": to_dict(job.eval)}
         return cached_stage(out / "scores.json", key, lambda: {"probabilities": score_on_ray(
             job, self.records(), str(adapter))["probabilities"]})["probabilities"]
@@ -158,7 +152,7 @@ class CocktailBudget:
     def records(self):
         from raylib.methods.tallrec.pipeline import load_tallrec_data
 
-        if self._records is None:  # every test record is built: once, and only when a point is scored
+        if self._records is None:  # TALLRec's test sample (the shared one): made once, when a point is scored
             self._records = load_tallrec_data(self.tallrec_job.data).test
         return self._records
 
@@ -170,14 +164,13 @@ def corella_llm_at(corella_job, ctr, rows, crm: dict[str, Any], sample: dict[str
     table of N rows (both stages learn all of them); its P(like) on the sample's CTR rows."""
     from raylib import placement
     from raylib.methods.corella.artifacts import RoutedScorer
-    from raylib.methods.corella.pipeline import prepare_views, train_llm_stage
+    from raylib.methods.corella.pipeline import CorellaRecipe, prepare_views
     from raylib.stages import cached_stage, file_sha1
 
     crm_dir = Path(crm["crm_dir"])
     job = dataclasses.replace(corella_job, output_dir=str(folder / "corella"))
-    views = prepare_views(job, dataclasses.replace(ctr, train=rows))
-    joint = train_llm_stage(job, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
-    llm = train_llm_stage(job, "llm", views.llm_train, views.stage_valid, adapter_dir=joint / "adapter")
+    recipe, views = CorellaRecipe(job), prepare_views(job, dataclasses.replace(ctr, train=rows))
+    llm = recipe.train_llm(views, recipe.train_joint(views, crm_dir))
 
     def score() -> dict[str, Any]:
         records = views.vocab.records(sample_rows, with_text=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from raylib.methods.corella.artifacts import STAGE_DIRS
+
 EMBEDDINGS_FILE = "llm_item_embeddings.parquet"
 FEATURES = "titles (LLM embeddings)"  # what these rows read beyond their plain versions
 
@@ -37,7 +39,7 @@ def dcnv2_row(corella_job, ctr, sample: dict[str, Any], sample_rows, embeddings:
 
     folder = out / "dcnv2_llm_emb"
     scored = dcnv2_scores(corella_job, ctr, ctr.train, sample, sample_rows, folder, item_text=embeddings)
-    return scored["probabilities"], {"seconds": scored.get("seconds")}, folder / "dcnv2" / "stage1-crm"
+    return scored["probabilities"], {"seconds": scored.get("seconds")}, folder / "dcnv2" / STAGE_DIRS["crm"]
 
 
 def sasrec_ranks(bigrec_job, data, embeddings: Path, out: Path) -> tuple[np.ndarray, Path]:

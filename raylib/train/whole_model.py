@@ -21,6 +21,8 @@ MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 class WholeModelCheckpoints:
     name: ClassVar[str]  # e.g. "sasrec": file names and the published folder
+    # Files a task writes into its checkpoint folder beside the weights (`write`) and publishes as they are.
+    companions: ClassVar[tuple[str, ...]] = ()
     plans_llm_memory: ClassVar[bool] = False  # no LLM: the GPU memory planner does not apply
 
     def __init__(self, ctx) -> None:  # a `raylib.train.task.WorkerContext`
@@ -55,4 +57,7 @@ class WholeModelCheckpoints:
         with tempfile.TemporaryDirectory(dir=output_dir) as staging:
             (Path(staging) / MODEL_FILE).write_bytes((folder / f"best_{cls.name}.safetensors").read_bytes())
             (Path(staging) / CONFIG_FILE).write_text((folder / f"{cls.name}_config.json").read_text())
+            for name in cls.companions:
+                if (folder / name).is_file():
+                    (Path(staging) / name).write_bytes((folder / name).read_bytes())
             return publish_folder(Path(staging), output_dir / cls.name, extra=summary)

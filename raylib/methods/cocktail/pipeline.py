@@ -10,9 +10,9 @@
 5. Evaluation on warm and cold-start test records of: the raw model, each part, the 0.5/0.5 average, the
    entropy mix and the searched mix; each mix is first folded into ONE rank-2r PEFT adapter
    (`raylib.methods.cocktail.merging.fold`, exact) and published under `<output_dir>/<target>/adapters/`.
-Every stage caches its result in `output_dir`, so a rerun resumes where it stopped. Training runs on Ray Train
-workers; every step that loads weights besides (mixing and folding, scoring, each Tune trial) runs in a Ray task
-placed by `raylib.placement`, so the driver loads none.
+`CocktailRecipe` runs these as named steps. Every stage caches its result in `output_dir`, so a rerun resumes
+where it stopped. Training runs on Ray Train workers; every step that loads weights besides (mixing and folding,
+scoring, each Tune trial) runs in a Ray task placed by `raylib.placement`, so the driver loads none.
 """
 
 from __future__ import annotations
@@ -233,91 +233,136 @@ def cocktail_inputs(job: CocktailJobConfig, domains: dict[str, DomainSplits]) ->
                           warm, cold)
 
 
-def run_cocktail(job: CocktailJobConfig, domains: dict[str, DomainSplits] | None = None) -> dict[str, Any]:
-    from raylib.methods.tallrec.task import TallrecTask
-    from raylib.train.driver import train
+@dataclasses.dataclass(frozen=True)
+class Mixes:
+    """The entropy merge's and the search's outcome: the module names and each mix's [modules, 2] weights."""
+    names: list[str]
+    weights: dict[str, torch.Tensor]  # average, entropy, tune
+    merged: Any  # the entropy merge's training result (its history, best epoch)
+    tuned: dict[str, Any]  # the Tune search's summary
 
-    start = time.time()
-    output = Path(job.output_dir).expanduser().resolve()
-    domains = domains or load_domains(job)
-    folder = output / job.target
-    for d in domains.values():
-        print(f"[cocktail] domain {d.name}: {len(d.train)} train / {len(d.valid)} valid / {len(d.test)} test "
-              f"records (split by {d.split}), from {d.source}", flush=True)
 
-    # every data set first: bad or too small inputs stop here, before any training
-    inputs = cocktail_inputs(job, domains)
-    base_job, base_train, base_valid = inputs.base_job, inputs.base_train, inputs.base_valid
-    pools, ingredient_train, valid = inputs.pools, inputs.ingredient_train, inputs.valid
-    prompts, held_out, warm, cold = inputs.prompts, inputs.held_out, inputs.warm, inputs.cold
+class CocktailRecipe:
+    """RecCocktail's job as named steps; `run` is the table of contents. Every step caches what it makes under
+    `output_dir`, so a rerun resumes where it stopped."""
 
-    # 1. the base spirit: every domain, target-independent
-    print(f"[cocktail] base spirit: {len(base_train)} records from {sorted(domains)} ...", flush=True)
-    base = train(TallrecTask, base_job, base_train, base_valid)
+    def __init__(self, job: CocktailJobConfig):
+        self.job = job
+        self.output = Path(job.output_dir).expanduser().resolve()
+        self.folder = self.output / job.target  # the target domain's stages, mixes and report
 
-    # 2. the ingredient: the target domain only
-    print(f"[cocktail] ingredient: {len(ingredient_train)} {job.target} records ...", flush=True)
-    ingredient = train(TallrecTask, _stage_job(job, folder / "ingredient"), ingredient_train, valid)
-    base_dir, ingredient_dir = Path(base.published_dir), Path(ingredient.published_dir)
-    from raylib.methods.cocktail.merging import check_compatible
+    def run(self) -> dict[str, Any]:
+        start = time.time()
+        domains = self.load_domains()
+        inputs = cocktail_inputs(self.job, domains)  # every data set first: bad inputs stop before training
+        base = self.train_base_spirit(inputs, domains)
+        ingredient = self.train_ingredient(inputs)
+        base_dir, ingredient_dir = Path(base.published_dir), Path(ingredient.published_dir)
+        mixes = self.mix(inputs, base_dir, ingredient_dir)
+        self.publish_mixes(base_dir, ingredient_dir, mixes)
+        scores = self.score_variants(inputs, base_dir, ingredient_dir)
+        return self.write_report(domains, inputs, base, ingredient, mixes, scores, start)
 
-    check_compatible(base_dir, ingredient_dir)
+    def load_domains(self) -> dict[str, DomainSplits]:
+        domains = load_domains(self.job)
+        for d in domains.values():
+            print(f"[cocktail] domain {d.name}: {len(d.train)} train / {len(d.valid)} valid / {len(d.test)} test "
+                  f"records (split by {d.split}), from {d.source}", flush=True)
+        return domains
 
-    # 3. entropy-guided merge on the unlabelled target prompts
-    names, entropy_weights, merged = entropy_merge(job, base_dir, ingredient_dir, prompts, held_out, folder)
+    # ---------------------------------------------------------------- the two LoRAs
+    def train_base_spirit(self, inputs: CocktailInputs, domains: dict[str, DomainSplits]):
+        """The base spirit: one LoRA on every domain's mixture, target-independent (`base_spirit_inputs`)."""
+        from raylib.methods.tallrec.task import TallrecTask
+        from raylib.train.driver import train
 
-    # 4. the mix searched on labelled validation
-    print(f"[cocktail] Tune search of the mix on {len(valid)} validation records ...", flush=True)
-    key = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir), "valid": records_key(valid),
-           "tune": to_dict(job.tune), "merge": to_dict(job.merge), "model": to_dict(job.model)}
-    tuned = cached_stage(folder / "stages" / "tune.json", key,
-                         lambda: tune_mix(job, base_dir, ingredient_dir, valid, folder))
-    weights = {"average": torch.full((len(names), 2), 0.5), "entropy": entropy_weights,
-               "tune": torch.tensor(tuned["weights"])}
+        print(f"[cocktail] base spirit: {len(inputs.base_train)} records from {sorted(domains)} ...", flush=True)
+        return train(TallrecTask, inputs.base_job, inputs.base_train, inputs.base_valid)
 
-    # 5. every mix folded into one adapter and published; every variant scored on warm / cold / validation
-    from raylib import placement
-    from raylib.methods.cocktail.merging import coefficients_doc, same_mix
+    def train_ingredient(self, inputs: CocktailInputs):
+        """The ingredient: one LoRA of the same shape on the target domain's few-shot sample."""
+        from raylib.methods.tallrec.task import TallrecTask
+        from raylib.train.driver import train
 
-    hashes = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir)}
-    docs = {name: coefficients_doc(names, w, variant=name, **hashes) for name, w in weights.items()}
-    redo = {name: doc for name, doc in docs.items()  # a published mix of other weights or adapters is redone
-            if not same_mix(folder / "adapters" / name, doc)}
-    if redo:
-        mixes = {name: (weights[name].tolist(), str(folder / "adapters" / name), doc) for name, doc in redo.items()}
-        placement.run(fold_and_publish, job, str(base_dir), str(ingredient_dir), mixes,
-                      placement=placement.for_job(job))
-    scores = {}
-    for variant in VARIANTS:
-        adapter = {"raw": None, "base": base_dir, "ingredient": ingredient_dir}.get(variant,
-                                                                                  folder / "adapters" / variant)
-        vkey = {"adapter": adapter_sha1(adapter) if adapter else "raw", "warm": records_key(warm),
-                "cold": records_key(cold), "valid": records_key(valid), "eval": to_dict(job.eval)}
-        scores[variant] = cached_stage(folder / "stages" / f"scores_{variant}.json", vkey,
-                                       lambda a=adapter, v=variant: _score_variant(job, a, v, warm, cold, valid))
-    report = {
-        "target_domain": job.target,
-        "warm": {v: auc(warm, scores[v]["warm"]) for v in VARIANTS},
-        "cold": {v: auc(cold, scores[v]["cold"]) for v in VARIANTS},
-        "valid": {v: auc(valid, scores[v]["valid"]) for v in VARIANTS},
-        "comparisons": comparisons({"warm": warm, "cold": cold}, scores),
-        "records": {"warm": len(warm), "cold": len(cold), "valid": len(valid), "base_train": len(base_train),
-                    "ingredient_train": len(ingredient_train), "unlabelled": len(prompts), "held_out": len(held_out),
-                    "target_pools": {"base": len(pools.base), "ingredient": len(pools.ingredient),
-                                     "unlabelled": len(pools.unlabelled)}},
-        "domains": {d.name: {"train": len(d.train), "valid": len(d.valid), "test": len(d.test), "split": d.split,
-                             "source": d.source} for d in domains.values()},
-        "entropy_merge": {"history": merged.state.history, "best_epoch": merged.state.best_epoch,
-                          "base_weight_mean": float(entropy_weights[:, 0].mean()),
-                          "base_weight_range": [float(entropy_weights[:, 0].min()),
-                                                float(entropy_weights[:, 0].max())]},
-        "tune": {k: tuned[k] for k in ("best_params", "best_value", "trials", "study_trials", "storage")},
-        "train": {"base": base.state.history, "ingredient": ingredient.state.history},
-        "adapters": {v: str((folder / "adapters" / v).relative_to(output)) for v in weights},
-        "wall_time_s": time.time() - start,
-    }
-    write_run_report("cocktail", folder, job, report)
-    return report
+        print(f"[cocktail] ingredient: {len(inputs.ingredient_train)} {self.job.target} records ...", flush=True)
+        return train(TallrecTask, _stage_job(self.job, self.folder / "ingredient"), inputs.ingredient_train,
+                     inputs.valid)
+
+    # ---------------------------------------------------------------- the mixes
+    def mix(self, inputs: CocktailInputs, base_dir: Path, ingredient_dir: Path) -> Mixes:
+        """The entropy merge on unlabelled target prompts (Sec. 3.3), then the mix searched on labelled
+        validation records (Ray Tune + Optuna, cached), beside the plain 0.5/0.5 average."""
+        from raylib.methods.cocktail.merging import check_compatible
+
+        check_compatible(base_dir, ingredient_dir)
+        job = self.job
+        names, entropy_weights, merged = entropy_merge(job, base_dir, ingredient_dir, inputs.prompts,
+                                                       inputs.held_out, self.folder)
+        print(f"[cocktail] Tune search of the mix on {len(inputs.valid)} validation records ...", flush=True)
+        key = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir),
+               "valid": records_key(inputs.valid), "tune": to_dict(job.tune), "merge": to_dict(job.merge),
+               "model": to_dict(job.model)}
+        tuned = cached_stage(self.folder / "stages" / "tune.json", key,
+                             lambda: tune_mix(job, base_dir, ingredient_dir, inputs.valid, self.folder))
+        weights = {"average": torch.full((len(names), 2), 0.5), "entropy": entropy_weights,
+                   "tune": torch.tensor(tuned["weights"])}
+        return Mixes(names, weights, merged, tuned)
+
+    def publish_mixes(self, base_dir: Path, ingredient_dir: Path, mixes: Mixes) -> None:
+        """Every mix folded into ONE PEFT adapter (exact) and published under `<target>/adapters/<mix>`."""
+        publish_mixes(self.job, self.folder, base_dir, ingredient_dir, mixes.names, mixes.weights)
+
+    # ---------------------------------------------------------------- scores and the report
+    def score_variants(self, inputs: CocktailInputs, base_dir: Path, ingredient_dir: Path) -> dict[str, Any]:
+        """Every variant (the raw model, each part, each published mix) on the warm, cold and validation
+        records, each cached under its adapter's hash and the records."""
+        warm, cold, valid = inputs.warm, inputs.cold, inputs.valid
+        scores = {}
+        for variant in VARIANTS:
+            adapter = {"raw": None, "base": base_dir, "ingredient": ingredient_dir}.get(
+                variant, self.folder / "adapters" / variant)
+            key = {"adapter": adapter_sha1(adapter) if adapter else "raw", "warm": records_key(warm),
+                   "cold": records_key(cold), "valid": records_key(valid), "eval": to_dict(self.job.eval)}
+            scores[variant] = cached_stage(self.folder / "stages" / f"scores_{variant}.json", key,
+                                           lambda a=adapter, v=variant: _score_variant(self.job, a, v, warm, cold,
+                                                                                       valid))
+        return scores
+
+    def write_report(self, domains, inputs: CocktailInputs, base, ingredient, mixes: Mixes,
+                     scores: dict[str, Any], start: float) -> dict[str, Any]:
+        """AUC of every variant on warm / cold / validation records, the paper's claims with paired intervals,
+        what each part learnt from; written as `<target>/report.json`."""
+        warm, cold, valid, pools = inputs.warm, inputs.cold, inputs.valid, inputs.pools
+        entropy_weights = mixes.weights["entropy"]
+        report = {
+            "target_domain": self.job.target,
+            "warm": {v: auc(warm, scores[v]["warm"]) for v in VARIANTS},
+            "cold": {v: auc(cold, scores[v]["cold"]) for v in VARIANTS},
+            "valid": {v: auc(valid, scores[v]["valid"]) for v in VARIANTS},
+            "comparisons": comparisons({"warm": warm, "cold": cold}, scores),
+            "records": {"warm": len(warm), "cold": len(cold), "valid": len(valid),
+                        "base_train": len(inputs.base_train), "ingredient_train": len(inputs.ingredient_train),
+                        "unlabelled": len(inputs.prompts), "held_out": len(inputs.held_out),
+                        "target_pools": {"base": len(pools.base), "ingredient": len(pools.ingredient),
+                                         "unlabelled": len(pools.unlabelled)}},
+            "domains": {d.name: {"train": len(d.train), "valid": len(d.valid), "test": len(d.test),
+                                 "split": d.split, "source": d.source} for d in domains.values()},
+            "entropy_merge": {"history": mixes.merged.state.history, "best_epoch": mixes.merged.state.best_epoch,
+                              "base_weight_mean": float(entropy_weights[:, 0].mean()),
+                              "base_weight_range": [float(entropy_weights[:, 0].min()),
+                                                    float(entropy_weights[:, 0].max())]},
+            "tune": {k: mixes.tuned[k] for k in ("best_params", "best_value", "trials", "study_trials", "storage")},
+            "train": {"base": base.state.history, "ingredient": ingredient.state.history},
+            "adapters": {v: str((self.folder / "adapters" / v).relative_to(self.output)) for v in mixes.weights},
+            "wall_time_s": time.time() - start,
+        }
+        write_run_report("cocktail", self.folder, self.job, report)
+        return report
+
+
+def run_cocktail(job: CocktailJobConfig) -> dict[str, Any]:
+    """The whole RecCocktail job (`CocktailRecipe`)."""
+    return CocktailRecipe(job).run()
 
 
 def entropy_merge(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, prompts, held_out, folder: Path):
@@ -338,6 +383,23 @@ def entropy_merge(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, 
                    held_out or prompts)
     names, weights = read_published(Path(merged.published_dir))
     return names, weights, merged
+
+
+def publish_mixes(job: CocktailJobConfig, folder: Path, base_dir: Path, ingredient_dir: Path, names: list[str],
+                  weights: dict[str, torch.Tensor]) -> None:
+    """Each mix (name -> [modules, 2] weights) folded and published as `<folder>/adapters/<name>`, in one placed
+    Ray task (it loads the base model); a published mix of the same weights and adapters is kept, another is
+    redone."""
+    from raylib import placement
+    from raylib.methods.cocktail.merging import coefficients_doc, same_mix
+
+    hashes = {"base": adapter_sha1(base_dir), "ingredient": adapter_sha1(ingredient_dir)}
+    docs = {name: coefficients_doc(names, w, variant=name, **hashes) for name, w in weights.items()}
+    redo = {name: doc for name, doc in docs.items() if not same_mix(folder / "adapters" / name, doc)}
+    if redo:
+        todo = {name: (weights[name].tolist(), str(folder / "adapters" / name), doc) for name, doc in redo.items()}
+        placement.run(fold_and_publish, job, str(base_dir), str(ingredient_dir), todo,
+                      placement=placement.for_job(job))
 
 
 def fold_and_publish(job: CocktailJobConfig, base_dir: str, ingredient_dir: str,

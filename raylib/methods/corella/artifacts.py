@@ -29,6 +29,9 @@ from raylib.prompts import CORELLA_ANSWERS, corella_history, corella_prompt
 from raylib.stages import file_sha1
 
 CRM_DIR, ADAPTER_DIR = "crm", "adapter"
+# The job's run layout under its output_dir: one Ray Train run folder per stage, then the published artifacts.
+STAGE_DIRS = {"crm": "stage1-crm", "joint": "stage2-joint", "llm": "stage3-llm"}
+ARTIFACTS_DIR = "artifacts"
 
 
 # ------------------------------------------------------------------ the LLM's input

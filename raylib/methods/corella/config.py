@@ -139,4 +139,8 @@ class CrmJobConfig(TrainJob):
     crm_shape: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Each item's frozen LLM title vector, aligned to the vocabulary (`raylib.item_text`), or none: plain DCNv2.
     item_text: str | None = None
+    # The vocabulary (`CtrVocab` JSON) the samples' field indices come from: published beside the weights, with
+    # its hash in config.json, so the CRM folder is whole when the trainer publishes it. Not in the fingerprint:
+    # the samples' digest already changes with it.
+    vocab: str | None = None
     output_dir: str = Field("runs/crm", min_length=1)

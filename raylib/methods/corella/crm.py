@@ -218,6 +218,11 @@ class CrmTask(WholeModelCheckpoints):
     config_cls: ClassVar[type] = CrmJobConfig
     metric: ClassVar[str] = "auc"
     higher_is_better: ClassVar[bool] = True
+    companions: ClassVar[tuple[str, ...]] = (VOCAB_FILE,)
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.vocab_hash = CtrVocab.load(self.job.vocab).fingerprint() if self.job.vocab else None
 
     def build(self) -> torch.nn.Module:
         model = DCNv2(**self.job.crm_shape)
@@ -247,7 +252,15 @@ class CrmTask(WholeModelCheckpoints):
         return binary_report([i["label"] for i in items], values)
 
     def shape(self) -> dict[str, Any]:
-        return self.job.crm_shape
+        """DCNv2's arguments, and the hash of the vocabulary its field indices come from (`read_crm_config`)."""
+        return {**self.job.crm_shape, **({"vocab_hash": self.vocab_hash} if self.vocab_hash else {})}
+
+    def write(self, module, latest, best, folder: Path) -> None:
+        import shutil
+
+        super().write(module, latest, best, folder)
+        if self.job.vocab:
+            shutil.copyfile(self.job.vocab, folder / VOCAB_FILE)
 
     @classmethod
     def fingerprint(cls, job) -> dict[str, Any]:

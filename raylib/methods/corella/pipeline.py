@@ -3,13 +3,13 @@ routed evaluation, and the artifacts the serving layer loads.
 
   stage 1  CRM warm-up: DCNv2 on the whole training split (`raylib.methods.corella.crm`, ZeRO-0 fp32)
   stage 2  joint: LoRA LLM + CRM + projections in one DeepSpeed engine, a*L_llm + b*L_crm + c*L_align, on a
-           random training subset (`raylib.methods.corella.task`, stage "joint")
-  stage 3  LLM only on another random subset, from stage 2's adapter (stage "llm")
+           random training subset (`raylib.methods.corella.task.CorellaJointTask`)
+  stage 3  LLM only on another random subset, from stage 2's adapter (`CorellaLlmTask`)
   routing  the entropy threshold, searched with Ray Tune + Optuna on the VALIDATION split under the LLM budget
   report   AUC / LogLoss / accuracy of the CRM alone, the LLM alone and the routed system on the same fixed test
            subset, the LLM share, and the inference cost (routed time / LLM-alone time)
 
-Every stage is a Ray Train run with checkpoints in `output_dir/stage*/`: a crashed stage resumes from its last
+`CorellaRecipe` runs them as named steps. Every stage is a Ray Train run with checkpoints in `output_dir/stage*/`: a crashed stage resumes from its last
 epoch and finished stages are not redone; scores are cached under the models' hashes (`raylib.stages`).
 Artifacts in `output_dir/artifacts/`: `crm/` (model.safetensors, config.json, vocab.json), `adapter/` (PEFT),
 `routing.json` (threshold + the hashes of the vocabulary, CRM and adapter it was tuned with).
@@ -32,7 +32,7 @@ from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, Crm
 from raylib.data.ctr import CtrData, CtrSamples, CtrVocab, load_ctr_data, sample_rows, write_encoded
 from raylib.metrics import binary_report
 from raylib.methods.base import write_run_report
-from raylib.methods.corella.artifacts import RoutedScorer, publish_artifacts
+from raylib.methods.corella.artifacts import ARTIFACTS_DIR, STAGE_DIRS, RoutedScorer, publish_artifacts
 from raylib.stages import cached_stage, file_sha1
 from raylib.methods.corella.routing import (MAX_ENTROPY, combine, entropy, routing_decision,
                                             split_for_decision, to_llm, tune_threshold)
@@ -82,78 +82,37 @@ def prepare_views(job: CorellaJobConfig, data: CtrData) -> CorellaViews:
         full_test=data.test)
 
 
-# ------------------------------------------------------------------ stage 1: the CRM alone
+# ------------------------------------------------------------------ stage 1's job and samples
 def crm_stage(job: CorellaJobConfig, views: CorellaViews,
               item_text: str | Path | None = None) -> tuple[CrmJobConfig, Path, Path]:
     """Stage 1's job and its training and validation samples as Parquet (field indices, written a chunk at a
-    time under the stage's output_dir). The trainer's choice for a model this small (well under a million
-    parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain data parallelism (gradients
-    all-reduced, nothing partitioned). `item_text`: item embeddings (the `raylib.item_text` Parquet) that DCNv2
-    reads as one more item field."""
+    time under the stage's output_dir, beside the vocabulary they come from). The trainer's choice for a model
+    this small (well under a million parameters per field table): DeepSpeed ZeRO stage 0 in fp32, i.e. plain
+    data parallelism (gradients all-reduced, nothing partitioned). `item_text`: item embeddings (the
+    `raylib.item_text` Parquet) that DCNv2 reads as one more item field."""
     from raylib.item_text import aligned, save_table
-    from raylib.methods.corella.crm import crm_shape
+    from raylib.methods.corella.crm import VOCAB_FILE, crm_shape
 
     s = job.crm
-    output, shape, table = _output(job) / "stage1-crm", crm_shape(s, views.vocab), None
+    output, shape, table = _output(job) / STAGE_DIRS["crm"], crm_shape(s, views.vocab), None
+    encoded = output / VIEWS_DIR
+    encoded.mkdir(parents=True, exist_ok=True)
+    views.vocab.save(encoded / VOCAB_FILE)
     if item_text is not None:
         vectors = aligned(item_text, views.vocab.fields["item_id"], views.vocab.sizes["item_id"])
-        table = save_table(output / VIEWS_DIR / "item_text.safetensors", vectors)
+        table = save_table(encoded / "item_text.safetensors", vectors)
         shape["text_dim"] = vectors.shape[1]
     stage = from_dict(CrmJobConfig, {
         "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": shape, "item_text": table,
-        "output_dir": str(output), "ray_address": job.ray_address,
+        "vocab": str(encoded / VOCAB_FILE), "output_dir": str(output), "ray_address": job.ray_address,
         "train": {"learning_rate": s.learning_rate, "batch_size": s.batch_size, "micro_batch_size": s.batch_size,
                   "epochs": s.epochs, "patience": s.patience, "weight_decay": s.weight_decay, "zero_stage": 0,
                   "num_workers": s.num_workers, "eval_batch_size": 4096, "seed": job.train.seed,
                   "fresh_start": job.train.fresh_start, "use_gpu": job.train.use_gpu,
                   "max_failures": job.train.max_failures, "storage_path": job.train.storage_path}},
         where="CRM stage")
-    encoded = Path(stage.output_dir) / VIEWS_DIR
     return (stage, write_encoded(views.crm_train, views.vocab, encoded / "train.parquet"),
             write_encoded(views.crm_valid, views.vocab, encoded / "valid.parquet"))
-
-
-def train_crm(job: CorellaJobConfig, views: CorellaViews, item_text: str | Path | None = None) -> Path:
-    """DCNv2 on the whole training split through the shared Ray Train loop (`crm_stage`). Returns the CRM folder
-    with its vocabulary."""
-    from raylib.methods.corella.crm import CrmTask
-    from raylib.train.driver import train
-
-    stage, train_path, valid_path = crm_stage(job, views, item_text)
-    print(f"[corella] stage 1: DCNv2 on {views.crm_train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...", flush=True)
-    result = train(CrmTask, stage, train_path, valid_path)
-    return attach_vocab(Path(result.published_dir), views.vocab)
-
-
-def attach_vocab(folder: Path, vocab: CtrVocab) -> Path:
-    """A published CRM folder gets `vocab.json` and the vocabulary's hash in `config.json` (what `load_crm` checks)."""
-    from raylib.methods.corella.crm import CONFIG_FILE, VOCAB_FILE
-
-    vocab.save(folder / VOCAB_FILE)
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    (folder / CONFIG_FILE).write_text(json.dumps({**config, "vocab_hash": vocab.fingerprint()}, indent=1))
-    return folder
-
-
-# ------------------------------------------------------------------ stages 2 and 3: the LLM
-def train_llm_stage(job: CorellaJobConfig, stage: str, train_records: list[dict[str, Any]],
-                    valid_records: list[dict[str, Any]], crm_dir: Path | None = None,
-                    adapter_dir: Path | None = None) -> Path:
-    """Stage 2 ("joint") or 3 ("llm") through the shared loop; returns the published folder."""
-    from raylib.methods.corella.crm import CONFIG_FILE
-    from raylib.methods.corella.task import STAGE_TASKS
-    from raylib.train.driver import train
-
-    values = to_dict(job)
-    values.update(stage=stage, output_dir=str(_output(job) / ("stage2-joint" if stage == "joint" else "stage3-llm")),
-                  crm_shape={k: v for k, v in json.loads((crm_dir / CONFIG_FILE).read_text()).items()
-                             if k != "vocab_hash"} if crm_dir else {},
-                  init_crm=str(crm_dir) if crm_dir else None, init_adapter=str(adapter_dir) if adapter_dir else None)
-    stage_job = from_dict(CorellaStageJob, values, where=f"{stage} stage")
-    what = "LLM + CRM + alignment, one DeepSpeed engine" if stage == "joint" else "LLM only"
-    print(f"[corella] stage {2 if stage == 'joint' else 3}: {what}, {len(train_records)} samples ...", flush=True)
-    result = train(STAGE_TASKS[stage], stage_job, train_records, valid_records)
-    return Path(result.published_dir)
 
 
 # ------------------------------------------------------------------ inference
@@ -191,109 +150,195 @@ def crm_scores_of_split(job: CorellaJobConfig, crm_dir: Path, vocab: CtrVocab, s
     return np.asarray(out.column("p_like").to_numpy())
 
 
-# ------------------------------------------------------------------ the pipeline
-def run_corella(job: CorellaJobConfig, crm_dir: Path | None = None) -> dict[str, Any]:
-    """All stages, the threshold search, the test report and the artifacts. `crm_dir`: a stage-1 CRM to start
-    from (the benchmark's ablation shares stage 1 with the main run)."""
-    start = time.time()
-    output = _output(job)
-    data = load_ctr_data(job.data)
-    if not any(data.train.slice(0, 1000).texts()["title"]):  # before any training: the LLM reads titles
-        raise RaylibError(f"Dataset {data.source}: CoReLLa's LLM needs column ['title'] in its items, which it "
-                          "lacks; the CRM alone trains without it (`raylib.methods.corella.pipeline.train_crm`).")
-    views = prepare_views(job, data)
-    print(f"[corella] {views.crm_train.num_rows} train / {views.crm_valid.num_rows} valid / "
-          f"{views.full_test.num_rows} test "
-          f"samples from {views.source}; vocabulary {views.vocab.fingerprint()[:12]}", flush=True)
-    crm_dir = crm_dir or train_crm(job, views)
-    joint_dir = train_llm_stage(job, "joint", views.joint_train, views.stage_valid, crm_dir=crm_dir)
-    llm_dir = train_llm_stage(job, "llm", views.llm_train, views.stage_valid, adapter_dir=joint_dir / "adapter")
-    adapter = llm_dir / "adapter"
-    final_crm = attach_vocab(joint_dir / "crm", views.vocab)  # the joint stage's CRM keeps stage 1's vocabulary
+class _ScorerOnFirstUse:
+    """The `RoutedScorer` actor (both models), started when first called: a rerun whose scores are all cached
+    loads no weights. A context manager: the actor ends with the block."""
 
-    # Scores on fixed seeded subsets (the LLM is the expensive part); cached under the models' hashes.
-    valid, test = views.valid, views.test
-    key = {"crm": file_sha1(final_crm / "model.safetensors"), "adapter": file_sha1(adapter / "adapter_model.safetensors"),
-           "data": data_key(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
-    from raylib import placement
+    def __init__(self, crm_dir: Path, adapter_dir: Path, job: CorellaJobConfig):
+        self.args, self.job, self.placed = (crm_dir, adapter_dir, job), job, None
 
-    where = placement.for_job(job)
-    scorer: placement.Placed | None = None  # one Ray actor holds both models for every scoring below
+    def __call__(self, method: str, *args):
+        from raylib import placement
 
-    def call(method: str, *args):
-        nonlocal scorer
-        scorer = scorer or placement.start(RoutedScorer, final_crm, adapter, job, placement=where)
-        return scorer.call(method, *args)
+        self.placed = self.placed or placement.start(RoutedScorer, *self.args, placement=placement.for_job(self.job))
+        return self.placed.call(method, *args)
 
-    try:
-        found, threshold, test_scores, valid_scores, routed = _score_and_route(job, output, key, valid, test, call)
-    finally:
-        if scorer is not None:
-            scorer.close()
-    test_labels = np.array([r["label"] for r in test])
-    crm_test, llm_test = np.array(test_scores["crm"]), np.array(test_scores["llm"])
-    mask = np.array(routed["mask"], bool)
-    routed_probs = combine(crm_test, llm_test, mask)
-    if not np.allclose(routed_probs, routed["probs"], atol=1e-5):
-        raise RaylibError("Routed scores differ from the separately computed CRM / LLM scores.")
+    def __enter__(self) -> "_ScorerOnFirstUse":
+        return self
 
-    artifacts = publish_artifacts(job, final_crm, adapter, views.vocab, threshold, found["valid"], output / "artifacts",
-                                  found["decision"]["reason"])
-    per_1000 = lambda seconds: 1000.0 * seconds / len(test)  # noqa: E731
-    full_test = views.full_test
-    report = {
-        "test_samples": len(test), "valid_samples": len(valid),
-        "metrics": {"crm": binary_report(test_labels, crm_test), "llm": binary_report(test_labels, llm_test),
-                    "routed": binary_report(test_labels, routed_probs)},
-        "crm_full_test": binary_report(full_test.labels, crm_scores_of_split(job, final_crm, views.vocab,
-                                                                             full_test)),
-        "llm_share": float(mask.mean()), "threshold": threshold, "threshold_search": found,
-        "routing": "on" if found["decision"]["route"] else "off (CRM only)",
-        "seconds_per_1000": {"crm": per_1000(test_scores["crm_seconds"]), "llm": per_1000(test_scores["llm_seconds"]),
-                             "routed": per_1000(routed["seconds"])},
-        "cost_ratio": routed["seconds"] / test_scores["llm_seconds"],
-        "confidence_groups": confidence_groups(crm_test, llm_test, test_labels),
-        "entropy_curve": entropy_curve(crm_test, llm_test, test_labels),
-        "artifacts": str(artifacts), "stages": {"crm": str(crm_dir), "joint": str(joint_dir), "llm": str(llm_dir)},
-        "training": {name: _history(folder) for name, folder in
-                     (("crm", crm_dir), ("joint", joint_dir), ("llm", llm_dir))},
-        "wall_time_s": time.time() - start,
-    }
-    report["report_path"] = str(write_run_report("corella", output, job, report))
-    return report
+    def __exit__(self, *exc) -> None:
+        if self.placed is not None:
+            self.placed.close()
 
 
-def _score_and_route(job: CorellaJobConfig, output: Path, key: dict[str, Any], valid, test, call):
-    """Scores of both models (validation, test), the threshold search on part of validation, the decision on the
-    held-out rest whether routing helps at all (`routing_decision`), the timed routed run on test; each cached
-    under the models' hashes. `call(method, *args)` reaches the `RoutedScorer` actor."""
-    stages = output / "scores"
-    print(f"[corella] scoring {len(valid)} validation and {len(test)} test samples with both models ...", flush=True)
-    valid_scores = cached_stage(stages / "valid.json", key, lambda: call("both_scores", valid))
-    test_scores = cached_stage(stages / "test.json", key, lambda: call("both_scores", test))
-    crm, llm = np.array(valid_scores["crm"]), np.array(valid_scores["llm"])
-    labels = np.array([r["label"] for r in valid])
-    r = job.routing
-    searched, held = split_for_decision(len(valid), r.decision_fraction, job.data.seed + 4)
-    run_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    found = cached_stage(  # a rerun reuses the search instead of adding trials to the persisted study
-        stages / "threshold.json", {**key, "tune": to_dict(job.tune), "budget": r.llm_budget,
-                                    "decision_fraction": r.decision_fraction},
-        lambda: tune_threshold(crm[searched], llm[searched], labels[searched], r.llm_budget, job.tune, output,
-                               f"threshold-{run_key}"))
-    best = float(found["best_params"]["threshold"])
-    if len(held):
-        decision = routing_decision(crm[held], llm[held], labels[held], best, r.bootstrap_rounds, job.data.seed)
-    else:
-        decision = {"route": True, "reason": "routing.decision_fraction=0: always route (the paper's way)",
-                    "gain": None}
-    print(f"[corella] {decision['reason']}", flush=True)
-    threshold = best if decision["route"] else MAX_ENTROPY  # above ln 2 no entropy lies: nothing goes to the LLM
-    found = {**found, "searched_threshold": best, "decision": decision,
-             "samples": {"search": len(searched), "decision": len(held)}}
-    routed = cached_stage(stages / "routed.json", {**key, "threshold": threshold},
-                          lambda: call("routed_timed", test, threshold))
-    return found, threshold, test_scores, valid_scores, routed
+@dataclass(frozen=True)
+class Scores:
+    """Both models' P(like) on the fixed validation and test samples, and the routed run on test."""
+    valid: dict[str, Any]  # crm, llm
+    test: dict[str, Any]  # crm, llm, crm_seconds, llm_seconds
+    routing: dict[str, Any]  # the threshold search, the decision, the threshold used
+    routed: dict[str, Any]  # mask, probs, seconds
+
+
+# ------------------------------------------------------------------ the recipe
+class CorellaRecipe:
+    """CoReLLa's job as named steps; `run` is the table of contents. Each step is usable alone (the leaderboard's
+    budget points train the two LLM stages from their own CRM), and a benchmark changes a step by subclassing
+    (`raylib.bench.corella` shares stage 1 between two runs)."""
+
+    def __init__(self, job: CorellaJobConfig):
+        self.job, self.output = job, _output(job)
+
+    def run(self) -> dict[str, Any]:
+        start = time.time()
+        views = self.load_views()
+        crm_dir = self.train_crm(views)
+        joint_dir = self.train_joint(views, crm_dir)
+        llm_dir = self.train_llm(views, joint_dir)
+        final_crm, adapter = joint_dir / "crm", llm_dir / "adapter"  # the routed system's two models
+        scores = self.score_and_route(views, final_crm, adapter)
+        artifacts = self.publish(views, final_crm, adapter, scores)
+        stages = {"crm": crm_dir, "joint": joint_dir, "llm": llm_dir}
+        return self.write_report(views, final_crm, scores, artifacts, stages, start)
+
+    # ---------------------------------------------------------------- data
+    def load_views(self) -> CorellaViews:
+        """The tables, read once, and every view of them (`prepare_views`); a table without titles stops here."""
+        data = load_ctr_data(self.job.data)
+        if not any(data.train.slice(0, 1000).texts()["title"]):  # before any training: the LLM reads titles
+            raise RaylibError(f"Dataset {data.source}: CoReLLa's LLM needs column ['title'] in its items, which it "
+                              "lacks; the CRM alone trains without it (`CorellaRecipe.train_crm`).")
+        views = prepare_views(self.job, data)
+        print(f"[corella] {views.crm_train.num_rows} train / {views.crm_valid.num_rows} valid / "
+              f"{views.full_test.num_rows} test samples from {views.source}; "
+              f"vocabulary {views.vocab.fingerprint()[:12]}", flush=True)
+        return views
+
+    # ---------------------------------------------------------------- training
+    def train_crm(self, views: CorellaViews, item_text: str | Path | None = None) -> Path:
+        """Stage 1: DCNv2 on the whole training split through the shared Ray Train loop (`crm_stage`). Returns
+        the published CRM folder (weights, config, vocabulary)."""
+        from raylib.methods.corella.crm import CrmTask
+        from raylib.train.driver import train
+
+        stage, train_path, valid_path = crm_stage(self.job, views, item_text)
+        print(f"[corella] stage 1: DCNv2 on {views.crm_train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...",
+              flush=True)
+        return Path(train(CrmTask, stage, train_path, valid_path).published_dir)
+
+    def train_joint(self, views: CorellaViews, crm_dir: Path) -> Path:
+        """Stage 2: the LLM, the CRM from `crm_dir` and the alignment projections in one DeepSpeed engine."""
+        from raylib.methods.corella.crm import CONFIG_FILE
+
+        shape = {k: v for k, v in json.loads((crm_dir / CONFIG_FILE).read_text()).items() if k != "vocab_hash"}
+        print(f"[corella] stage 2: LLM + CRM + alignment, one DeepSpeed engine, {len(views.joint_train)} "
+              "samples ...", flush=True)
+        return self._train_llm_stage("joint", views.joint_train, views.stage_valid, crm_shape=shape,
+                                     init_crm=str(crm_dir))
+
+    def train_llm(self, views: CorellaViews, joint_dir: Path) -> Path:
+        """Stage 3: the LLM alone, from the joint stage's adapter."""
+        print(f"[corella] stage 3: LLM only, {len(views.llm_train)} samples ...", flush=True)
+        return self._train_llm_stage("llm", views.llm_train, views.stage_valid,
+                                     init_adapter=str(joint_dir / "adapter"))
+
+    def _train_llm_stage(self, stage: str, train_records, valid_records, **start_weights) -> Path:
+        from raylib.methods.corella.task import STAGE_TASKS
+        from raylib.train.driver import train
+
+        folder = self.output / STAGE_DIRS[stage]
+        values = {**to_dict(self.job), "stage": stage, "output_dir": str(folder), "crm_shape": {},
+                  "init_crm": None, "init_adapter": None, **start_weights}
+        stage_job = from_dict(CorellaStageJob, values, where=f"{stage} stage")
+        return Path(train(STAGE_TASKS[stage], stage_job, train_records, valid_records).published_dir)
+
+    # ---------------------------------------------------------------- scoring and routing
+    def score_and_route(self, views: CorellaViews, crm_dir: Path, adapter: Path) -> Scores:
+        """Both models' scores on the fixed samples (the LLM is the expensive part), the threshold, and the timed
+        routed run on test; each cached under the models' hashes, one Ray actor holding both models."""
+        job = self.job
+        key = {"crm": file_sha1(crm_dir / "model.safetensors"), "adapter": file_sha1(adapter / "adapter_model.safetensors"),
+               "data": data_key(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
+        stages = self.output / "scores"
+        valid, test = views.valid, views.test
+        with _ScorerOnFirstUse(crm_dir, adapter, job) as call:
+            print(f"[corella] scoring {len(valid)} validation and {len(test)} test samples with both models ...",
+                  flush=True)
+            valid_scores = cached_stage(stages / "valid.json", key, lambda: call("both_scores", valid))
+            test_scores = cached_stage(stages / "test.json", key, lambda: call("both_scores", test))
+            routing = self.choose_threshold(views, valid_scores, key)
+            routed = cached_stage(stages / "routed.json", {**key, "threshold": routing["threshold"]},
+                                  lambda: call("routed_timed", test, routing["threshold"]))
+        routed_probs = combine(np.array(test_scores["crm"]), np.array(test_scores["llm"]),
+                               np.array(routed["mask"], bool))
+        if not np.allclose(routed_probs, routed["probs"], atol=1e-5):
+            raise RaylibError("Routed scores differ from the separately computed CRM / LLM scores.")
+        return Scores(valid_scores, test_scores, routing, routed)
+
+    def choose_threshold(self, views: CorellaViews, valid_scores: dict[str, Any], key: dict[str, Any]) -> dict:
+        """The threshold search on part of validation (Ray Tune + Optuna under the LLM budget), then the
+        decision on the held-out rest whether routing helps at all (`routing_decision`); cached."""
+        job, r = self.job, self.job.routing
+        crm, llm = np.array(valid_scores["crm"]), np.array(valid_scores["llm"])
+        labels = np.array([row["label"] for row in views.valid])
+        searched, held = split_for_decision(len(labels), r.decision_fraction, job.data.seed + 4)
+        run_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        found = cached_stage(  # a rerun reuses the search instead of adding trials to the persisted study
+            self.output / "scores" / "threshold.json",
+            {**key, "tune": to_dict(job.tune), "budget": r.llm_budget, "decision_fraction": r.decision_fraction},
+            lambda: tune_threshold(crm[searched], llm[searched], labels[searched], r.llm_budget, job.tune,
+                                   self.output, f"threshold-{run_key}"))
+        best = float(found["best_params"]["threshold"])
+        if len(held):
+            decision = routing_decision(crm[held], llm[held], labels[held], best, r.bootstrap_rounds, job.data.seed)
+        else:
+            decision = {"route": True, "reason": "routing.decision_fraction=0: always route (the paper's way)",
+                        "gain": None}
+        print(f"[corella] {decision['reason']}", flush=True)
+        threshold = best if decision["route"] else MAX_ENTROPY  # above ln 2 no entropy lies: nothing goes to the LLM
+        return {**found, "searched_threshold": best, "decision": decision, "threshold": threshold,
+                "samples": {"search": len(searched), "decision": len(held)}}
+
+    # ---------------------------------------------------------------- publishing and the report
+    def publish(self, views: CorellaViews, crm_dir: Path, adapter: Path, scores: Scores) -> Path:
+        """The artifacts the serving layer loads (`raylib.methods.corella.artifacts`)."""
+        routing = scores.routing
+        return publish_artifacts(self.job, crm_dir, adapter, views.vocab, routing["threshold"], routing["valid"],
+                                 self.output / ARTIFACTS_DIR, routing["decision"]["reason"])
+
+    def write_report(self, views: CorellaViews, crm_dir: Path, scores: Scores, artifacts: Path,
+                     stages: dict[str, Path], start: float) -> dict[str, Any]:
+        """AUC / LogLoss / accuracy of the CRM, the LLM and the routed system on the same test sample, the LLM
+        share, the cost, the paper's pilot analyses; written as the run's report.json."""
+        test, test_scores, routed = views.test, scores.test, scores.routed
+        labels = np.array([r["label"] for r in test])
+        crm, llm, mask = np.array(test_scores["crm"]), np.array(test_scores["llm"]), np.array(routed["mask"], bool)
+        per_1000 = lambda seconds: 1000.0 * seconds / len(test)  # noqa: E731
+        found = {k: v for k, v in scores.routing.items() if k != "threshold"}
+        report = {
+            "test_samples": len(test), "valid_samples": len(views.valid),
+            "metrics": {"crm": binary_report(labels, crm), "llm": binary_report(labels, llm),
+                        "routed": binary_report(labels, combine(crm, llm, mask))},
+            "crm_full_test": binary_report(views.full_test.labels,
+                                           crm_scores_of_split(self.job, crm_dir, views.vocab, views.full_test)),
+            "llm_share": float(mask.mean()), "threshold": scores.routing["threshold"], "threshold_search": found,
+            "routing": "on" if found["decision"]["route"] else "off (CRM only)",
+            "seconds_per_1000": {"crm": per_1000(test_scores["crm_seconds"]),
+                                 "llm": per_1000(test_scores["llm_seconds"]), "routed": per_1000(routed["seconds"])},
+            "cost_ratio": routed["seconds"] / test_scores["llm_seconds"],
+            "confidence_groups": confidence_groups(crm, llm, labels),
+            "entropy_curve": entropy_curve(crm, llm, labels),
+            "artifacts": str(artifacts), "stages": {name: str(folder) for name, folder in stages.items()},
+            "training": {name: _history(folder) for name, folder in stages.items()},
+            "wall_time_s": time.time() - start,
+        }
+        report["report_path"] = str(write_run_report("corella", self.output, self.job, report))
+        return report
+
+
+def run_corella(job: CorellaJobConfig) -> dict[str, Any]:
+    """All stages, the threshold search, the test report and the artifacts (`CorellaRecipe`)."""
+    return CorellaRecipe(job).run()
 
 
 def _history(folder: Path) -> dict[str, Any]:

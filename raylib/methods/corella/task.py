@@ -12,12 +12,13 @@ adapter.
 
 Both pick the best epoch by the LLM's validation AUC, P(yes) = softmax over the yes/no first-token logits.
 A checkpoint folder holds `latest/` and `best/`, each laid out as the published stage folder:
-`adapter/` (PEFT), and for the joint stage `crm/` (model.safetensors + config.json) and `projections.safetensors`.
+`adapter/` (PEFT), and for the joint stage `crm/` (model.safetensors + config.json + stage 1's vocab.json) and `projections.safetensors`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,7 @@ from torch import nn
 from raylib import RaylibError
 from raylib.config import to_dict
 from raylib.methods.corella.config import CorellaStageJob
-from raylib.methods.corella.crm import CONFIG_FILE, MODEL_FILE, DCNv2, crm_batch
+from raylib.methods.corella.crm import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, DCNv2, crm_batch
 from raylib.encoding import Encoded, collate_left_padded
 from raylib.methods.corella.artifacts import prompt_ids, yes_no_ids
 from raylib.metrics import binary_report
@@ -275,10 +276,20 @@ class CorellaJointTask(CorellaLlmTask):
         super()._write_state(module, state, folder)
         (folder / "crm").mkdir(parents=True, exist_ok=True)
         save_file(_part(state, "crm"), str(folder / "crm" / MODEL_FILE))
-        (folder / "crm" / CONFIG_FILE).write_text(json.dumps(self.job.crm_shape, indent=1))
+        (folder / "crm" / CONFIG_FILE).write_text(json.dumps({**self.job.crm_shape, **self.vocab_of_crm()}, indent=1))
+        if self.job.init_crm and (Path(self.job.init_crm) / VOCAB_FILE).is_file():
+            shutil.copyfile(Path(self.job.init_crm) / VOCAB_FILE, folder / "crm" / VOCAB_FILE)
         projections = {f"llm.{k}": v for k, v in _part(state, "llm_projections").items()}
         projections.update({f"crm.{k}": v for k, v in _part(state, "crm_projections").items()})
         save_file(projections, str(folder / PROJECTIONS))
+
+    def vocab_of_crm(self) -> dict[str, str]:
+        """The starting CRM's vocabulary hash: the joint stage's CRM keeps stage 1's vocabulary, so its published
+        folder holds that vocabulary too (copied beside it) and is whole as the trainer publishes it."""
+        if not self.job.init_crm:
+            return {}
+        hash_ = json.loads((Path(self.job.init_crm) / CONFIG_FILE).read_text()).get("vocab_hash")
+        return {"vocab_hash": hash_} if hash_ else {}
 
     def restore(self, module, folder: Path) -> None:
         super().restore(module, folder)
