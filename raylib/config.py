@@ -314,6 +314,24 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def stage_job(cls: type, parent: Any = None, where: str = "stage", **changes: Any) -> Any:
+    """A training stage's typed job, the one way a recipe builds one: the fields of `parent` (the method's job)
+    that `cls` has, then `changes`, validated as a user's config is. A change to a section of the parent (e.g.
+    `train`) names only the fields that change (a dict); any other change is the field's whole value (a section
+    may be given as its dataclass)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in to_dict(parent).items() if k in fields} if parent is not None else {}
+    for name, change in changes.items():
+        if name not in fields:
+            raise RaylibError(f"{where}: {cls.__name__} has no field {name!r}.")
+        if dataclasses.is_dataclass(change):
+            change = to_dict(change)
+        if dataclasses.is_dataclass(getattr(parent, name, None)) and isinstance(change, dict):
+            change = {**values[name], **change}
+        values[name] = change
+    return from_dict(cls, values, where=where)
+
+
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 
 

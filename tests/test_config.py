@@ -77,3 +77,21 @@ def test_an_unknown_key_lists_the_sections_known_keys_and_a_range_is_named():
         load_config(GenrecJobConfig, None, ["generation.num_templates=9"])
     with pytest.raises(RaylibError, match="num_templates: Input should be less than or equal to 7"):
         load_config(GenrecJobConfig, None, ["num_templates=9"])
+
+
+def test_a_stage_job_takes_its_parents_fields_and_a_section_change_names_only_what_changes():
+    """How every recipe builds a training stage's job (`stage_job`): the entropy merge's job is RecCocktail's
+    job with its own training settings laid over the user's."""
+    from raylib.config import stage_job
+    from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
+
+    job = load_config(CocktailJobConfig, None, ["train.seed=7", "lora.r=4"])
+    merge = stage_job(MergeJob, job, "entropy merge", base_adapter="b", train={"epochs": 3, "zero_stage": 0})
+    assert (merge.base_adapter, merge.lora.r, merge.train.seed) == ("b", 4, 7)  # the parent's, kept
+    assert (merge.train.epochs, merge.train.zero_stage) == (3, 0)  # the stage's own
+    stage = stage_job(TallrecJobConfig, job, "LoRA stage", output_dir="x")
+    assert stage.output_dir == "x" and stage.model == job.model  # RecCocktail's own sections are left out
+    with pytest.raises(RaylibError, match="LoRA stage: TallrecJobConfig has no field 'base_adapter'"):
+        stage_job(TallrecJobConfig, job, "LoRA stage", base_adapter="b")
+    with pytest.raises(RaylibError, match="train.epochs"):
+        stage_job(MergeJob, job, "entropy merge", train={"epochs": 0})

@@ -19,6 +19,16 @@ from raylib.train.checkpoint import publish_folder
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 
+def whole_model_train(settings: Any, eval_batch_size: int, **more: Any) -> dict[str, Any]:
+    """The `train` section of a small model trained whole (SASRec, DCNv2), from its own settings section: DeepSpeed
+    ZeRO stage 0 in fp32 (plain data parallelism: nothing worth partitioning), its global batch also the
+    micro-batch; `more`: the fields it takes from the method's job (seed, fresh_start, use_gpu, ...)."""
+    return {"learning_rate": settings.learning_rate, "batch_size": settings.batch_size,
+            "micro_batch_size": settings.batch_size, "epochs": settings.epochs, "patience": settings.patience,
+            "weight_decay": settings.weight_decay, "zero_stage": 0, "num_workers": settings.num_workers,
+            "eval_batch_size": eval_batch_size, **more}
+
+
 class WholeModelCheckpoints:
     name: ClassVar[str]  # e.g. "sasrec": file names and the published folder
     # Files a task writes into its checkpoint folder beside the weights (`write`) and publishes as they are.

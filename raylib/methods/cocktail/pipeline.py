@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import from_dict, to_dict
+from raylib.config import from_dict, stage_job, to_dict
 from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
 from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, three_pools, warm_cold
@@ -51,9 +51,7 @@ def load_domains(job: CocktailJobConfig) -> dict[str, DomainSplits]:
 
 
 def _stage_job(job: CocktailJobConfig, output_dir: Path) -> TallrecJobConfig:
-    keep = set(TallrecJobConfig.__dataclass_fields__)
-    values = {k: v for k, v in to_dict(job).items() if k in keep}
-    return from_dict(TallrecJobConfig, {**values, "output_dir": str(output_dir)}, where="LoRA stage")
+    return stage_job(TallrecJobConfig, job, "LoRA stage", output_dir=str(output_dir))
 
 
 def records_key(records: list[TallrecRecord]) -> str:
@@ -373,14 +371,13 @@ def entropy_merge(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, 
     from raylib.train.driver import train
 
     m = job.merge
-    merge_values = {**to_dict(job), "output_dir": str(folder / "entropy_merge"), "base_adapter": str(base_dir),
-                    "ingredient_adapter": str(ingredient_dir),
-                    "train": {**to_dict(job.train), "epochs": m.epochs, "batch_size": m.batch_size,
-                              "micro_batch_size": m.batch_size, "learning_rate": m.learning_rate, "patience": 0,
-                              "warmup_steps": 0, "weight_decay": 0.0, "zero_stage": 0}}
+    merge_job = stage_job(MergeJob, job, "entropy merge", output_dir=str(folder / "entropy_merge"),
+                          base_adapter=str(base_dir), ingredient_adapter=str(ingredient_dir),
+                          train={"epochs": m.epochs, "batch_size": m.batch_size, "micro_batch_size": m.batch_size,
+                                 "learning_rate": m.learning_rate, "patience": 0, "warmup_steps": 0,
+                                 "weight_decay": 0.0, "zero_stage": 0})
     print(f"[cocktail] entropy merge on {len(prompts)} unlabelled prompts ({m.epochs} epochs) ...", flush=True)
-    merged = train(EntropyMergeTask, from_dict(MergeJob, merge_values, where="entropy merge"), prompts,
-                   held_out or prompts)
+    merged = train(EntropyMergeTask, merge_job, prompts, held_out or prompts)
     names, weights = read_published(Path(merged.published_dir))
     return names, weights, merged
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from raylib import RaylibError
-from raylib.config import data_key, from_dict, to_dict
+from raylib.config import data_key, stage_job, to_dict
 from raylib.methods.corella.config import CorellaJobConfig, CorellaStageJob, CrmJobConfig
 from raylib.data.ctr import CtrData, CtrSamples, CtrVocab, load_ctr_data, sample_rows, write_encoded
 from raylib.metrics import binary_report
@@ -92,6 +92,7 @@ def crm_stage(job: CorellaJobConfig, views: CorellaViews,
     `raylib.item_text` Parquet) that DCNv2 reads as one more item field."""
     from raylib.item_text import aligned, save_table
     from raylib.methods.corella.crm import VOCAB_FILE, crm_shape
+    from raylib.train.whole_model import whole_model_train
 
     s = job.crm
     output, shape, table = _output(job) / STAGE_DIRS["crm"], crm_shape(s, views.vocab), None
@@ -102,15 +103,13 @@ def crm_stage(job: CorellaJobConfig, views: CorellaViews,
         vectors = aligned(item_text, views.vocab.fields["item_id"], views.vocab.sizes["item_id"])
         table = save_table(encoded / "item_text.safetensors", vectors)
         shape["text_dim"] = vectors.shape[1]
-    stage = from_dict(CrmJobConfig, {
-        "model": {"dtype": "fp32"}, "crm": to_dict(s), "crm_shape": shape, "item_text": table,
-        "vocab": str(encoded / VOCAB_FILE), "output_dir": str(output), "ray_address": job.ray_address,
-        "train": {"learning_rate": s.learning_rate, "batch_size": s.batch_size, "micro_batch_size": s.batch_size,
-                  "epochs": s.epochs, "patience": s.patience, "weight_decay": s.weight_decay, "zero_stage": 0,
-                  "num_workers": s.num_workers, "eval_batch_size": 4096, "seed": job.train.seed,
-                  "fresh_start": job.train.fresh_start, "use_gpu": job.train.use_gpu,
-                  "max_failures": job.train.max_failures, "storage_path": job.train.storage_path}},
-        where="CRM stage")
+    t = job.train
+    stage = stage_job(CrmJobConfig, where="CRM stage", model={"dtype": "fp32"}, crm=s, crm_shape=shape,
+                      item_text=table, vocab=str(encoded / VOCAB_FILE), output_dir=str(output),
+                      ray_address=job.ray_address,
+                      train=whole_model_train(s, eval_batch_size=4096, seed=t.seed, fresh_start=t.fresh_start,
+                                              use_gpu=t.use_gpu, max_failures=t.max_failures,
+                                              storage_path=t.storage_path))
     return (stage, write_encoded(views.crm_train, views.vocab, encoded / "train.parquet"),
             write_encoded(views.crm_valid, views.vocab, encoded / "valid.parquet"))
 
@@ -247,10 +246,9 @@ class CorellaRecipe:
         from raylib.train.driver import train
 
         folder = self.output / STAGE_DIRS[stage]
-        values = {**to_dict(self.job), "stage": stage, "output_dir": str(folder), "crm_shape": {},
-                  "init_crm": None, "init_adapter": None, **start_weights}
-        stage_job = from_dict(CorellaStageJob, values, where=f"{stage} stage")
-        return Path(train(STAGE_TASKS[stage], stage_job, train_records, valid_records).published_dir)
+        job = stage_job(CorellaStageJob, self.job, f"{stage} stage", stage=stage, output_dir=str(folder),
+                        **start_weights)
+        return Path(train(STAGE_TASKS[stage], job, train_records, valid_records).published_dir)
 
     # ---------------------------------------------------------------- scoring and routing
     def score_and_route(self, views: CorellaViews, crm_dir: Path, adapter: Path) -> Scores:

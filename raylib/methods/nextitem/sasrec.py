@@ -12,7 +12,6 @@ always holds the most recent item.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -186,22 +185,19 @@ def sasrec_stage(settings, train_windows, valid_windows, catalogue, output_dir: 
     chunk of windows at a time). DeepSpeed runs ZeRO stage 0 (plain data parallel) in fp32: a model this small
     has nothing worth partitioning. `batch_size` is the global batch. `item_text`: item embeddings (the
     `raylib.item_text` Parquet) that SASRec adds to its item vectors."""
-    from raylib.config import from_dict
+    from raylib.config import stage_job
     from raylib.item_text import aligned, save_table
+    from raylib.train.whole_model import whole_model_train
 
-    s = dataclasses.asdict(settings)
     views = Path(output_dir).expanduser().resolve() / VIEWS_DIR
     table = None
     if item_text is not None:  # catalogue index i is row i + 1
         index = {item: k + 1 for k, item in enumerate(catalogue.item_ids)}
         table = save_table(views / "item_text.safetensors", aligned(item_text, index, len(catalogue) + 1))
-    job = from_dict(SasrecJobConfig, {"item_text": table,
-        "model": {"dtype": "fp32"}, "sasrec": s, "num_items": len(catalogue), "history_len": history_len,
-        "output_dir": str(output_dir), "ray_address": ray_address,
-        "train": {"learning_rate": s["learning_rate"], "batch_size": s["batch_size"],
-                  "micro_batch_size": s["batch_size"], "epochs": s["epochs"], "patience": s["patience"],
-                  "weight_decay": s["weight_decay"], "zero_stage": 0, "num_workers": s["num_workers"],
-                  "eval_batch_size": 512, "fresh_start": fresh_start, "use_gpu": use_gpu}}, where="SASRec job")
+    job = stage_job(SasrecJobConfig, where="SASRec job", item_text=table, model={"dtype": "fp32"}, sasrec=settings,
+                    num_items=len(catalogue), history_len=history_len, output_dir=str(output_dir),
+                    ray_address=ray_address,
+                    train=whole_model_train(settings, eval_batch_size=512, fresh_start=fresh_start, use_gpu=use_gpu))
     return (job, write_window_records(train_windows, history_len, views / "train.parquet"),
             write_window_records(valid_windows, history_len, views / "valid.parquet"))
 
