@@ -17,7 +17,7 @@ import re
 import os
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
@@ -81,6 +81,30 @@ def _shares(values: list[float]) -> list[float]:
     if not all(math.isfinite(v) and v > 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
         raise ValueError(f"{values} must be three positive shares summing to 1")
     return values
+
+
+
+@dataclass(config=STRICT)
+class DataSource:
+    """Where a job's interactions come from: the head every method's `data` section shares (each adds the files
+    its `source: files` reads, its split and its samples). One of: the MovieLens files (the recbole wheel's
+    ML-100K unless `movielens_dir`), the user's own files, or `dataset`, the one dataset every method reads
+    (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or "ml-100k"), cut at the shared time
+    split; when given it replaces `source` and its files."""
+    source: Literal["movielens", "files"] = "movielens"
+    movielens_dir: MovieLensFolder | None = None
+    dataset: DatasetSpec | None = None
+    FILES_NEEDED: ClassVar[tuple[str, ...]] = ()  # the fields `source: files` needs
+    FILES_ARE: ClassVar[str] = ""  # what those files hold, for the error
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSource":
+        if self.dataset and (self.source != "movielens" or self.movielens_dir):
+            raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
+        if self.source == "files" and not all(getattr(self, name) for name in self.FILES_NEEDED):
+            *rest, last = self.FILES_NEEDED
+            raise ValueError(f"source=files needs {', '.join(rest) + ' and ' if rest else ''}{last} ({self.FILES_ARE})")
+        return self
 
 
 # A train / valid / test split as shares of the timeline: "0.8,0.1,0.1" on the command line.

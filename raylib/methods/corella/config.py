@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field
 from pydantic.dataclasses import dataclass
 
-from raylib.config import (STRICT, DatasetSpec, ExistingFile, MovieLensFolder, Seed, SplitShares, TrainJob, TuneSettings,
+from raylib.config import (STRICT, DataSource, ExistingFile, Seed, SplitShares, TrainJob, TuneSettings,
                            comma_list)
 
 
 @dataclass(config=STRICT)
-class CtrDataConfig:
-    """Click-through-rate samples for CoReLLa (`raylib.data.ctr`): one row per rating, label = liked."""
-    # "movielens": the recbole wheel's ML-100K unless `movielens_dir`; "files": CTR tables (Parquet or CSV, the
-    # columns of `raylib.data.ctr.CTR_COLUMNS`), one per split.
-    source: Literal["movielens", "files"] = "movielens"
-    movielens_dir: MovieLensFolder | None = None
+class CtrDataConfig(DataSource):
+    """Click-through-rate samples for CoReLLa (`raylib.data.ctr`) from a `DataSource`: one row per rating,
+    label = liked."""
+    # source: files: CTR tables (Parquet or CSV, the columns of `raylib.data.ctr.CTR_COLUMNS`), one per split.
     train_file: ExistingFile | None = None
     valid_file: ExistingFile | None = None
     test_file: ExistingFile | None = None
-    # One dataset for every method (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
-    # "ml-100k"): its interactions cut at the shared time split; when given it replaces `source` and its files.
-    dataset: DatasetSpec | None = None
+    FILES_NEEDED: ClassVar[tuple[str, ...]] = ("train_file", "valid_file", "test_file")
+    FILES_ARE: ClassVar[str] = "CTR tables"
     # CoReLLa Sec. 4.1 (MovieLens): ratings >= 4 are positive; samples split 8:1:1 by global timestamp.
     like_threshold: float = 4.0
     split_fractions: SplitShares = dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
@@ -39,13 +36,6 @@ class CtrDataConfig:
     # Prompt token limit: longer prompts lose their oldest history items, never the question.
     max_length: int = Field(512, ge=32)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "CtrDataConfig":
-        if self.dataset and (self.source != "movielens" or self.movielens_dir):
-            raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
-        if self.source == "files" and not (self.train_file and self.valid_file and self.test_file):
-            raise ValueError("source=files needs train_file, valid_file and test_file (CTR tables)")
-        return self
 
 
 @dataclass(config=STRICT)

@@ -8,23 +8,20 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import (STRICT, DatasetSpec, Dtype, ExistingFile, MovieLensFolder, Seed, SplitShares, TrainJob,
+from raylib.config import (STRICT, DataSource, Dtype, ExistingFile, Seed, SplitShares, TrainJob,
                            TuneSettings)
 from raylib.prompts import GENREC_INSTRUCTIONS
 
 
 @dataclass(config=STRICT)
-class SequenceDataConfig:
-    """Next-item windows (BIGRec / GenRec / SASRec), see `raylib.data.sequences`."""
-    # "movielens": the recbole wheel's ML-100K unless `movielens_dir`; "files": `interactions_file` (user_id,
-    # item_id, timestamp[, rating]) and `items_file` (item_id, title), CSV or Parquet.
-    source: Literal["movielens", "files"] = "movielens"
-    movielens_dir: MovieLensFolder | None = None
+class SequenceDataConfig(DataSource):
+    """Next-item windows (BIGRec / GenRec / SASRec, `raylib.data.sequences`) from a `DataSource`."""
+    # source: files: `interactions_file` (user_id, item_id, timestamp[, rating]) and `items_file` (item_id,
+    # title), CSV or Parquet.
     interactions_file: ExistingFile | None = None
     items_file: ExistingFile | None = None
-    # One dataset for every method (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
-    # "ml-100k"); when given it replaces `source` and its files.
-    dataset: DatasetSpec | None = None
+    FILES_NEEDED: ClassVar[tuple[str, ...]] = ("interactions_file", "items_file")
+    FILES_ARE: ClassVar[str] = "CSV or Parquet"
     # BIGRec Sec. 4.1: the 10 most recent items form the history.
     history_len: int = Field(10, ge=1)
     # Global time split of all interactions (train / valid / test periods), by the target's timestamp.
@@ -44,13 +41,6 @@ class SequenceDataConfig:
     # both find the same cached beams and studies (`raylib.config.key_dict`).
     KEY_NEUTRAL: ClassVar[dict[str, tuple]] = {"dataset": (None, "ml-100k")}
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "SequenceDataConfig":
-        if self.dataset and (self.source != "movielens" or self.movielens_dir):
-            raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
-        if self.source == "files" and not (self.interactions_file and self.items_file):
-            raise ValueError("source=files needs interactions_file and items_file (CSV or Parquet)")
-        return self
 
 
 @dataclass(config=STRICT)

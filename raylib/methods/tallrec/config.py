@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, Seed, DatasetSpec, ExistingFile, MovieLensFolder, Dtype, TrainJob
+from raylib.config import STRICT, DataSource, Dtype, ExistingFile, Seed, TrainJob
 
 
 @dataclass(config=STRICT)
-class DataConfig:
-    # "movielens" builds TALLRec records from MovieLens (the recbole wheel's ML-100K unless `movielens_dir`);
-    # "files": `train_file` / `valid_file` / `test_file` are TALLRec-format JSON, JSONL or Parquet files.
-    source: Literal["movielens", "files"] = "movielens"
-    movielens_dir: MovieLensFolder | None = None
+class DataConfig(DataSource):
+    """TALLRec records (`DataSource`): built from MovieLens (split by user) or from `dataset` (records whose
+    target falls in each period of the shared time split), or read from the user's files."""
+    # source: files: TALLRec-format JSON, JSONL or Parquet records; the validation and test files are optional.
     train_file: ExistingFile | None = None
     valid_file: ExistingFile | None = None
     test_file: ExistingFile | None = None
-    # One dataset for every method (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
-    # "ml-100k"): records whose target falls in each period of the shared time split (not split by user); when
-    # given it replaces `source` and its files.
-    dataset: DatasetSpec | None = None
+    FILES_NEEDED: ClassVar[tuple[str, ...]] = ("train_file",)
+    FILES_ARE: ClassVar[str] = "TALLRec-format .json/.jsonl/.parquet"
     # TALLRec Sec. 4.1: ratings > 3 are "like"; 10 most recent rated items form the history.
     like_threshold: float = 3.0
     history_len: int = Field(10, ge=1)
@@ -54,10 +51,6 @@ class DataConfig:
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":
-        if self.dataset and (self.source != "movielens" or self.movielens_dir):
-            raise ValueError("data.dataset and data.source / movielens_dir name two datasets: give one")
-        if self.source == "files" and not self.train_file:
-            raise ValueError("source=files needs train_file (TALLRec-format .json/.jsonl/.parquet)")
         if self.valid_fraction + self.test_fraction >= 1.0:
             raise ValueError("valid_fraction + test_fraction must leave users for training")
         return self
