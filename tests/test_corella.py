@@ -13,7 +13,7 @@ import torch
 
 from raylib import RaylibError
 from raylib.methods.corella.config import CrmSettings, CtrDataConfig
-from raylib.methods.corella.crm import DCNv2, crm_batch, crm_probabilities, crm_shape
+from raylib.methods.corella.crm import DCNv2, DCNv2Config, crm_batch, crm_probabilities
 from raylib.data.ctr import OOV, CtrVocab, check_ctr_table, load_ctr_data, read_ctr_table
 from raylib.methods.corella.routing import (MAX_ENTROPY, RoutingConfig, combine, entropy, lowest_threshold, routed_report,
                             to_llm)
@@ -82,7 +82,7 @@ def test_bad_ctr_tables_are_named(ctr, tmp_path):
 def test_dcnv2_shapes(ctr, low_rank, structure):
     data, vocab = ctr
     settings = CrmSettings(low_rank=low_rank, structure=structure, cross_layers=2)
-    model = DCNv2(**crm_shape(settings, vocab))
+    model = DCNv2(DCNv2Config.of(settings, vocab))
     batch = crm_batch(vocab.records(data.train.slice(0, 5)))
     logit, crossed = model(batch["fields"], batch["genres"], batch["history"], batch["history_ratings"],
                            return_cross=True)
@@ -98,7 +98,7 @@ def test_dcnv2_learns_a_planted_rule(ctr):
     female, drama = vocab.fields["gender"]["F"], vocab.fields["genres"]["Drama"]
     for r in records:
         r["label"] = int((r["fields"][3] == female) != (drama in r["genres"]))
-    model = DCNv2(**crm_shape(CrmSettings(deep_layers=[32], cross_layers=2), vocab))
+    model = DCNv2(DCNv2Config.of(CrmSettings(deep_layers=[32], cross_layers=2), vocab))
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     for step in range(150):
         batch = crm_batch([records[i] for i in np.random.default_rng(step).integers(0, 3000, 256)])
@@ -126,7 +126,7 @@ def test_alignment_loss_is_zero_for_equal_states_and_reaches_both_models(tiny_mo
 
     data, vocab = ctr
     llm = add_lora(load_model(ModelConfig(name=str(tiny_model_dir), dtype="fp32")), LoraSettings())
-    model = CorellaModel(llm, DCNv2(**crm_shape(CrmSettings(), vocab)), pairs=[[-1, -1], [1, 0]])
+    model = CorellaModel(llm, DCNv2(DCNv2Config.of(CrmSettings(), vocab)), pairs=[[-1, -1], [1, 0]])
     crm = crm_batch(vocab.records(data.train.slice(0, 3)))
     ids = torch.tensor([[1, 2, 3, 4]] * 3)
     out = model(ids, torch.ones_like(ids), torch.arange(4).expand(3, -1), fields=crm["fields"],
@@ -135,7 +135,7 @@ def test_alignment_loss_is_zero_for_equal_states_and_reaches_both_models(tiny_mo
     lora_grad = sum(p.grad.abs().sum() for n, p in model.llm.named_parameters() if "lora_B" in n)
     assert lora_grad > 0 and model.crm.embeddings["item_id"].weight.grad.abs().sum() > 0
     with pytest.raises(RaylibError, match="cross layer 7"):
-        CorellaModel(llm, DCNv2(**crm_shape(CrmSettings(), vocab)), pairs=[[-1, 7]])
+        CorellaModel(llm, DCNv2(DCNv2Config.of(CrmSettings(), vocab)), pairs=[[-1, 7]])
 
 
 # ------------------------------------------------------------------ routing

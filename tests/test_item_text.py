@@ -43,11 +43,11 @@ def test_sasrec_scores_move_with_the_title_vectors_and_the_published_model_keeps
 
 def test_dcnv2_reads_the_target_items_title_vector_as_one_more_field():
     from raylib.data.ctr import SINGLE_FIELDS
-    from raylib.methods.corella.crm import ITEM_COLUMN, DCNv2
+    from raylib.methods.corella.crm import ITEM_COLUMN, DCNv2, DCNv2Config
 
     sizes = {f: 6 for f in SINGLE_FIELDS + ("genres", "rating")}
     torch.manual_seed(0)
-    model = DCNv2(sizes, embedding_dim=4, cross_layers=1, deep_layers=[8], text_dim=3).eval()
+    model = DCNv2(DCNv2Config(sizes, embedding_dim=4, cross_layers=1, deep_layers=(8,), text_dim=3)).eval()
     model.item_text.fill(torch.randn(6, 3))
     fields = torch.full((2, len(SINGLE_FIELDS)), 2)
     fields[1, ITEM_COLUMN] = 3  # the second row's target is another item: only its title vector differs

@@ -113,7 +113,7 @@ def untrained_artifacts(folder: Path, model_dir: str) -> list[dict[str, Any]]:
     from raylib.config import LoraSettings
     from raylib.data.ctr import CtrVocab, load_ctr_data
     from raylib.methods.corella.config import CrmSettings, CtrDataConfig
-    from raylib.methods.corella.crm import DCNv2, crm_shape, save_crm
+    from raylib.methods.corella.crm import DCNv2, DCNv2Config, save_crm
     from raylib.methods.corella.routing import RoutingConfig
     from raylib.model import lora_config
     from raylib.stages import file_sha1
@@ -121,8 +121,8 @@ def untrained_artifacts(folder: Path, model_dir: str) -> list[dict[str, Any]]:
     data = load_ctr_data(CtrDataConfig())
     vocab = CtrVocab.build(data.train, data.features)
     torch.manual_seed(0)
-    shape = crm_shape(CrmSettings(), vocab)
-    save_crm(DCNv2(**shape).state_dict(), shape, vocab, folder / "crm")
+    shape = DCNv2Config.of(CrmSettings(), vocab)
+    save_crm(DCNv2(shape).state_dict(), shape.as_dict(), vocab, folder / "crm")
     get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora_config(LoraSettings())).save_pretrained(
         folder / "adapter")
     RoutingConfig(threshold=0.5, llm_budget=0.2, vocab_hash=vocab.fingerprint(),

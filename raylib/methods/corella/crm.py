@@ -13,6 +13,7 @@ vocabularies and their hash): no pickle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,37 +67,71 @@ class LowRankMixtureCrossLayer(nn.Module):
         return (gates * experts).sum(1) + x
 
 
-class DCNv2(nn.Module):
-    def __init__(self, field_sizes: dict[str, int], embedding_dim: int = 16, cross_layers: int = 3,
-                 low_rank: int = 0, experts: int = 4, deep_layers: list[int] | tuple[int, ...] = (256, 128),
-                 structure: str = "parallel", dropout: float = 0.1, text_dim: int = 0):
-        super().__init__()
-        missing = [f for f in SINGLE_FIELDS + ("genres", "rating") if f not in field_sizes]
+@dataclasses.dataclass(frozen=True)
+class DCNv2Config:
+    """DCNv2's shape: the vocabulary's field sizes and the `crm` settings that size the model (`of`). Its JSON
+    form (`as_dict`) is what config.json holds beside the weights and what a stage's job carries as `crm_shape`."""
+    field_sizes: dict[str, int]
+    embedding_dim: int = 16
+    cross_layers: int = 3
+    low_rank: int = 0  # 0: full-rank cross layers (Eq. 1); r > 0: the low-rank mixture (Sec. 5)
+    experts: int = 4
+    deep_layers: tuple[int, ...] = (256, 128)
+    structure: str = "parallel"  # Sec. 3: "stacked" or "parallel"
+    dropout: float = 0.1
+    text_dim: int = 0  # the item's LLM title vector as one more field (`raylib.item_text`); 0: none
+
+    def __post_init__(self) -> None:
+        missing = [f for f in SINGLE_FIELDS + ("genres", "rating") if f not in self.field_sizes]
         if missing:
             raise RaylibError(f"DCNv2 needs vocabulary sizes for {missing}.")
-        if structure not in ("stacked", "parallel"):
-            raise RaylibError(f"crm.structure must be stacked or parallel (got {structure!r}).")
-        self.hparams = {"field_sizes": dict(field_sizes), "embedding_dim": embedding_dim,
-                        "cross_layers": cross_layers, "low_rank": low_rank, "experts": experts,
-                        "deep_layers": list(deep_layers), "structure": structure, "dropout": dropout}
+        if self.structure not in ("stacked", "parallel"):
+            raise RaylibError(f"crm.structure must be stacked or parallel (got {self.structure!r}).")
+
+    @classmethod
+    def of(cls, settings, vocab: CtrVocab, text_dim: int = 0) -> "DCNv2Config":
+        """The shape from `crm` settings (`CrmSettings`) and the vocabulary."""
+        return cls(vocab.sizes, settings.embedding_dim, settings.cross_layers, settings.low_rank, settings.experts,
+                   tuple(settings.deep_layers), settings.structure, settings.dropout, text_dim)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "CRM config") -> "DCNv2Config":
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise RaylibError(f"{where}: DCNv2 has no argument(s) {unknown}.")
+        return cls(**{**values, "deep_layers": tuple(values.get("deep_layers", cls.deep_layers))})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form; `text_dim` only when set, as configs and run fingerprints held it before it existed."""
+        out = {**dataclasses.asdict(self), "field_sizes": dict(self.field_sizes),
+               "deep_layers": list(self.deep_layers)}
+        if not self.text_dim:
+            del out["text_dim"]
+        return out
+
+
+class DCNv2(nn.Module):
+    def __init__(self, config: DCNv2Config):
+        super().__init__()
+        self.config = config
+        field_sizes, embedding_dim, dropout = config.field_sizes, config.embedding_dim, config.dropout
         self.embeddings = nn.ModuleDict({f: nn.Embedding(field_sizes[f], embedding_dim, padding_idx=PAD)
                                          for f in SINGLE_FIELDS + ("genres", "rating")})
         width = embedding_dim * (len(SINGLE_FIELDS) + 2)  # + pooled genres + pooled history
         # optional: the target item's frozen LLM title vector, projected, as one more field (`raylib.item_text`)
         self.item_text = None
-        if text_dim:
-            self.hparams["text_dim"] = text_dim
-            self.item_text = ItemTextFeatures(field_sizes["item_id"], text_dim, embedding_dim)
+        if config.text_dim:
+            self.item_text = ItemTextFeatures(field_sizes["item_id"], config.text_dim, embedding_dim)
             width += embedding_dim
-        self.cross = nn.ModuleList(LowRankMixtureCrossLayer(width, low_rank, experts) if low_rank else
-                                   CrossLayer(width) for _ in range(cross_layers))
+        self.cross = nn.ModuleList(LowRankMixtureCrossLayer(width, config.low_rank, config.experts)
+                                   if config.low_rank else CrossLayer(width) for _ in range(config.cross_layers))
         layers: list[nn.Module] = []
         size = width
-        for hidden in deep_layers:
+        for hidden in config.deep_layers:
             layers += [nn.Linear(size, hidden), nn.ReLU(), nn.Dropout(dropout)]
             size = hidden
         self.deep = nn.Sequential(*layers)
-        self.output = nn.Linear(size if structure == "stacked" else size + width, 1)
+        self.output = nn.Linear(size if config.structure == "stacked" else size + width, 1)
         self.cross_width = width
 
     @staticmethod
@@ -124,19 +159,12 @@ class DCNv2(nn.Module):
         for layer in self.cross:
             x = layer(x0, x)
             crossed.append(x)
-        if self.hparams["structure"] == "stacked":
+        if self.config.structure == "stacked":
             logit = self.output(self.deep(x))
         else:
             logit = self.output(torch.cat([x, self.deep(x0)], dim=-1))
         logit = logit.squeeze(-1)
         return (logit, crossed) if return_cross else logit
-
-
-def crm_shape(settings, vocab: CtrVocab) -> dict[str, Any]:
-    """DCNv2's constructor arguments from `crm` settings and the vocabulary."""
-    return {"field_sizes": vocab.sizes, "embedding_dim": settings.embedding_dim,
-            "cross_layers": settings.cross_layers, "low_rank": settings.low_rank, "experts": settings.experts,
-            "deep_layers": list(settings.deep_layers), "structure": settings.structure, "dropout": settings.dropout}
 
 
 def _padded(lists: list[list[int]]) -> torch.Tensor:
@@ -206,7 +234,7 @@ def load_crm(folder: str | Path, expect_vocab: str | None = None) -> tuple[DCNv2
 
     config, vocab = read_crm_config(folder, expect_vocab)
     note_weights_loaded("crm", "cpu")
-    model = DCNv2(**config)
+    model = DCNv2(DCNv2Config.from_dict(config, where=f"CRM {folder}"))
     model.load_state_dict(load_file(str(Path(folder) / MODEL_FILE)))
     return model.float().eval(), vocab
 
@@ -225,7 +253,7 @@ class CrmTask(WholeModelCheckpoints):
         self.vocab_hash = CtrVocab.load(self.job.vocab).fingerprint() if self.job.vocab else None
 
     def build(self) -> torch.nn.Module:
-        model = DCNv2(**self.job.crm_shape)
+        model = DCNv2(DCNv2Config.from_dict(self.job.crm_shape))
         if self.job.item_text:
             model.item_text.fill(load_table(self.job.item_text))
         return model.to(self.ctx.device, torch.float32)

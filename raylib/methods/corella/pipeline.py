@@ -91,18 +91,18 @@ def crm_stage(job: CorellaJobConfig, views: CorellaViews,
     data parallelism (gradients all-reduced, nothing partitioned). `item_text`: item embeddings (the
     `raylib.item_text` Parquet) that DCNv2 reads as one more item field."""
     from raylib.item_text import aligned, save_table
-    from raylib.methods.corella.crm import VOCAB_FILE, crm_shape
+    from raylib.methods.corella.crm import VOCAB_FILE, DCNv2Config
     from raylib.train.whole_model import whole_model_train
 
     s = job.crm
-    output, shape, table = _output(job) / STAGE_DIRS["crm"], crm_shape(s, views.vocab), None
+    output, table, text_dim = _output(job) / STAGE_DIRS["crm"], None, 0
     encoded = output / VIEWS_DIR
     encoded.mkdir(parents=True, exist_ok=True)
     views.vocab.save(encoded / VOCAB_FILE)
     if item_text is not None:
         vectors = aligned(item_text, views.vocab.fields["item_id"], views.vocab.sizes["item_id"])
-        table = save_table(encoded / "item_text.safetensors", vectors)
-        shape["text_dim"] = vectors.shape[1]
+        table, text_dim = save_table(encoded / "item_text.safetensors", vectors), vectors.shape[1]
+    shape = DCNv2Config.of(s, views.vocab, text_dim).as_dict()
     t = job.train
     stage = stage_job(CrmJobConfig, where="CRM stage", model={"dtype": "fp32"}, crm=s, crm_shape=shape,
                       item_text=table, vocab=str(encoded / VOCAB_FILE), output_dir=str(output),

@@ -29,7 +29,7 @@ from torch import nn
 from raylib import RaylibError
 from raylib.config import to_dict
 from raylib.methods.corella.config import CorellaStageJob
-from raylib.methods.corella.crm import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, DCNv2, crm_batch
+from raylib.methods.corella.crm import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, DCNv2, DCNv2Config, crm_batch
 from raylib.encoding import Encoded, collate_left_padded
 from raylib.methods.corella.artifacts import prompt_ids, yes_no_ids
 from raylib.metrics import binary_report
@@ -230,7 +230,7 @@ class CorellaJointTask(CorellaLlmTask):
         # Every trainable part in fp32 (the CRM routes by its entropy, which bf16 weights move; the LoRA adapters
         # too, so DeepSpeed runs one fp32 optimizer); the frozen LLM stays in the device's dtype.
         llm = self._llm(fp32_adapters=True)
-        crm = DCNv2(**self.job.crm_shape)
+        crm = DCNv2(DCNv2Config.from_dict(self.job.crm_shape))
         if self.job.init_crm:  # stage 2 starts from the warmed-up CRM
             crm.load_state_dict(load_file(str(Path(self.job.init_crm) / MODEL_FILE)))
         module = CorellaModel(llm, crm, self.job.align.pairs, self.job.align.projection_dim)
