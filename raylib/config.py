@@ -83,7 +83,6 @@ def _shares(values: list[float]) -> list[float]:
     return values
 
 
-
 @dataclass(config=STRICT)
 class DataSource:
     """Where a job's interactions come from: the head every method's `data` section shares (each adds the files
@@ -91,8 +90,11 @@ class DataSource:
     ML-100K unless `movielens_dir`), the user's own files, or `dataset`, the one dataset every method reads
     (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or "ml-100k"), cut at the shared time
     split; when given it replaces `source` and its files."""
+    # "movielens": the MovieLens files; "files": the user's own files (the fields below name them).
     source: Literal["movielens", "files"] = "movielens"
-    movielens_dir: MovieLensFolder | None = None
+    movielens_dir: MovieLensFolder | None = None  # a MovieLens folder (ML-100K or ML-1M) instead of the embedded one
+    # One dataset for every method: RecBole atomic files or CSV/Parquet tables, or "ml-100k"; cut at the shared
+    # time split. When given it replaces `source` and its files.
     dataset: DatasetSpec | None = None
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ()  # the fields `source: files` needs
     FILES_ARE: ClassVar[str] = ""  # what those files hold, for the error

@@ -210,6 +210,26 @@ def test_routing_config_refuses_other_artifacts(tmp_path):
         RoutingConfig.load(tmp_path / "bad.json")
 
 
+def test_a_crm_folder_published_without_its_vocabulary_by_an_older_version_is_completed_and_checked(ctr,
+                                                                                                  tmp_path):
+    """Older versions published DCNv2's folder first and added its vocabulary afterwards: a run they left half
+    done resumes (the recipe completes the folder from its views' vocabulary); another vocabulary is refused."""
+    from raylib.methods.corella.crm import load_crm, save_crm
+    from raylib.methods.corella.pipeline import whole_crm
+
+    data, vocab = ctr
+    shape = DCNv2Config.of(CrmSettings(deep_layers=[8], cross_layers=1), vocab)
+    folder = tmp_path / "crm"
+    save_crm(DCNv2(shape).state_dict(), shape.as_dict(), vocab, folder)
+    (folder / "vocab.json").unlink()
+    (folder / "config.json").write_text(json.dumps(shape.as_dict()))  # as the trainer published it then
+    whole_crm(folder, vocab)
+    assert load_crm(folder, expect_vocab=vocab.fingerprint())[1].fingerprint() == vocab.fingerprint()
+    other = CtrVocab.build(data.train.slice(0, 50), data.features)
+    with pytest.raises(RaylibError, match="trained with vocabulary"):
+        whole_crm(folder, other)
+
+
 def test_a_bad_rating_line_is_named(tmp_path):
     (tmp_path / "u.data").write_text("1\t10\t4\t881250949\n2\tten\tfour\n")
     (tmp_path / "u.item").write_text("10|Richard III (1995)|22-Jan-1996||http://x|0|0|0|0|0|0|0|0|1|0|0|0|0|0|0|0|0|1|0\n")

@@ -2,7 +2,8 @@
 arguments in JSON. SASRec and DCNv2 (CoReLLa stage 1) share this; a task sets the file names and `shape()`.
 
 A checkpoint folder holds `<name>.safetensors` (latest), `best_<name>.safetensors` and `<name>_config.json`;
-`publish` copies the best as `<output_dir>/<name>/model.safetensors` + `config.json`.
+(and the task's `companions`); `publish` copies the best as `<output_dir>/<name>/model.safetensors` +
+`config.json`, with the companions beside them.
 """
 
 from __future__ import annotations

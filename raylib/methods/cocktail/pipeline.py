@@ -257,7 +257,7 @@ class CocktailRecipe:
         ingredient = self.train_ingredient(inputs)
         base_dir, ingredient_dir = Path(base.published_dir), Path(ingredient.published_dir)
         mixes = self.mix(inputs, base_dir, ingredient_dir)
-        self.publish_mixes(base_dir, ingredient_dir, mixes)
+        self.fold_mixes(base_dir, ingredient_dir, mixes)
         scores = self.score_variants(inputs, base_dir, ingredient_dir)
         return self.write_report(domains, inputs, base, ingredient, mixes, scores, start)
 
@@ -306,7 +306,7 @@ class CocktailRecipe:
                    "tune": torch.tensor(tuned["weights"])}
         return Mixes(names, weights, merged, tuned)
 
-    def publish_mixes(self, base_dir: Path, ingredient_dir: Path, mixes: Mixes) -> None:
+    def fold_mixes(self, base_dir: Path, ingredient_dir: Path, mixes: Mixes) -> None:
         """Every mix folded into ONE PEFT adapter (exact) and published under `<target>/adapters/<mix>`."""
         publish_mixes(self.job, self.folder, base_dir, ingredient_dir, mixes.names, mixes.weights)
 

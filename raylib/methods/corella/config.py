@@ -37,7 +37,6 @@ class CtrDataConfig(DataSource):
     max_length: int = Field(512, ge=32)
 
 
-
 @dataclass(config=STRICT)
 class CrmSettings:
     """DCNv2 (Wang et al., "DCN V2", WWW 2021), the conventional model; stage 1 trains it alone."""

@@ -9,8 +9,9 @@ routed evaluation, and the artifacts the serving layer loads.
   report   AUC / LogLoss / accuracy of the CRM alone, the LLM alone and the routed system on the same fixed test
            subset, the LLM share, and the inference cost (routed time / LLM-alone time)
 
-`CorellaRecipe` runs them as named steps. Every stage is a Ray Train run with checkpoints in `output_dir/stage*/`: a crashed stage resumes from its last
-epoch and finished stages are not redone; scores are cached under the models' hashes (`raylib.stages`).
+`CorellaRecipe` runs them as named steps. Every stage is a Ray Train run with checkpoints in
+`output_dir/stage*/`: a crashed stage resumes from its last epoch and finished stages are not redone; scores are
+cached under the models' hashes (`raylib.stages`).
 Artifacts in `output_dir/artifacts/`: `crm/` (model.safetensors, config.json, vocab.json), `adapter/` (PEFT),
 `routing.json` (threshold + the hashes of the vocabulary, CRM and adapter it was tuned with).
 """
@@ -114,6 +115,20 @@ def crm_stage(job: CorellaJobConfig, views: CorellaViews,
             write_encoded(views.crm_valid, views.vocab, encoded / "valid.parquet"))
 
 
+def whole_crm(folder: Path, vocab: CtrVocab) -> Path:
+    """`folder`, a published CRM, checked against the run's vocabulary before anything reads it. Versions before
+    the CRM task wrote its vocabulary published the folder first and added the vocabulary afterwards: a run they
+    left half done is completed here (the vocabulary, which the run's views made, and its hash), so it resumes."""
+    from raylib.methods.corella.crm import CONFIG_FILE, VOCAB_FILE, read_crm_config
+
+    if not (folder / VOCAB_FILE).is_file():
+        vocab.save(folder / VOCAB_FILE)
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        (folder / CONFIG_FILE).write_text(json.dumps({**config, "vocab_hash": vocab.fingerprint()}, indent=1))
+    read_crm_config(folder, expect_vocab=vocab.fingerprint())
+    return folder
+
+
 # ------------------------------------------------------------------ inference
 def crm_scores_of(crm_dir: str, records: list[dict[str, Any]]) -> np.ndarray:
     """P(like) of `records` by a published CRM (pipelines run it in a Ray task, `raylib.placement`)."""
@@ -206,7 +221,8 @@ class CorellaRecipe:
         data = load_ctr_data(self.job.data)
         if not any(data.train.slice(0, 1000).texts()["title"]):  # before any training: the LLM reads titles
             raise RaylibError(f"Dataset {data.source}: CoReLLa's LLM needs column ['title'] in its items, which it "
-                              "lacks; the CRM alone trains without it (`CorellaRecipe.train_crm`).")
+                              "lacks; the CRM alone trains without it (`prepare_views`, then "
+                              "`CorellaRecipe.train_crm`).")
         views = prepare_views(self.job, data)
         print(f"[corella] {views.crm_train.num_rows} train / {views.crm_valid.num_rows} valid / "
               f"{views.full_test.num_rows} test samples from {views.source}; "
@@ -223,7 +239,7 @@ class CorellaRecipe:
         stage, train_path, valid_path = crm_stage(self.job, views, item_text)
         print(f"[corella] stage 1: DCNv2 on {views.crm_train.num_rows} samples (Ray Train, ZeRO-0 fp32) ...",
               flush=True)
-        return Path(train(CrmTask, stage, train_path, valid_path).published_dir)
+        return whole_crm(Path(train(CrmTask, stage, train_path, valid_path).published_dir), views.vocab)
 
     def train_joint(self, views: CorellaViews, crm_dir: Path) -> Path:
         """Stage 2: the LLM, the CRM from `crm_dir` and the alignment projections in one DeepSpeed engine."""
@@ -232,8 +248,10 @@ class CorellaRecipe:
         shape = {k: v for k, v in json.loads((crm_dir / CONFIG_FILE).read_text()).items() if k != "vocab_hash"}
         print(f"[corella] stage 2: LLM + CRM + alignment, one DeepSpeed engine, {len(views.joint_train)} "
               "samples ...", flush=True)
-        return self._train_llm_stage("joint", views.joint_train, views.stage_valid, crm_shape=shape,
-                                     init_crm=str(crm_dir))
+        joint = self._train_llm_stage("joint", views.joint_train, views.stage_valid, crm_shape=shape,
+                                      init_crm=str(crm_dir))
+        whole_crm(joint / "crm", views.vocab)  # its CRM keeps stage 1's vocabulary
+        return joint
 
     def train_llm(self, views: CorellaViews, joint_dir: Path) -> Path:
         """Stage 3: the LLM alone, from the joint stage's adapter."""
@@ -255,7 +273,8 @@ class CorellaRecipe:
         """Both models' scores on the fixed samples (the LLM is the expensive part), the threshold, and the timed
         routed run on test; each cached under the models' hashes, one Ray actor holding both models."""
         job = self.job
-        key = {"crm": file_sha1(crm_dir / "model.safetensors"), "adapter": file_sha1(adapter / "adapter_model.safetensors"),
+        key = {"crm": file_sha1(crm_dir / "model.safetensors"),
+               "adapter": file_sha1(adapter / "adapter_model.safetensors"),
                "data": data_key(job.data), "model": to_dict(job.model), "batch": job.routing.batch_size}
         stages = self.output / "scores"
         valid, test = views.valid, views.test

@@ -11,8 +11,9 @@ Stage "llm" (`CorellaLlmTask`, which the joint task extends): the LLM alone (L_l
 adapter.
 
 Both pick the best epoch by the LLM's validation AUC, P(yes) = softmax over the yes/no first-token logits.
-A checkpoint folder holds `latest/` and `best/`, each laid out as the published stage folder:
-`adapter/` (PEFT), and for the joint stage `crm/` (model.safetensors + config.json + stage 1's vocab.json) and `projections.safetensors`.
+A checkpoint folder holds `latest/` and `best/`, each laid out as the published stage folder: `adapter/` (PEFT),
+and for the joint stage `crm/` (model.safetensors, config.json, stage 1's vocab.json) and
+`projections.safetensors`.
 """
 
 from __future__ import annotations
@@ -276,7 +277,8 @@ class CorellaJointTask(CorellaLlmTask):
         super()._write_state(module, state, folder)
         (folder / "crm").mkdir(parents=True, exist_ok=True)
         save_file(_part(state, "crm"), str(folder / "crm" / MODEL_FILE))
-        (folder / "crm" / CONFIG_FILE).write_text(json.dumps({**self.job.crm_shape, **self.vocab_of_crm()}, indent=1))
+        config = {**self.job.crm_shape, **self.vocab_of_crm()}
+        (folder / "crm" / CONFIG_FILE).write_text(json.dumps(config, indent=1))
         if self.job.init_crm and (Path(self.job.init_crm) / VOCAB_FILE).is_file():
             shutil.copyfile(Path(self.job.init_crm) / VOCAB_FILE, folder / "crm" / VOCAB_FILE)
         projections = {f"llm.{k}": v for k, v in _part(state, "llm_projections").items()}

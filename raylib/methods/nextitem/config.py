@@ -42,7 +42,6 @@ class SequenceDataConfig(DataSource):
     KEY_NEUTRAL: ClassVar[dict[str, tuple]] = {"dataset": (None, "ml-100k")}
 
 
-
 @dataclass(config=STRICT)
 class GenerationSettings:
     # BIGRec's inference uses 4 beams; GenRec's 10 (its config sets its own).
