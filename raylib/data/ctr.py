@@ -464,6 +464,7 @@ class CtrVocab:
     `features`: the rules that made the fields (saved beside them, outside the hash), for requests."""
     fields: dict[str, dict[str, int]]
     features: FeatureRules = dataclasses.field(default_factory=FeatureRules)
+    _hash: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, train: "CtrSamples | pa.Table", features: FeatureRules | None = None) -> "CtrVocab":
@@ -485,7 +486,11 @@ class CtrVocab:
         return {field: len(values) + 2 for field, values in self.fields.items()}
 
     def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(self.fields, sort_keys=True).encode()).hexdigest()
+        """sha1 of the fields, hashed once: a vocabulary is never changed after it is built or loaded, and a large
+        one takes seconds to hash."""
+        if self._hash is None:
+            self._hash = hashlib.sha1(json.dumps(self.fields, sort_keys=True).encode()).hexdigest()
+        return self._hash
 
     def records(self, table: "CtrSamples | pa.Table", with_text: bool = False) -> list[dict[str, Any]]:
         """Rows -> plain-dict samples: field indices (OOV = 1), label, and for the LLM the texts. For the rows a

@@ -243,9 +243,9 @@ class CorellaRecipe:
 
     def train_joint(self, views: CorellaViews, crm_dir: Path) -> Path:
         """Stage 2: the LLM, the CRM from `crm_dir` and the alignment projections in one DeepSpeed engine."""
-        from raylib.methods.corella.crm import CONFIG_FILE
+        from raylib.methods.corella.crm import read_crm_config
 
-        shape = {k: v for k, v in json.loads((crm_dir / CONFIG_FILE).read_text()).items() if k != "vocab_hash"}
+        shape, _ = read_crm_config(crm_dir)  # DCNv2's arguments (the vocabulary's hash aside)
         print(f"[corella] stage 2: LLM + CRM + alignment, one DeepSpeed engine, {len(views.joint_train)} "
               "samples ...", flush=True)
         joint = self._train_llm_stage("joint", views.joint_train, views.stage_valid, crm_shape=shape,

@@ -275,23 +275,24 @@ class CorellaJointTask(CorellaLlmTask):
         from safetensors.torch import save_file
 
         super()._write_state(module, state, folder)
-        (folder / "crm").mkdir(parents=True, exist_ok=True)
-        save_file(_part(state, "crm"), str(folder / "crm" / MODEL_FILE))
-        config = {**self.job.crm_shape, **self.vocab_of_crm()}
-        (folder / "crm" / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-        if self.job.init_crm and (Path(self.job.init_crm) / VOCAB_FILE).is_file():
-            shutil.copyfile(Path(self.job.init_crm) / VOCAB_FILE, folder / "crm" / VOCAB_FILE)
+        crm = folder / "crm"
+        crm.mkdir(parents=True, exist_ok=True)
+        save_file(_part(state, "crm"), str(crm / MODEL_FILE))
+        vocab_hash = self._copy_stage_one_vocabulary(crm)
+        config = {**self.job.crm_shape, **({"vocab_hash": vocab_hash} if vocab_hash else {})}
+        (crm / CONFIG_FILE).write_text(json.dumps(config, indent=1))
         projections = {f"llm.{k}": v for k, v in _part(state, "llm_projections").items()}
         projections.update({f"crm.{k}": v for k, v in _part(state, "crm_projections").items()})
         save_file(projections, str(folder / PROJECTIONS))
 
-    def vocab_of_crm(self) -> dict[str, str]:
-        """The starting CRM's vocabulary hash: the joint stage's CRM keeps stage 1's vocabulary, so its published
-        folder holds that vocabulary too (copied beside it) and is whole as the trainer publishes it."""
-        if not self.job.init_crm:
-            return {}
-        hash_ = json.loads((Path(self.job.init_crm) / CONFIG_FILE).read_text()).get("vocab_hash")
-        return {"vocab_hash": hash_} if hash_ else {}
+    def _copy_stage_one_vocabulary(self, crm: Path) -> str | None:
+        """Stage 1's vocabulary copied into `crm`, and its hash: the joint stage's CRM keeps stage 1's vocabulary,
+        so its folder is whole as the trainer publishes it. None: no stage-1 CRM with a vocabulary to start from."""
+        start = Path(self.job.init_crm) if self.job.init_crm else None
+        if start is None or not (start / VOCAB_FILE).is_file():
+            return None
+        shutil.copyfile(start / VOCAB_FILE, crm / VOCAB_FILE)
+        return json.loads((start / CONFIG_FILE).read_text()).get("vocab_hash")
 
     def restore(self, module, folder: Path) -> None:
         super().restore(module, folder)
