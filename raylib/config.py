@@ -83,6 +83,12 @@ def _shares(values: list[float]) -> list[float]:
     return values
 
 
+# A train / valid / test split as shares of the timeline: "0.8,0.1,0.1" on the command line.
+SplitShares = Annotated[list[float], BeforeValidator(comma_list), Field(min_length=3, max_length=3),
+                        AfterValidator(_shares)]
+TIME_SPLIT = (0.8, 0.1, 0.1)  # the papers' 8:1:1 (CoReLLa Sec. 4.1, BIGRec's split by time)
+
+
 @dataclass(config=STRICT)
 class DataSource:
     """Where a job's interactions come from: the head every method's `data` section shares (each adds the files
@@ -96,8 +102,17 @@ class DataSource:
     # One dataset for every method: RecBole atomic files or CSV/Parquet tables, or "ml-100k"; cut at the shared
     # time split. When given it replaces `source` and its files.
     dataset: DatasetSpec | None = None
+    # THE time split, the one every method reads: the shares of all interactions, in time order, that fall in the
+    # training, validation and test periods (`raylib.data.dataset.time_cutoffs`). A method that splits its source
+    # another way (TALLRec's MovieLens records by user, the user's own split files) refuses another value.
+    time_split: SplitShares = dataclasses.field(default_factory=lambda: list(TIME_SPLIT))
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ()  # the fields `source: files` needs
     FILES_ARE: ClassVar[str] = ""  # what those files hold, for the error
+    # How cache keys written before `time_split` existed spell it (`key_form`): a section that had its own split
+    # field names it; one that had none leaves the field out at the split it always used.
+    SPLIT_BY_TIME: ClassVar[tuple[str, ...]] = ("movielens", "files", "dataset")  # the sources `time_split` cuts
+    KEY_RENAMED: ClassVar[dict[str, str]] = {}
+    KEY_ADDED: ClassVar[dict[str, tuple]] = {}
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSource":
@@ -106,12 +121,11 @@ class DataSource:
         if self.source == "files" and not all(getattr(self, name) for name in self.FILES_NEEDED):
             *rest, last = self.FILES_NEEDED
             raise ValueError(f"source=files needs {', '.join(rest) + ' and ' if rest else ''}{last} ({self.FILES_ARE})")
+        source = "dataset" if self.dataset else self.source
+        if list(self.time_split) != list(TIME_SPLIT) and source not in self.SPLIT_BY_TIME:
+            raise ValueError(f"time_split: source={source} is not split by time here ({self.FILES_ARE} name "
+                             "their own splits): remove it")
         return self
-
-
-# A train / valid / test split as shares of the timeline: "0.8,0.1,0.1" on the command line.
-SplitShares = Annotated[list[float], BeforeValidator(comma_list), Field(min_length=3, max_length=3),
-                        AfterValidator(_shares)]
 
 
 @dataclass(config=STRICT)
@@ -276,20 +290,24 @@ def _one_line(err: ValidationError, cls: type, where: str) -> str:
         else:
             parts.append(f"{field}: {e['msg']} (got {e['input']!r})")
     for section, keys in unknown.items():
-        known = _known_keys(cls, section.split(".") if section else [])
-        parts.append(f"{section or 'top level'}: unknown key(s) {sorted(keys)}; known keys are {known}")
+        found = _section_class(cls, section.split(".") if section else [])
+        known = sorted(f.name for f in dataclasses.fields(found)) if found else []
+        renamed = {old: new for new, old in getattr(found, "KEY_RENAMED", {}).items()}
+        now = [f"{key} is now {renamed[key]}" for key in sorted(keys) if key in renamed]
+        parts.append(f"{section or 'top level'}: unknown key(s) {sorted(keys)}"
+                     f"{' (' + ', '.join(now) + ')' if now else ''}; known keys are {known}")
     return f"{where}: " + "; ".join(parts)
 
 
-def _known_keys(cls: type, path: list[str]) -> list[str]:
-    """The field names of the config section at `path` (its declared type, whatever its default)."""
+def _section_class(cls: type, path: list[str]) -> type | None:
+    """The config class of the section at `path` (its declared type, whatever its default)."""
     for name in path:
         declared = typing.get_type_hints(cls).get(name)
         sections = [t for t in (typing.get_args(declared) or (declared,)) if dataclasses.is_dataclass(t)]
         if not sections:
-            return []
+            return None
         cls = sections[0]
-    return sorted(f.name for f in dataclasses.fields(cls))
+    return cls
 
 
 def from_dict(cls: type, values: dict[str, Any], where: str = "config", check_paths: bool = False) -> Any:
@@ -384,10 +402,31 @@ def shown_config(config: Any) -> dict[str, Any]:
 KEY_NEUTRAL: dict[str, tuple] = {"dataset": (None,)}
 
 
+def key_form(config: Any) -> Any:
+    """A config as cache keys hold it: `to_dict`, each section's renamed fields under the name keys written before
+    the rename used (its `KEY_RENAMED`: new name -> stored name), renamed values spelled as they were (its
+    `KEY_VALUES`: field -> {new value: stored value}) and fields added since left out at the value those keys
+    meant (its `KEY_ADDED`), so a stage, study or job cached before any of these is still found."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        if isinstance(config, dict):
+            return {k: key_form(v) for k, v in config.items()}
+        return [key_form(v) for v in config] if isinstance(config, (list, tuple)) else config
+    renamed, added = getattr(config, "KEY_RENAMED", {}), getattr(config, "KEY_ADDED", {})
+    respelled = getattr(config, "KEY_VALUES", {})
+    values = {}
+    for field in dataclasses.fields(config):
+        value = key_form(getattr(config, field.name))
+        if isinstance(value, str):
+            value = respelled.get(field.name, {}).get(value, value)
+        if not (field.name in added and value in added[field.name]):
+            values[renamed.get(field.name, field.name)] = value
+    return values
+
+
 def key_dict(section: Any) -> dict[str, Any]:
-    """A config section as a cache key: `to_dict` less the `KEY_NEUTRAL` fields at a neutral value."""
+    """A config section as a cache key: `key_form` less the `KEY_NEUTRAL` fields at a neutral value."""
     neutral = getattr(section, "KEY_NEUTRAL", KEY_NEUTRAL)
-    return {k: v for k, v in to_dict(section).items() if not (k in neutral and v in neutral[k])}
+    return {k: v for k, v in key_form(section).items() if not (k in neutral and v in neutral[k])}
 
 
 def data_key(section) -> dict:

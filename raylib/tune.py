@@ -155,14 +155,19 @@ def search(objective: Callable[..., dict[str, float]], space: dict[str, dict[str
 def search_digest(objective: Callable, space: dict[str, Any], metric: str, mode: str,
                   constants: dict[str, Any]) -> str:
     """sha1 (16 hex digits) of what a search's trial values depend on: the objective's name, the space, the
-    metric and mode, and every constant (arrays by dtype, shape and bytes)."""
+    metric and mode, and every constant (arrays by dtype, shape and bytes; configs by `key_form`)."""
+    import dataclasses
     import hashlib
+
+    from raylib.config import key_form
 
     import numpy as np
 
     digest = hashlib.sha1()
 
     def feed(value: Any) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a config, as cache keys hold it
+            value = key_form(value)
         if hasattr(value, "detach"):  # a torch tensor
             value = value.detach().cpu().numpy()
         if isinstance(value, np.ndarray):

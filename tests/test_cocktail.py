@@ -144,7 +144,7 @@ def test_domains_split_and_cold_start_items_never_trained(tmp_path):
     assert all(target_text(r) not in seen for r in cold) and all(target_text(r) in seen for r in warm)
     (tmp_path / "empty.json").write_text("[]")
     with pytest.raises(RaylibError, match="holds no records|no record"):
-        load_domain(DomainConfig(name="book", source="file", file=str(tmp_path / "empty.json")), DataConfig())
+        load_domain(DomainConfig(name="book", source="files", file=str(tmp_path / "empty.json")), DataConfig())
 
 
 def test_no_unlabelled_prompts_left_is_one_line_before_any_training(tmp_path):
@@ -156,7 +156,7 @@ def test_no_unlabelled_prompts_left_is_one_line_before_any_training(tmp_path):
     # 6 records without users: 1 test, 1 valid, 4 training records, of which one third (1) is kept unlabelled
     write_records([TallrecRecord("i", f"record {k}", "Yes." if k % 2 else "No.") for k in range(6)],
                   tmp_path / "tiny.json")
-    job = from_dict(CocktailJobConfig, {"domains": [{"name": "tiny", "source": "file", "file": str(tmp_path / "tiny.json")}],
+    job = from_dict(CocktailJobConfig, {"domains": [{"name": "tiny", "source": "files", "file": str(tmp_path / "tiny.json")}],
                                         "target": "tiny", "output_dir": str(tmp_path / "run")})
     with pytest.raises(RaylibError, match="No unlabelled tiny prompts for the entropy merge"):
         run_cocktail(job)

@@ -95,3 +95,34 @@ def test_a_stage_job_takes_its_parents_fields_and_a_section_change_names_only_wh
         stage_job(TallrecJobConfig, job, "LoRA stage", base_adapter="b")
     with pytest.raises(RaylibError, match="train.epochs"):
         stage_job(MergeJob, job, "entropy merge", train={"epochs": 0})
+
+
+@pytest.mark.parametrize("method, overrides, message", [
+    # TALLRec's MovieLens records are split by user: a time split there would be ignored, so it is refused
+    ("tallrec", ["data.time_split=0.6,0.2,0.2"], "data.time_split cuts data.dataset only"),
+    ("cocktail", ["data.time_split=0.6,0.2,0.2"], "data.time_split cuts the domains with source=dataset"),
+    ("corella", ["data.source=files", "data.train_file=x.parquet", "data.valid_file=x.parquet",
+                 "data.test_file=x.parquet", "data.time_split=0.6,0.2,0.2"], "source=files is not split by time"),
+    ("cocktail", ["domains=[{name: book, source: file, file: b.json}]", "target=book"], "spell it `files`"),
+    ("corella", ["data.split_fractions=0.6,0.2,0.2"], "split_fractions is now time_split"),
+])
+def test_one_time_split_is_refused_where_it_would_be_ignored(tmp_path, method, overrides, message):
+    from raylib.methods import method as method_of
+
+    (tmp_path / "x.parquet").write_bytes(b"")
+    overrides = [o.replace("x.parquet", str(tmp_path / "x.parquet")) for o in overrides]
+    with pytest.raises(RaylibError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(method_of(method).config_class(), None, overrides)
+
+
+def test_every_method_reads_the_same_time_split():
+    from raylib.config import from_dict
+    from raylib.methods import method
+
+    one_dataset = {"data": {"dataset": "ml-100k", "time_split": "0.7,0.2,0.1"}}
+    # RecCocktail's domains name their datasets; its data section holds the split they share
+    cocktail = {"domains": [{"name": "movie", "source": "dataset", "dataset": "ml-100k"}], "target": "movie",
+                "data": {"time_split": "0.7,0.2,0.1"}}
+    for name in ("tallrec", "cocktail", "corella", "bigrec", "genrec"):
+        job = from_dict(method(name).config_class(), cocktail if name == "cocktail" else one_dataset)
+        assert job.data.time_split == [0.7, 0.2, 0.1], name

@@ -78,13 +78,20 @@ def test_every_method_cuts_time_at_the_same_points(embedded_and_csv):
     from raylib.methods.nextitem.config import SequenceDataConfig
     from raylib.methods.nextitem.pipeline import load_sequence_data
 
+    from raylib.methods.tallrec.config import DataConfig
+    from raylib.methods.tallrec.pipeline import dataset_records
+
     atomic, _ = embedded_and_csv
-    valid_at, test_at = time_cutoffs(atomic.interactions.column("timestamp").to_numpy())
-    windows = load_sequence_data(from_dict(SequenceDataConfig, {"dataset": atomic.source, "test_samples": 0}))
-    ctr = load_ctr_data(from_dict(CtrDataConfig, {"dataset": atomic.source}))
+    split = [0.7, 0.2, 0.1]  # not the default: every method must read the one `data.time_split`
+    valid_at, test_at = time_cutoffs(atomic.interactions.column("timestamp").to_numpy(), split)
+    data = {"dataset": atomic.source, "time_split": split}
+    windows = load_sequence_data(from_dict(SequenceDataConfig, {**data, "test_samples": 0}))
+    ctr = load_ctr_data(from_dict(CtrDataConfig, data))
+    records = dataset_records(from_dict(DataConfig, data))
     assert windows.cutoffs == (valid_at, test_at)
     assert windows.test.timestamps.min() == ctr.test.timestamps.min() >= test_at
     assert ctr.train.timestamps.max() < valid_at
+    assert records[0].timestamps.max() < valid_at <= records[1].timestamps.min() and records[2].timestamps.min() >= test_at
 
 
 def test_a_dataset_without_titles_names_the_column_and_still_gives_the_crm_its_samples(tmp_path):

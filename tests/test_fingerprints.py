@@ -40,3 +40,44 @@ def jobs():
 def test_each_recipes_run_fingerprint_is_the_one_its_earlier_runs_saved(name, task, job):
     fingerprint = run_fingerprint(task, job, "RECORDS")  # the data's digest, held fixed
     assert hashlib.sha1(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest() == BEFORE[name]
+
+
+# sha1 of each shipped recipe's cache keys at commit d30fc4c, before the three split fields became one
+# `data.time_split`: the whole job as the leaderboard and Tune key it (less `tracking`, which the environment
+# decides) and its data section as stage caches key it. A rename keeps them through `raylib.config.key_form`.
+KEYS_BEFORE = {
+    "tallrec_cpu": ("0499f907244f1b80aecdc1717a04c86dab0a98c6", "7d8e9023a2e5d098aa6a495e106a27deb518aaa2"),
+    "cocktail_cpu": ("45256f5b3348bfff0a83f2c6e79be6d5ff56208a", "1d5bfda1f94fec00b725a5d9a15e83e900a4b5f5"),
+    "corella_cpu": ("3d70995185ae48f9a1dc1a8f9d5be37de1ae038e", "8c71be884d99b8a679464b388e23dfc31de8b802"),
+    "bigrec_cpu": ("9c240183385647d5adb98f4bbeba1cf45edd890a", "e98c47285a95848a29dea2c07a1611872691f4d8"),
+    "genrec_cpu": ("1356b6e9ce90722c9e89ef3cf3eba31b087c5a29", "e98c47285a95848a29dea2c07a1611872691f4d8"),
+}
+
+
+def _sha1(value) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("recipe", sorted(KEYS_BEFORE))
+def test_each_recipes_cache_keys_are_the_ones_its_earlier_stages_saved(recipe):
+    from raylib.config import key_dict, key_form
+    from raylib.methods import method
+
+    job = load_config(method(recipe.removesuffix("_cpu")).config_class(),
+                      PROJECT_DIR / "jobs" / "configs" / f"{recipe}.yaml", [])
+    whole = {k: v for k, v in key_form(job).items() if k != "tracking"}
+    assert (_sha1(whole), _sha1(key_dict(job.data))) == KEYS_BEFORE[recipe]
+
+
+def test_renamed_fields_and_values_are_keyed_as_they_were_stored():
+    from raylib.config import key_form
+    from raylib.methods.cocktail.config import DomainConfig
+    from raylib.methods.corella.config import CtrDataConfig
+    from raylib.methods.nextitem.config import SequenceDataConfig
+    from raylib.methods.tallrec.config import DataConfig
+
+    assert key_form(CtrDataConfig())["split_fractions"] == [0.8, 0.1, 0.1]
+    assert key_form(SequenceDataConfig(time_split=[0.6, 0.2, 0.2]))["time_fractions"] == [0.6, 0.2, 0.2]
+    assert "time_split" not in key_form(DataConfig())  # TALLRec had no split field: its datasets were cut 8:1:1
+    assert key_form(DataConfig(dataset="ml-100k", time_split=[0.6, 0.2, 0.2]))["time_split"] == [0.6, 0.2, 0.2]
+    assert key_form(DomainConfig(name="book", source="files", file="b.json"))["source"] == "file"

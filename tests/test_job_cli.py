@@ -37,7 +37,7 @@ def test_bad_config_stops_within_seconds_with_one_line(tmp_path, overrides, mess
 
 
 @pytest.mark.parametrize("job, overrides, message", [
-    ("jobs.bigrec", ["data.time_fractions=0.5,0.5,0.5"], "data.time_fractions: [0.5, 0.5, 0.5] must be three"),
+    ("jobs.bigrec", ["data.time_split=0.5,0.5,0.5"], "data.time_split: [0.5, 0.5, 0.5] must be three"),
     ("jobs.genrec", ["generation.num_beams=0"], "generation.num_beams: Input should be greater than or equal to 1"),
     ("jobs.bigrec", ["sasrec.hidden_size=10", "sasrec.num_heads=3"], "hidden_size=10 must be a multiple of"),
     ("jobs.corella", ["routing.llm_budget=1.5"], "routing.llm_budget: Input should be less than or equal to 1"),

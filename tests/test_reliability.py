@@ -373,7 +373,7 @@ def test_raylib_serve_refuses_an_open_public_host_and_names_a_bad_option(tmp_pat
 
 
 @pytest.mark.parametrize("changes, said", [
-    ({"data": {"split_fractions": "nan,0.1,0.1"}}, "data.split_fractions: [nan, 0.1, 0.1] must be three positive"),
+    ({"data": {"time_split": "nan,0.1,0.1"}}, "data.time_split: [nan, 0.1, 0.1] must be three positive"),
     ({"data": {"seed": -1}}, "data.seed: Input should be greater than or equal to 0"),
     ({"train": {"seed": 2**40}}, "train.seed: Input should be less than 4294967296"),
 ])

@@ -102,7 +102,7 @@ def test_a_users_own_files_feed_the_same_pipeline(tmp_path):
     (tmp_path / "inter.csv").write_text("user_id,item_id,timestamp\n" + rows)
     pq.write_table(ITEMS, tmp_path / "items.parquet")
     config = SequenceDataConfig(source="files", interactions_file=str(tmp_path / "inter.csv"),
-                                items_file=str(tmp_path / "items.parquet"), time_fractions=[0.6, 0.2, 0.2])
+                                items_file=str(tmp_path / "items.parquet"), time_split=[0.6, 0.2, 0.2])
     data = load_sequence_data(config)
     assert len(data.catalogue) == 5 and data.train and data.valid and data.test
     (tmp_path / "bad.csv").write_text("user_id,item_id,timestamp\n1,a,1\n1,zz,2\n")

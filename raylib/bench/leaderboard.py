@@ -32,7 +32,7 @@ from raylib import RaylibError
 from raylib.assets import PROJECT_DIR
 from raylib.bench.leaderboard_report import (PREFERENCE_BASELINES, RANKING_BASELINES, save, slice_tables,
                                              summary, write_scores)
-from raylib.config import STRICT, DatasetSpec, Seed, TrackingSettings, from_dict, to_dict
+from raylib.config import STRICT, DatasetSpec, Seed, TrackingSettings, from_dict, key_form, to_dict
 from raylib.methods.corella.artifacts import STAGE_DIRS
 from raylib.stages import cached_stage
 
@@ -155,7 +155,7 @@ def jobs_of(config: BenchLeaderboardConfig) -> dict[str, Any]:
         domains = [{"name": "movie", "source": "dataset", "dataset": config.dataset}]
         second = Path(config.second_domain).expanduser() if config.second_domain else None
         if second is not None and second.is_file():
-            domains.append({"name": "book", "source": "file", "file": str(second)})
+            domains.append({"name": "book", "source": "files", "file": str(second)})
         else:
             print(f"[leaderboard] RecCocktail: no second domain ({config.second_domain or 'none given'}): the base "
                   "spirit learns the target dataset alone", flush=True)
@@ -219,7 +219,7 @@ def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[An
 
     from raylib.data.dataset import dataset_fingerprint
 
-    key = {"job": to_dict(job), "dataset": dataset_fingerprint(config.dataset), **(inputs or {})}
+    key = {"job": key_form(job), "dataset": dataset_fingerprint(config.dataset), **(inputs or {})}
     return cached_stage(_out(config) / "stages" / f"{name}.json", key, compute)
 
 

@@ -352,7 +352,7 @@ def process_faults(work: Path) -> dict[str, dict[str, Any]]:
 
 BAD_INPUTS = {
     "negative_seed": ["train", "corella", "data.seed=-1"],
-    "nan_split": ["train", "corella", "data.split_fractions=nan,0.1,0.1"],
+    "nan_split": ["train", "corella", "data.time_split=nan,0.1,0.1"],
     "unknown_field": ["train", "tallrec", "train.epochz=1"],
     "missing_dataset": ["train", "bigrec", "data.dataset=/no/such/folder"],
     "serve_open_public_host": ["serve", "--host", "0.0.0.0"],

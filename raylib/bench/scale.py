@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, to_dict, key_dict
+from raylib.config import STRICT, LoraSettings, ModelConfig, TrainConfig, key_form, to_dict
 from raylib.methods.tallrec.config import DataConfig, EvalConfig
 from raylib.assets import PROJECT_DIR
 from raylib.bench.common import read_report, report_path, write_report
@@ -72,7 +72,8 @@ def _load(config: BenchScaleConfig) -> dict[str, Any]:
 
 
 def _shown(config: BenchScaleConfig) -> dict[str, Any]:
-    return {k: v for k, v in to_dict(config).items() if k not in ("report", "work_dir")}
+    """The settings a report saves and a resumed run compares (as cache keys hold them: `key_form`)."""
+    return {k: v for k, v in key_form(config).items() if k not in ("report", "work_dir")}
 
 
 def _save(config: BenchScaleConfig, report: dict[str, Any]) -> None:
@@ -106,7 +107,7 @@ def _job(config: BenchScaleConfig, name: str, **train: Any):
     from raylib.methods.tallrec.config import TallrecJobConfig
 
     return from_dict(TallrecJobConfig, {
-        "model": to_dict(config.model), "lora": to_dict(config.lora), "data": key_dict(config.data),
+        "model": to_dict(config.model), "lora": to_dict(config.lora), "data": to_dict(config.data),
         "eval": to_dict(config.eval), "train": {**to_dict(config.train), **train},
         "output_dir": str(Path(config.work_dir).resolve() / name), "skip_zero_shot": True})
 

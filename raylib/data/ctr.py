@@ -544,14 +544,14 @@ def load_ctr_data(cfg) -> CtrData:
             dataset.require("interactions", ("label",), "CoReLLa (a like label, or a rating to threshold)")
         samples = ctr_samples_of(dataset, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
         train, valid, test = split_at(samples, time_cutoffs(dataset.interactions.column("timestamp").to_numpy(),
-                                                          tuple(cfg.split_fractions)))
+                                                          tuple(cfg.time_split)))
         source = dataset.source
     elif cfg.source == "movielens":
         from raylib.data.movielens import load_movielens
 
         ml = load_movielens(cfg.movielens_dir)
         samples = ctr_samples_of(ml, cfg.like_threshold, cfg.history_len, cfg.zip_prefix)
-        train, valid, test = split_by_time(samples, tuple(cfg.split_fractions))
+        train, valid, test = split_by_time(samples, tuple(cfg.time_split))
         source = ml.source
     else:
         train, valid, test = (CtrTable(read_ctr_table(p)) for p in (cfg.train_file, cfg.valid_file, cfg.test_file))

@@ -31,8 +31,6 @@ EMBEDDED = {"ml-100k": "the recbole wheel's MovieLens-100K"}
 TITLE_FIELDS = ("title", "movie_title", "item_name", "name", "book_title")
 GENRE_FIELDS = ("genres", "class", "categories", "genre")
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
-# The shares of all interactions, in time, that fall in the training, validation and test periods.
-TIME_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 @dataclasses.dataclass
@@ -275,9 +273,10 @@ def _split_genres(items: pa.Table) -> pa.Table:
     return items.set_column(items.column_names.index("genres"), "genres", pa.array(lists, pa.list_(pa.string())))
 
 
-def time_cutoffs(timestamps, fractions=TIME_FRACTIONS) -> tuple[int, int]:
+def time_cutoffs(timestamps, fractions) -> tuple[int, int]:
     """THE time split: the timestamps at which the validation and the test periods start, the quantiles of all
-    interaction times at `fractions` (an interaction at or after a cutoff belongs to the later period)."""
+    interaction times at `fractions` (a data section's `time_split`; an interaction at or after a cutoff belongs
+    to the later period)."""
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise RaylibError(f"time fractions {fractions} must be non-negative and sum to 1.")
     stamps = np.sort(np.asarray(timestamps))

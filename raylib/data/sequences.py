@@ -2,7 +2,7 @@
 `history_len` items -> the next item, split by global time, plus the catalogue every item is ranked in.
 
 Any rating is an interaction. A window belongs to the split of its TARGET's timestamp: the cut points are the
-80% and 90% quantiles of all interaction times (`time_fractions`), so nothing from the validation or test period
+80% and 90% quantiles of all interaction times (the data section's `time_split`), so nothing from the validation or test period
 is ever a training target. Popularity (the BIGRec re-weighting signal and the popularity baseline) counts the
 training period's interactions only.
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, DatasetSpec, TuneSettings
+from raylib.config import STRICT, TIME_SPLIT, DatasetSpec, TuneSettings
 from raylib.methods.tallrec.config import TallrecJobConfig
 
 
@@ -17,24 +17,33 @@ class DomainConfig:
     """One recommendation domain (`raylib.methods.cocktail.domains`): `name` is how prompts call its items."""
     name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
     # "movielens": TALLRec records built from `data` (the embedded ML-100K unless data.movielens_dir);
-    # "file": a TALLRec-format .json / .jsonl / .parquet a user brings.
+    # "files": the user's records, `file` (a TALLRec-format .json / .jsonl / .parquet).
     # "dataset": records of `dataset` (`raylib.data.dataset`: RecBole atomic files or CSV/Parquet tables, or
     # "ml-100k"), split at the shared time split; a domain is a dataset.
-    source: Literal["movielens", "file", "dataset"] = "movielens"
+    source: Literal["movielens", "files", "dataset"] = "movielens"
     file: str | None = None
     dataset: DatasetSpec | None = None
     # MovieLens only: the records whose target movie has one of these genres (none: every record). With several
     # MovieLens domains, a record belongs to the first domain listed whose genres it has: the domains are
     # disjoint, like the categories of RecCocktail's multi-domain setting.
     genres: list[str] = dataclasses.field(default_factory=list)
+    # Cache keys written when `files` was spelled "file" (`raylib.config.key_form`).
+    KEY_VALUES: ClassVar[dict[str, dict]] = {"source": {"files": "file"}}
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _spelled_as_data_sections(cls, value):
+        if value == "file":
+            raise ValueError("spell it `files`, as data sections do (the records file stays `file`)")
+        return value
 
     @model_validator(mode="after")
     def _needs_file(self) -> "DomainConfig":
         if (self.source == "dataset") != bool(self.dataset):
             raise ValueError(f"domain {self.name!r}: `dataset` goes with source=dataset, and source=dataset needs it")
-        if self.source == "file" and not self.file:
-            raise ValueError(f"domain {self.name!r}: source=file needs `file` (a TALLRec-format records file)")
-        if self.source == "file" and self.genres:
+        if self.source == "files" and not self.file:
+            raise ValueError(f"domain {self.name!r}: source=files needs `file` (a TALLRec-format records file)")
+        if self.source == "files" and self.genres:
             raise ValueError(f"domain {self.name!r}: `genres` picks MovieLens records; a file's records are its own")
         return self
 
@@ -96,6 +105,13 @@ class CocktailJobConfig(TallrecJobConfig):
             raise ValueError(f"RecCocktail does not read {', '.join(named)}: each domain names its records "
                              "(`domains`), and its test sets are the target's warm / cold-start records")
         return values
+
+    @model_validator(mode="after")
+    def _time_split_read(self) -> "CocktailJobConfig":
+        """The time split cuts the domains that are datasets (MovieLens domains are split by user)."""
+        if list(self.data.time_split) != list(TIME_SPLIT) and not any(d.source == "dataset" for d in self.domains):
+            raise ValueError("data.time_split cuts the domains with source=dataset, and no domain has it: remove it")
+        return self
 
     @model_validator(mode="after")
     def _target_is_a_domain(self) -> "CocktailJobConfig":

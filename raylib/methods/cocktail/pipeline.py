@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import from_dict, stage_job, to_dict
+from raylib.config import stage_job, to_dict
 from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
 from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, three_pools, warm_cold
@@ -140,17 +140,16 @@ def searched_weights(names: list[str], params: dict[str, float], groups: int, la
     return layer_weights(names, params["global"], per_layer)
 
 
-def valid_auc_of_mix(params: dict[str, float], job: dict | None = None, base_dir: str = "", ingredient_dir: str = "",
-                     names: list | None = None, groups: int = 0, layers: int = 0,
+def valid_auc_of_mix(params: dict[str, float], job: CocktailJobConfig | None = None, base_dir: str = "",
+                     ingredient_dir: str = "", names: list | None = None, groups: int = 0, layers: int = 0,
                      valid: list | None = None, threads: int = 0) -> dict[str, float]:
     """One Tune trial: the mix's AUC on the LABELLED VALIDATION records (the only labels the search sees). It
     asks for the job's placement (`raylib.placement`): a GPU when the job uses GPUs."""
     if threads:
         torch.set_num_threads(threads)
-    config = from_dict(CocktailJobConfig, job)
     records = [TallrecRecord(**r) for r in valid]
-    model, _ = mixed_model(config, base_dir, ingredient_dir, searched_weights(names, params, groups, layers))
-    return {"auc": auc(records, score(config, model, records))}
+    model, _ = mixed_model(job, base_dir, ingredient_dir, searched_weights(names, params, groups, layers))
+    return {"auc": auc(records, score(job, model, records))}
 
 
 def tune_mix(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, valid: list[TallrecRecord],
@@ -173,7 +172,7 @@ def tune_mix(job: CocktailJobConfig, base_dir: Path, ingredient_dir: Path, valid
     key = "-".join([adapter_sha1(base_dir)[:6], adapter_sha1(ingredient_dir)[:6], records_key(valid)[:6]])
     found = search(valid_auc_of_mix, space, metric="auc", mode="max", settings=job.tune, output_dir=folder,
                    study_name=f"mix-{key}", resources=where.tune_resources(),
-                   constants={"job": to_dict(job), "base_dir": str(base_dir), "ingredient_dir": str(ingredient_dir),
+                   constants={"job": job, "base_dir": str(base_dir), "ingredient_dir": str(ingredient_dir),
                               "names": names, "groups": max(groups, 1), "layers": layers,
                               "valid": [r.__dict__ for r in valid], "threads": threads})
     found["weights"] = searched_weights(names, found["best_params"], max(groups, 1), layers).tolist()

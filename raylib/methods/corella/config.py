@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field
 from pydantic.dataclasses import dataclass
 
-from raylib.config import (STRICT, DataSource, ExistingFile, Seed, SplitShares, TrainJob, TuneSettings,
+from raylib.config import (STRICT, DataSource, ExistingFile, Seed, TrainJob, TuneSettings,
                            comma_list)
 
 
@@ -22,9 +22,11 @@ class CtrDataConfig(DataSource):
     test_file: ExistingFile | None = None
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ("train_file", "valid_file", "test_file")
     FILES_ARE: ClassVar[str] = "CTR tables"
-    # CoReLLa Sec. 4.1 (MovieLens): ratings >= 4 are positive; samples split 8:1:1 by global timestamp.
+    SPLIT_BY_TIME: ClassVar[tuple[str, ...]] = ("movielens", "dataset")
+    KEY_RENAMED: ClassVar[dict[str, str]] = {"time_split": "split_fractions"}
+    # CoReLLa Sec. 4.1 (MovieLens): ratings >= 4 are positive; samples split 8:1:1 by global timestamp
+    # (`time_split`).
     like_threshold: float = 4.0
-    split_fractions: SplitShares = dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
     # The user's most recent rated items before the sample (pooled ids for the CRM, titles + ratings for the LLM).
     history_len: int = Field(10, ge=0)
     # Characters of the zip code kept as a feature (its region).

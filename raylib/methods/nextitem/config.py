@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import (STRICT, DataSource, Dtype, ExistingFile, Seed, SplitShares, TrainJob,
+from raylib.config import (STRICT, DataSource, Dtype, ExistingFile, Seed, TrainJob,
                            TuneSettings)
 from raylib.prompts import GENREC_INSTRUCTIONS
 
@@ -22,10 +22,9 @@ class SequenceDataConfig(DataSource):
     items_file: ExistingFile | None = None
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ("interactions_file", "items_file")
     FILES_ARE: ClassVar[str] = "CSV or Parquet"
+    KEY_RENAMED: ClassVar[dict[str, str]] = {"time_split": "time_fractions"}
     # BIGRec Sec. 4.1: the 10 most recent items form the history.
     history_len: int = Field(10, ge=1)
-    # Global time split of all interactions (train / valid / test periods), by the target's timestamp.
-    time_fractions: SplitShares = dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
     # BIGRec's few-sample setting trains on 1024 windows; 0 = all training windows.
     train_samples: int = Field(1024, ge=0)
     # Fixed-size seeded samples for the expensive LLM evaluation (0 = all).

@@ -50,10 +50,10 @@ def load_sequence_data(cfg: SequenceDataConfig) -> SequenceData:
         interactions = read_table(cfg.interactions_file, ("user_id", "item_id", "timestamp"))
         items = read_table(cfg.items_file, ("item_id", "title"))
         source = str(cfg.interactions_file)
-    data = build_sequence_data(interactions, items, cfg.history_len, tuple(cfg.time_fractions), source,
+    data = build_sequence_data(interactions, items, cfg.history_len, tuple(cfg.time_split), source,
                                cfg.readable_titles)
     if not len(data.valid) or not len(data.test):
-        raise RaylibError(f"The time split {cfg.time_fractions} leaves no validation or no test windows.")
+        raise RaylibError(f"The time split {cfg.time_split} leaves no validation or no test windows.")
     data.valid, data.valid_held = held_out_validation(data.valid, cfg.valid_samples, cfg.seed)
     data.test = sample_windows(data.test, cfg.test_samples, cfg.seed + 1)
     return data

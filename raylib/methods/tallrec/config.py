@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, DataSource, Dtype, ExistingFile, Seed, TrainJob
+from raylib.config import STRICT, TIME_SPLIT, DataSource, Dtype, ExistingFile, Seed, TrainJob
 
 
 @dataclass(config=STRICT)
@@ -21,6 +21,9 @@ class DataConfig(DataSource):
     test_file: ExistingFile | None = None
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ("train_file",)
     FILES_ARE: ClassVar[str] = "TALLRec-format .json/.jsonl/.parquet"
+    # `time_split` cuts `dataset` only (MovieLens records are split by user, below; the job refuses it
+    # elsewhere); keys made before the field existed held the split every dataset was cut at then.
+    KEY_ADDED: ClassVar[dict[str, tuple]] = {"time_split": ([0.8, 0.1, 0.1],)}
     # TALLRec Sec. 4.1: ratings > 3 are "like"; 10 most recent rated items form the history.
     like_threshold: float = 3.0
     history_len: int = Field(10, ge=1)
@@ -75,3 +78,11 @@ class TallrecJobConfig(TrainJob):
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     output_dir: str = Field("runs/tallrec", min_length=1)
     skip_zero_shot: bool = False
+
+    @model_validator(mode="after")
+    def _time_split_read(self) -> "TallrecJobConfig":
+        """TALLRec cuts only a `dataset` at the time split; MovieLens records are split by user, files are split."""
+        if list(self.data.time_split) != list(TIME_SPLIT) and not self.data.dataset:
+            raise ValueError("data.time_split cuts data.dataset only (MovieLens records are split by user: "
+                             "valid_fraction / test_fraction; files name their own splits): remove it")
+        return self

@@ -55,7 +55,7 @@ def dataset_records(data: DataConfig, domain: str = "movie") -> tuple[RecordRows
     if "rating" not in inter.column_names:
         dataset.require("interactions", ("label",), "TALLRec (a like label, or a rating to threshold)")
         inter, threshold = inter.append_column("rating", inter.column("label").cast("float64")), 0.5
-    valid_at, test_at = time_cutoffs(inter.column("timestamp").to_numpy())
+    valid_at, test_at = time_cutoffs(inter.column("timestamp").to_numpy(), data.time_split)
     records = build_tallrec_records(inter, dataset.items, data.history_len, threshold, domain)
     stamps = records.timestamps  # each period's records: targets rated then, histories reaching back across it
     periods = records[stamps < valid_at], records[(stamps >= valid_at) & (stamps < test_at)], records[stamps >= test_at]
