@@ -63,6 +63,30 @@ def test_the_pareto_front_keeps_the_rows_no_other_beats_on_both_cost_and_quality
     assert pareto_front(points) == ["crm", "big"]
 
 
+def test_the_report_opens_with_each_llm_rows_claims_and_their_intervals():
+    from raylib.bench.leaderboard_report import conclusions
+
+    report = {
+        "preference": {
+            "dcnv2": {"train_records": 80000, "infer_s_per_1000": 0.5},
+            "tallrec": {"train_records": 64, "infer_s_per_1000": 50.0,
+                        "vs_best_baseline": {"baseline": "dcnv2", "auc_diff": -0.1, "ci": [-0.15, -0.05]}}},
+        "wins": {"tallrec": 16},
+        "budget_comparisons": {"tallrec": {"vs": "dcnv2", "paired": {"16": {"diff": 0.08, "ci": [0.02, 0.14]},
+                                                                     "64": {"diff": 0.01, "ci": [-0.04, 0.06]}}}},
+        "slices": {"cold_items": {"tallrec": {"vs_best": {"baseline": "dcnv2", "diff": 0.05, "ci": [0.01, 0.09]}}},
+                   "cold_users": {"tallrec": {"vs_best": {"baseline": "dcnv2", "diff": 0.02, "ci": [-0.03, 0.07]}}}},
+    }
+    assert conclusions(report) == [
+        "- **tallrec** (64 training records)",
+        "  - vs dcnv2 (80000 training records): auc -0.1000 [-0.1500, -0.0500], below 0",
+        "  - vs dcnv2 on the same records: wins up to N = 16 (N = 16: +0.0800 [+0.0200, +0.1400], above 0; "
+        "N = 64: +0.0100 [-0.0400, +0.0600], reaches 0: no difference shown)",
+        "  - slices whose interval clears 0: cold_items +0.0500 [+0.0100, +0.0900], above 0 vs dcnv2",
+        "  - inference 50 s per 1,000 records, 100x dcnv2's",
+    ]
+
+
 def test_a_registered_method_that_scores_the_sample_is_a_leaderboard_row(board):
     """The sixth method named in `recipes` runs from its recipe and its Method's `leaderboard_scores`: a row
     with its interval, its per-record scores and its MLflow child run, like the shipped methods'."""

@@ -186,6 +186,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Leaderboard: {report['dataset']} ({report['model']})", "",
              f"One time split: validation from {split['valid_from']}, test from {split['test_from']} (unix seconds). "
              f"Command: `{report['command']}`.", ""]
+    found = conclusions(report)
+    if found:
+        lines += ["## What to conclude (paired 95% bootstrap intervals; generated from the figures below)", "",
+                  *found, ""]
     if "preference" in report:
         lines += [f"## Preference prediction ({split['preference_test_records']} test records)", "",
                   *_table(report["preference"], ("auc", "AUC"), ("logloss", "LogLoss")), ""]
@@ -210,6 +214,49 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["## Selection rules (fixed in the config before any test figure)", "",
                   *[f"- {m}: {rule['rule']}" for m, rule in report["selection"].items()], ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ what a reader should conclude
+def _interval(diff: float, ci: list[float]) -> str:
+    """A paired difference, its interval and what the interval says."""
+    verdict = "above 0" if ci[0] > 0 else "below 0" if ci[1] < 0 else "reaches 0: no difference shown"
+    return f"{diff:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}], {verdict}"
+
+
+def conclusions(report: dict[str, Any]) -> list[str]:
+    """One line per LLM row, each claim with its paired interval: against the best baseline as the table trains
+    them, on the data-budget axis (its counterpart on the same records), on the slices where its interval clears
+    0, and its inference cost next to the best baseline's."""
+    lines = []
+    for part, baselines in (("preference", PREFERENCE_BASELINES), ("ranking", RANKING_BASELINES)):
+        metric = METRIC[part]
+        for name, row in report.get(part, {}).items():
+            versus = row.get("vs_best_baseline")
+            if name in baselines or not versus:
+                continue
+            best = report[part].get(versus["baseline"], {})
+            claims = [f"vs {versus['baseline']} ({best.get('train_records', 'n/a')} training records): "
+                      f"{metric} {_interval(versus[f'{metric}_diff'], versus['ci'])}"]
+            budget = report.get("budget_comparisons", {}).get(name)
+            if budget:
+                won = report.get("wins", {}).get(name)
+                paired = "; ".join(f"N = {n}: {_interval(d['diff'], d['ci'])}" for n, d in budget["paired"].items())
+                claims.append(f"vs {budget['vs']} on the same records: "
+                              f"{'wins up to N = ' + str(won) if won is not None else 'wins at no budget'} ({paired})")
+            cleared = [f"{slice_name} {_interval(found['vs_best']['diff'], found['vs_best']['ci'])} vs "
+                       f"{found['vs_best']['baseline']}"
+                       for slice_name, rows in report.get("slices", {}).items()
+                       for found in [rows.get(name) or {}] if found.get("vs_best")
+                       and (found["vs_best"]["ci"][0] > 0 or found["vs_best"]["ci"][1] < 0)]
+            claims.append("slices whose interval clears 0: " + ("; ".join(cleared) if cleared else "none"))
+            cost, best_cost = row.get("infer_s_per_1000"), best.get("infer_s_per_1000")
+            if cost and best_cost:
+                ratio = cost / best_cost
+                claims.append(f"inference {cost:.3g} s per 1,000 records, "
+                              f"{f'{ratio:,.0f}' if ratio >= 10 else f'{ratio:.2g}'}x {versus['baseline']}'s")
+            lines += [f"- **{name}** ({row.get('train_records', 'n/a')} training records)",
+                      *[f"  - {claim}" for claim in claims]]
+    return lines
 
 
 def _table(rows: dict[str, dict[str, Any]], metric: tuple[str, str], other: tuple[str, str]) -> list[str]:
