@@ -108,9 +108,9 @@ class DataSource:
     time_split: SplitShares = dataclasses.field(default_factory=lambda: list(TIME_SPLIT))
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ()  # the fields `source: files` needs
     FILES_ARE: ClassVar[str] = ""  # what those files hold, for the error
+    SPLIT_BY_TIME: ClassVar[tuple[str, ...]] = ("movielens", "files", "dataset")  # the sources `time_split` cuts
     # How cache keys written before `time_split` existed spell it (`key_form`): a section that had its own split
     # field names it; one that had none leaves the field out at the split it always used.
-    SPLIT_BY_TIME: ClassVar[tuple[str, ...]] = ("movielens", "files", "dataset")  # the sources `time_split` cuts
     KEY_RENAMED: ClassVar[dict[str, str]] = {}
     KEY_ADDED: ClassVar[dict[str, tuple]] = {}
 
