@@ -32,7 +32,8 @@ from raylib import RaylibError
 from raylib.assets import PROJECT_DIR
 from raylib.bench.leaderboard_report import (PREFERENCE_BASELINES, RANKING_BASELINES, save, slice_tables,
                                              summary, write_scores)
-from raylib.config import STRICT, DatasetSpec, Seed, TrackingSettings, from_dict, key_form, to_dict
+from raylib.config import (STRICT, TIME_SPLIT, DataSource, DatasetSpec, Seed, SplitShares, TrackingSettings,
+                           from_dict, key_form, to_dict)
 from raylib.methods.corella.artifacts import STAGE_DIRS
 from raylib.stages import cached_stage
 
@@ -55,6 +56,8 @@ SHARED_BOOKS = PROJECT_DIR.parent / "shared" / "data" / "tallrec" / "book" / "va
 @dataclass(config=STRICT)
 class BenchLeaderboardConfig:
     dataset: DatasetSpec = "ml-100k"
+    # The one time split, given to every job's data section (`raylib.config.DataSource.time_split`).
+    time_split: SplitShares = dataclasses.field(default_factory=lambda: list(TIME_SPLIT))
     model_name: str = Field("smollm2-135m", min_length=1)  # every method's model.name (a name or a folder)
     # The preference test sample: TALLRec's view of the test period, seeded (0 = every record).
     test_samples: int = Field(500, ge=0)
@@ -150,7 +153,8 @@ def jobs_of(config: BenchLeaderboardConfig) -> dict[str, Any]:
 
     jobs: dict[str, Any] = {}
     if "preference" in config.parts:
-        data = {"dataset": config.dataset, "test_samples": config.test_samples, "seed": config.seed}
+        split = {"dataset": config.dataset, "time_split": config.time_split}
+        data = {**split, "test_samples": config.test_samples, "seed": config.seed}
         jobs["tallrec"] = method_job(config, "tallrec", TallrecJobConfig, {"data": data})
         domains = [{"name": "movie", "source": "dataset", "dataset": config.dataset}]
         second = Path(config.second_domain).expanduser() if config.second_domain else None
@@ -159,15 +163,16 @@ def jobs_of(config: BenchLeaderboardConfig) -> dict[str, Any]:
         else:
             print(f"[leaderboard] RecCocktail: no second domain ({config.second_domain or 'none given'}): the base "
                   "spirit learns the target dataset alone", flush=True)
-        jobs["cocktail"] = method_job(config, "cocktail", CocktailJobConfig, {"domains": domains, "target": "movie"})
-        jobs["corella"] = method_job(config, "corella", CorellaJobConfig, {"data": {"dataset": config.dataset}})
+        jobs["cocktail"] = method_job(config, "cocktail", CocktailJobConfig, {
+            "domains": domains, "target": "movie", "data": {"time_split": config.time_split}})
+        jobs["corella"] = method_job(config, "corella", CorellaJobConfig, {"data": split})
         if "cocktail" in config.budget_rows:
             same_adapter_shape(jobs["cocktail"], jobs["tallrec"])
         jobs.update(registered_jobs(config))
     # the ranking rows' jobs; the preference part's LLM-feature row reads BIGRec's catalogue embeddings too
     folder = Path(config.ranking_dir).expanduser().resolve() if config.ranking_dir else _out(config) / "nextitem"
-    bench = method_job(config, "nextitem", BenchNextItemConfig, {"data": {"dataset": config.dataset},
-                                                                 "output_dir": str(folder)})
+    bench = method_job(config, "nextitem", BenchNextItemConfig, {
+        "data": {"dataset": config.dataset, "time_split": config.time_split}, "output_dir": str(folder)})
     if config.bigrec_run not in bench.bigrec_runs or config.genrec_run not in bench.genrec_runs:
         raise RaylibError(f"leaderboard: bigrec_run {config.bigrec_run!r} / genrec_run {config.genrec_run!r} "
                           f"must be runs of the BIGRec benchmark ({sorted(bench.bigrec_runs)} / "
@@ -280,7 +285,8 @@ def registered_rows(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample
     rows = {}
     for name in sorted(set(jobs) - set(BUILT_IN)):
         scores = load(method(name).leaderboard_scores)
-        found = run_method(config, name, jobs[name], lambda job: scores(job, config.dataset, sample),
+        data = DataSource(dataset=config.dataset, time_split=config.time_split)
+        found = run_method(config, name, jobs[name], lambda job: scores(job, data, sample),
                            inputs={"sample": sample})["report"]
         if len(found["probabilities"]) != len(sample["label"]):
             raise RaylibError(f"leaderboard: {name}'s leaderboard_scores gave {len(found['probabilities'])} "
@@ -560,12 +566,12 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
     check_model_available(ModelConfig(name=config.model_name))
     jobs = jobs_of(config)
     dataset = load_dataset(config.dataset)
-    cutoffs = time_cutoffs(dataset.interactions.column("timestamp").to_numpy())
+    cutoffs = time_cutoffs(dataset.interactions.column("timestamp").to_numpy(), config.time_split)
     counts = training_counts(dataset, int(cutoffs[0]))
     report: dict[str, Any] = {
         "dataset": config.dataset, "source": shown_source(dataset.source), "model": config.model_name,
         "command": "raylib bench leaderboard",
-        "split": {"kind": "time", "fractions": [0.8, 0.1, 0.1], "valid_from": int(cutoffs[0]),
+        "split": {"kind": "time", "fractions": list(config.time_split), "valid_from": int(cutoffs[0]),
                   "test_from": int(cutoffs[1]), "interactions": dataset.interactions.num_rows},
         "recipes": dict(config.recipes), "cold_max_interactions": config.cold_max_interactions,
         # fixed before any test figure: the report is saved with them before the first method runs

@@ -29,10 +29,11 @@ class Method:
     show: str     # "module:function(report) -> str": the finished run's table
     # The leaderboard rows this method's MLflow run shows (its main row first); none: not on the leaderboard.
     leaderboard_rows: tuple[str, ...] = ()
-    # "module:function(job, dataset, sample) -> row": how a method the leaderboard has no code of its own for
-    # scores its preference sample (lists user_id, item_id, label of `dataset`'s test period), given its job
-    # (its recipe under the leaderboard's `recipes`). The row: probabilities (one per sample record),
-    # train_records, features, and optionally seconds (inference), train_s, epochs.
+    # "module:function(job, data, sample) -> row": how a method the leaderboard has no code of its own for
+    # scores its preference sample (lists user_id, item_id, label of the test period), given its job (its recipe
+    # under the leaderboard's `recipes`) and `data`, the leaderboard's `raylib.config.DataSource` (its `dataset`
+    # and `time_split`, the periods every row learns and is tested in). The row: probabilities (one per sample
+    # record), train_records, features, and optionally seconds (inference), train_s, epochs.
     leaderboard_scores: str = ""
 
     def config_class(self) -> type:

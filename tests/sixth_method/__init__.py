@@ -8,7 +8,7 @@ import time
 import pyarrow.compute as pc
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, TrainJob
+from raylib.config import STRICT, DataSource, TrainJob
 from raylib.methods.base import Method, write_run_report
 
 
@@ -27,13 +27,13 @@ def summary_table(report: dict) -> str:
     return f"echo: {report['words']} at rank {report['rank']}"
 
 
-def item_popularity(job: EchoJobConfig, dataset: str, sample: dict) -> dict:
+def item_popularity(job: EchoJobConfig, data: DataSource, sample: dict) -> dict:
     """P(like) = the item's training-period interactions over the most popular item's (the time split's)."""
     from raylib.data.dataset import load_dataset, time_cutoffs
 
     start = time.time()
-    interactions = load_dataset(dataset).interactions
-    valid_from, _ = time_cutoffs(interactions.column("timestamp").to_numpy())
+    interactions = load_dataset(data.dataset).interactions
+    valid_from, _ = time_cutoffs(interactions.column("timestamp").to_numpy(), data.time_split)
     train = interactions.filter(pc.less(interactions.column("timestamp"), valid_from))
     counts = train.group_by("item_id").aggregate([("item_id", "count")])
     count_of = dict(zip(map(str, counts.column("item_id").to_pylist()), counts.column("item_id_count").to_pylist()))
