@@ -112,7 +112,7 @@ class DataSource:
     # How cache keys written before `time_split` existed spell it (`key_form`): a section that had its own split
     # field names it; one that had none leaves the field out at the split it always used.
     KEY_RENAMED: ClassVar[dict[str, str]] = {}
-    KEY_ADDED: ClassVar[dict[str, tuple]] = {}
+    KEY_ADDED: ClassVar[dict[str, tuple]] = {"time_split": ([*TIME_SPLIT],)}
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSource":

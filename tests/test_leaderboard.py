@@ -63,7 +63,7 @@ def test_the_pareto_front_keeps_the_rows_no_other_beats_on_both_cost_and_quality
     assert pareto_front(points) == ["crm", "big"]
 
 
-def test_the_report_opens_with_each_llm_rows_claims_and_their_intervals():
+def test_the_report_opens_with_each_rows_claims_and_their_intervals():
     from raylib.bench.leaderboard_report import conclusions
 
     report = {
@@ -80,7 +80,8 @@ def test_the_report_opens_with_each_llm_rows_claims_and_their_intervals():
     assert conclusions(report) == [
         "- **tallrec** (64 training records)",
         "  - vs dcnv2 (80000 training records): auc -0.1000 [-0.1500, -0.0500], below 0",
-        "  - vs dcnv2 on the same records: wins up to N = 16 (N = 16: +0.0800 [+0.0200, +0.1400], above 0; "
+        "  - vs dcnv2 on the same records: largest budget with its interval above 0: N = 16 (N = 16: +0.0800 "
+        "[+0.0200, +0.1400], above 0; "
         "N = 64: +0.0100 [-0.0400, +0.0600], reaches 0: no difference shown)",
         "  - slices whose interval clears 0: cold_items +0.0500 [+0.0100, +0.0900], above 0 vs dcnv2",
         "  - inference 50 s per 1,000 records, 100x dcnv2's",
@@ -116,6 +117,17 @@ def test_recCocktail_budget_points_need_the_tallrec_recipes_model_and_lora_shape
     same_adapter_shape(from_dict(CocktailJobConfig, {}), tallrec)
     with pytest.raises(RaylibError, match="same lora section"):
         same_adapter_shape(from_dict(CocktailJobConfig, {"lora": {"r": 4}}), tallrec)
+
+
+def test_every_job_gets_the_leaderboards_dataset_and_split_and_a_change_cannot_move_them(tmp_path):
+    from raylib.bench.leaderboard import BenchLeaderboardConfig, jobs_of
+
+    values = {"output_dir": str(tmp_path), "ranking_dir": None, "second_domain": None, "time_split": "0.7,0.2,0.1"}
+    jobs = jobs_of(from_dict(BenchLeaderboardConfig, values))
+    assert {name: job.data.time_split for name, job in jobs.items()} == dict.fromkeys(jobs, [0.7, 0.2, 0.1])
+    with pytest.raises(RaylibError, match="changes.corella.data sets time_split, which the leaderboard gives"):
+        moved = {"corella": {"data": {"time_split": "0.6,0.2,0.2"}}}
+        jobs_of(from_dict(BenchLeaderboardConfig, {**values, "changes": moved}))
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,8 @@ SHARED_BOOKS = PROJECT_DIR.parent / "shared" / "data" / "tallrec" / "book" / "va
 @dataclass(config=STRICT)
 class BenchLeaderboardConfig:
     dataset: DatasetSpec = "ml-100k"
-    # The one time split, given to every job's data section (`raylib.config.DataSource.time_split`).
+    # The one time split: every job's data section gets it (`raylib.config.DataSource.time_split`), and a
+    # registered method's `leaderboard_scores` reads it from the `DataSource` it is given.
     time_split: SplitShares = dataclasses.field(default_factory=lambda: list(TIME_SPLIT))
     model_name: str = Field("smollm2-135m", min_length=1)  # every method's model.name (a name or a folder)
     # The preference test sample: TALLRec's view of the test period, seeded (0 = every record).
@@ -131,12 +132,17 @@ def method_job(config: BenchLeaderboardConfig, method: str, cls: type, imposed: 
     path = recipe if recipe.is_file() else PROJECT_DIR / "jobs" / "configs" / recipe
     if not path.is_file():
         raise RaylibError(f"leaderboard: recipes.{method}: no file {recipe} (nor jobs/configs/{recipe}).")
+    changes = config.changes.get(method, {})
+    fixed = sorted(set(changes.get("data") or {}) & {"dataset", "time_split"})
+    if fixed:
+        raise RaylibError(f"leaderboard: changes.{method}.data sets {', '.join(fixed)}, which the leaderboard gives "
+                          "every job (its own `dataset` and `time_split`): change those instead.")
     values = yaml.safe_load(path.read_text()) or {}
     values = {k: v for k, v in values.items() if k != "report"}
     values = _merge(values, {"model": {"name": config.model_name}, "ray_address": config.ray_address,
                              "tracking": to_dict(config.tracking),
                              "output_dir": str(_out(config) / method), **imposed})
-    return from_dict(cls, _merge(values, config.changes.get(method, {})), where=f"leaderboard {method} ({path.name})")
+    return from_dict(cls, _merge(values, changes), where=f"leaderboard {method} ({path.name})")
 
 
 def _out(config: BenchLeaderboardConfig) -> Path:

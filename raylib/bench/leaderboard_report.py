@@ -184,7 +184,8 @@ def _seconds(value: float | None) -> str:
 def markdown(report: dict[str, Any]) -> str:
     split = report["split"]
     lines = [f"# Leaderboard: {report['dataset']} ({report['model']})", "",
-             f"One time split: validation from {split['valid_from']}, test from {split['test_from']} (unix seconds). "
+             f"One time split ({' / '.join(f'{share:g}' for share in split.get('fractions', []))} of the "
+             f"interactions): validation from {split['valid_from']}, test from {split['test_from']} (unix seconds). "
              f"Command: `{report['command']}`.", ""]
     found = conclusions(report)
     if found:
@@ -224,9 +225,10 @@ def _interval(diff: float, ci: list[float]) -> str:
 
 
 def conclusions(report: dict[str, Any]) -> list[str]:
-    """One line per LLM row, each claim with its paired interval: against the best baseline as the table trains
-    them, on the data-budget axis (its counterpart on the same records), on the slices where its interval clears
-    0, and its inference cost next to the best baseline's."""
+    """Per row that is not a baseline, each claim with its paired interval: against the best baseline as the
+    table trains them, on the data-budget axis (its counterpart on the same records; the largest budget whose
+    interval is above 0), on the slices where its interval clears 0 (95% each, not corrected for the number of
+    slices), and its inference cost next to the best baseline's."""
     lines = []
     for part, baselines in (("preference", PREFERENCE_BASELINES), ("ranking", RANKING_BASELINES)):
         metric = METRIC[part]
@@ -241,14 +243,17 @@ def conclusions(report: dict[str, Any]) -> list[str]:
             if budget:
                 won = report.get("wins", {}).get(name)
                 paired = "; ".join(f"N = {n}: {_interval(d['diff'], d['ci'])}" for n, d in budget["paired"].items())
-                claims.append(f"vs {budget['vs']} on the same records: "
-                              f"{'wins up to N = ' + str(won) if won is not None else 'wins at no budget'} ({paired})")
+                claims.append(f"vs {budget['vs']} on the same records: " + (
+                    f"largest budget with its interval above 0: N = {won}" if won is not None
+                    else "its interval is above 0 at no budget") + f" ({paired})")
             cleared = [f"{slice_name} {_interval(found['vs_best']['diff'], found['vs_best']['ci'])} vs "
                        f"{found['vs_best']['baseline']}"
                        for slice_name, rows in report.get("slices", {}).items()
                        for found in [rows.get(name) or {}] if found.get("vs_best")
                        and (found["vs_best"]["ci"][0] > 0 or found["vs_best"]["ci"][1] < 0)]
-            claims.append("slices whose interval clears 0: " + ("; ".join(cleared) if cleared else "none"))
+            sliced = any((rows.get(name) or {}).get("vs_best") for rows in report.get("slices", {}).values())
+            claims.append("slices whose interval clears 0: " + ("; ".join(cleared) if cleared
+                                                                 else "none" if sliced else "not computed"))
             cost, best_cost = row.get("infer_s_per_1000"), best.get("infer_s_per_1000")
             if cost and best_cost:
                 ratio = cost / best_cost

@@ -108,7 +108,9 @@ class CocktailJobConfig(TallrecJobConfig):
 
     @model_validator(mode="after")
     def _time_split_read(self) -> "CocktailJobConfig":
-        """The time split cuts the domains that are datasets (MovieLens domains are split by user)."""
+        """The time split cuts the domains that are datasets (MovieLens domains are split by user). It replaces
+        TALLRec's check of the same name on purpose (pydantic keeps the subclass's): RecCocktail's datasets are in
+        its domains, not in `data.dataset`."""
         if list(self.data.time_split) != list(TIME_SPLIT) and not any(d.source == "dataset" for d in self.domains):
             raise ValueError("data.time_split cuts the domains with source=dataset, and no domain has it: remove it")
         return self

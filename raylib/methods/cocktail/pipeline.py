@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from raylib import RaylibError
-from raylib.config import stage_job, to_dict
+from raylib.config import TIME_SPLIT, stage_job, to_dict
 from raylib.methods.cocktail.config import CocktailJobConfig, MergeJob
 from raylib.methods.tallrec.config import TallrecJobConfig
 from raylib.methods.cocktail.domains import DomainSplits, load_domain, mixture, three_pools, warm_cold
@@ -50,8 +50,11 @@ def load_domains(job: CocktailJobConfig) -> dict[str, DomainSplits]:
     return out
 
 
-def _stage_job(job: CocktailJobConfig, output_dir: Path) -> TallrecJobConfig:
-    return stage_job(TallrecJobConfig, job, "LoRA stage", output_dir=str(output_dir))
+def lora_stage_job(job: CocktailJobConfig, output_dir: Path) -> TallrecJobConfig:
+    """A LoRA stage's TALLRec job. Its records come cut already (each domain at the time split), and its data
+    section names no dataset, so it holds the default split, which TALLRec's check allows there."""
+    return stage_job(TallrecJobConfig, job, "LoRA stage", output_dir=str(output_dir),
+                     data={"time_split": list(TIME_SPLIT)})
 
 
 def records_key(records: list[TallrecRecord]) -> str:
@@ -187,7 +190,7 @@ def base_spirit_inputs(job: CocktailJobConfig, domains: dict[str, DomainSplits])
     train = mixture(list(domains.values()), job.base_samples, seed)
     per_valid = max(2, job.data.valid_samples // len(domains))
     valid = [r for d in domains.values() for r in stratified_sample(d.valid, per_valid, seed)]
-    return _stage_job(job, Path(job.output_dir).expanduser().resolve() / "base_spirit"), train, valid
+    return lora_stage_job(job, Path(job.output_dir).expanduser().resolve() / "base_spirit"), train, valid
 
 
 @dataclasses.dataclass
@@ -282,7 +285,7 @@ class CocktailRecipe:
         from raylib.train.driver import train
 
         print(f"[cocktail] ingredient: {len(inputs.ingredient_train)} {self.job.target} records ...", flush=True)
-        return train(TallrecTask, _stage_job(self.job, self.folder / "ingredient"), inputs.ingredient_train,
+        return train(TallrecTask, lora_stage_job(self.job, self.folder / "ingredient"), inputs.ingredient_train,
                      inputs.valid)
 
     # ---------------------------------------------------------------- the mixes

@@ -24,6 +24,7 @@ class CtrDataConfig(DataSource):
     FILES_ARE: ClassVar[str] = "CTR tables"
     SPLIT_BY_TIME: ClassVar[tuple[str, ...]] = ("movielens", "dataset")
     KEY_RENAMED: ClassVar[dict[str, str]] = {"time_split": "split_fractions"}
+    KEY_ADDED: ClassVar[dict[str, tuple]] = {}
     # CoReLLa Sec. 4.1 (MovieLens): ratings >= 4 are positive; samples split 8:1:1 by global timestamp
     # (`time_split`).
     like_threshold: float = 4.0

@@ -23,6 +23,7 @@ class SequenceDataConfig(DataSource):
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ("interactions_file", "items_file")
     FILES_ARE: ClassVar[str] = "CSV or Parquet"
     KEY_RENAMED: ClassVar[dict[str, str]] = {"time_split": "time_fractions"}
+    KEY_ADDED: ClassVar[dict[str, tuple]] = {}
     # BIGRec Sec. 4.1: the 10 most recent items form the history.
     history_len: int = Field(10, ge=1)
     # BIGRec's few-sample setting trains on 1024 windows; 0 = all training windows.

@@ -21,9 +21,8 @@ class DataConfig(DataSource):
     test_file: ExistingFile | None = None
     FILES_NEEDED: ClassVar[tuple[str, ...]] = ("train_file",)
     FILES_ARE: ClassVar[str] = "TALLRec-format .json/.jsonl/.parquet"
-    # `time_split` cuts `dataset` only (MovieLens records are split by user, below; the job refuses it
-    # elsewhere); keys made before the field existed held the split every dataset was cut at then.
-    KEY_ADDED: ClassVar[dict[str, tuple]] = {"time_split": ([0.8, 0.1, 0.1],)}
+    # `time_split` cuts datasets only (`dataset`, or RecCocktail's dataset domains): MovieLens records are split
+    # by user (below), and the job refuses another value where nothing reads it.
     # TALLRec Sec. 4.1: ratings > 3 are "like"; 10 most recent rated items form the history.
     like_threshold: float = 3.0
     history_len: int = Field(10, ge=1)
