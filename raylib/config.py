@@ -122,10 +122,14 @@ class DataSource:
             *rest, last = self.FILES_NEEDED
             raise ValueError(f"source=files needs {', '.join(rest) + ' and ' if rest else ''}{last} ({self.FILES_ARE})")
         source = "dataset" if self.dataset else self.source
-        if list(self.time_split) != list(TIME_SPLIT) and source not in self.SPLIT_BY_TIME:
+        if self.moves_the_split() and source not in self.SPLIT_BY_TIME:
             raise ValueError(f"time_split: source={source} is not split by time here ({self.FILES_ARE} name "
                              "their own splits): remove it")
         return self
+
+    def moves_the_split(self) -> bool:
+        """Whether `time_split` is not the default: the value a method that reads no split must refuse."""
+        return list(self.time_split) != list(TIME_SPLIT)
 
 
 @dataclass(config=STRICT)

@@ -289,9 +289,9 @@ def registered_rows(config: BenchLeaderboardConfig, jobs: dict[str, Any], sample
     from raylib.methods.base import load
 
     rows = {}
+    data = DataSource(dataset=config.dataset, time_split=config.time_split)
     for name in sorted(set(jobs) - set(BUILT_IN)):
         scores = load(method(name).leaderboard_scores)
-        data = DataSource(dataset=config.dataset, time_split=config.time_split)
         found = run_method(config, name, jobs[name], lambda job: scores(job, data, sample),
                            inputs={"sample": sample})["report"]
         if len(found["probabilities"]) != len(sample["label"]):

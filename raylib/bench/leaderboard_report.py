@@ -246,14 +246,12 @@ def conclusions(report: dict[str, Any]) -> list[str]:
                 claims.append(f"vs {budget['vs']} on the same records: " + (
                     f"largest budget with its interval above 0: N = {won}" if won is not None
                     else "its interval is above 0 at no budget") + f" ({paired})")
-            cleared = [f"{slice_name} {_interval(found['vs_best']['diff'], found['vs_best']['ci'])} vs "
-                       f"{found['vs_best']['baseline']}"
-                       for slice_name, rows in report.get("slices", {}).items()
-                       for found in [rows.get(name) or {}] if found.get("vs_best")
-                       and (found["vs_best"]["ci"][0] > 0 or found["vs_best"]["ci"][1] < 0)]
-            sliced = any((rows.get(name) or {}).get("vs_best") for rows in report.get("slices", {}).values())
+            paired_slices = {slice_name: rows[name]["vs_best"] for slice_name, rows in report.get("slices", {}).items()
+                             if (rows.get(name) or {}).get("vs_best")}
+            cleared = [f"{slice_name} {_interval(vs['diff'], vs['ci'])} vs {vs['baseline']}"
+                       for slice_name, vs in paired_slices.items() if vs["ci"][0] > 0 or vs["ci"][1] < 0]
             claims.append("slices whose interval clears 0: " + ("; ".join(cleared) if cleared
-                                                                 else "none" if sliced else "not computed"))
+                                                                 else "none" if paired_slices else "not computed"))
             cost, best_cost = row.get("infer_s_per_1000"), best.get("infer_s_per_1000")
             if cost and best_cost:
                 ratio = cost / best_cost

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, TIME_SPLIT, DatasetSpec, TuneSettings
+from raylib.config import STRICT, DatasetSpec, TuneSettings
 from raylib.methods.tallrec.config import TallrecJobConfig
 
 
@@ -111,7 +111,7 @@ class CocktailJobConfig(TallrecJobConfig):
         """The time split cuts the domains that are datasets (MovieLens domains are split by user). It replaces
         TALLRec's check of the same name on purpose (pydantic keeps the subclass's): RecCocktail's datasets are in
         its domains, not in `data.dataset`."""
-        if list(self.data.time_split) != list(TIME_SPLIT) and not any(d.source == "dataset" for d in self.domains):
+        if self.data.moves_the_split() and not any(d.source == "dataset" for d in self.domains):
             raise ValueError("data.time_split cuts the domains with source=dataset, and no domain has it: remove it")
         return self
 

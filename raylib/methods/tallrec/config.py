@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from raylib.config import STRICT, TIME_SPLIT, DataSource, Dtype, ExistingFile, Seed, TrainJob
+from raylib.config import STRICT, DataSource, Dtype, ExistingFile, Seed, TrainJob
 
 
 @dataclass(config=STRICT)
@@ -81,7 +81,7 @@ class TallrecJobConfig(TrainJob):
     @model_validator(mode="after")
     def _time_split_read(self) -> "TallrecJobConfig":
         """TALLRec cuts only a `dataset` at the time split; MovieLens records are split by user, files are split."""
-        if list(self.data.time_split) != list(TIME_SPLIT) and not self.data.dataset:
+        if self.data.moves_the_split() and not self.data.dataset:
             raise ValueError("data.time_split cuts data.dataset only (MovieLens records are split by user: "
                              "valid_fraction / test_fraction; files name their own splits): remove it")
         return self
