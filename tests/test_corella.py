@@ -84,7 +84,7 @@ def test_dcnv2_shapes(ctr, low_rank, structure):
     settings = CrmSettings(low_rank=low_rank, structure=structure, cross_layers=2)
     model = DCNv2(DCNv2Config.of(settings, vocab))
     batch = crm_batch(vocab.records(data.train.slice(0, 5)))
-    logit, crossed = model(batch["fields"], batch["genres"], batch["history"], batch["history_ratings"],
+    logit, crossed = model(batch["fields"], batch["genres"], batch["history"], batch["history_rating_codes"],
                            return_cross=True)
     assert logit.shape == (5,) and len(crossed) == 2
     assert all(c.shape == (5, settings.embedding_dim * 9) for c in crossed)
@@ -102,7 +102,7 @@ def test_dcnv2_learns_a_planted_rule(ctr):
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     for step in range(150):
         batch = crm_batch([records[i] for i in np.random.default_rng(step).integers(0, 3000, 256)])
-        logit = model(batch["fields"], batch["genres"], batch["history"], batch["history_ratings"])
+        logit = model(batch["fields"], batch["genres"], batch["history"], batch["history_rating_codes"])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, batch["label"])
         optimizer.zero_grad()
         loss.backward()
@@ -130,7 +130,7 @@ def test_alignment_loss_is_zero_for_equal_states_and_reaches_both_models(tiny_mo
     crm = crm_batch(vocab.records(data.train.slice(0, 3)))
     ids = torch.tensor([[1, 2, 3, 4]] * 3)
     out = model(ids, torch.ones_like(ids), torch.arange(4).expand(3, -1), fields=crm["fields"],
-                genres=crm["genres"], history=crm["history"], history_ratings=crm["history_ratings"])
+                genres=crm["genres"], history=crm["history"], history_rating_codes=crm["history_rating_codes"])
     alignment_loss(out["llm_states"], out["crm_states"], 2.0).backward()
     lora_grad = sum(p.grad.abs().sum() for n, p in model.llm.named_parameters() if "lora_B" in n)
     assert lora_grad > 0 and model.crm.embeddings["item_id"].weight.grad.abs().sum() > 0

@@ -12,11 +12,14 @@ Samples built from a dataset are columns (`CtrColumns`): row numbers into the us
 (`raylib.data.timelines`) with user fields kept per user and item fields per item, so a split of millions of
 ratings costs a few integers a sample; the strings above are made only for the rows read as text, and the CRM's
 field indices are written to Parquet chunk by chunk (`write_encoded`). A table a user brings is `CtrTable`, with
-the same methods. MovieLens samples are built in global time order and split 8:1:1 by timestamp (`split_by_time`).
+the same methods. MovieLens samples are built in global time order and split by timestamp at `data.time_split`
+(`split_by_time`).
 
 Vocabularies (`CtrVocab`): per field, the training split's values map to 2, 3, ...; any value the training
 split never had (a new user, item, zip, ...) maps to 1, the out-of-vocabulary bucket (never a crash); 0 is
 padding of the multi-valued fields. A vocabulary's hash ties a CRM, its routing config and the data together.
+Encoded, a sample holds indices only (`fields`, `genres`, `history`, `history_rating_codes`: each history rating's
+index in the `rating` vocabulary); `history_ratings` always means the ratings themselves, as a request sends them.
 """
 
 from __future__ import annotations
@@ -199,7 +202,7 @@ class CtrColumns(TimelineRows):
             "genres": pa.ListArray.from_arrays(pa.array(list_offsets(lengths)), pa.array(genre_values[index])),
             "history": pa.ListArray.from_arrays(history_offsets,
                                                 pa.array(codes["item_id"][self.timelines.items[rows]])),
-            "history_ratings": pa.ListArray.from_arrays(history_offsets, pa.array(codes["rating"][rows])),
+            "history_rating_codes": pa.ListArray.from_arrays(history_offsets, pa.array(codes["rating"][rows])),
             "label": pa.array(self.labels)})
 
     def texts(self) -> dict[str, list]:
@@ -207,7 +210,7 @@ class CtrColumns(TimelineRows):
         t, (rows, lengths) = self.timelines, self.history_rows()
         titles = self.item_fields["title"]
         return {"title": titles[self.items].tolist(), "history_titles": _lists(titles[t.items[rows]], lengths),
-                "history_scores": _lists(t.ratings[rows], lengths)}
+                "history_ratings": _lists(t.ratings[rows], lengths)}
 
 
 def _lists(values: np.ndarray, lengths: np.ndarray) -> list[list]:
@@ -275,13 +278,13 @@ class CtrTable:
             "genres": listed("genres", vocab.lookup("genres", t.column("genres").combine_chunks().flatten())),
             "history": listed("history_items", vocab.lookup("item_id",
                                                             t.column("history_items").combine_chunks().flatten())),
-            "history_ratings": listed("history_ratings", rating_codes[which.ravel()]),
+            "history_rating_codes": listed("history_ratings", rating_codes[which.ravel()]),
             "label": t.column("label").cast(pa.int64())})
 
     def texts(self) -> dict[str, list]:
         return {"title": self.data.column("title").to_pylist(),
                 "history_titles": self.data.column("history_titles").to_pylist(),
-                "history_scores": self.data.column("history_ratings").to_pylist()}
+                "history_ratings": self.data.column("history_ratings").to_pylist()}
 
 
 CtrSamples = CtrColumns | CtrTable
@@ -356,8 +359,10 @@ def typed_ctr_table(rows: dict[str, list]) -> pa.Table:
     return pa.table({c: pa.array(rows[c], types[c]) for c in CTR_COLUMNS})
 
 
-def split_by_time(samples: CtrSamples, fractions=(0.8, 0.1, 0.1)) -> tuple[CtrSamples, CtrSamples, CtrSamples]:
-    """Train / valid / test by global timestamp: the first 80% of samples in time, the next 10%, the last 10%."""
+def split_by_time(samples: CtrSamples, fractions: tuple[float, float, float]
+                  ) -> tuple[CtrSamples, CtrSamples, CtrSamples]:
+    """Train / valid / test by global timestamp: the first `fractions[0]` of samples in time, the next
+    `fractions[1]`, the rest."""
     order = np.argsort(samples.timestamps, kind="stable")
     n = len(order)
     cut1, cut2 = int(round(n * fractions[0])), int(round(n * (fractions[0] + fractions[1])))

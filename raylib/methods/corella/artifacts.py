@@ -37,7 +37,7 @@ ARTIFACTS_DIR = "artifacts"
 # ------------------------------------------------------------------ the LLM's input
 def prompt_ids(tokenizer, record: dict[str, Any], max_length: int, where: str = "record") -> list[int]:
     """The record's CoReLLa prompt as token ids, at most `max_length` (oldest history items dropped first)."""
-    history = corella_history(record["history_titles"], record["history_scores"])
+    history = corella_history(record["history_titles"], record["history_ratings"])
     text = fit_history(tokenizer, lambda items: corella_prompt(items, record["title"]), history, max_length, where)
     return token_ids(tokenizer, text)
 

@@ -141,20 +141,20 @@ class DCNv2(nn.Module):
         return (vectors * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def embed(self, fields: torch.Tensor, genres: torch.Tensor, history: torch.Tensor,
-              history_ratings: torch.Tensor) -> torch.Tensor:
+              history_rating_codes: torch.Tensor) -> torch.Tensor:
         e = self.embeddings
         parts = [e[f](fields[:, k]) for k, f in enumerate(SINGLE_FIELDS)]
         parts.append(self._pooled(e["genres"](genres), genres))
         # each history item is its item embedding plus the embedding of the rating the user gave it
-        parts.append(self._pooled(e["item_id"](history) + e["rating"](history_ratings), history))
+        parts.append(self._pooled(e["item_id"](history) + e["rating"](history_rating_codes), history))
         if self.item_text is not None:
             parts.append(self.item_text(fields[:, ITEM_COLUMN]))
         return torch.cat(parts, dim=-1)
 
     def forward(self, fields: torch.Tensor, genres: torch.Tensor, history: torch.Tensor,
-                history_ratings: torch.Tensor, return_cross: bool = False):
+                history_rating_codes: torch.Tensor, return_cross: bool = False):
         """Logit of "like" per row ([B]); with `return_cross`, also every cross layer's output ([B, width] each)."""
-        x0 = self.embed(fields, genres, history, history_ratings)
+        x0 = self.embed(fields, genres, history, history_rating_codes)
         x, crossed = x0, []
         for layer in self.cross:
             x = layer(x0, x)
@@ -180,7 +180,7 @@ def crm_batch(records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Encoded records (`CtrVocab.records`) -> tensors: fields [B, F], genres / history padded with 0, label."""
     return {"fields": torch.tensor([r["fields"] for r in records], dtype=torch.long),
             "genres": _padded([r["genres"] for r in records]), "history": _padded([r["history"] for r in records]),
-            "history_ratings": _padded([r["history_ratings"] for r in records]),
+            "history_rating_codes": _padded([r["history_rating_codes"] for r in records]),
             "label": torch.tensor([r["label"] for r in records], dtype=torch.float32)}
 
 
@@ -192,7 +192,7 @@ def crm_probabilities(model: DCNv2, records: list[dict[str, Any]], batch_size: i
     out = []
     for start in range(0, len(records), batch_size):
         batch = crm_batch(records[start:start + batch_size])
-        logit = model(*(batch[k].to(device) for k in ("fields", "genres", "history", "history_ratings")))
+        logit = model(*(batch[k].to(device) for k in ("fields", "genres", "history", "history_rating_codes")))
         out.append(torch.sigmoid(logit.float()).cpu().numpy().astype(np.float64))
     model.train(was_training)
     return np.concatenate(out) if out else np.empty(0)
@@ -265,14 +265,14 @@ class CrmTask(WholeModelCheckpoints):
         return crm_batch(items)
 
     def loss(self, module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logit = module(batch["fields"], batch["genres"], batch["history"], batch["history_ratings"])
+        logit = module(batch["fields"], batch["genres"], batch["history"], batch["history_rating_codes"])
         return F.binary_cross_entropy_with_logits(logit.float(), batch["label"])
 
     @torch.no_grad()
     def validate(self, module, items: list[dict[str, Any]]) -> dict[str, float]:
         def probs(batch: list[dict[str, Any]]) -> list[float]:
             t = {k: v.to(self.ctx.device) for k, v in crm_batch(batch).items()}
-            return torch.sigmoid(module(t["fields"], t["genres"], t["history"], t["history_ratings"]).float()).cpu().tolist()
+            return torch.sigmoid(module(t["fields"], t["genres"], t["history"], t["history_rating_codes"]).float()).cpu().tolist()
 
         module.eval()
         values = sharded_map(items, probs, self.job.train.eval_batch_size, self.ctx)

@@ -72,13 +72,13 @@ class CorellaModel(nn.Module):
             self.crm_projections = nn.ModuleList(nn.Linear(crm.cross_width, projection_dim) for _ in self.pairs)
 
     def forward(self, input_ids, attention_mask, position_ids, fields=None, genres=None, history=None,
-                history_ratings=None):
+                history_rating_codes=None):
         joint = self.crm is not None and fields is not None
         out = self.llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False, logits_to_keep=1, output_hidden_states=joint)
         result = {"logits": out.logits[:, -1, :]}
         if joint:
-            crm_logit, crossed = self.crm(fields, genres, history, history_ratings, return_cross=True)
+            crm_logit, crossed = self.crm(fields, genres, history, history_rating_codes, return_cross=True)
             result["crm_logit"] = crm_logit
             # left padding: the last column is every prompt's last token
             result["llm_states"] = [g(out.hidden_states[l][:, -1, :].to(g.weight.dtype)) for g, (l, _) in
@@ -247,11 +247,11 @@ class CorellaJointTask(CorellaLlmTask):
 
     def _item(self, record: dict[str, Any], where: str) -> dict[str, Any]:
         return {**super()._item(record, where), "fields": record["fields"], "genres": record["genres"],
-                "history": record["history"], "history_ratings": record["history_ratings"]}
+                "history": record["history"], "history_rating_codes": record["history_rating_codes"]}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch, crm = super().collate(items), crm_batch(items)
-        batch.update({k: crm[k] for k in ("fields", "genres", "history", "history_ratings")})
+        batch.update({k: crm[k] for k in ("fields", "genres", "history", "history_rating_codes")})
         return batch
 
     def objective(self, out: dict[str, Any], label: torch.Tensor) -> torch.Tensor:
