@@ -88,6 +88,19 @@ def test_the_report_opens_with_each_rows_claims_and_their_intervals():
     ]
 
 
+def test_a_benchmarks_cost_from_nothing_adds_up_its_stops_and_resumes(tmp_path, monkeypatch):
+    from raylib.bench import common
+
+    clock = iter([100.0, 160.0, 1000.0, 1030.0, 1045.0])  # start, mark; a resume: start, mark, mark
+    monkeypatch.setattr(common.time, "time", lambda: next(clock))
+    assert common.time_spent(tmp_path) == {"seconds": None, "invocations": 0}
+    common.invocation_started(tmp_path)
+    assert common.time_spent(tmp_path) == {"seconds": 60.0, "invocations": 1}  # stopped here: killed, say
+    common.invocation_started(tmp_path)
+    common.time_spent(tmp_path)
+    assert common.time_spent(tmp_path) == {"seconds": 60.0 + 45.0, "invocations": 2}
+
+
 def test_a_registered_method_that_scores_the_sample_is_a_leaderboard_row(board):
     """The sixth method named in `recipes` runs from its recipe and its Method's `leaderboard_scores`: a row
     with its interval, its per-record scores and its MLflow child run, like the shipped methods'."""
@@ -277,6 +290,11 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
     again = run_bench(config)
     assert again["preference"] == report["preference"] and again["ranking"] == report["ranking"]
     assert again["wall_time_s"] < 60
+    # the cost from nothing sums every invocation into the folder: the rerun adds its own seconds, no more
+    before, after = saved["time_spent"], again["time_spent"]
+    assert after["invocations"] == before["invocations"] + 1
+    assert before["seconds"] + again["wall_time_s"] - 5 <= after["seconds"] <= before["seconds"] + 60
+    assert "Made from nothing in" in table
 
 
 # slow tier: three more Ray Train runs (the entropy merge, CoReLLa's two LLM stages)

@@ -1,11 +1,13 @@
 """What every benchmark does with its report: where it lies (a relative path is under the project, so a run
 from any folder writes the committed file), reading back what a partial run wrote, and writing it with its
 PNG and Markdown. The JSON is written atomically (`raylib.stages.write_json`): a killed run leaves the last
-complete report, which the next run resumes from."""
+complete report, which the next run resumes from. A resumable benchmark also keeps the time every invocation
+spent in its output folder (`time_spent`): its cost from nothing, across stops."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,3 +43,31 @@ def write_report(report: dict[str, Any], path: Path, plot: Callable[[dict[str, A
 def _plain(value: Any) -> Any:
     """numpy (and torch) numbers and arrays as JSON numbers and lists; anything else (paths, dtypes) as text."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+INVOCATIONS_FILE = "invocations.json"
+
+
+def invocation_started(folder: Path) -> None:
+    """Adds this invocation to `<folder>/invocations.json`: a resumable benchmark's stops and resumes, so its cost
+    from nothing is known after any number of them (`time_spent`)."""
+    from raylib.stages import read_json, write_json
+
+    now = time.time()
+    runs = read_json(folder / INVOCATIONS_FILE)
+    write_json(folder / INVOCATIONS_FILE, [*(runs if isinstance(runs, list) else []),
+                                           {"started": now, "last_seen": now}])
+
+
+def time_spent(folder: Path) -> dict[str, Any]:
+    """Marks the latest invocation alive now; {seconds: the wall seconds of every invocation into `folder` (a
+    killed one to its last mark), invocations: how many}. With the folder made from nothing, the benchmark's
+    cost from nothing, however often it was stopped; a rerun that finds every stage kept adds seconds only."""
+    from raylib.stages import read_json, write_json
+
+    runs = read_json(folder / INVOCATIONS_FILE)
+    if not isinstance(runs, list) or not runs:
+        return {"seconds": None, "invocations": 0}
+    runs[-1]["last_seen"] = time.time()
+    write_json(folder / INVOCATIONS_FILE, runs)
+    return {"seconds": float(sum(r["last_seen"] - r["started"] for r in runs)), "invocations": len(runs)}

@@ -30,6 +30,7 @@ from pydantic.dataclasses import dataclass
 
 from raylib import RaylibError
 from raylib.assets import PROJECT_DIR
+from raylib.bench.common import invocation_started, time_spent
 from raylib.bench.leaderboard_report import (PREFERENCE_BASELINES, RANKING_BASELINES, save, slice_tables,
                                              summary, write_scores)
 from raylib.config import (STRICT, TIME_SPLIT, DataSource, DatasetSpec, Seed, SplitShares, TrackingSettings,
@@ -222,10 +223,13 @@ def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[An
 
     def compute() -> dict[str, Any]:
         start = time.time()
+        print(f"[leaderboard] {name} ...", flush=True)
         with tracking.job_run(job.tracking, job.output_dir, f"leaderboard {name}", to_dict(job)) as tracked:
             report = run(job)
             if tracked:
                 tracking.log_report(tracked, report, Path(job.output_dir))
+        spent = time_spent(_out(config))["seconds"] or 0.0
+        print(f"[leaderboard] {name}: {time.time() - start:.0f} s ({spent / 3600:.2f} h in all so far)", flush=True)
         return {"report": _jsonable(report), "job_s": time.time() - start}
 
     from raylib.data.dataset import dataset_fingerprint
@@ -584,6 +588,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
         "selection": {method: {"rule": rule} for method, rule in config.selection.items()}}
     path = _report_path(config)
     save(report, path)
+    invocation_started(_out(config))
     slices: dict[str, dict[str, Any]] = {}
     if "preference" in config.parts:
         sample, rows, ctr_sample = preference_scores(config, jobs)
@@ -609,7 +614,8 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
         report["split"].update(windows)
     report["slices"] = slices
     report["selection"] = selection_seen(config, report["selection"])
-    report["wall_time_s"] = time.time() - start
+    report["wall_time_s"] = time.time() - start  # this invocation's
+    report["time_spent"] = time_spent(_out(config))  # every invocation's into output_dir: the cost from nothing
     report["report_path"] = str(save(report, path))
     log_rows(config, report)
     return report

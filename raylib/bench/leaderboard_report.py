@@ -181,12 +181,20 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
+def _time_line(report: dict[str, Any]) -> str:
+    spent = report.get("time_spent") or {}
+    if not spent.get("seconds"):
+        return ""
+    return (f" Made from nothing in {spent['seconds'] / 3600:.2f} h of wall time over {spent['invocations']} "
+            f"invocation(s); this one took {report['wall_time_s']:.0f} s.")
+
+
 def markdown(report: dict[str, Any]) -> str:
     split = report["split"]
     lines = [f"# Leaderboard: {report['dataset']} ({report['model']})", "",
              f"One time split ({' / '.join(f'{share:g}' for share in split.get('fractions', []))} of the "
              f"interactions): validation from {split['valid_from']}, test from {split['test_from']} (unix seconds). "
-             f"Command: `{report['command']}`.", ""]
+             f"Command: `{report['command']}`.{_time_line(report)}", ""]
     found = conclusions(report)
     if found:
         lines += ["## What to conclude (paired 95% bootstrap intervals; generated from the figures below)", "",
