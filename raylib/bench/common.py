@@ -48,26 +48,41 @@ def _plain(value: Any) -> Any:
 INVOCATIONS_FILE = "invocations.json"
 
 
-def invocation_started(folder: Path) -> None:
-    """Adds this invocation to `<folder>/invocations.json`: a resumable benchmark's stops and resumes, so its cost
-    from nothing is known after any number of them (`time_spent`)."""
-    from raylib.stages import read_json, write_json
-
-    now = time.time()
-    runs = read_json(folder / INVOCATIONS_FILE)
-    write_json(folder / INVOCATIONS_FILE, [*(runs if isinstance(runs, list) else []),
-                                           {"started": now, "last_seen": now}])
-
-
-def time_spent(folder: Path) -> dict[str, Any]:
-    """Marks the latest invocation alive now; {seconds: the wall seconds of every invocation into `folder` (a
-    killed one to its last mark), invocations: how many}. With the folder made from nothing, the benchmark's
-    cost from nothing, however often it was stopped; a rerun that finds every stage kept adds seconds only."""
-    from raylib.stages import read_json, write_json
+def _invocations(folder: Path) -> list[dict[str, float]] | None:
+    """The folder's ledger; None when there is none or it is not one (then it starts again)."""
+    from raylib.stages import read_json
 
     runs = read_json(folder / INVOCATIONS_FILE)
-    if not isinstance(runs, list) or not runs:
+    ok = isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("started"), (int, float)) and
+                                        isinstance(r.get("last_seen"), (int, float)) for r in runs)
+    return runs if ok else None
+
+
+def invocation_started(folder: Path, started: float) -> None:
+    """Adds this invocation (begun at `started`, a `time.time()`) to `<folder>/invocations.json`: a resumable
+    benchmark's stops and resumes, so its cost from nothing is known after any number of them (`time_spent`)."""
+    from raylib.stages import write_json
+
+    runs = _invocations(folder)
+    if runs is None and (folder / INVOCATIONS_FILE).exists():
+        print(f"[bench] {folder / INVOCATIONS_FILE} is not a ledger of invocations: the time spent is counted "
+              "from this one", flush=True)
+    write_json(folder / INVOCATIONS_FILE, [*(runs or []), {"started": started, "last_seen": time.time()}])
+
+
+def time_spent(folder: Path, now: float | None = None) -> dict[str, Any]:
+    """Marks the latest invocation alive at `now` (default: now); {seconds: the wall seconds of every invocation
+    into `folder` (a killed one to its last mark), invocations: how many}. With the folder made from nothing,
+    the benchmark's cost from nothing, however often it was stopped; a rerun that finds every stage kept adds
+    its own seconds only. Bookkeeping: a ledger it cannot read or write never stops the benchmark."""
+    from raylib.stages import write_json
+
+    runs = _invocations(folder)
+    if not runs:
         return {"seconds": None, "invocations": 0}
-    runs[-1]["last_seen"] = time.time()
-    write_json(folder / INVOCATIONS_FILE, runs)
+    runs[-1]["last_seen"] = time.time() if now is None else now
+    try:
+        write_json(folder / INVOCATIONS_FILE, runs)
+    except OSError:
+        pass
     return {"seconds": float(sum(r["last_seen"] - r["started"] for r in runs)), "invocations": len(runs)}

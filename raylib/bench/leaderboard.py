@@ -588,7 +588,7 @@ def run_bench(config: BenchLeaderboardConfig) -> dict[str, Any]:
         "selection": {method: {"rule": rule} for method, rule in config.selection.items()}}
     path = _report_path(config)
     save(report, path)
-    invocation_started(_out(config))
+    invocation_started(_out(config), started=start)
     slices: dict[str, dict[str, Any]] = {}
     if "preference" in config.parts:
         sample, rows, ctr_sample = preference_scores(config, jobs)
