@@ -228,9 +228,9 @@ def run_method(config: BenchLeaderboardConfig, name: str, job, run: Callable[[An
             report = run(job)
             if tracked:
                 tracking.log_report(tracked, report, Path(job.output_dir))
-        spent = time_spent(_out(config))["seconds"] or 0.0
-        print(f"[leaderboard] {name}: {time.time() - start:.0f} s ({spent / 3600:.2f} h in all so far)", flush=True)
-        return {"report": _jsonable(report), "job_s": time.time() - start}
+        job_s, spent = time.time() - start, time_spent(_out(config))["seconds"] or 0.0
+        print(f"[leaderboard] {name}: {job_s:.0f} s ({spent / 3600:.2f} h in all so far)", flush=True)
+        return {"report": _jsonable(report), "job_s": job_s}
 
     from raylib.data.dataset import dataset_fingerprint
 

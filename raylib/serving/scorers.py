@@ -85,8 +85,7 @@ class LlmScorer:
     def prompt(self, sample: dict[str, Any], where: str) -> list[int]:
         from raylib.methods.corella.artifacts import prompt_ids
 
-        return prompt_ids(self.tokenizer, sample, self.max_length,
-                          where)
+        return prompt_ids(self.tokenizer, sample, self.max_length, where)
 
     def scores(self, prompts: list[list[int]]):
         from raylib.encoding import Encoded

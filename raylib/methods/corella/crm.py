@@ -35,6 +35,7 @@ from raylib.train.whole_model import WholeModelCheckpoints
 
 MODEL_FILE, CONFIG_FILE, VOCAB_FILE = "model.safetensors", "config.json", "vocab.json"
 ITEM_COLUMN = SINGLE_FIELDS.index("item_id")  # the target item's column of `fields`
+CRM_INPUTS = ("fields", "genres", "history", "history_rating_codes")  # `DCNv2.forward`'s tensors, in its order
 
 
 class CrossLayer(nn.Module):
@@ -192,7 +193,7 @@ def crm_probabilities(model: DCNv2, records: list[dict[str, Any]], batch_size: i
     out = []
     for start in range(0, len(records), batch_size):
         batch = crm_batch(records[start:start + batch_size])
-        logit = model(*(batch[k].to(device) for k in ("fields", "genres", "history", "history_rating_codes")))
+        logit = model(*(batch[k].to(device) for k in CRM_INPUTS))
         out.append(torch.sigmoid(logit.float()).cpu().numpy().astype(np.float64))
     model.train(was_training)
     return np.concatenate(out) if out else np.empty(0)
@@ -265,14 +266,14 @@ class CrmTask(WholeModelCheckpoints):
         return crm_batch(items)
 
     def loss(self, module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logit = module(batch["fields"], batch["genres"], batch["history"], batch["history_rating_codes"])
+        logit = module(*(batch[k] for k in CRM_INPUTS))
         return F.binary_cross_entropy_with_logits(logit.float(), batch["label"])
 
     @torch.no_grad()
     def validate(self, module, items: list[dict[str, Any]]) -> dict[str, float]:
         def probs(batch: list[dict[str, Any]]) -> list[float]:
             t = {k: v.to(self.ctx.device) for k, v in crm_batch(batch).items()}
-            return torch.sigmoid(module(t["fields"], t["genres"], t["history"], t["history_rating_codes"]).float()).cpu().tolist()
+            return torch.sigmoid(module(*(t[k] for k in CRM_INPUTS)).float()).cpu().tolist()
 
         module.eval()
         values = sharded_map(items, probs, self.job.train.eval_batch_size, self.ctx)

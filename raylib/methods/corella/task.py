@@ -30,7 +30,7 @@ from torch import nn
 from raylib import RaylibError
 from raylib.config import to_dict
 from raylib.methods.corella.config import CorellaStageJob
-from raylib.methods.corella.crm import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, DCNv2, DCNv2Config, crm_batch
+from raylib.methods.corella.crm import CONFIG_FILE, CRM_INPUTS, MODEL_FILE, VOCAB_FILE, DCNv2, DCNv2Config, crm_batch
 from raylib.encoding import Encoded, collate_left_padded
 from raylib.methods.corella.artifacts import prompt_ids, yes_no_ids
 from raylib.metrics import binary_report
@@ -246,12 +246,11 @@ class CorellaJointTask(CorellaLlmTask):
         return [{"params": lora}, {"params": side, "lr": self.job.align.crm_learning_rate}]
 
     def _item(self, record: dict[str, Any], where: str) -> dict[str, Any]:
-        return {**super()._item(record, where), "fields": record["fields"], "genres": record["genres"],
-                "history": record["history"], "history_rating_codes": record["history_rating_codes"]}
+        return {**super()._item(record, where), **{k: record[k] for k in CRM_INPUTS}}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch, crm = super().collate(items), crm_batch(items)
-        batch.update({k: crm[k] for k in ("fields", "genres", "history", "history_rating_codes")})
+        batch.update({k: crm[k] for k in CRM_INPUTS})
         return batch
 
     def objective(self, out: dict[str, Any], label: torch.Tensor) -> torch.Tensor:
