@@ -89,19 +89,20 @@ def test_the_report_opens_with_each_rows_claims_and_their_intervals():
 
 
 def test_a_benchmarks_cost_from_nothing_adds_up_its_stops_and_resumes(tmp_path):
-    from raylib.bench.common import INVOCATIONS_FILE, invocation_started, time_spent
+    from raylib.bench.common import INVOCATIONS_FILE, code_version, invocation_started, time_spent
 
-    assert time_spent(tmp_path) == {"seconds": None, "invocations": 0}
+    this_code = [code_version()]  # this checkout's commit: every invocation records what it ran
+    assert time_spent(tmp_path) == {"seconds": None, "invocations": 0, "code": []}
     invocation_started(tmp_path, started=100.0)
-    assert time_spent(tmp_path, now=160.0) == {"seconds": 60.0, "invocations": 1}  # stopped here: killed, say
+    assert time_spent(tmp_path, now=160.0) == {"seconds": 60.0, "invocations": 1, "code": this_code}  # killed, say
     invocation_started(tmp_path, started=1000.0)  # a resume
     time_spent(tmp_path, now=1030.0)
-    assert time_spent(tmp_path, now=1045.0) == {"seconds": 60.0 + 45.0, "invocations": 2}
+    assert time_spent(tmp_path, now=1045.0) == {"seconds": 60.0 + 45.0, "invocations": 2, "code": this_code}
     # a ledger that is not one starts again instead of failing the benchmark
     (tmp_path / INVOCATIONS_FILE).write_text('[{"started": "yesterday"}]')
-    assert time_spent(tmp_path) == {"seconds": None, "invocations": 0}
+    assert time_spent(tmp_path) == {"seconds": None, "invocations": 0, "code": []}
     invocation_started(tmp_path, started=2000.0)
-    assert time_spent(tmp_path, now=2010.0) == {"seconds": 10.0, "invocations": 1}
+    assert time_spent(tmp_path, now=2010.0) == {"seconds": 10.0, "invocations": 1, "code": this_code}
 
 
 def test_a_registered_method_that_scores_the_sample_is_a_leaderboard_row(board):
@@ -297,7 +298,7 @@ def test_a_synthetic_recbole_dataset_runs_every_method_and_the_leaderboard_write
     before, after = saved["time_spent"], again["time_spent"]
     assert after["invocations"] == before["invocations"] + 1
     assert before["seconds"] + again["wall_time_s"] - 1e-6 <= after["seconds"] <= before["seconds"] + 60
-    assert "output folder was made in" in table
+    assert "output folder was made in" in table and "(code: " in table
 
 
 # slow tier: three more Ray Train runs (the entropy merge, CoReLLa's two LLM stages)

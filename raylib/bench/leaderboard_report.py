@@ -185,8 +185,10 @@ def _time_line(report: dict[str, Any]) -> str:
     spent = report.get("time_spent") or {}
     if not spent.get("seconds"):
         return ""
+    code = ", ".join(c or "unrecorded" for c in spent.get("code", []))
     return (f" Its output folder was made in {spent['seconds'] / 3600:.2f} h of wall time over "
-            f"{spent['invocations']} invocation(s); this one took {report['wall_time_s']:.0f} s.")
+            f"{spent['invocations']} invocation(s) (code: {code or 'unrecorded'}); this one took "
+            f"{report['wall_time_s']:.0f} s.")
 
 
 def markdown(report: dict[str, Any]) -> str:
